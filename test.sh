@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs the real peers the interop tests use
+# (GnuPG, Sequoia sq), then go vet, gofmt, every test, and a bounded run of
+# each fuzz target. Used by the README and by CI (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need=()
+command -v gpg >/dev/null 2>&1 || need+=(gnupg)
+command -v sq >/dev/null 2>&1 || need+=(sq)
+if ((${#need[@]})); then
+	if [ "$(id -u)" = 0 ]; then
+		echo "test.sh: installing ${need[*]}"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+	else
+		echo "test.sh: ${need[*]} missing; install them (apt-get install ${need[*]}) or interop tests skip" >&2
+	fi
+fi
+
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+go vet ./...
+go test -count=1 ./...
+
+# Each fuzz target for a bounded time (FUZZTIME, default 20s), seeded by
+# its corpus under testdata/fuzz.
+fuzztime=${FUZZTIME:-20s}
+for pkg in $(go list ./...); do
+	dir=$(go list -f '{{.Dir}}' "$pkg")
+	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //'); do
+		echo "fuzz $pkg $target for $fuzztime"
+		go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" "$pkg"
+	done
+done
+echo "test.sh: all tests passed"
