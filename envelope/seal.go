@@ -1,0 +1,408 @@
+package envelope
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/conduit-gateway/conduit/keys"
+)
+
+// Header names of the envelope.
+const (
+	// PackageHeader carries the opaque package id, outside and inside.
+	PackageHeader = "Conduit-Package"
+	// SIOLabelHeader carries the outer marking in the style of RFC 7444
+	// (Security Labels in Internet Email), section 3: marking="...".
+	SIOLabelHeader = "SIO-Label"
+	// HPOuterHeader records, inside the signed payload, the value of each
+	// outer header the sender wrote (RFC 9788 section 2.2), so that an
+	// altered outer header is detected as tampering.
+	HPOuterHeader = "HP-Outer"
+	// ManifestType is the media type of the manifest part.
+	ManifestType = "application/vnd.conduit.manifest+json"
+)
+
+// ErrProfileMismatch: a key does not belong to the profile asked for.
+var ErrProfileMismatch = errors.New("key does not fit the profile")
+
+// SealParams says who seals a package, for whom, under which label.
+type SealParams struct {
+	Signer     *keys.Identity
+	Recipients []*keys.Cert
+	Label      Label
+	// Manifest is the package's routing facts (subjects, risk, topic).
+	// When nil, one is made from the label and the recipients.
+	Manifest *Manifest
+	Profile  keys.Profile
+	// PackageID is the opaque id; a random one when empty.
+	PackageID string
+	// OuterFrom and OuterTo are the gateways' addresses on the outside;
+	// by default the e-mail addresses in the keys' user IDs.
+	OuterFrom string
+	OuterTo   []string
+	Now       func() time.Time
+}
+
+// Sealed describes a sealed envelope.
+type Sealed struct {
+	PackageID string
+	MessageID string // the inner, signed Message-ID
+}
+
+// NewPackageID returns a random opaque package id.
+func NewPackageID() string {
+	b := make([]byte, 15)
+	if _, err := rand.Read(b); err != nil {
+		panic("crypto/rand: " + err.Error())
+	}
+	return "cdt-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
+}
+
+// Marking is the human marking of a label: classification, descriptor and
+// caveat, as UK government mail writes it.
+func (l *Label) Marking() string {
+	s := string(l.Classification)
+	if l.Descriptor != "" {
+		s += " " + l.Descriptor
+	}
+	if l.Caveat != "" {
+		s += " " + l.Caveat
+	}
+	return s
+}
+
+// SIOLabel is the outer SIO-Label value for a label.
+func (l *Label) SIOLabel() string { return "marking=" + quoteValue(l.Marking()) }
+
+// SubjectMarking is the prefix put on subjects.
+func (l *Label) SubjectMarking() string { return "[" + l.Marking() + "]" }
+
+// Seal reads a message (RFC 5322, as a mail client would submit it) from
+// msg and writes to w a PGP/MIME envelope (RFC 3156 section 6.2, combined
+// sign-and-encrypt) whose encrypted payload holds the message with its
+// protected headers (RFC 9788, hp="cipher"), the canonical handling label
+// and a JSON manifest part. Outside, only the marking, an opaque package id
+// and the gateways' addresses are visible.
+//
+// Seal streams: the message body is never held in memory whole.
+func Seal(ctx context.Context, w io.Writer, msg io.Reader, p SealParams) (*Sealed, error) {
+	now := time.Now
+	if p.Now != nil {
+		now = p.Now
+	}
+	if p.Signer == nil {
+		return nil, errors.New("seal: no signing identity")
+	}
+	if len(p.Recipients) == 0 {
+		return nil, errors.New("seal: no recipients")
+	}
+	profile := p.Profile
+	if profile == "" {
+		profile = keys.ProfileOf(p.Signer.Entity)
+	}
+	if err := checkProfile(profile, p.Signer.Entity, p.Signer.Agency); err != nil {
+		return nil, err
+	}
+	to := make([]*openpgp.Entity, len(p.Recipients))
+	for i, c := range p.Recipients {
+		if err := checkProfile(profile, c.Entity, c.Agency); err != nil {
+			return nil, err
+		}
+		to[i] = c.Entity
+	}
+	label := p.Label
+	if label.Created.IsZero() {
+		label.Created = now().UTC().Truncate(time.Second)
+	}
+	if err := label.Validate(); err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	if label.Originator != p.Signer.Agency {
+		return nil, fmt.Errorf("seal: label originator %q is not the signing agency %q", label.Originator, p.Signer.Agency)
+	}
+	man := p.Manifest
+	if man == nil {
+		man = &Manifest{From: p.Signer.Agency}
+		for _, c := range p.Recipients {
+			man.To = append(man.To, c.Agency)
+		}
+	} else {
+		cp := *man
+		man = &cp
+	}
+	man.Label = label
+	manJSON, err := json.Marshal(man)
+	if err != nil {
+		return nil, fmt.Errorf("seal: manifest: %w", err)
+	}
+
+	pkgID := p.PackageID
+	if pkgID == "" {
+		pkgID = NewPackageID()
+	}
+	outerFrom := p.OuterFrom
+	if outerFrom == "" {
+		outerFrom = emailOf(p.Signer.Entity)
+	}
+	outerTo := p.OuterTo
+	if len(outerTo) == 0 {
+		for _, c := range p.Recipients {
+			outerTo = append(outerTo, emailOf(c.Entity))
+		}
+	}
+
+	br := bufio.NewReaderSize(&ctxReader{ctx: ctx, r: msg}, 64<<10)
+	orig, err := textproto.ReadHeader(br)
+	if err != nil {
+		return nil, fmt.Errorf("seal: read message header: %w", err)
+	}
+	date := now().UTC()
+	outer := []field{
+		{"From", "<" + outerFrom + ">"},
+		{"To", angleList(outerTo)},
+		{"Date", date.Format(time.RFC1123Z)},
+		{"Message-ID", "<" + pkgID + "@" + domainOf(outerFrom) + ">"},
+		{"Subject", label.SubjectMarking() + " Conduit package " + pkgID},
+		{SIOLabelHeader, label.SIOLabel()},
+		{PackageHeader, pkgID},
+	}
+
+	// The protected header section (RFC 9788 section 2.1): every header of
+	// the original message except its content headers, which move to the
+	// content part, and the envelope's own fields, which we write.
+	inner := []field{{"MIME-Version", "1.0"}}
+	var content []string // raw content header lines of the original
+	var haveDate, haveMsgID, haveSubject bool
+	msgID := ""
+	for f := orig.Fields(); f.Next(); {
+		key := f.Key()
+		lk := strings.ToLower(key)
+		raw, err := f.Raw()
+		if err != nil {
+			return nil, fmt.Errorf("seal: message header %s: %w", key, err)
+		}
+		switch {
+		case strings.HasPrefix(lk, "content-"):
+			content = append(content, crlf(string(raw)))
+			continue
+		case lk == "mime-version" || lk == strings.ToLower(LabelHeader) || lk == strings.ToLower(PackageHeader) ||
+			lk == strings.ToLower(HPOuterHeader) || lk == strings.ToLower(SIOLabelHeader) || lk == "bcc":
+			// Written by us, or never sent on (Bcc).
+			continue
+		case lk == "subject":
+			haveSubject = true
+			v := strings.TrimSpace(f.Value())
+			if !strings.HasPrefix(v, label.SubjectMarking()) {
+				v = label.SubjectMarking() + " " + v
+			}
+			inner = append(inner, field{"Subject", v})
+			continue
+		case lk == "date":
+			haveDate = true
+		case lk == "message-id":
+			haveMsgID = true
+			msgID = strings.TrimSpace(f.Value())
+		}
+		inner = append(inner, rawField(crlf(string(raw))))
+	}
+	if !haveSubject {
+		inner = append(inner, field{"Subject", label.SubjectMarking()})
+	}
+	if !haveDate {
+		inner = append(inner, field{"Date", date.Format(time.RFC1123Z)})
+	}
+	if !haveMsgID {
+		msgID = "<" + NewPackageID() + "@" + domainOf(outerFrom) + ">"
+		inner = append(inner, field{"Message-ID", msgID})
+	}
+	inner = append(inner, field{LabelHeader, label.Canonical()}, field{PackageHeader, pkgID})
+	for _, o := range outer {
+		inner = append(inner, field{HPOuterHeader, o.k + ": " + o.v})
+	}
+	if len(content) == 0 {
+		content = []string{"Content-Type: text/plain; charset=us-ascii\r\n"}
+	}
+	innerBoundary := "conduit-" + NewPackageID()
+	inner = append(inner, field{"Content-Type", `multipart/mixed; boundary="` + innerBoundary + `"; hp="cipher"`})
+
+	outerBoundary := "conduit-" + NewPackageID()
+	bw := bufio.NewWriterSize(w, 64<<10)
+	for _, f := range append(outer,
+		field{"MIME-Version", "1.0"},
+		field{"Content-Type", `multipart/encrypted; protocol="application/pgp-encrypted"; boundary="` + outerBoundary + `"`},
+	) {
+		writeField(bw, f)
+	}
+	// RFC 3156 section 4: the first part is the version identification,
+	// the second the OpenPGP message.
+	fmt.Fprintf(bw, "\r\nThis is an OpenPGP/MIME encrypted message (RFC 3156).\r\n"+
+		"--%s\r\nContent-Type: application/pgp-encrypted\r\nContent-Description: PGP/MIME version identification\r\n\r\nVersion: 1\r\n\r\n"+
+		"--%s\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\nContent-Description: OpenPGP encrypted message\r\n"+
+		"Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n", outerBoundary, outerBoundary)
+
+	aw, err := armor.Encode(&crlfWriter{w: bw}, "PGP MESSAGE", nil)
+	if err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	cfg := profile.Config()
+	cfg.Time = now
+	pw, err := openpgp.EncryptWithParams(aw, to, nil, &openpgp.EncryptParams{
+		Signers: []*openpgp.Entity{p.Signer.Entity},
+		Config:  cfg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("seal: encrypt: %w", err)
+	}
+	// The signed payload is canonical MIME with CRLF line endings (RFC
+	// 3156 section 5), so that any receiver's verification sees the same
+	// bytes.
+	cw := &crlfWriter{w: pw}
+	ib := bufio.NewWriterSize(cw, 64<<10)
+	for _, f := range inner {
+		writeField(ib, f)
+	}
+	fmt.Fprintf(ib, "\r\n--%s\r\nContent-Type: %s; charset=utf-8\r\nContent-Disposition: attachment; filename=\"conduit-manifest.json\"\r\n\r\n%s\r\n--%s\r\n",
+		innerBoundary, ManifestType, manJSON, innerBoundary)
+	for _, c := range content {
+		ib.WriteString(c)
+	}
+	ib.WriteString("\r\n")
+	if _, err := io.Copy(ib, br); err != nil {
+		return nil, fmt.Errorf("seal: message body: %w", err)
+	}
+	fmt.Fprintf(ib, "\r\n--%s--\r\n", innerBoundary)
+	if err := ib.Flush(); err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	if err := pw.Close(); err != nil {
+		return nil, fmt.Errorf("seal: encrypt: %w", err)
+	}
+	if err := aw.Close(); err != nil {
+		return nil, fmt.Errorf("seal: armor: %w", err)
+	}
+	fmt.Fprintf(bw, "\r\n\r\n--%s--\r\n", outerBoundary)
+	if err := bw.Flush(); err != nil {
+		return nil, fmt.Errorf("seal: write: %w", err)
+	}
+	return &Sealed{PackageID: pkgID, MessageID: msgID}, nil
+}
+
+func checkProfile(p keys.Profile, e *openpgp.Entity, agency string) error {
+	if got := keys.ProfileOf(e); got != p {
+		return fmt.Errorf("seal: %w: the key of %s is %s (v%d), the profile is %s", ErrProfileMismatch, agency, got, e.PrimaryKey.Version, p)
+	}
+	return nil
+}
+
+type field struct{ k, v string }
+
+// rawField is a header line as received, kept byte for byte.
+func rawField(raw string) field { return field{v: raw} }
+
+// writeField writes a header field, folding at "; " or spaces so that no
+// line exceeds 78 characters where that is possible (RFC 5322 2.1.1).
+func writeField(w *bufio.Writer, f field) {
+	if f.k == "" {
+		w.WriteString(f.v)
+		return
+	}
+	line := f.k + ": "
+	col := len(line)
+	w.WriteString(line)
+	words := strings.SplitAfter(f.v, " ")
+	for i, word := range words {
+		if i > 0 && col+len(word) > 78 {
+			w.WriteString("\r\n ")
+			col = 1
+		}
+		w.WriteString(word)
+		col += len(word)
+	}
+	w.WriteString("\r\n")
+}
+
+func crlf(s string) string {
+	s = strings.ReplaceAll(s, "\r\n", "\n")
+	return strings.ReplaceAll(s, "\n", "\r\n")
+}
+
+func emailOf(e *openpgp.Entity) string {
+	for _, id := range e.Identities {
+		if id.UserId != nil && id.UserId.Email != "" {
+			return id.UserId.Email
+		}
+	}
+	return "gateway@conduit.invalid"
+}
+
+func domainOf(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 && i < len(addr)-1 {
+		return addr[i+1:]
+	}
+	return "conduit.invalid"
+}
+
+func angleList(addrs []string) string {
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		if _, err := mail.ParseAddress(a); err == nil && !strings.Contains(a, "<") {
+			a = "<" + a + ">"
+		}
+		out[i] = a
+	}
+	return strings.Join(out, ", ")
+}
+
+// crlfWriter turns bare LF into CRLF, leaving CRLF alone, across writes.
+type crlfWriter struct {
+	w      io.Writer
+	prevCR bool
+}
+
+func (c *crlfWriter) Write(p []byte) (int, error) {
+	start := 0
+	for i, b := range p {
+		if b == '\n' && !(i > 0 && p[i-1] == '\r' || i == 0 && c.prevCR) {
+			if _, err := c.w.Write(p[start:i]); err != nil {
+				return 0, err
+			}
+			if _, err := c.w.Write([]byte("\r\n")); err != nil {
+				return 0, err
+			}
+			start = i + 1
+		}
+	}
+	if _, err := c.w.Write(p[start:]); err != nil {
+		return 0, err
+	}
+	if len(p) > 0 {
+		c.prevCR = p[len(p)-1] == '\r'
+	}
+	return len(p), nil
+}
+
+// ctxReader stops a long copy when the context is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

@@ -1,0 +1,167 @@
+package envelope
+
+import (
+	"bufio"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// spool holds a decrypted payload on disk while its checks run, encrypted
+// under a key that exists only in this process's memory: a crash or a
+// failed check leaves nothing readable behind, and no plaintext reaches the
+// caller before every check has passed. The file is unlinked as soon as it
+// is created.
+//
+// Format: chunks of up to spoolChunk plaintext bytes, each sealed with
+// AES-256-GCM under a nonce that is the chunk's index; the final chunk's
+// additional data differs, so a truncated spool does not read as complete.
+type spool struct {
+	f    *os.File
+	aead cipher.AEAD
+	buf  []byte
+	n    uint64 // chunks written
+	size int64
+	max  int64
+	done bool
+}
+
+const spoolChunk = 64 << 10
+
+var (
+	adMore = []byte{0}
+	adLast = []byte{1}
+)
+
+func newSpool(dir string, max int64) (*spool, error) {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(dir, "conduit-spool-*")
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	// Unlink at once: the open descriptor keeps the data reachable for us
+	// and for nobody else, and a crash leaves no file.
+	_ = os.Remove(f.Name())
+	return &spool{f: f, aead: aead, buf: make([]byte, 0, spoolChunk), max: max}, nil
+}
+
+func (s *spool) nonce(i uint64) []byte {
+	n := make([]byte, s.aead.NonceSize())
+	binary.BigEndian.PutUint64(n[len(n)-8:], i)
+	return n
+}
+
+func (s *spool) Write(p []byte) (int, error) {
+	if s.max > 0 && s.size+int64(len(p)) > s.max {
+		return 0, ErrTooLarge
+	}
+	total := len(p)
+	for len(p) > 0 {
+		n := copy(s.buf[len(s.buf):cap(s.buf)], p)
+		s.buf = s.buf[:len(s.buf)+n]
+		p = p[n:]
+		if len(s.buf) == cap(s.buf) {
+			if err := s.flush(adMore); err != nil {
+				return 0, err
+			}
+		}
+	}
+	s.size += int64(total)
+	return total, nil
+}
+
+func (s *spool) flush(ad []byte) error {
+	sealed := s.aead.Seal(nil, s.nonce(s.n), s.buf, ad)
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], uint32(len(sealed)))
+	if _, err := s.f.Write(hdr[:]); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	if _, err := s.f.Write(sealed); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	s.n++
+	s.buf = s.buf[:0]
+	return nil
+}
+
+// finish writes the last chunk; the spool can then be read.
+func (s *spool) finish() error {
+	if s.done {
+		return nil
+	}
+	s.done = true
+	return s.flush(adLast)
+}
+
+// reader returns a fresh reader over the whole spooled plaintext.
+func (s *spool) reader() (io.Reader, error) {
+	if !s.done {
+		return nil, errors.New("spool: read before finish")
+	}
+	if _, err := s.f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return &spoolReader{s: s, r: bufio.NewReaderSize(io.NewSectionReader(s.f, 0, 1<<62), 64<<10)}, nil
+}
+
+func (s *spool) Close() error { return s.f.Close() }
+
+type spoolReader struct {
+	s    *spool
+	r    *bufio.Reader
+	i    uint64
+	cur  []byte
+	last bool
+}
+
+func (r *spoolReader) Read(p []byte) (int, error) {
+	for len(r.cur) == 0 {
+		if r.last {
+			return 0, io.EOF
+		}
+		var hdr [4]byte
+		if _, err := io.ReadFull(r.r, hdr[:]); err != nil {
+			return 0, fmt.Errorf("spool: %w", io.ErrUnexpectedEOF)
+		}
+		n := binary.BigEndian.Uint32(hdr[:])
+		if n > spoolChunk+uint32(r.s.aead.Overhead()) {
+			return 0, errors.New("spool: corrupt chunk length")
+		}
+		sealed := make([]byte, n)
+		if _, err := io.ReadFull(r.r, sealed); err != nil {
+			return 0, fmt.Errorf("spool: %w", io.ErrUnexpectedEOF)
+		}
+		last := r.i == r.s.n-1
+		ad := adMore
+		if last {
+			ad = adLast
+		}
+		plain, err := r.s.aead.Open(sealed[:0], r.s.nonce(r.i), sealed, ad)
+		if err != nil {
+			return 0, errors.New("spool: chunk failed authentication")
+		}
+		r.i++
+		r.last = last
+		r.cur = plain
+	}
+	n := copy(p, r.cur)
+	r.cur = r.cur[n:]
+	return n, nil
+}

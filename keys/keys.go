@@ -1,0 +1,395 @@
+// Package keys is in charge of the gateways' OpenPGP keys: generating an
+// agency identity, storing its secret key (encrypted at rest), exporting its
+// public certificate, and loading partner certificates pinned by
+// fingerprint. A partner certificate whose fingerprint is not the pinned one
+// is never used. Key storage sits behind Backend so that a Vault backend can
+// stand in for the file keyring.
+package keys
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
+	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
+)
+
+// Profile selects the OpenPGP generation a partner speaks.
+type Profile string
+
+const (
+	// ProfileRFC4880 is v4 keys, Curve25519 (EdDSA signing, ECDH
+	// encryption), SEIPD v1 with MDC: what GnuPG 2.2 and Sequoia read.
+	ProfileRFC4880 Profile = "rfc4880"
+	// ProfileRFC9580 is v6 keys, Ed25519/X25519, SEIPD v2 (AEAD).
+	ProfileRFC9580 Profile = "rfc9580"
+)
+
+// ParseProfile checks a profile name.
+func ParseProfile(s string) (Profile, error) {
+	switch Profile(s) {
+	case ProfileRFC4880, ProfileRFC9580:
+		return Profile(s), nil
+	case "":
+		return ProfileRFC4880, nil
+	}
+	return "", fmt.Errorf("unknown profile %q: use %s or %s", s, ProfileRFC4880, ProfileRFC9580)
+}
+
+// Config returns the go-crypto configuration for a profile. It is never
+// nil: go-crypto's v2 Encrypt panics on a nil config when every recipient
+// advertises SEIPD v2.
+func (p Profile) Config() *packet.Config {
+	c := &packet.Config{
+		DefaultHash:            crypto.SHA256,
+		DefaultCipher:          packet.CipherAES256,
+		DefaultCompressionAlgo: packet.CompressionNone,
+	}
+	switch p {
+	case ProfileRFC9580:
+		c.V6Keys = true
+		c.Algorithm = packet.PubKeyAlgoEd25519
+		c.AEADConfig = &packet.AEADConfig{}
+	default:
+		// The key must not advertise SEIPD v2, or go-crypto would pick it
+		// for v4 recipients that GnuPG 2.2 cannot read: leave AEADConfig nil.
+		c.Algorithm = packet.PubKeyAlgoEdDSA
+		c.Curve = packet.Curve25519
+	}
+	return c
+}
+
+// Typed errors callers branch on.
+var (
+	ErrFingerprintMismatch = errors.New("certificate fingerprint is not the pinned one")
+	ErrNotAgencyKey        = errors.New("certificate does not name a Conduit agency")
+	ErrPassphrase          = errors.New("secret key passphrase is wrong")
+	ErrNeedPassphrase      = errors.New("secret key is encrypted: a passphrase is needed")
+)
+
+// userIDComment marks the user ID of a gateway identity; the user ID's
+// name is the agency id, so a certificate says which agency it speaks for.
+const userIDComment = "Conduit gateway"
+
+// Identity is this gateway's own agency key: a signing primary key and an
+// encryption subkey (more than one after a rotation).
+type Identity struct {
+	Agency string
+	Entity *openpgp.Entity
+}
+
+// Cert is a partner's public certificate.
+type Cert struct {
+	Agency string
+	Entity *openpgp.Entity
+}
+
+// Fingerprint is the upper-case hex fingerprint of a key.
+func Fingerprint(e *openpgp.Entity) string {
+	return strings.ToUpper(hex.EncodeToString(e.PrimaryKey.Fingerprint))
+}
+
+// Fingerprint of the identity's primary key.
+func (id *Identity) Fingerprint() string { return Fingerprint(id.Entity) }
+
+// Fingerprint of the certificate's primary key.
+func (c *Cert) Fingerprint() string { return Fingerprint(c.Entity) }
+
+// Profile tells which profile a key belongs to, from its version.
+func ProfileOf(e *openpgp.Entity) Profile {
+	if e.PrimaryKey.Version == 6 {
+		return ProfileRFC9580
+	}
+	return ProfileRFC4880
+}
+
+// Generate creates a new agency identity.
+func Generate(agency, email string, profile Profile, now time.Time) (*Identity, error) {
+	if agency == "" || strings.ContainsAny(agency, "()<>\x00 ") {
+		return nil, fmt.Errorf("generate key: agency id %q is not usable in a user ID", agency)
+	}
+	cfg := profile.Config()
+	cfg.Time = func() time.Time { return now }
+	e, err := openpgp.NewEntity(agency, userIDComment, email, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("generate key for %s: %w", agency, err)
+	}
+	return &Identity{Agency: agency, Entity: e}, nil
+}
+
+// agencyOf reads the agency id from a certificate's user IDs: the name part
+// of a "agency (Conduit gateway) <email>" user ID, or of any user ID whose
+// name is a single word (certificates made with gpg or sq for tests).
+func agencyOf(e *openpgp.Entity) (string, error) {
+	var fallback string
+	for _, id := range e.Identities {
+		if id.UserId == nil {
+			continue
+		}
+		name := strings.TrimSpace(id.UserId.Name)
+		if id.UserId.Comment == userIDComment && name != "" {
+			return name, nil
+		}
+		if fallback == "" && name != "" && !strings.ContainsAny(name, " \t") {
+			fallback = name
+		}
+	}
+	if fallback != "" {
+		return fallback, nil
+	}
+	return "", ErrNotAgencyKey
+}
+
+// WritePublic writes the armored public certificate.
+func WritePublic(w io.Writer, e *openpgp.Entity) error {
+	aw, err := armor.Encode(w, openpgp.PublicKeyType, nil)
+	if err != nil {
+		return err
+	}
+	if err := e.Serialize(aw); err != nil {
+		return fmt.Errorf("serialize certificate: %w", err)
+	}
+	if err := aw.Close(); err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, "\n")
+	return err
+}
+
+// WriteSecret writes the armored secret key, encrypting the secret key
+// material with the passphrase (S2K) when one is given. The identity itself
+// stays decrypted in memory.
+func (id *Identity) WriteSecret(w io.Writer, passphrase []byte) error {
+	e := id.Entity
+	if len(passphrase) > 0 {
+		// Encrypt a copy, so the in-memory identity stays usable.
+		var buf bytes.Buffer
+		if err := e.SerializePrivateWithoutSigning(&buf, nil); err != nil {
+			return fmt.Errorf("serialize secret key: %w", err)
+		}
+		cp, err := openpgp.ReadEntity(packet.NewReader(&buf))
+		if err != nil {
+			return fmt.Errorf("copy secret key: %w", err)
+		}
+		if err := cp.EncryptPrivateKeys(passphrase, ProfileOf(e).Config()); err != nil {
+			return fmt.Errorf("encrypt secret key: %w", err)
+		}
+		e = cp
+	}
+	aw, err := armor.Encode(w, openpgp.PrivateKeyType, map[string]string{
+		"Comment": "Conduit agency secret key for " + id.Agency,
+	})
+	if err != nil {
+		return err
+	}
+	if err := e.SerializePrivateWithoutSigning(aw, nil); err != nil {
+		return fmt.Errorf("serialize secret key: %w", err)
+	}
+	if err := aw.Close(); err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, "\n")
+	return err
+}
+
+// ReadIdentity reads an armored secret key and decrypts it with the
+// passphrase if it is encrypted.
+func ReadIdentity(r io.Reader, passphrase []byte) (*Identity, error) {
+	el, err := openpgp.ReadArmoredKeyRing(r)
+	if err != nil {
+		return nil, fmt.Errorf("read secret key: %w", err)
+	}
+	if len(el) != 1 {
+		return nil, fmt.Errorf("read secret key: want one key, found %d", len(el))
+	}
+	e := el[0]
+	if e.PrivateKey == nil {
+		return nil, errors.New("read secret key: the file holds a public certificate, not a secret key")
+	}
+	if encrypted(e) {
+		if len(passphrase) == 0 {
+			return nil, ErrNeedPassphrase
+		}
+		if err := e.DecryptPrivateKeys(passphrase); err != nil {
+			return nil, ErrPassphrase
+		}
+	}
+	agency, err := agencyOf(e)
+	if err != nil {
+		return nil, err
+	}
+	return &Identity{Agency: agency, Entity: e}, nil
+}
+
+func encrypted(e *openpgp.Entity) bool {
+	if e.PrivateKey != nil && e.PrivateKey.Encrypted {
+		return true
+	}
+	for _, s := range e.Subkeys {
+		if s.PrivateKey != nil && s.PrivateKey.Encrypted {
+			return true
+		}
+	}
+	return false
+}
+
+// ReadCert reads one armored (or binary) public certificate. Any secret
+// key material in it is dropped, so a mistakenly shared secret key is
+// never used as a partner certificate.
+func ReadCert(r io.Reader) (*Cert, error) {
+	data, err := io.ReadAll(io.LimitReader(r, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read certificate: %w", err)
+	}
+	var el openpgp.EntityList
+	if bytes.Contains(data, []byte("-----BEGIN PGP")) {
+		el, err = openpgp.ReadArmoredKeyRing(bytes.NewReader(data))
+	} else {
+		el, err = openpgp.ReadKeyRing(bytes.NewReader(data))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read certificate: %w", err)
+	}
+	if len(el) != 1 {
+		return nil, fmt.Errorf("read certificate: want one certificate, found %d", len(el))
+	}
+	e := el[0]
+	if _, err := e.VerifyPrimaryKey(time.Now(), nil); err != nil {
+		return nil, fmt.Errorf("read certificate %s: %w", Fingerprint(e), err)
+	}
+	pub, err := publicOnly(e)
+	if err != nil {
+		return nil, err
+	}
+	agency, err := agencyOf(pub)
+	if err != nil {
+		return nil, fmt.Errorf("read certificate %s: %w", Fingerprint(pub), err)
+	}
+	return &Cert{Agency: agency, Entity: pub}, nil
+}
+
+func publicOnly(e *openpgp.Entity) (*openpgp.Entity, error) {
+	var buf bytes.Buffer
+	if err := e.Serialize(&buf); err != nil {
+		return nil, fmt.Errorf("certificate: %w", err)
+	}
+	return openpgp.ReadEntity(packet.NewReader(&buf))
+}
+
+// Public returns the identity's public certificate.
+func (id *Identity) Public() (*Cert, error) {
+	pub, err := publicOnly(id.Entity)
+	if err != nil {
+		return nil, err
+	}
+	return &Cert{Agency: id.Agency, Entity: pub}, nil
+}
+
+// NormalizeFingerprint upper-cases a fingerprint and drops spaces and
+// colons, the forms people copy from gpg and sq output.
+func NormalizeFingerprint(s string) string {
+	return strings.ToUpper(strings.NewReplacer(" ", "", ":", "").Replace(s))
+}
+
+// Pin checks that a certificate is the one pinned for an agency.
+func Pin(c *Cert, agency, fingerprint string) error {
+	if c.Fingerprint() != NormalizeFingerprint(fingerprint) {
+		return fmt.Errorf("%w: %s presented %s, pinned %s", ErrFingerprintMismatch, agency, c.Fingerprint(), NormalizeFingerprint(fingerprint))
+	}
+	if c.Agency != agency {
+		return fmt.Errorf("certificate %s names agency %q, pinned for %q: %w", c.Fingerprint(), c.Agency, agency, ErrNotAgencyKey)
+	}
+	return nil
+}
+
+// Backend is where this gateway's own secret key lives: a file here, Vault
+// in a deployment that keeps keys off the gateway's disk. Identity may block
+// (a network call for Vault) and must fail closed: an error, never a
+// weaker key.
+type Backend interface {
+	Identity(ctx context.Context) (*Identity, error)
+}
+
+// File is the file keyring backend: an armored secret key file, encrypted
+// at rest with a passphrase.
+type File struct {
+	Path       string
+	Passphrase []byte
+}
+
+// Identity loads and decrypts the secret key file.
+func (f *File) Identity(ctx context.Context) (*Identity, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	fh, err := os.Open(f.Path)
+	if err != nil {
+		return nil, fmt.Errorf("open secret key: %w", err)
+	}
+	defer fh.Close()
+	id, err := ReadIdentity(fh, f.Passphrase)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f.Path, err)
+	}
+	return id, nil
+}
+
+// Partners holds the partner certificates this gateway trusts, each pinned
+// for one agency.
+type Partners struct {
+	byAgency map[string]*Cert
+}
+
+// NewPartners makes an empty set of pinned partners.
+func NewPartners() *Partners { return &Partners{byAgency: map[string]*Cert{}} }
+
+// Add pins a certificate for an agency after checking its fingerprint. An
+// empty fingerprint pins whatever the certificate is (for the CLI, where the
+// operator hands over the file itself).
+func (p *Partners) Add(c *Cert, agency, fingerprint string) error {
+	if agency == "" {
+		agency = c.Agency
+	}
+	if fingerprint == "" {
+		fingerprint = c.Fingerprint()
+	}
+	if err := Pin(c, agency, fingerprint); err != nil {
+		return err
+	}
+	p.byAgency[agency] = c
+	return nil
+}
+
+// Get returns the pinned certificate of an agency.
+func (p *Partners) Get(agency string) (*Cert, bool) {
+	c, ok := p.byAgency[agency]
+	return c, ok
+}
+
+// AgencyOf returns the agency a primary-key fingerprint is pinned for.
+func (p *Partners) AgencyOf(fingerprint []byte) (string, bool) {
+	for a, c := range p.byAgency {
+		if bytes.Equal(c.Entity.PrimaryKey.Fingerprint, fingerprint) {
+			return a, true
+		}
+	}
+	return "", false
+}
+
+// Entities returns every pinned certificate, for signature verification.
+func (p *Partners) Entities() openpgp.EntityList {
+	out := make(openpgp.EntityList, 0, len(p.byAgency))
+	for _, c := range p.byAgency {
+		out = append(out, c.Entity)
+	}
+	return out
+}
