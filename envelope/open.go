@@ -150,9 +150,12 @@ func Open(ctx context.Context, w io.Writer, r io.Reader, p OpenParams) (*Opened,
 	if dt, _, _ := mime.ParseMediaType(data.Header.Get("Content-Type")); dt != "application/octet-stream" {
 		return nil, checkErr(ErrMalformed, "second part is not application/octet-stream", nil)
 	}
-	block, err := armor.Decode(data)
+	// Remember how the transport part ended: a truncated message shows
+	// there as an unexpected EOF, while OpenPGP only sees its data stop.
+	dataRec := &errRecorder{r: data}
+	block, err := armor.Decode(dataRec)
 	if err != nil {
-		return nil, structural("armor", err)
+		return nil, structural("armor", orTruncated(dataRec, err))
 	}
 	if block.Type != "PGP MESSAGE" {
 		return nil, checkErr(ErrMalformed, "armor block is "+block.Type+", not PGP MESSAGE", nil)
@@ -162,7 +165,7 @@ func Open(ctx context.Context, w io.Writer, r io.Reader, p OpenParams) (*Opened,
 	cfg := &packet.Config{Time: now}
 	md, err := openpgp.ReadMessage(block.Body, keyring, nil, cfg)
 	if err != nil {
-		return nil, decryptErr(err)
+		return nil, decryptErr(orTruncated(dataRec, err))
 	}
 	if !md.IsEncrypted {
 		return nil, checkErr(ErrNotEncrypted, "the OpenPGP message is signed or literal data only", nil)
@@ -176,7 +179,7 @@ func Open(ctx context.Context, w io.Writer, r io.Reader, p OpenParams) (*Opened,
 		if errors.Is(err, ErrTooLarge) {
 			return nil, checkErr(ErrTooLarge, fmt.Sprintf("over %d bytes", maxSize), nil)
 		}
-		return nil, bodyErr(err)
+		return nil, bodyErr(orTruncated(dataRec, err))
 	}
 	if err := sp.finish(); err != nil {
 		return nil, fmt.Errorf("open: %w", err)
@@ -256,6 +259,29 @@ func isSEIPDv2(md *openpgp.MessageDetails) bool {
 	return md.DecryptedWith.PublicKey != nil && md.DecryptedWith.PublicKey.Version == 6
 }
 
+// errRecorder remembers the first error other than EOF its reader gave.
+type errRecorder struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errRecorder) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
+// orTruncated reports truncation when the transport part ended early,
+// whatever error the layers above made of it.
+func orTruncated(rec *errRecorder, err error) error {
+	if rec.err != nil && (errors.Is(rec.err, io.ErrUnexpectedEOF) || errors.Is(rec.err, io.EOF)) {
+		return fmt.Errorf("%w (%v)", io.ErrUnexpectedEOF, err)
+	}
+	return err
+}
+
 // headerLimit caps the bytes read until the header is parsed (n >= 0).
 type headerLimit struct {
 	r io.Reader
@@ -306,7 +332,8 @@ func decryptErr(err error) error {
 	}
 	var se pgperrors.SignatureError
 	var ae pgperrors.AEADError
-	if errors.As(err, &se) || errors.As(err, &ae) {
+	var de pgperrors.DecryptWithSessionKeyError
+	if errors.As(err, &se) || errors.As(err, &ae) || errors.As(err, &de) {
 		return checkErr(ErrTampered, err.Error(), err)
 	}
 	return checkErr(ErrMalformed, "OpenPGP: "+err.Error(), err)
