@@ -120,6 +120,17 @@ func ParseLabelWith(s string, legacy LegacyMarkings) (Label, error) {
 	return l, l.Validate()
 }
 
+// ParseLabelPartial parses a label in header form and checks the values
+// present, but not that every required field is there: for a label still
+// being completed (Seal fills in a missing created time).
+func ParseLabelPartial(s string) (Label, error) {
+	l, err := parseLabelFields(s, DefaultLegacyMarkings)
+	if err != nil {
+		return l, err
+	}
+	return l, l.ValidatePresent()
+}
+
 func parseLabelFields(s string, legacy LegacyMarkings) (Label, error) {
 	var l Label
 	params, err := splitParams(unfold(s))

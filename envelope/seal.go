@@ -319,17 +319,17 @@ func writeField(w *bufio.Writer, f field) {
 		w.WriteString(f.v)
 		return
 	}
-	line := f.k + ": "
-	col := len(line)
-	w.WriteString(line)
-	words := strings.SplitAfter(f.v, " ")
-	for i, word := range words {
-		if i > 0 && col+len(word) > 78 {
-			w.WriteString("\r\n ")
-			col = 1
+	w.WriteString(f.k)
+	w.WriteString(":")
+	col := len(f.k) + 1
+	for _, word := range strings.Split(f.v, " ") {
+		if col+1+len(word) > 78 && col > len(f.k)+1 {
+			w.WriteString("\r\n")
+			col = 0
 		}
+		w.WriteString(" ")
 		w.WriteString(word)
-		col += len(word)
+		col += 1 + len(word)
 	}
 	w.WriteString("\r\n")
 }

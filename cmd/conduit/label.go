@@ -21,7 +21,7 @@ func init() {
 header, as marking tools produce it), validates it and prints its canonical
 form, or says exactly which field is wrong and what is allowed.`,
 		Example: `  conduit label check 'v=1; classification=OFFICIAL-SENSITIVE; grading=5x5x5; source=B; intelligence=2; handling=1; basis=fact; subjects=suspected; purpose=crime; sanitised=yes; originator=met-pio; reference=MET-1; created=2026-11-23T10:00:00Z'`,
-		Args: cobra.MinimumNArgs(1),
+		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, err := envelope.ParseLabel(strings.Join(args, " "))
 			if err != nil {
