@@ -99,7 +99,7 @@ func ParseManifest(r io.Reader) (*Manifest, error) {
 		return nil, fmt.Errorf("package manifest: larger than %d bytes", maxManifest)
 	}
 	var m Manifest
-	if err := yaml.UnmarshalWithOptions(src, &m, yaml.DisallowUnknownField()); err != nil {
+	if err := decodeYAML(src, &m); err != nil {
 		return nil, fmt.Errorf("package manifest: %s", yaml.FormatError(err, false, true))
 	}
 	if err := m.check(); err != nil {
@@ -109,6 +109,18 @@ func ParseManifest(r io.Reader) (*Manifest, error) {
 }
 
 const maxManifest = 1 << 20
+
+// decodeYAML decodes strictly. goccy/go-yaml v1.19.2 panics on some
+// malformed input (a tag with no value, found by FuzzParseManifest); a
+// sender's bad file must be an error, never a crashed gateway.
+func decodeYAML(src []byte, v any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("malformed YAML (the parser failed: %v)", r)
+		}
+	}()
+	return yaml.UnmarshalWithOptions(src, v, yaml.DisallowUnknownField())
+}
 
 // ManifestSourceError is a manifest that parsed as YAML but holds a wrong
 // value; Source quotes the offending line when it can be found.
