@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/conduit-gateway/conduit/config"
+	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/policy"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	policyCmd := &cobra.Command{
+		Use:   "policy",
+		Short: "Check, explain and reload the sharing policy",
+	}
+	var configPath string
+	policyCmd.PersistentFlags().StringVar(&configPath, "config", "", "the gateway's config file (required)")
+	_ = policyCmd.MarkPersistentFlagRequired("config")
+
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "Validate the config, the agency directory and the policy file",
+		Long: `Check loads the gateway's config file, its agency directory and its policy
+file, type-checks every administrator rule, and lists the rules in force with
+their citations. Any error names the file, line and field.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, cfg, err := policy.Load(configPath)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			printCheck(cmd.OutOrStdout(), p, cfg)
+			return nil
+		},
+	}
+
+	var asJSON, inbound bool
+	var as, at, consent string
+	explain := &cobra.Command{
+		Use:   "explain PACKAGE.yaml",
+		Short: "Show where a package would go, and why, without sending it",
+		Long: `Explain decides a package (the YAML manifest of the envelope) under the policy
+in force and prints the decision: the deliveries, refusals, holds and
+deadlines, and the trace of every rule that matched with its citation.
+Nothing is sent. The sender is the package's "from" agency.
+
+--inbound decides the package as this gateway would on receiving it from its
+"from" agency. --as decides as the gateway of another agency in the directory.
+--json prints the stable JSON contract described in docs/policy.md.`,
+		Example: `  conduit policy explain --config examples/conduit.yaml examples/packages/governor-subject.yaml
+  conduit policy explain --config examples/conduit.yaml --inbound --as hmp-northgate examples/packages/triage-72h.yaml --json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, cfg, err := policy.Load(configPath)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			if as != "" {
+				if p, err = p.As(as); err != nil {
+					return &exitError{code: 2, err: err}
+				}
+			}
+			if at != "" {
+				t, err := time.Parse(time.RFC3339, at)
+				if err != nil {
+					return &exitError{code: 2, err: fmt.Errorf("--at: %q is not an RFC 3339 time", at)}
+				}
+				p = p.At(t)
+			}
+			f, err := os.Open(args[0])
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			m, err := envelope.ParseManifest(f)
+			f.Close()
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("%s: %w", args[0], err)}
+			}
+			var d policy.Decision
+			ctx := context.Background()
+			if inbound {
+				d = p.DecideInbound(ctx, m, m.From)
+			} else {
+				d = p.Decide(ctx, m, policy.Sender{Agency: m.From, OriginatorConsent: consent})
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(d)
+			}
+			if !inbound && m.From != cfg.Agency && as == "" {
+				fmt.Fprintf(out, "note: the package is from %s; this gateway (%s) would refuse to send it for anyone else.\n\n", m.From, cfg.Agency)
+			}
+			printDecision(out, p, m, &d, inbound)
+			return nil
+		},
+	}
+	explain.Flags().BoolVar(&asJSON, "json", false, "print the decision as JSON")
+	explain.Flags().BoolVar(&inbound, "inbound", false, "decide as this gateway receiving the package")
+	explain.Flags().StringVar(&as, "as", "", "decide as the gateway of this `agency`")
+	explain.Flags().StringVar(&at, "at", "", "decide as at this RFC 3339 `time` (training records are judged then)")
+	explain.Flags().StringVar(&consent, "consent", "", "the originator's consent `reference` for passing on a received package")
+
+	reload := &cobra.Command{
+		Use:   "reload",
+		Short: "Validate the policy and tell the running gateway to reload it",
+		Long: `Reload checks the config, directory and policy file exactly as the gateway
+will, and if they are valid and the config names a pid-file, sends SIGHUP to
+the running gateway, which reloads them. An invalid policy is never signalled;
+the gateway refuses it anyway and keeps the policy in force.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, cfg, err := policy.Load(configPath)
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("%w: %w", policy.ErrReloadRefused, err)}
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "policy valid: %d built-in rules, %d administrator rules\n", len(p.Rules())-len(p.AdminRules()), len(p.AdminRules()))
+			if cfg.PIDFile == "" {
+				fmt.Fprintln(out, "no pid-file in the config: no running gateway signalled")
+				return nil
+			}
+			pid, err := readPID(cfg.PIDFile)
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+				return &exitError{code: 1, err: fmt.Errorf("signal gateway (pid %d from %s): %w", pid, cfg.PIDFile, err)}
+			}
+			fmt.Fprintf(out, "sent SIGHUP to the gateway (pid %d)\n", pid)
+			return nil
+		},
+	}
+	policyCmd.AddCommand(check, explain, reload)
+	rootCmd.AddCommand(policyCmd)
+}
+
+func readPID(path string) (int, error) {
+	b, err := config.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("pid-file: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return 0, fmt.Errorf("pid-file %s: does not hold a process id", path)
+	}
+	return pid, nil
+}
+
+func printCheck(w io.Writer, p *policy.Policy, cfg *config.Config) {
+	fmt.Fprintf(w, "config %s: OK\n", cfg.File)
+	fmt.Fprintf(w, "  this gateway: %s (%s, %s)\n", cfg.Self().ID, cfg.Self().Name, cfg.Self().Kind)
+	fmt.Fprintf(w, "  directory %s: %d agencies\n", cfg.DirectoryFile, len(cfg.Directory.Agencies))
+	fmt.Fprintf(w, "  policy %s: %d administrator rules\n\n", cfg.Policy, len(p.AdminRules()))
+	fmt.Fprintln(w, "Rules in force, in order of precedence within each phase:")
+	for _, r := range p.Rules() {
+		sum := ""
+		if d, ok := r.(policy.Described); ok {
+			sum = d.Summary()
+		}
+		fmt.Fprintf(w, "  %-26s %s\n  %-26s   source: %s\n", r.ID(), sum, "", r.Source())
+	}
+}
+
+func printDecision(w io.Writer, p *policy.Policy, m *envelope.Manifest, d *policy.Decision, inbound bool) {
+	dir := "sent by " + m.From + " to " + strings.Join(m.To, ", ")
+	if inbound {
+		dir = "received by " + p.Self.ID + " from " + m.From
+	}
+	ref := m.Label.Reference
+	if ref == "" {
+		ref = "(no reference)"
+	}
+	fmt.Fprintf(w, "Package %s, %s, %s\n", ref, orNone(string(m.Label.Classification)), dir)
+	fmt.Fprintf(w, "Decision: %s\n", strings.ToUpper(string(d.Decision)))
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	section := func(title string, n int) bool {
+		if n == 0 {
+			fmt.Fprintf(w, "\n%s: none\n", title)
+			return false
+		}
+		fmt.Fprintf(w, "\n%s:\n", title)
+		return true
+	}
+	if section("Deliveries", len(d.Deliveries)) {
+		for _, x := range d.Deliveries {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t(%s)\n", x.Agency, x.Mailbox, x.Priority, x.Rule)
+		}
+		tw.Flush()
+	}
+	if section("Refused", len(d.Refusals)) {
+		for _, x := range d.Refusals {
+			fmt.Fprintf(w, "  %s (%s): %s\n", x.Agency, x.Rule, x.Reason)
+		}
+	}
+	if section("Held", len(d.Holds)) {
+		for _, x := range d.Holds {
+			fmt.Fprintf(w, "  %s (%s): %s\n", x.Agency, x.Rule, x.Reason)
+		}
+	}
+	if section("Deadlines", len(d.Deadlines)) {
+		for _, x := range d.Deadlines {
+			fmt.Fprintf(w, "  %s within %d hours\n", x.Kind, x.Hours)
+		}
+	}
+	if d.Alerted() {
+		fmt.Fprintln(w, "\nAdministrators are alerted.")
+	}
+	if section("Why (rules that matched, in order)", len(d.Trace)) {
+		for i, s := range d.Trace {
+			fmt.Fprintf(w, "  %2d. %s: %s\n      %s\n      source: %s\n", i+1, s.Rule, s.Effect, s.Detail, s.Source)
+		}
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "unclassified (no label classification)"
+	}
+	return s
+}

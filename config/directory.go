@@ -1,0 +1,440 @@
+package config
+
+import (
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/mail"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/conduit-gateway/conduit/envelope"
+)
+
+// Kind is what an agency is; the sharing policy routes by kind.
+type Kind string
+
+// The agency kinds (MoU section 4; Statement of Common Principles).
+const (
+	PoliceForce       Kind = "police-force"
+	PIO               Kind = "pio"  // a force's Prison Intelligence Officer unit
+	RPIU              Kind = "rpiu" // Regional Prison Intelligence Unit
+	FIB               Kind = "fib"  // a force intelligence bureau
+	Prison            Kind = "prison"
+	ProbationDivision Kind = "probation-division"
+	CRC               Kind = "crc"
+	PECS              Kind = "pecs"
+	PAS               Kind = "pas"
+	CCUNational       Kind = "ccu-national"
+	CCURegional       Kind = "ccu-regional"
+	HMPPSHQ           Kind = "hmpps-hq"
+)
+
+// Kinds lists every kind, in the order of the documentation.
+var Kinds = []Kind{PoliceForce, PIO, RPIU, FIB, Prison, ProbationDivision, CRC, PECS, PAS, CCUNational, CCURegional, HMPPSHQ}
+
+// Police reports whether the agency kind is on the law-enforcement side of
+// the agreements; everything else is HMPPS (PAS sits at HMPPS HQ).
+func (k Kind) Police() bool {
+	return k == PoliceForce || k == PIO || k == RPIU || k == FIB
+}
+
+// Function is what a mailbox is for; rules that need a particular reader
+// (the national counter corruption analyst, the PECS Security Manager, the
+// governing governor) ask for a function, never an address.
+type Function string
+
+// Mailbox functions.
+const (
+	Intake            Function = "intake"             // the agency's intelligence intake
+	GoverningGovernor Function = "governing-governor" // Wormwood Scrubs report 7.2
+	LCCM              Function = "lccm"               // Local Counter Corruption Manager (MoU 4.1)
+	SecurityManager   Function = "security-manager"   // PECS Security Manager (MoU 4.1)
+	NCCA              Function = "ncca"               // national counter corruption analyst (MoU 4.1, 6.1)
+	RCCA              Function = "rcca"               // regional counter corruption analyst (MoU 4.1)
+	Analyst           Function = "analyst"
+	Duty              Function = "duty"
+)
+
+// Functions lists the mailbox functions.
+var Functions = []Function{Intake, GoverningGovernor, LCCM, SecurityManager, NCCA, RCCA, Analyst, Duty}
+
+// Mailbox is one address at an agency and the record of its holder's
+// data-protection training (MoU Annex A, "Data security").
+type Mailbox struct {
+	Address  string   `yaml:"address"`
+	Function Function `yaml:"function,omitempty"`
+	// Holder is the post that holds the mailbox ("Head of Security"), not a
+	// person's name.
+	Holder string `yaml:"holder,omitempty"`
+	// Trained is the date (YYYY-MM-DD) the holder last completed
+	// data-protection training; empty means there is no record.
+	Trained string `yaml:"trained,omitempty"`
+
+	trained time.Time
+}
+
+// TrainedOn returns the training date, and false if there is no record.
+func (m *Mailbox) TrainedOn() (time.Time, bool) { return m.trained, !m.trained.IsZero() }
+
+// Agency is one entry of the directory.
+type Agency struct {
+	ID   string `yaml:"id"`
+	Name string `yaml:"name"`
+	Kind Kind   `yaml:"kind"`
+	// Region is the region the agency is in (prisons, RPIUs, probation
+	// divisions, forces).
+	Region string `yaml:"region,omitempty"`
+	// Covers lists the regions a regional CCU covers (each regional CCU
+	// team covers two ROCU regions, MoU 4.1).
+	Covers []string `yaml:"covers,omitempty"`
+	// Force is, for a PIO or FIB, the police force it belongs to; for a
+	// prison, the force in whose area it is located (its FIB is the conduit
+	// when the prison has no PIO: Statement, FIB conduit).
+	Force string `yaml:"force,omitempty"`
+	// Serves lists the establishments a PIO serves (exclusively or shared:
+	// MoU 4.2 "each prison should have access to a PIO").
+	Serves []string `yaml:"serves,omitempty"`
+	// Jurisdiction is the ISO 3166-1 alpha-2 country code (GB for the UK).
+	Jurisdiction string `yaml:"jurisdiction"`
+	// Ceiling is the highest classification the route to this agency is
+	// accredited for; OFFICIAL-SENSITIVE if not given (MoU Annex A,
+	// "Description of method of sharing": secure email).
+	Ceiling envelope.Classification `yaml:"ceiling,omitempty"`
+	// Gateway is the agency gateway's SMTP host[:port].
+	Gateway string `yaml:"gateway"`
+	// Fingerprint pins the gateway's OpenPGP key (40 hex digits for v4,
+	// 64 for v6); spaces are ignored.
+	Fingerprint string    `yaml:"fingerprint"`
+	Mailboxes   []Mailbox `yaml:"mailboxes"`
+	// Escalation lists the contacts that receive immediate copies of
+	// packages carrying a major or imminent risk (MoU 6.1).
+	Escalation []Mailbox `yaml:"escalation,omitempty"`
+}
+
+// Mailbox returns the first mailbox with the function, or nil.
+func (a *Agency) Mailbox(f Function) *Mailbox {
+	for i := range a.Mailboxes {
+		if a.Mailboxes[i].Function == f {
+			return &a.Mailboxes[i]
+		}
+	}
+	return nil
+}
+
+// Directory is the agency directory: every agency a gateway may exchange
+// packages with, and the indexes the sharing policy routes by.
+type Directory struct {
+	Agencies []*Agency `yaml:"agencies"`
+
+	byID       map[string]*Agency
+	regionalCC map[string]*Agency // region → regional CCU covering it
+	pioFor     map[string]*Agency // prison → its PIO
+	fibFor     map[string]*Agency // force → its FIB
+	rpiuFor    map[string]*Agency // region → RPIU
+	pas, ncca  *Agency
+	hq         *Agency
+}
+
+// Agency returns the agency with the id, or nil.
+func (d *Directory) Agency(id string) *Agency { return d.byID[id] }
+
+// RegionalCCU returns the regional CCU covering a region, or nil.
+func (d *Directory) RegionalCCU(region string) *Agency { return d.regionalCC[region] }
+
+// PIOFor returns the PIO unit serving a prison, or nil if it has none.
+func (d *Directory) PIOFor(prison string) *Agency { return d.pioFor[prison] }
+
+// FIBOf returns the force intelligence bureau of a police force, or nil.
+func (d *Directory) FIBOf(force string) *Agency { return d.fibFor[force] }
+
+// RPIUFor returns the RPIU of a region, or nil.
+func (d *Directory) RPIUFor(region string) *Agency { return d.rpiuFor[region] }
+
+// PAS returns the Police Advisers Section.
+func (d *Directory) PAS() *Agency { return d.pas }
+
+// NationalCCU returns the national Counter Corruption Unit.
+func (d *Directory) NationalCCU() *Agency { return d.ncca }
+
+// HQ returns HMPPS headquarters, or nil if the directory has none.
+func (d *Directory) HQ() *Agency { return d.hq }
+
+// Organisation returns the id of the organisation an agency belongs to: a
+// PIO unit or FIB is part of its force; every other agency is its own.
+func (d *Directory) Organisation(id string) string {
+	if a := d.byID[id]; a != nil && (a.Kind == PIO || a.Kind == FIB) && a.Force != "" {
+		return a.Force
+	}
+	return id
+}
+
+// LoadDirectory reads a directory file.
+func LoadDirectory(file string, src []byte) (*Directory, error) {
+	doc, err := ParseDoc(file, src)
+	if err != nil {
+		return nil, err
+	}
+	return doc.directory("$")
+}
+
+// directory decodes and checks the directory at path in the document.
+func (doc *Doc) directory(path string) (*Directory, error) {
+	var d Directory
+	if err := doc.Decode(path, &d); err != nil {
+		return nil, err
+	}
+	if err := d.check(doc, path); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+const dateLayout = "2006-01-02"
+
+// check validates every agency and the references between them, and
+// builds the indexes. The first error is returned, with its line.
+func (d *Directory) check(doc *Doc, base string) error {
+	if len(d.Agencies) == 0 {
+		return doc.Errorf(base+".agencies", "lists no agencies")
+	}
+	d.byID = make(map[string]*Agency, len(d.Agencies))
+	d.regionalCC = map[string]*Agency{}
+	d.pioFor = map[string]*Agency{}
+	d.fibFor = map[string]*Agency{}
+	d.rpiuFor = map[string]*Agency{}
+	at := func(i int, field string) string {
+		p := fmt.Sprintf("%s.agencies[%d]", base, i)
+		if field != "" {
+			p += "." + field
+		}
+		return p
+	}
+	addresses := map[string]string{}
+	// First pass: each agency on its own.
+	for i, a := range d.Agencies {
+		if a == nil {
+			return doc.Errorf(at(i, ""), "is empty")
+		}
+		if !envelope.IsAgencyID(a.ID) {
+			return doc.Errorf(at(i, "id"), "%q is not an agency id: 1 to 64 lower-case letters, digits and hyphens", a.ID)
+		}
+		if prev, dup := d.byID[a.ID]; dup {
+			_ = prev
+			return doc.Errorf(at(i, "id"), "duplicate agency id %q", a.ID)
+		}
+		d.byID[a.ID] = a
+		if strings.TrimSpace(a.Name) == "" {
+			return doc.Errorf(at(i, "name"), "agency %s has no name", a.ID)
+		}
+		if !slices.Contains(Kinds, a.Kind) {
+			return doc.Errorf(at(i, "kind"), "%q is not an agency kind; allowed: %s", a.Kind, joinKinds())
+		}
+		if !isCountry(a.Jurisdiction) {
+			return doc.Errorf(at(i, "jurisdiction"), "%q is not an ISO 3166-1 alpha-2 country code (GB for the UK)", a.Jurisdiction)
+		}
+		if a.Ceiling == "" {
+			a.Ceiling = envelope.OfficialSensitive
+		} else if !slices.Contains(envelope.Classifications, a.Ceiling) {
+			return doc.Errorf(at(i, "ceiling"), "%q is not a classification; allowed: OFFICIAL, OFFICIAL-SENSITIVE, SECRET, TOP SECRET", a.Ceiling)
+		}
+		if err := checkGateway(a.Gateway); err != nil {
+			return doc.Errorf(at(i, "gateway"), "%v", err)
+		}
+		fp := strings.ToUpper(strings.ReplaceAll(a.Fingerprint, " ", ""))
+		if b, err := hex.DecodeString(fp); err != nil || (len(b) != 20 && len(b) != 32) {
+			return doc.Errorf(at(i, "fingerprint"), "must be an OpenPGP fingerprint: 40 hex digits (v4) or 64 (v6)")
+		}
+		a.Fingerprint = fp
+		if len(a.Mailboxes) == 0 {
+			return doc.Errorf(at(i, "mailboxes"), "agency %s has no mailbox", a.ID)
+		}
+		lists := []struct {
+			name string
+			mbs  []Mailbox
+		}{{"mailboxes", a.Mailboxes}, {"escalation", a.Escalation}}
+		for _, l := range lists {
+			for j := range l.mbs {
+				m := &l.mbs[j]
+				mp := fmt.Sprintf("%s[%d]", at(i, l.name), j)
+				addr, err := mail.ParseAddress(m.Address)
+				if err != nil || addr.Name != "" || addr.Address != m.Address {
+					return doc.Errorf(mp+".address", "%q is not a bare mail address", m.Address)
+				}
+				if other, dup := addresses[strings.ToLower(m.Address)]; dup && other != a.ID {
+					return doc.Errorf(mp+".address", "%s is already a mailbox of %s", m.Address, other)
+				}
+				addresses[strings.ToLower(m.Address)] = a.ID
+				if l.name == "escalation" {
+					if m.Function != "" && m.Function != Duty {
+						return doc.Errorf(mp+".function", "escalation contacts have function duty (or none)")
+					}
+					m.Function = Duty
+				} else if m.Function == "" {
+					m.Function = Intake
+				} else if !slices.Contains(Functions, m.Function) {
+					return doc.Errorf(mp+".function", "%q is not a mailbox function; allowed: %s", m.Function, joinFunctions())
+				}
+				if m.Trained != "" {
+					t, err := time.Parse(dateLayout, m.Trained)
+					if err != nil {
+						return doc.Errorf(mp+".trained", "%q is not a date such as 2026-03-01", m.Trained)
+					}
+					m.trained = t
+				}
+			}
+		}
+		if a.Mailbox(Intake) == nil {
+			return doc.Errorf(at(i, "mailboxes"), "agency %s has no intake mailbox (a mailbox with function intake, the default)", a.ID)
+		}
+		need := map[Kind]Function{Prison: GoverningGovernor, CCUNational: NCCA, PECS: SecurityManager}
+		if f, ok := need[a.Kind]; ok && a.Mailbox(f) == nil {
+			return doc.Errorf(at(i, "mailboxes"), "a %s needs a mailbox with function %s", a.Kind, f)
+		}
+		switch a.Kind {
+		case Prison, RPIU, ProbationDivision, CRC:
+			if a.Region == "" {
+				return doc.Errorf(at(i, ""), "a %s needs a region", a.Kind)
+			}
+		case CCURegional:
+			if len(a.Covers) == 0 {
+				return doc.Errorf(at(i, ""), "a regional CCU needs covers: the regions it covers")
+			}
+		case PIO, FIB:
+			if a.Force == "" {
+				return doc.Errorf(at(i, ""), "a %s needs force: the police force it belongs to", a.Kind)
+			}
+		}
+		if len(a.Covers) > 0 && a.Kind != CCURegional {
+			return doc.Errorf(at(i, "covers"), "only a regional CCU covers regions")
+		}
+		if len(a.Serves) > 0 && a.Kind != PIO {
+			return doc.Errorf(at(i, "serves"), "only a PIO unit serves establishments")
+		}
+		switch a.Kind {
+		case PAS:
+			if d.pas != nil {
+				return doc.Errorf(at(i, "kind"), "a second PAS (%s; %s is already the Police Advisers Section)", a.ID, d.pas.ID)
+			}
+			d.pas = a
+		case CCUNational:
+			if d.ncca != nil {
+				return doc.Errorf(at(i, "kind"), "a second national CCU (%s; %s already is)", a.ID, d.ncca.ID)
+			}
+			d.ncca = a
+		case HMPPSHQ:
+			if d.hq != nil {
+				return doc.Errorf(at(i, "kind"), "a second HMPPS HQ (%s; %s already is)", a.ID, d.hq.ID)
+			}
+			d.hq = a
+		}
+	}
+	// Second pass: references between agencies.
+	for i, a := range d.Agencies {
+		for j, r := range a.Covers {
+			if prev := d.regionalCC[r]; prev != nil {
+				return doc.Errorf(fmt.Sprintf("%s[%d]", at(i, "covers"), j), "region %s is already covered by %s", r, prev.ID)
+			}
+			d.regionalCC[r] = a
+		}
+		if a.Force != "" {
+			f := d.byID[a.Force]
+			if f == nil || f.Kind != PoliceForce {
+				return doc.Errorf(at(i, "force"), "%q is not a police-force in the directory", a.Force)
+			}
+		}
+		switch a.Kind {
+		case FIB:
+			if prev := d.fibFor[a.Force]; prev != nil {
+				return doc.Errorf(at(i, "force"), "force %s already has FIB %s", a.Force, prev.ID)
+			}
+			d.fibFor[a.Force] = a
+		case RPIU:
+			if prev := d.rpiuFor[a.Region]; prev != nil {
+				return doc.Errorf(at(i, "region"), "region %s already has RPIU %s", a.Region, prev.ID)
+			}
+			d.rpiuFor[a.Region] = a
+		case PIO:
+			for j, p := range a.Serves {
+				sp := fmt.Sprintf("%s[%d]", at(i, "serves"), j)
+				pr := d.byID[p]
+				if pr == nil {
+					return doc.Errorf(sp, "PIO %s serves %q, which is not in the directory", a.ID, p)
+				}
+				if pr.Kind != Prison {
+					return doc.Errorf(sp, "PIO %s serves %s, which is a %s, not a prison", a.ID, p, pr.Kind)
+				}
+				if prev := d.pioFor[p]; prev != nil {
+					return doc.Errorf(sp, "prison %s is already served by PIO %s", p, prev.ID)
+				}
+				d.pioFor[p] = a
+			}
+		}
+	}
+	if d.pas == nil {
+		return doc.Errorf(base+".agencies", "the directory has no PAS (kind pas): Category A and terrorist intelligence has no gatekeeper")
+	}
+	if d.ncca == nil {
+		return doc.Errorf(base+".agencies", "the directory has no national CCU (kind ccu-national)")
+	}
+	// Third pass: what routing needs to find for every prison and
+	// probation division.
+	for i, a := range d.Agencies {
+		switch a.Kind {
+		case Prison, ProbationDivision, CRC:
+			if d.regionalCC[a.Region] == nil {
+				return doc.Errorf(at(i, "region"), "region %q of %s has no regional CCU (no ccu-regional covers it)", a.Region, a.ID)
+			}
+		}
+		if a.Kind == Prison && d.pioFor[a.ID] == nil {
+			// Statement of Common Principles: "Where there isn't a PIO
+			// for the prison establishment, the force FIB where the
+			// prison is located will be the conduit."
+			if a.Force == "" {
+				return doc.Errorf(at(i, ""), "prison %s has no PIO, so it needs force: the force where it is located, whose FIB is its conduit", a.ID)
+			}
+			if d.fibFor[a.Force] == nil {
+				return doc.Errorf(at(i, "force"), "prison %s has no PIO and force %s has no FIB to act as its conduit", a.ID, a.Force)
+			}
+		}
+	}
+	return nil
+}
+
+func checkGateway(s string) error {
+	if s == "" {
+		return fmt.Errorf("is required: the agency gateway's SMTP host[:port]")
+	}
+	host := s
+	if h, port, err := net.SplitHostPort(s); err == nil {
+		host = h
+		if port == "" {
+			return fmt.Errorf("%q has an empty port", s)
+		}
+	}
+	if len(host) > 253 || strings.Trim(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") != "" || !strings.Contains(host, ".") {
+		return fmt.Errorf("%q is not a host name with an optional port", s)
+	}
+	return nil
+}
+
+func isCountry(s string) bool {
+	return len(s) == 2 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z'
+}
+
+func joinKinds() string {
+	var ks []string
+	for _, k := range Kinds {
+		ks = append(ks, string(k))
+	}
+	return strings.Join(ks, ", ")
+}
+
+func joinFunctions() string {
+	var fs []string
+	for _, f := range Functions {
+		fs = append(fs, string(f))
+	}
+	return strings.Join(fs, ", ")
+}

@@ -1,0 +1,555 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/common/types/ref"
+	"cel.dev/cel-go/interpreter"
+	"github.com/goccy/go-yaml/ast"
+
+	"github.com/conduit-gateway/conduit/config"
+	"github.com/conduit-gateway/conduit/envelope"
+)
+
+// Administrator rule actions.
+const (
+	ActDeliver  = "deliver"  // add destinations as if the sender had addressed them
+	ActRedirect = "redirect" // replace destinations
+	ActCopy     = "copy"     // add a copy after the redirections
+	ActEscalate = "escalate" // immediate priority, escalation copies, acknowledgement deadline
+	ActRequire  = "require"  // refuse the package unless a second condition holds
+	ActHold     = "hold"     // hold the package (or some destinations) for a release
+	ActDeny     = "deny"     // refuse the package (or some destinations)
+)
+
+var actions = []string{ActDeliver, ActRedirect, ActCopy, ActEscalate, ActRequire, ActHold, ActDeny}
+
+// AdminRule is one administrator rule from the policy file.
+type AdminRule struct {
+	RuleID      string          `yaml:"id"`
+	Description string          `yaml:"description,omitempty"`
+	Citation    string          `yaml:"source,omitempty"`
+	Direction   string          `yaml:"direction,omitempty"` // outbound (default), inbound or both
+	When        string          `yaml:"when"`
+	Action      string          `yaml:"action"`
+	To          []string        `yaml:"to,omitempty"`
+	From        []string        `yaml:"from,omitempty"`
+	Function    config.Function `yaml:"function,omitempty"`
+	Require     string          `yaml:"require,omitempty"`
+	Reason      string          `yaml:"reason,omitempty"`
+	// AcknowledgeHours is the escalate action's deadline (default: the
+	// imminent-risk-escalation parameter).
+	AcknowledgeHours int `yaml:"acknowledge-hours,omitempty"`
+
+	file    string
+	line    int
+	when    cel.Program
+	require cel.Program
+	to      []*config.Agency
+}
+
+// ID implements Rule.
+func (r *AdminRule) ID() string { return r.RuleID }
+
+// Source implements Rule: the administrator's citation, and where the
+// rule is written.
+func (r *AdminRule) Source() string {
+	at := fmt.Sprintf("administrator rule, %s:%d", r.file, r.line)
+	if r.Citation != "" {
+		return r.Citation + " (" + at + ")"
+	}
+	return at
+}
+
+// Summary implements Described.
+func (r *AdminRule) Summary() string {
+	if r.Description != "" {
+		return r.Description
+	}
+	return r.Action + " when " + r.When
+}
+
+func (r *AdminRule) reason() string {
+	if r.Reason != "" {
+		return r.Reason
+	}
+	return "administrator rule " + r.RuleID
+}
+
+// file is the policy file's form.
+type file struct {
+	Parameters *Params      `yaml:"parameters,omitempty"`
+	Rules      []*AdminRule `yaml:"rules,omitempty"`
+}
+
+// celEnv declares what an administrator's condition can see: the label,
+// the package (never a subject's identity), the sender, this gateway, and
+// directory look-ups.
+func celEnv(dir *config.Directory) (*cel.Env, error) {
+	str, strs := cel.StringType, cel.ListType(cel.StringType)
+	vars := []struct {
+		name string
+		t    *cel.Type
+	}{
+		{"label.classification", str}, {"label.rank", cel.IntType}, {"label.descriptor", str},
+		{"label.caveat", str}, {"label.scheme", str}, {"label.source", str},
+		{"label.intelligence", str}, {"label.handling", str}, {"label.authorisation", str},
+		{"label.has_conditions", cel.BoolType}, {"label.basis", str}, {"label.subjects", strs},
+		{"label.purpose", str}, {"label.sanitised", cel.BoolType}, {"label.sanitised_by", str},
+		{"label.originator", str}, {"label.reference", str},
+		{"manifest.from", str}, {"manifest.to", strs}, {"manifest.risk", strs}, {"manifest.topic", str},
+		{"manifest.roles", strs}, {"manifest.flags", strs}, {"manifest.establishments", strs},
+		{"sender.agency", str}, {"sender.kind", str}, {"sender.region", str},
+		{"sender.jurisdiction", str}, {"sender.force", str},
+		{"self.agency", str}, {"self.kind", str}, {"direction", str},
+	}
+	opts := []cel.EnvOption{}
+	for _, v := range vars {
+		opts = append(opts, cel.Variable(v.name, v.t))
+	}
+	lookup := func(name string, f func(*config.Agency) string) cel.EnvOption {
+		return cel.Function("directory."+name,
+			cel.Overload("directory_"+name+"_string", []*cel.Type{cel.StringType}, cel.StringType,
+				cel.UnaryBinding(func(v ref.Val) ref.Val {
+					s, ok := v.(types.String)
+					if !ok {
+						return types.NewErr("directory.%s: want a string", name)
+					}
+					a := dir.Agency(string(s))
+					if a == nil {
+						return types.String("")
+					}
+					return types.String(f(a))
+				})))
+	}
+	opts = append(opts,
+		lookup("kind", func(a *config.Agency) string { return string(a.Kind) }),
+		lookup("region", func(a *config.Agency) string { return a.Region }),
+		lookup("jurisdiction", func(a *config.Agency) string { return a.Jurisdiction }),
+		lookup("force", func(a *config.Agency) string { return a.Force }),
+		lookup("ceiling", func(a *config.Agency) string { return string(a.Ceiling) }),
+		lookup("regional_ccu", func(a *config.Agency) string {
+			if c := dir.RegionalCCU(a.Region); c != nil {
+				return c.ID
+			}
+			return ""
+		}),
+		lookup("pio", func(a *config.Agency) string {
+			if p := dir.PIOFor(a.ID); p != nil {
+				return p.ID
+			}
+			return ""
+		}),
+		cel.Function("directory.known",
+			cel.Overload("directory_known_string", []*cel.Type{cel.StringType}, cel.BoolType,
+				cel.UnaryBinding(func(v ref.Val) ref.Val {
+					s, ok := v.(types.String)
+					return types.Bool(ok && dir.Agency(string(s)) != nil)
+				}))),
+	)
+	return cel.NewEnv(opts...)
+}
+
+// costLimit bounds one condition's evaluation; conditions have no loops
+// but macros over lists are bounded by this.
+const costLimit = 10000
+
+// compileExpr type-checks a condition, reporting errors at their line in
+// the policy file.
+func compileExpr(env *cel.Env, doc *config.Doc, path, expr string) (cel.Program, error) {
+	if strings.TrimSpace(expr) == "" {
+		return nil, doc.Errorf(path, "is empty: a CEL condition is required")
+	}
+	checked, iss := env.Compile(expr)
+	if iss != nil && iss.Err() != nil {
+		errs := iss.Errors()
+		e := doc.Errorf(path, "%s", strings.TrimSpace(iss.Err().Error()))
+		if len(errs) > 0 {
+			// Point at the line of the expression the error is on.
+			first := errs[0]
+			line := first.Location.Line()
+			if n := doc.Node(path); n != nil && n.GetToken() != nil {
+				base := n.GetToken().Position.Line
+				if _, block := n.(*ast.LiteralNode); block {
+					base++
+				}
+				if line > 0 {
+					e.Line = base + line - 1
+				}
+				e.Column = 0
+			}
+			e.Reason = "CEL: " + first.Message + " (in: " + snippetLine(expr, line) + ")"
+		}
+		return nil, e
+	}
+	if checked.OutputType() != cel.BoolType {
+		return nil, doc.Errorf(path, "must be a true/false condition, but its type is %s", checked.OutputType())
+	}
+	prg, err := env.Program(checked, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(costLimit))
+	if err != nil {
+		return nil, doc.Errorf(path, "%v", err)
+	}
+	return prg, nil
+}
+
+func snippetLine(expr string, line int) string {
+	lines := strings.Split(expr, "\n")
+	if line >= 1 && line <= len(lines) {
+		return strings.TrimSpace(lines[line-1])
+	}
+	return strings.TrimSpace(expr)
+}
+
+// compileAdmin checks and compiles the administrator's rules.
+func compileAdmin(doc *config.Doc, dir *config.Directory, rules []*AdminRule) error {
+	env, err := celEnv(dir)
+	if err != nil {
+		return fmt.Errorf("policy: CEL environment: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, r := range builtins(new(Params)) {
+		seen[r.ID()] = true
+	}
+	for i, r := range rules {
+		at := fmt.Sprintf("$.rules[%d]", i)
+		if r == nil {
+			return doc.Errorf(at, "is empty")
+		}
+		r.file = doc.File
+		if n := doc.Node(at); n != nil && n.GetToken() != nil {
+			r.line = n.GetToken().Position.Line
+		}
+		if !envelope.IsAgencyID(r.RuleID) {
+			return doc.Errorf(at+".id", "%q is not a rule id: lower-case letters, digits and hyphens", r.RuleID)
+		}
+		if seen[r.RuleID] {
+			return doc.Errorf(at+".id", "duplicate rule id %q (built-in rule ids are taken too)", r.RuleID)
+		}
+		seen[r.RuleID] = true
+		if !slices.Contains(actions, r.Action) {
+			return doc.Errorf(at+".action", "%q is not an action; allowed: %s", r.Action, strings.Join(actions, ", "))
+		}
+		switch r.Direction {
+		case "":
+			r.Direction = "outbound"
+		case "outbound", "inbound", "both":
+		default:
+			return doc.Errorf(at+".direction", "%q is not a direction; allowed: outbound, inbound, both", r.Direction)
+		}
+		if r.Direction != "outbound" && (r.Action == ActDeliver || r.Action == ActRedirect || r.Action == ActCopy) {
+			return doc.Errorf(at+".action", "%s routes an outgoing package; it cannot apply to received packages", r.Action)
+		}
+		for j, id := range r.To {
+			a := dir.Agency(id)
+			if a == nil {
+				return doc.Errorf(fmt.Sprintf("%s.to[%d]", at, j), "%q is not an agency in the directory", id)
+			}
+			r.to = append(r.to, a)
+		}
+		for j, id := range r.From {
+			if dir.Agency(id) == nil {
+				return doc.Errorf(fmt.Sprintf("%s.from[%d]", at, j), "%q is not an agency in the directory", id)
+			}
+		}
+		switch r.Action {
+		case ActDeliver, ActCopy:
+			if len(r.To) == 0 {
+				return doc.Errorf(at, "%s needs to: the agencies to %s to", r.Action, r.Action)
+			}
+		case ActRedirect:
+			if len(r.To) != 1 {
+				return doc.Errorf(at, "redirect needs exactly one agency in to")
+			}
+		}
+		if len(r.From) > 0 && r.Action != ActRedirect {
+			return doc.Errorf(at+".from", "only redirect takes from")
+		}
+		if r.Function != "" {
+			if !slices.Contains(config.Functions, r.Function) {
+				return doc.Errorf(at+".function", "%q is not a mailbox function", r.Function)
+			}
+			if r.Action != ActDeliver && r.Action != ActCopy && r.Action != ActRedirect {
+				return doc.Errorf(at+".function", "only deliver, copy and redirect choose a mailbox")
+			}
+			for j, a := range r.to {
+				if a.Mailbox(r.Function) == nil {
+					return doc.Errorf(fmt.Sprintf("%s.to[%d]", at, j), "%s has no %s mailbox", a.ID, r.Function)
+				}
+			}
+		}
+		if (r.Require != "") != (r.Action == ActRequire) {
+			return doc.Errorf(at, "require (a second condition) goes with action require, and only with it")
+		}
+		if r.AcknowledgeHours < 0 || (r.AcknowledgeHours > 0 && r.Action != ActEscalate) {
+			return doc.Errorf(at+".acknowledge-hours", "is for escalate only, and must be positive")
+		}
+		if r.when, err = compileExpr(env, doc, at+".when", r.When); err != nil {
+			return err
+		}
+		if r.Action == ActRequire {
+			if r.require, err = compileExpr(env, doc, at+".require", r.Require); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// activation resolves the condition variables from the decision being
+// made, computing each only when a condition reads it.
+type activation struct{ e *eval }
+
+func newActivation(e *eval) *activation { return &activation{e} }
+
+func (a *activation) Parent() interpreter.Activation { return nil }
+
+func (a *activation) ResolveName(name string) (any, bool) {
+	e := a.e
+	l := &e.m.Label
+	switch name {
+	case "label.classification":
+		return string(l.Classification), true
+	case "label.rank":
+		return int64(l.Classification.Rank()), true
+	case "label.descriptor":
+		return l.Descriptor, true
+	case "label.caveat":
+		return l.Caveat, true
+	case "label.scheme":
+		return string(l.Grading.Scheme), true
+	case "label.source":
+		return l.Grading.Source, true
+	case "label.intelligence":
+		return l.Grading.Intelligence, true
+	case "label.handling":
+		return l.Grading.Handling, true
+	case "label.authorisation":
+		return l.Authorisation, true
+	case "label.has_conditions":
+		return strings.TrimSpace(l.Conditions) != "", true
+	case "label.basis":
+		return string(l.Basis), true
+	case "label.subjects":
+		out := make([]string, len(l.Subjects))
+		for i, s := range l.Subjects {
+			out[i] = string(s)
+		}
+		return out, true
+	case "label.purpose":
+		return string(l.Purpose), true
+	case "label.sanitised":
+		return l.Sanitised, true
+	case "label.sanitised_by":
+		return l.SanitisedBy, true
+	case "label.originator":
+		return l.Originator, true
+	case "label.reference":
+		return l.Reference, true
+	case "manifest.from":
+		return e.m.From, true
+	case "manifest.to":
+		return nonNil(e.m.To), true
+	case "manifest.risk":
+		return nonNil(e.m.Risk), true
+	case "manifest.topic":
+		return e.m.Topic, true
+	case "manifest.roles":
+		var out []string
+		for _, s := range e.m.Subjects {
+			out = append(out, string(s.Role))
+		}
+		return nonNil(out), true
+	case "manifest.flags":
+		var out []string
+		for _, s := range e.m.Subjects {
+			out = append(out, s.Flags...)
+		}
+		return nonNil(out), true
+	case "manifest.establishments":
+		var out []string
+		for _, s := range e.m.Subjects {
+			if s.Establishment != "" {
+				out = append(out, s.Establishment)
+			}
+		}
+		return nonNil(out), true
+	case "sender.agency", "sender.kind", "sender.region", "sender.jurisdiction", "sender.force":
+		s := e.sender
+		if s == nil {
+			return "", true
+		}
+		switch name {
+		case "sender.agency":
+			return s.ID, true
+		case "sender.kind":
+			return string(s.Kind), true
+		case "sender.region":
+			return s.Region, true
+		case "sender.jurisdiction":
+			return s.Jurisdiction, true
+		}
+		return s.Force, true
+	case "self.agency":
+		return e.self.ID, true
+	case "self.kind":
+		return string(e.self.Kind), true
+	case "direction":
+		if e.dir == inbound {
+			return "inbound", true
+		}
+		return "outbound", true
+	}
+	return nil, false
+}
+
+func nonNil(xs []string) []string {
+	if xs == nil {
+		return []string{}
+	}
+	return xs
+}
+
+// matchAdmin evaluates every administrator condition for this decision's
+// direction once. A condition that fails to evaluate holds the package:
+// a broken rule must not let a package through that it was written to
+// stop.
+func (p *Policy) matchAdmin(e *eval) []*AdminRule {
+	var matched []*AdminRule
+	dir := "outbound"
+	if e.dir == inbound {
+		dir = "inbound"
+	}
+	for _, r := range p.admin {
+		if r.Direction != "both" && r.Direction != dir {
+			continue
+		}
+		v, _, err := r.when.ContextEval(e.ctx, e.act)
+		if err != nil {
+			e.trace(r, EffectHold, "condition could not be evaluated (%v); held for an administrator", err)
+			matched = append(matched, &AdminRule{RuleID: r.RuleID, Action: ActHold, file: r.file, line: r.line,
+				Reason: "administrator rule " + r.RuleID + " could not be evaluated", Citation: r.Citation})
+			continue
+		}
+		if b, ok := v.Value().(bool); ok && b {
+			matched = append(matched, r)
+		}
+	}
+	return matched
+}
+
+// adminGates applies deny, require and package-wide hold; it returns
+// whether every destination is to be held.
+func (p *Policy) adminGates(e *eval, matched []*AdminRule) bool {
+	holdAll := false
+	for _, r := range matched {
+		switch r.Action {
+		case ActDeny:
+			if len(r.To) == 0 {
+				e.deny(r, "%s", r.reason())
+			}
+		case ActRequire:
+			v, _, err := r.require.ContextEval(e.ctx, e.act)
+			ok, _ := v.Value().(bool)
+			if err != nil || !ok {
+				e.deny(r, "requirement not met: %s", r.reason())
+			} else {
+				e.trace(r, EffectRecord, "requirement met: %s", r.Require)
+			}
+		case ActHold:
+			if len(r.To) == 0 {
+				holdAll = true
+			}
+		}
+	}
+	return holdAll
+}
+
+// adminRewrite applies deliver and redirect before the built-in
+// redirections, which therefore have the last word.
+func (p *Policy) adminRewrite(e *eval, matched []*AdminRule) {
+	for _, r := range matched {
+		fn := r.Function
+		if fn == "" {
+			fn = config.Intake
+		}
+		switch r.Action {
+		case ActDeliver:
+			for _, a := range r.to {
+				e.addDest(a, fn, r.RuleID, false)
+				e.trace(r, EffectDeliver, "%s: %s", a.ID, r.reason())
+			}
+		case ActRedirect:
+			for _, d := range e.live() {
+				if len(r.From) == 0 || slices.Contains(r.From, d.agency.ID) {
+					e.redirect(d, r.to[0], fn, r, r.reason())
+				}
+			}
+		}
+	}
+}
+
+// adminAdditions applies copy and escalate.
+func (p *Policy) adminAdditions(e *eval, matched []*AdminRule, escalations bool) {
+	for _, r := range matched {
+		if (r.Action == ActEscalate) != escalations {
+			continue
+		}
+		switch r.Action {
+		case ActCopy:
+			fn := r.Function
+			if fn == "" {
+				fn = config.Intake
+			}
+			for _, a := range r.to {
+				if b := p.blockedBy(e, a); b != nil {
+					e.trace(r, EffectCopy, "%s: %s", a.ID, r.reason())
+					e.trace(b, EffectOverridden, "no copy to %s (%s): the built-in redirection keeps the package from it", a.ID, r.RuleID)
+					continue
+				}
+				e.addDest(a, fn, r.RuleID, true)
+				e.trace(r, EffectCopy, "%s: %s", a.ID, r.reason())
+			}
+		case ActEscalate:
+			hours := r.AcknowledgeHours
+			if hours == 0 {
+				hours = p.Params.ImminentRisk.AcknowledgeHours
+			}
+			ire := p.ruleByID("imminent-risk-escalation").(*imminentRiskEscalation)
+			escalate(e, r, []string{r.reason()}, hours, ire.contacts)
+		}
+	}
+}
+
+// adminDestGates applies deny and hold naming destinations, and a
+// package-wide hold.
+func (p *Policy) adminDestGates(e *eval, matched []*AdminRule, d *dest, holdAll bool) {
+	for _, r := range matched {
+		if r.Action != ActDeny && r.Action != ActHold {
+			continue
+		}
+		named := slices.Contains(r.to, d.agency)
+		switch {
+		case r.Action == ActDeny && named:
+			e.refuse(d, r, r.reason())
+		case r.Action == ActHold && (named || (holdAll && len(r.To) == 0)):
+			if d.addition {
+				e.refuse(d, r, r.reason())
+			} else {
+				e.hold(d, r, r.reason())
+			}
+		}
+	}
+}
+
+func (p *Policy) ruleByID(id string) Rule {
+	for _, r := range p.rules {
+		if r.ID() == id {
+			return r
+		}
+	}
+	return nil
+}
