@@ -298,7 +298,6 @@ func logDecision(log *slog.Logger, kind string, m *envelope.Manifest, d *Decisio
 		slog.Int("holds", len(d.Holds)), slog.Int("steps", len(d.Trace)))
 }
 
-
 // As returns the policy as the gateway of another agency in the same
 // directory would apply it (for `conduit policy explain --as`).
 func (p *Policy) As(agency string) (*Policy, error) {
