@@ -118,7 +118,7 @@ func Open(ctx context.Context, w io.Writer, r io.Reader, p OpenParams) (*Opened,
 	}
 
 	lim := &headerLimit{r: &ctxReader{ctx: ctx, r: r}, n: maxHeaderBytes}
-	br := bufio.NewReaderSize(lim, 64<<10)
+	br := bufio.NewReaderSize(lim, 16<<10)
 	outer, err := textproto.ReadHeader(br)
 	if err != nil {
 		return nil, structural("outer header", err)
@@ -463,7 +463,7 @@ func release(w io.Writer, sp *spool, h textproto.Header, res *Opened) error {
 	if err != nil {
 		return err
 	}
-	br := bufio.NewReaderSize(sr, 64<<10)
+	br := bufio.NewReaderSize(sr, 16<<10)
 	if _, err := textproto.ReadHeader(br); err != nil {
 		return err
 	}
@@ -476,7 +476,8 @@ func release(w io.Writer, sp *spool, h textproto.Header, res *Opened) error {
 	if err != nil {
 		return err
 	}
-	bw := bufio.NewWriterSize(w, 64<<10)
+	bw := getWriter(w)
+	defer putWriter(bw)
 	fields := h.Fields()
 	var keep [][]byte
 	for fields.Next() {

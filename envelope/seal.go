@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/mail"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
@@ -164,7 +165,7 @@ func Seal(ctx context.Context, w io.Writer, msg io.Reader, p SealParams) (*Seale
 		}
 	}
 
-	br := bufio.NewReaderSize(&ctxReader{ctx: ctx, r: msg}, 64<<10)
+	br := bufio.NewReaderSize(&ctxReader{ctx: ctx, r: msg}, 16<<10)
 	orig, err := textproto.ReadHeader(br)
 	if err != nil {
 		return nil, fmt.Errorf("seal: read message header: %w", err)
@@ -239,7 +240,8 @@ func Seal(ctx context.Context, w io.Writer, msg io.Reader, p SealParams) (*Seale
 	inner = append(inner, field{"Content-Type", `multipart/mixed; boundary="` + innerBoundary + `"; hp="cipher"`})
 
 	outerBoundary := "conduit-" + NewPackageID()
-	bw := bufio.NewWriterSize(w, 64<<10)
+	bw := getWriter(w)
+	defer putWriter(bw)
 	for _, f := range append(outer,
 		field{"MIME-Version", "1.0"},
 		field{"Content-Type", `multipart/encrypted; protocol="application/pgp-encrypted"; boundary="` + outerBoundary + `"`},
@@ -253,7 +255,10 @@ func Seal(ctx context.Context, w io.Writer, msg io.Reader, p SealParams) (*Seale
 		"--%s\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\nContent-Description: OpenPGP encrypted message\r\n"+
 		"Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n", outerBoundary, outerBoundary)
 
-	aw, err := armor.Encode(&crlfWriter{w: bw}, "PGP MESSAGE", nil)
+	// No CRC24 line: optional in RFC 4880 (section 6.1) and not to be
+	// emitted under RFC 9580 (section 6.1); integrity is the MDC's or the
+	// AEAD's job, and GnuPG and Sequoia read armor without it.
+	aw, err := armor.EncodeWithChecksumOption(&crlfWriter{w: bw}, "PGP MESSAGE", nil, false)
 	if err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
@@ -268,22 +273,26 @@ func Seal(ctx context.Context, w io.Writer, msg io.Reader, p SealParams) (*Seale
 	}
 	// The signed payload is canonical MIME with CRLF line endings (RFC
 	// 3156 section 5), so that any receiver's verification sees the same
-	// bytes.
-	cw := &crlfWriter{w: pw}
-	ib := bufio.NewWriterSize(cw, 64<<10)
+	// bytes. The buffer sits between the line-ending fixer and the cipher:
+	// OpenPGP's partial-length packets are costly per write.
+	ib := getWriter(pw)
+	defer putWriter(ib)
+	cw := &crlfWriter{w: ib}
+	var hb strings.Builder
 	for _, f := range inner {
-		writeField(ib, f)
+		writeField(&hb, f)
 	}
-	fmt.Fprintf(ib, "\r\n--%s\r\nContent-Type: %s; charset=utf-8\r\nContent-Disposition: attachment; filename=\"conduit-manifest.json\"\r\n\r\n%s\r\n--%s\r\n",
+	fmt.Fprintf(&hb, "\r\n--%s\r\nContent-Type: %s; charset=utf-8\r\nContent-Disposition: attachment; filename=\"conduit-manifest.json\"\r\n\r\n%s\r\n--%s\r\n",
 		innerBoundary, ManifestType, manJSON, innerBoundary)
 	for _, c := range content {
-		ib.WriteString(c)
+		hb.WriteString(c)
 	}
-	ib.WriteString("\r\n")
-	if _, err := io.Copy(ib, br); err != nil {
+	hb.WriteString("\r\n")
+	io.WriteString(cw, hb.String())
+	if _, err := io.Copy(cw, br); err != nil {
 		return nil, fmt.Errorf("seal: message body: %w", err)
 	}
-	fmt.Fprintf(ib, "\r\n--%s--\r\n", innerBoundary)
+	fmt.Fprintf(cw, "\r\n--%s--\r\n", innerBoundary)
 	if err := ib.Flush(); err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
@@ -314,7 +323,7 @@ func rawField(raw string) field { return field{v: raw} }
 
 // writeField writes a header field, folding at "; " or spaces so that no
 // line exceeds 78 characters where that is possible (RFC 5322 2.1.1).
-func writeField(w *bufio.Writer, f field) {
+func writeField(w io.StringWriter, f field) {
 	if f.k == "" {
 		w.WriteString(f.v)
 		return
@@ -366,6 +375,23 @@ func angleList(addrs []string) string {
 	return strings.Join(out, ", ")
 }
 
+// Seal's buffers are large enough to keep cipher and armor writes big,
+// and pooled so that sealing a 4 KiB package does not zero 128 KiB.
+var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
+
+func getWriter(w io.Writer) *bufio.Writer {
+	b := writerPool.Get().(*bufio.Writer)
+	b.Reset(w)
+	return b
+}
+
+func putWriter(b *bufio.Writer) {
+	b.Reset(nil)
+	writerPool.Put(b)
+}
+
+var crlfBytes = []byte("\r\n")
+
 // crlfWriter turns bare LF into CRLF, leaving CRLF alone, across writes.
 type crlfWriter struct {
 	w      io.Writer
@@ -379,7 +405,7 @@ func (c *crlfWriter) Write(p []byte) (int, error) {
 			if _, err := c.w.Write(p[start:i]); err != nil {
 				return 0, err
 			}
-			if _, err := c.w.Write([]byte("\r\n")); err != nil {
+			if _, err := c.w.Write(crlfBytes); err != nil {
 				return 0, err
 			}
 			start = i + 1
