@@ -148,7 +148,7 @@ type Decision struct {
 
 // Alerted reports whether the decision asks for administrators to be
 // alerted (a SECRET package refused, a misrouted inbound package).
-func (d *Decision) Alerted() bool {
+func (d Decision) Alerted() bool {
 	for _, s := range d.Trace {
 		if s.Effect == EffectAlert {
 			return true
@@ -158,7 +158,7 @@ func (d *Decision) Alerted() bool {
 }
 
 // Deadline returns the hours of a deadline kind, and false if absent.
-func (d *Decision) Deadline(kind string) (int, bool) {
+func (d Decision) Deadline(kind string) (int, bool) {
 	for _, dl := range d.Deadlines {
 		if dl.Kind == kind {
 			return dl.Hours, true
