@@ -545,8 +545,14 @@ func (p *Policy) adminDestGates(e *eval, matched []*AdminRule, d *dest, holdAll 
 	}
 }
 
+// ruleByID finds a built-in or administrator rule.
 func (p *Policy) ruleByID(id string) Rule {
 	for _, r := range p.rules {
+		if r.ID() == id {
+			return r
+		}
+	}
+	for _, r := range p.admin {
 		if r.ID() == id {
 			return r
 		}

@@ -163,7 +163,15 @@ func (p *Policy) DecideInbound(ctx context.Context, m *envelope.Manifest, from s
 		dir: inbound, now: p.now()}
 	e.act = newActivation(e)
 	e.addDest(p.Self, config.Intake, "addressed", false)
-	for _, r := range p.receivers {
+	// Escalation last, as outbound, so that every copy is immediate.
+	receivers := slices.Clone(p.receivers)
+	for i, r := range receivers {
+		if esc, ok := r.(*imminentRiskEscalation); ok {
+			receivers = append(slices.Delete(receivers, i, i+1), esc)
+			break
+		}
+	}
+	for _, r := range receivers {
 		if e.denied {
 			// After a refusal only the remaining gates are worth
 			// recording; routing a refused package means nothing.

@@ -198,6 +198,10 @@ func Load(configPath string) (*Policy, *config.Config, error) {
 type Engine struct {
 	cur atomic.Pointer[Policy]
 	log *slog.Logger
+	// OnReload, if set before reloads start, is called after every reload
+	// attempt with its result (nil: the new policy is in force), for the
+	// daemon's audit trail and metrics.
+	OnReload func(error)
 }
 
 // NewEngine starts an engine with a compiled policy.
@@ -236,12 +240,16 @@ func (e *Engine) Reload(load func() (*Policy, error)) error {
 	p, err := load()
 	if err != nil {
 		e.log.Error("policy reload refused", slog.String("error", err.Error()))
-		return fmt.Errorf("%w: %w", ErrReloadRefused, err)
+		err = fmt.Errorf("%w: %w", ErrReloadRefused, err)
+	} else {
+		old := e.cur.Swap(p)
+		e.log.Info("policy reloaded", slog.String("file", p.File), slog.Int("admin_rules", len(p.admin)),
+			slog.Bool("replaced", old != nil))
 	}
-	old := e.cur.Swap(p)
-	e.log.Info("policy reloaded", slog.String("file", p.File), slog.Int("admin_rules", len(p.admin)),
-		slog.Bool("replaced", old != nil))
-	return nil
+	if e.OnReload != nil {
+		e.OnReload(err)
+	}
+	return err
 }
 
 // ReloadConfig reloads from the gateway's config file: the directory and
@@ -253,22 +261,24 @@ func (e *Engine) ReloadConfig(configPath string) error {
 	})
 }
 
-// ReloadOnSIGHUP reloads the policy from the config file on every SIGHUP
-// until ctx is done. The daemon calls it in a goroutine; `conduit policy
-// reload` sends the signal.
-func (e *Engine) ReloadOnSIGHUP(ctx context.Context, configPath string) {
+// WatchSIGHUP installs a SIGHUP handler before it returns, then reloads
+// the policy from the config file on every SIGHUP until ctx is done. The
+// daemon calls it at start; `conduit policy reload` sends the signal.
+func (e *Engine) WatchSIGHUP(ctx context.Context, configPath string) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGHUP)
-	defer signal.Stop(ch)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ch:
-			start := time.Now()
-			if err := e.ReloadConfig(configPath); err == nil {
-				e.log.Info("policy reload on SIGHUP", slog.Duration("took", time.Since(start)))
+	go func() {
+		defer signal.Stop(ch)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ch:
+				start := time.Now()
+				if err := e.ReloadConfig(configPath); err == nil {
+					e.log.Info("policy reload on SIGHUP", slog.Duration("took", time.Since(start)))
+				}
 			}
 		}
-	}
+	}()
 }
