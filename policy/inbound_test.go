@@ -246,7 +246,9 @@ func TestTraceNeverHoldsSubjectIdentity(t *testing.T) {
 	}
 }
 
-func containsBytes(b []byte, s string) bool { return len(s) > 0 && string(b) != "" && indexOf(string(b), s) >= 0 }
+func containsBytes(b []byte, s string) bool {
+	return len(s) > 0 && string(b) != "" && indexOf(string(b), s) >= 0
+}
 
 func indexOf(s, sub string) int {
 	for i := 0; i+len(sub) <= len(s); i++ {
