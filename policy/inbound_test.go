@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/conduit-gateway/conduit/envelope"
@@ -240,21 +241,8 @@ func TestTraceNeverHoldsSubjectIdentity(t *testing.T) {
 		m.Risk = []string{"escape", "firearms"}
 		m.Subjects = []envelope.Subject{{Role: role, Establishment: "hmp-northgate", ID: id, Flags: []string{"cat-a"}}}
 		b, _ := json.Marshal(decide(p, m))
-		if json.Valid(b) && containsBytes(b, id) {
+		if strings.Contains(string(b), id) {
 			t.Errorf("subject identity in the decision for role %s", role)
 		}
 	}
-}
-
-func containsBytes(b []byte, s string) bool {
-	return len(s) > 0 && string(b) != "" && indexOf(string(b), s) >= 0
-}
-
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
 }
