@@ -241,7 +241,7 @@ func TestConfigErrors(t *testing.T) {
 	tcheck(t, os.WriteFile(filepath.Join(dir, "directory.yaml"), []byte(base), 0o600), "write directory")
 	for _, tc := range []struct {
 		name, src, want string
-		line          int
+		line            int
 	}{
 		{"agency not in directory", "agency: hmp-nowhere\ndirectory: directory.yaml\npolicy: p.yaml\n", `"hmp-nowhere" is not an agency in the directory`, 1},
 		{"no policy", "agency: pas\ndirectory: directory.yaml\n", "policy is missing", 1},
