@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"cel.dev/cel-go/cel"
+	costpkg "cel.dev/cel-go/common/cost"
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/interpreter"
@@ -47,9 +48,63 @@ type AdminRule struct {
 
 	file    string
 	line    int
-	when    cel.Program
-	require cel.Program
+	source  string // Source, computed once at load
+	when    program
+	require program
 	to      []*config.Agency
+}
+
+// program is a compiled condition: fast runs without cost tracking, which
+// is safe while the manifest's lists are within the sizes the static cost
+// estimate assumed; guarded runs with a runtime cost limit otherwise.
+type program struct {
+	fast, guarded cel.Program
+}
+
+func (p program) eval(e *eval) (ref.Val, error) {
+	if len(e.m.To) > maxListLen || len(e.m.Risk) > maxListLen || len(e.m.Subjects) > maxListLen ||
+		len(e.m.Label.Subjects) > maxListLen || subjectFlags(e.m) > maxListLen {
+		v, _, err := p.guarded.ContextEval(e.ctx, e.act)
+		return v, err
+	}
+	v, _, err := p.fast.Eval(e.act)
+	return v, err
+}
+
+func subjectFlags(m *envelope.Manifest) int {
+	n := 0
+	for _, s := range m.Subjects {
+		n += len(s.Flags)
+	}
+	return n
+}
+
+// sizeHints tells CEL's static cost estimator how large the variables
+// can be, so that a condition's worst-case cost is known at load.
+type sizeHints struct{}
+
+// maxListLen and maxStringLen bound the variables for the estimate; a
+// manifest with longer lists is evaluated with runtime cost tracking.
+const (
+	maxListLen   = 64
+	maxStringLen = 64
+)
+
+func (sizeHints) EstimateSize(n costpkg.AstNode) *costpkg.SizeEstimate {
+	if len(n.Path()) == 0 {
+		return nil
+	}
+	switch n.Type().Kind() {
+	case types.ListKind:
+		return &costpkg.SizeEstimate{Min: 0, Max: maxListLen}
+	case types.StringKind:
+		return &costpkg.SizeEstimate{Min: 0, Max: maxStringLen}
+	}
+	return nil
+}
+
+func (sizeHints) EstimateCallCost(function, overloadID string, target *costpkg.AstNode, args []costpkg.AstNode) *costpkg.CallEstimate {
+	return nil
 }
 
 // ID implements Rule.
@@ -58,6 +113,9 @@ func (r *AdminRule) ID() string { return r.RuleID }
 // Source implements Rule: the administrator's citation, and where the
 // rule is written.
 func (r *AdminRule) Source() string {
+	if r.source != "" {
+		return r.source
+	}
 	at := fmt.Sprintf("administrator rule, %s:%d", r.file, r.line)
 	if r.Citation != "" {
 		return r.Citation + " (" + at + ")"
@@ -160,9 +218,9 @@ const costLimit = 10000
 
 // compileExpr type-checks a condition, reporting errors at their line in
 // the policy file.
-func compileExpr(env *cel.Env, doc *config.Doc, path, expr string) (cel.Program, error) {
+func compileExpr(env *cel.Env, doc *config.Doc, path, expr string) (program, error) {
 	if strings.TrimSpace(expr) == "" {
-		return nil, doc.Errorf(path, "is empty: a CEL condition is required")
+		return program{}, doc.Errorf(path, "is empty: a CEL condition is required")
 	}
 	checked, iss := env.Compile(expr)
 	if iss != nil && iss.Err() != nil {
@@ -184,16 +242,27 @@ func compileExpr(env *cel.Env, doc *config.Doc, path, expr string) (cel.Program,
 			}
 			e.Reason = "CEL: " + first.Message + " (in: " + snippetLine(expr, line) + ")"
 		}
-		return nil, e
+		return program{}, e
 	}
 	if checked.OutputType() != cel.BoolType {
-		return nil, doc.Errorf(path, "must be a true/false condition, but its type is %s", checked.OutputType())
+		return program{}, doc.Errorf(path, "must be a true/false condition, but its type is %s", checked.OutputType())
 	}
-	prg, err := env.Program(checked, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(costLimit))
+	est, err := env.EstimateCost(checked, sizeHints{})
 	if err != nil {
-		return nil, doc.Errorf(path, "%v", err)
+		return program{}, doc.Errorf(path, "cannot estimate the condition's cost: %v", err)
 	}
-	return prg, nil
+	if est.Max > costLimit {
+		return program{}, doc.Errorf(path, "is too costly to evaluate on every package (worst case %d, limit %d): simplify it", est.Max, costLimit)
+	}
+	fast, err := env.Program(checked, cel.EvalOptions(cel.OptOptimize))
+	if err != nil {
+		return program{}, doc.Errorf(path, "%v", err)
+	}
+	guarded, err := env.Program(checked, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(costLimit))
+	if err != nil {
+		return program{}, doc.Errorf(path, "%v", err)
+	}
+	return program{fast, guarded}, nil
 }
 
 func snippetLine(expr string, line int) string {
@@ -287,6 +356,7 @@ func compileAdmin(doc *config.Doc, dir *config.Directory, rules []*AdminRule) er
 		if r.AcknowledgeHours < 0 || (r.AcknowledgeHours > 0 && r.Action != ActEscalate) {
 			return doc.Errorf(at+".acknowledge-hours", "is for escalate only, and must be positive")
 		}
+		r.source = r.Source()
 		if r.when, err = compileExpr(env, doc, at+".when", r.When); err != nil {
 			return err
 		}
@@ -300,110 +370,148 @@ func compileAdmin(doc *config.Doc, dir *config.Directory, rules []*AdminRule) er
 }
 
 // activation resolves the condition variables from the decision being
-// made, computing each only when a condition reads it.
-type activation struct{ e *eval }
+// made, computing each only when a condition first reads it and keeping
+// the CEL value for the other conditions of the same decision.
+type activation struct {
+	e     *eval
+	cache [len(celVars)]ref.Val
+}
 
-func newActivation(e *eval) *activation { return &activation{e} }
+// celVars are the variables a condition may read, in declaration order.
+var celVars = [...]string{
+	"label.classification", "label.rank", "label.descriptor", "label.caveat", "label.scheme",
+	"label.source", "label.intelligence", "label.handling", "label.authorisation",
+	"label.has_conditions", "label.basis", "label.subjects", "label.purpose", "label.sanitised",
+	"label.sanitised_by", "label.originator", "label.reference",
+	"manifest.from", "manifest.to", "manifest.risk", "manifest.topic", "manifest.roles",
+	"manifest.flags", "manifest.establishments",
+	"sender.agency", "sender.kind", "sender.region", "sender.jurisdiction", "sender.force",
+	"self.agency", "self.kind", "direction",
+}
+
+var celVarIndex = func() map[string]int {
+	m := make(map[string]int, len(celVars))
+	for i, v := range celVars {
+		m[v] = i
+	}
+	return m
+}()
+
+func newActivation(e *eval) *activation { return &activation{e: e} }
 
 func (a *activation) Parent() interpreter.Activation { return nil }
 
 func (a *activation) ResolveName(name string) (any, bool) {
+	i, ok := celVarIndex[name]
+	if !ok {
+		return nil, false
+	}
+	if v := a.cache[i]; v != nil {
+		return v, true
+	}
+	v := a.resolve(name)
+	a.cache[i] = v
+	return v, true
+}
+
+func (a *activation) resolve(name string) ref.Val {
 	e := a.e
 	l := &e.m.Label
+	str := func(s string) ref.Val { return types.String(s) }
+	list := func(xs []string) ref.Val { return types.NewStringList(types.DefaultTypeAdapter, nonNil(xs)) }
 	switch name {
 	case "label.classification":
-		return string(l.Classification), true
+		return str(string(l.Classification))
 	case "label.rank":
-		return int64(l.Classification.Rank()), true
+		return types.Int(l.Classification.Rank())
 	case "label.descriptor":
-		return l.Descriptor, true
+		return str(l.Descriptor)
 	case "label.caveat":
-		return l.Caveat, true
+		return str(l.Caveat)
 	case "label.scheme":
-		return string(l.Grading.Scheme), true
+		return str(string(l.Grading.Scheme))
 	case "label.source":
-		return l.Grading.Source, true
+		return str(l.Grading.Source)
 	case "label.intelligence":
-		return l.Grading.Intelligence, true
+		return str(l.Grading.Intelligence)
 	case "label.handling":
-		return l.Grading.Handling, true
+		return str(l.Grading.Handling)
 	case "label.authorisation":
-		return l.Authorisation, true
+		return str(l.Authorisation)
 	case "label.has_conditions":
-		return strings.TrimSpace(l.Conditions) != "", true
+		return types.Bool(strings.TrimSpace(l.Conditions) != "")
 	case "label.basis":
-		return string(l.Basis), true
+		return str(string(l.Basis))
 	case "label.subjects":
 		out := make([]string, len(l.Subjects))
 		for i, s := range l.Subjects {
 			out[i] = string(s)
 		}
-		return out, true
+		return list(out)
 	case "label.purpose":
-		return string(l.Purpose), true
+		return str(string(l.Purpose))
 	case "label.sanitised":
-		return l.Sanitised, true
+		return types.Bool(l.Sanitised)
 	case "label.sanitised_by":
-		return l.SanitisedBy, true
+		return str(l.SanitisedBy)
 	case "label.originator":
-		return l.Originator, true
+		return str(l.Originator)
 	case "label.reference":
-		return l.Reference, true
+		return str(l.Reference)
 	case "manifest.from":
-		return e.m.From, true
+		return str(e.m.From)
 	case "manifest.to":
-		return nonNil(e.m.To), true
+		return list(e.m.To)
 	case "manifest.risk":
-		return nonNil(e.m.Risk), true
+		return list(e.m.Risk)
 	case "manifest.topic":
-		return e.m.Topic, true
+		return str(e.m.Topic)
 	case "manifest.roles":
 		var out []string
 		for _, s := range e.m.Subjects {
 			out = append(out, string(s.Role))
 		}
-		return nonNil(out), true
+		return list(out)
 	case "manifest.flags":
 		var out []string
 		for _, s := range e.m.Subjects {
 			out = append(out, s.Flags...)
 		}
-		return nonNil(out), true
+		return list(out)
 	case "manifest.establishments":
+		// Never the subject's identity: only where the subject is.
 		var out []string
 		for _, s := range e.m.Subjects {
 			if s.Establishment != "" {
 				out = append(out, s.Establishment)
 			}
 		}
-		return nonNil(out), true
-	case "sender.agency", "sender.kind", "sender.region", "sender.jurisdiction", "sender.force":
-		s := e.sender
-		if s == nil {
-			return "", true
-		}
-		switch name {
-		case "sender.agency":
-			return s.ID, true
-		case "sender.kind":
-			return string(s.Kind), true
-		case "sender.region":
-			return s.Region, true
-		case "sender.jurisdiction":
-			return s.Jurisdiction, true
-		}
-		return s.Force, true
+		return list(out)
 	case "self.agency":
-		return e.self.ID, true
+		return str(e.self.ID)
 	case "self.kind":
-		return string(e.self.Kind), true
+		return str(string(e.self.Kind))
 	case "direction":
 		if e.dir == inbound {
-			return "inbound", true
+			return str("inbound")
 		}
-		return "outbound", true
+		return str("outbound")
 	}
-	return nil, false
+	s := e.sender
+	if s == nil {
+		return str("")
+	}
+	switch name {
+	case "sender.agency":
+		return str(s.ID)
+	case "sender.kind":
+		return str(string(s.Kind))
+	case "sender.region":
+		return str(s.Region)
+	case "sender.jurisdiction":
+		return str(s.Jurisdiction)
+	}
+	return str(s.Force)
 }
 
 func nonNil(xs []string) []string {
@@ -427,7 +535,7 @@ func (p *Policy) matchAdmin(e *eval) []*AdminRule {
 		if r.Direction != "both" && r.Direction != dir {
 			continue
 		}
-		v, _, err := r.when.ContextEval(e.ctx, e.act)
+		v, err := r.when.eval(e)
 		if err != nil {
 			e.trace(r, EffectHold, "condition could not be evaluated (%v); held for an administrator", err)
 			matched = append(matched, &AdminRule{RuleID: r.RuleID, Action: ActHold, file: r.file, line: r.line,
@@ -452,9 +560,12 @@ func (p *Policy) adminGates(e *eval, matched []*AdminRule) bool {
 				e.deny(r, "%s", r.reason())
 			}
 		case ActRequire:
-			v, _, err := r.require.ContextEval(e.ctx, e.act)
-			ok, _ := v.Value().(bool)
-			if err != nil || !ok {
+			v, err := r.require.eval(e)
+			ok := false
+			if err == nil {
+				ok, _ = v.Value().(bool)
+			}
+			if !ok {
 				e.deny(r, "requirement not met: %s", r.reason())
 			} else {
 				e.trace(r, EffectRecord, "requirement met: %s", r.Require)

@@ -324,3 +324,32 @@ func signalUntilReload(t *testing.T, results chan error) error {
 		return nil
 	}
 }
+
+// TestEveryConditionVariableResolves: each declared variable has a value
+// at decision time (a declared but unresolved name would fail every
+// package whose rule reads it).
+func TestEveryConditionVariableResolves(t *testing.T) {
+	for _, v := range celVars {
+		src := "rules:\n  - id: uses-var\n    when: type(" + v + ") != type(null)\n    action: hold\n"
+		p, err := compilePolicy(t, "northshire-pio", src)
+		tcheck(t, err, v)
+		d := decide(p, pkg("northshire-pio", "hmp-northgate"))
+		for _, s := range d.Trace {
+			if s.Rule == "uses-var" && strings.Contains(s.Detail, "could not be evaluated") {
+				t.Errorf("%s: %s", v, s.Detail)
+			}
+		}
+		wantHold(t, d, "hmp-northgate", "uses-var")
+	}
+}
+
+func TestCostlyConditionIsRefusedAtLoad(t *testing.T) {
+	_, err := compilePolicy(t, "northshire-pio", `rules:
+  - id: costly
+    when: manifest.to.all(a, manifest.to.all(b, manifest.to.all(c, manifest.risk.all(d, a + b + c + d != ""))))
+    action: deny
+`)
+	if err == nil || !strings.Contains(err.Error(), "too costly") {
+		t.Errorf("costly condition: %v", err)
+	}
+}
