@@ -31,6 +31,9 @@ type Config struct {
 	// to classifications; a marking not in the table is refused.
 	LegacyMarkings map[string]envelope.Classification `yaml:"legacy-markings,omitempty"`
 
+	// Gateway holds the sections only `conduit serve` needs (gateway.go).
+	Gateway `yaml:",inline"`
+
 	// File is the path the configuration was read from.
 	File string `yaml:"-"`
 	// DirectoryFile is the directory's file, or File if it is inline.
@@ -142,6 +145,9 @@ func (c *Config) check(doc *Doc) error {
 	c.Policy = resolve(c.File, c.Policy)
 	if c.PIDFile != "" {
 		c.PIDFile = resolve(c.File, c.PIDFile)
+	}
+	if err := c.checkGateway(doc); err != nil {
+		return err
 	}
 	for k, v := range c.LegacyMarkings {
 		if !slices.Contains(envelope.Classifications, v) {

@@ -247,7 +247,7 @@ func TestConfigErrors(t *testing.T) {
 		{"no policy", "agency: pas\ndirectory: directory.yaml\n", "policy is missing", 1},
 		{"no directory", "agency: pas\npolicy: p.yaml\n", "directory is missing", 1},
 		{"directory file missing", "agency: pas\ndirectory: nowhere.yaml\npolicy: p.yaml\n", "cannot read the directory file", 2},
-		{"unknown top-level field", "agency: pas\ndirectory: directory.yaml\npolicy: p.yaml\nlisten: 25\n", `unknown field "listen"`, 4},
+		{"unknown top-level field", "agency: pas\ndirectory: directory.yaml\npolicy: p.yaml\nlistne: 25\n", `unknown field "listne"`, 4},
 		{"legacy marking to a non-classification", "agency: pas\ndirectory: directory.yaml\npolicy: p.yaml\nlegacy-markings: {RESTRICTED: SORTA-SECRET}\n", "not a classification", 4},
 		{"syntax error", "agency: pas\ndirectory: [\n", "", 2},
 	} {

@@ -1,0 +1,251 @@
+package config
+
+import (
+	"net"
+	"strconv"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Gateway is what `conduit serve` needs beyond the directory and the
+// policy: where it listens, its TLS identity, its keys, its store, the
+// staff who may submit, and where received packages are delivered. The
+// sections are optional for `conduit policy check|explain`; Serve checks
+// them whole with RequireGateway.
+type Gateway struct {
+	Keys     Keys     `yaml:"keys,omitempty"`
+	TLS      TLS      `yaml:"tls,omitempty"`
+	Listen   Listen   `yaml:"listen,omitempty"`
+	Store    Store    `yaml:"store,omitempty"`
+	Users    []User   `yaml:"users,omitempty"`
+	Delivery Delivery `yaml:"delivery,omitempty"`
+	Limits   Limits   `yaml:"limits,omitempty"`
+	Queue    Queue    `yaml:"queue,omitempty"`
+}
+
+// Keys: this agency's OpenPGP identity and its partners' certificates.
+type Keys struct {
+	// Secret is the armored secret key file (conduit keys generate).
+	Secret string `yaml:"secret"`
+	// PassphraseFile holds the passphrase that decrypts Secret;
+	// CONDUIT_PASSPHRASE overrides it.
+	PassphraseFile string `yaml:"passphrase-file,omitempty"`
+	// Partners is a folder of partner certificates, one AGENCY.pub.asc per
+	// agency; each is used only if its fingerprint is the directory's pin.
+	Partners string `yaml:"partners"`
+	// Profile is rfc4880 (default) or rfc9580.
+	Profile string `yaml:"profile,omitempty"`
+}
+
+// TLS is the gateway's TLS identity, used by the submission and inbound
+// listeners and as the client certificate when relaying.
+type TLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// CA verifies partner gateways' certificates; the system roots are
+	// never used for partner gateways.
+	CA string `yaml:"ca"`
+}
+
+// Listen holds the listener addresses; an empty one is not started.
+type Listen struct {
+	// Submission is for the agency's own staff: STARTTLS (port 587 style).
+	Submission string `yaml:"submission,omitempty"`
+	// SubmissionTLS is submission with implicit TLS (port 465 style).
+	SubmissionTLS string `yaml:"submission-tls,omitempty"`
+	// Inbound is for partner gateways: STARTTLS required before MAIL.
+	Inbound string `yaml:"inbound,omitempty"`
+}
+
+// Store is the durable store of the queue, the replay cache and the
+// quarantine.
+type Store struct {
+	// Path is the SQLite database file.
+	Path string `yaml:"path"`
+}
+
+// User is a member of staff who may submit packages.
+type User struct {
+	Name string `yaml:"name"`
+	// Address is the mailbox the user sends as; it must be a mailbox of
+	// this gateway's own agency (security invariant 5).
+	Address string `yaml:"address"`
+	// PasswordHash is a bcrypt hash ($2a$/$2b$...).
+	PasswordHash string `yaml:"password-hash"`
+}
+
+// Delivery says where received packages go.
+type Delivery struct {
+	// Maildir is a folder holding one Maildir per local mailbox address.
+	Maildir string `yaml:"maildir,omitempty"`
+}
+
+// Limits bound what one client may do.
+type Limits struct {
+	MessageBytes int64 `yaml:"message-bytes,omitempty"` // default 25 MiB
+	Recipients   int   `yaml:"recipients,omitempty"`    // default 50
+	Connections  int   `yaml:"connections,omitempty"`   // default 100
+	// Commands bounds the commands of one SMTP session (default 200).
+	Commands int `yaml:"commands,omitempty"`
+}
+
+// Queue tunes delivery retries.
+type Queue struct {
+	// RetryMin is the first retry delay (default 30s); it doubles, with
+	// jitter, up to RetryMax (default 30m).
+	RetryMin Duration `yaml:"retry-min,omitempty"`
+	RetryMax Duration `yaml:"retry-max,omitempty"`
+	// MaxAge is how long a package is retried before the sender gets a
+	// failure notice (default 72h).
+	MaxAge Duration `yaml:"max-age,omitempty"`
+	// Workers is the number of concurrent deliveries (default 4).
+	Workers int `yaml:"workers,omitempty"`
+}
+
+// Duration is a time.Duration written as "30s", "72h".
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes a Go duration.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Or returns the duration, or def when unset.
+func (d Duration) Or(def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return time.Duration(d)
+}
+
+// Limit defaults.
+const (
+	DefaultMessageBytes = 25 << 20
+	DefaultRecipients   = 50
+	DefaultConnections  = 100
+	DefaultCommands     = 200
+)
+
+func orInt(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// MessageBytesOr etc. return the configured limits or their defaults.
+func (l Limits) MessageBytesOr() int64 {
+	if l.MessageBytes <= 0 {
+		return DefaultMessageBytes
+	}
+	return l.MessageBytes
+}
+func (l Limits) RecipientsOr() int  { return orInt(l.Recipients, DefaultRecipients) }
+func (l Limits) ConnectionsOr() int { return orInt(l.Connections, DefaultConnections) }
+func (l Limits) CommandsOr() int    { return orInt(l.Commands, DefaultCommands) }
+
+// checkGateway resolves the gateway sections' paths and checks what is
+// given; RequireGateway checks that what serve needs is there.
+func (c *Config) checkGateway(doc *Doc) error {
+	g := &c.Gateway
+	for _, p := range []*string{&g.Keys.Secret, &g.Keys.PassphraseFile, &g.Keys.Partners,
+		&g.TLS.Cert, &g.TLS.Key, &g.TLS.CA, &g.Store.Path, &g.Delivery.Maildir} {
+		if *p != "" {
+			*p = resolve(c.File, *p)
+		}
+	}
+	if g.Keys.Profile != "" && g.Keys.Profile != "rfc4880" && g.Keys.Profile != "rfc9580" {
+		return doc.Errorf("$.keys.profile", "%q is not a profile; allowed: rfc4880, rfc9580", g.Keys.Profile)
+	}
+	for name, addr := range map[string]string{"submission": g.Listen.Submission, "submission-tls": g.Listen.SubmissionTLS, "inbound": g.Listen.Inbound} {
+		if addr == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil {
+			return doc.Errorf("$.listen."+name, "%q is not host:port: %v", addr, err)
+		} else if _, err := strconv.Atoi(port); err != nil {
+			return doc.Errorf("$.listen."+name, "%q has no numeric port", addr)
+		}
+	}
+	self := c.Self()
+	seen := map[string]bool{}
+	for i, u := range g.Users {
+		at := "$.users[" + strconv.Itoa(i) + "]"
+		if u.Name == "" {
+			return doc.Errorf(at, "name is missing")
+		}
+		if seen[u.Name] {
+			return doc.Errorf(at+".name", "user %q is listed twice", u.Name)
+		}
+		seen[u.Name] = true
+		if !self.HasMailbox(u.Address) {
+			return doc.Errorf(at+".address", "%q is not a mailbox of this gateway's agency %s: staff may send only as their own agency", u.Address, c.Agency)
+		}
+		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+			return doc.Errorf(at+".password-hash", "not a bcrypt hash (make one with `conduit user hash`): %v", err)
+		}
+	}
+	if g.Limits.MessageBytes < 0 || g.Limits.Recipients < 0 || g.Limits.Connections < 0 || g.Limits.Commands < 0 {
+		return doc.Errorf("$.limits", "limits must not be negative")
+	}
+	return nil
+}
+
+// HasMailbox reports whether an address is one of the agency's mailboxes
+// or escalation contacts.
+func (a *Agency) HasMailbox(addr string) bool {
+	for _, m := range append(append([]Mailbox{}, a.Mailboxes...), a.Escalation...) {
+		if equalFoldASCII(m.Address, addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// MissingForServe lists what `conduit serve` needs that the config lacks,
+// as YAML paths with a reason; empty when the gateway can start.
+func (c *Config) MissingForServe() []string {
+	g := c.Gateway
+	var out []string
+	need := func(ok bool, what string) {
+		if !ok {
+			out = append(out, what)
+		}
+	}
+	need(g.Keys.Secret != "", "keys.secret: the agency's secret key file")
+	need(g.Keys.Partners != "", "keys.partners: the folder of partner certificates")
+	need(g.TLS.Cert != "" && g.TLS.Key != "", "tls.cert and tls.key: the gateway's TLS certificate")
+	need(g.TLS.CA != "", "tls.ca: the CA that signs partner gateways' certificates")
+	need(g.Store.Path != "", "store.path: the SQLite database")
+	need(g.Listen.Inbound != "" || g.Listen.Submission != "" || g.Listen.SubmissionTLS != "", "listen: at least one listener")
+	need(g.Listen.Inbound == "" || g.Delivery.Maildir != "", "delivery.maildir: where received packages are delivered")
+	return out
+}
