@@ -1,0 +1,166 @@
+// Package store is in charge of what a gateway must not lose: the outbound
+// queue of sealed envelopes (one item per destination agency), the replay
+// cache of packages already delivered, and the quarantine of received
+// messages that failed a check. Every write is durable when the call
+// returns, so that the SMTP 250 that follows it is a promise kept across a
+// crash. The embedded default is SQLite (WAL, synchronous=FULL); a
+// PostgreSQL store implements the same interface for several gateway
+// processes sharing one database.
+//
+// The store holds only ciphertext envelopes and metadata: never a decrypted
+// package, a subject's identity or key material.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Priority orders the queue: immediate items are claimed first (MoU 6.1,
+// immediate escalation of major or imminent risk).
+type Priority int
+
+const (
+	Normal    Priority = 0
+	Immediate Priority = 1
+)
+
+func (p Priority) String() string {
+	if p == Immediate {
+		return "immediate"
+	}
+	return "normal"
+}
+
+// State of a queue item.
+type State string
+
+const (
+	Queued  State = "queued"  // waiting for its next attempt
+	Sent    State = "sent"    // the destination gateway accepted it (250)
+	Failed  State = "failed"  // gave up after the maximum age; the sender was told
+	Dropped State = "dropped" // removed by an administrator, with a reason
+)
+
+// Item is one sealed envelope waiting to go to one destination gateway.
+type Item struct {
+	ID int64
+	// PackageID is the envelope's opaque package id; with Destination it
+	// is unique, so a package is queued at most once per destination.
+	PackageID   string
+	Destination string   // the destination agency's directory id
+	Recipients  []string // RCPT TO at the destination gateway (mailbox addresses)
+	MailFrom    string   // MAIL FROM at the relay: this gateway's address
+	Submitter   string   // who submitted it, for delivery status notices
+	Priority    Priority
+	Marking     string // the outer marking, for listings
+	Envelope    []byte // the sealed envelope: ciphertext only
+	Size        int64  // len(Envelope), filled in by List (which omits Envelope)
+
+	State       State
+	Attempts    int
+	NextAttempt time.Time
+	LastError   string
+	RemoteID    string // the destination's queue id from its 250 reply
+	Reason      string // why it was dropped or failed
+	Created     time.Time
+	Updated     time.Time
+}
+
+// QState is the state of a quarantined message.
+type QState string
+
+const (
+	Held     QState = "held"     // kept for an administrator
+	Released QState = "released" // released: re-processed with every check
+	Purged   QState = "purged"   // its content destroyed, the record kept
+)
+
+// QItem is a received message that failed a check, kept whole.
+type QItem struct {
+	ID         int64
+	Received   time.Time
+	RemoteAddr string
+	Helo       string
+	MailFrom   string
+	Recipients []string
+	// Check is the failed check's name ("signer-not-pinned", "tampered"...)
+	// and Reason its one-line explanation; neither holds content.
+	Check     string
+	Reason    string
+	PackageID string // when the outer header named one
+	Raw       []byte // the message exactly as received (nil after purge)
+	Size      int64
+	State     QState
+	// Note records who released or purged it and why.
+	Note    string
+	Updated time.Time
+}
+
+// Filter selects queue items for List; zero fields match everything.
+type Filter struct {
+	State       State
+	Destination string
+	PackageID   string
+	Limit       int
+}
+
+// Errors callers branch on.
+var (
+	ErrNotFound   = errors.New("no such item")
+	ErrNoReason   = errors.New("a reason is required")
+	ErrWrongState = errors.New("the item is not in a state that allows this")
+)
+
+// Store is the gateway's durable state.
+type Store interface {
+	// Enqueue stores items in one transaction: either all are durable or
+	// none is. An item whose (PackageID, Destination) is already queued is
+	// not stored again; its existing id is returned instead.
+	Enqueue(ctx context.Context, items []Item) ([]int64, error)
+	// Claim takes up to limit queued items whose NextAttempt is due,
+	// immediate ones first, then the oldest. Before returning it writes
+	// each item's next attempt as now+lease and counts the attempt, so
+	// that a crash during delivery leads to a retry, never to a loss, and
+	// two workers (or two gateway processes sharing a database) never take
+	// the same item at once.
+	Claim(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]Item, error)
+	// MarkSent records the destination's acceptance.
+	MarkSent(ctx context.Context, id int64, remoteID string) error
+	// MarkRetry schedules the next attempt after a temporary failure.
+	MarkRetry(ctx context.Context, id int64, next time.Time, lastErr string) error
+	// MarkFailed gives up on an item (maximum age reached, or a permanent
+	// refusal by the destination).
+	MarkFailed(ctx context.Context, id int64, reason string) error
+
+	// List returns items without their Envelope bytes, newest first.
+	List(ctx context.Context, f Filter) ([]Item, error)
+	// Get returns one item with its Envelope.
+	Get(ctx context.Context, id int64) (Item, error)
+	// RetryNow makes a queued (or failed) item due at once.
+	RetryNow(ctx context.Context, id int64) error
+	// Drop removes an item from delivery; the reason is required and kept.
+	Drop(ctx context.Context, id int64, reason string) error
+	// Depth counts queued items per destination.
+	Depth(ctx context.Context) (map[string]int, error)
+
+	// Delivered reports whether a package from an originator was already
+	// delivered here (the replay cache).
+	Delivered(ctx context.Context, originator, packageID string) (bool, error)
+	// RecordDelivered adds a package to the replay cache once it has been
+	// delivered; recording it twice is not an error.
+	RecordDelivered(ctx context.Context, originator, packageID, messageID string, date time.Time) error
+
+	// Quarantine keeps a message that failed a check and returns its id.
+	Quarantine(ctx context.Context, q QItem) (int64, error)
+	// ListQuarantine returns quarantined messages without Raw, newest first.
+	ListQuarantine(ctx context.Context, state QState) ([]QItem, error)
+	// GetQuarantine returns one quarantined message with Raw.
+	GetQuarantine(ctx context.Context, id int64) (QItem, error)
+	// SetQuarantineState moves a held message to Released or Purged with a
+	// note (who and why, required). Purging destroys Raw.
+	SetQuarantineState(ctx context.Context, id int64, state QState, note string) error
+
+	Close() error
+}
