@@ -57,7 +57,8 @@ type Doc struct {
 }
 
 // ParseDoc parses YAML source, reporting a syntax error with its line.
-func ParseDoc(file string, src []byte) (*Doc, error) {
+func ParseDoc(file string, src []byte) (doc *Doc, err error) {
+	defer recoverYAML(file, "", &err)
 	f, err := parser.ParseBytes(src, 0)
 	if err != nil {
 		return nil, yamlError(file, src, "", err)
@@ -118,7 +119,8 @@ func parentPath(p string) string {
 
 // Decode decodes the node at path strictly (unknown fields are errors)
 // into v, turning decoder errors into an *Error with the line.
-func (d *Doc) Decode(path string, v any) error {
+func (d *Doc) Decode(path string, v any) (err error) {
+	defer recoverYAML(d.File, path, &err)
 	var n ast.Node
 	if path == "$" {
 		if len(d.AST.Docs) == 0 || d.AST.Docs[0].Body == nil {
@@ -135,6 +137,16 @@ func (d *Doc) Decode(path string, v any) error {
 		return yamlError(d.File, d.Src, path, err)
 	}
 	return nil
+}
+
+// recoverYAML turns a panic inside the YAML library into an error: the
+// library has crashed on malformed input found by fuzzing (a tagged
+// sequence decoded into a slice dereferences a nil node in goccy/go-yaml
+// v1.19.2), and a config or policy file must never crash the gateway.
+func recoverYAML(file, field string, err *error) {
+	if r := recover(); r != nil {
+		*err = &Error{File: file, Field: field, Reason: fmt.Sprintf("cannot be decoded: the YAML is malformed (%v)", r)}
+	}
 }
 
 // yamlError converts a goccy error into an *Error with the line it names.
