@@ -69,8 +69,12 @@ func FuzzDecide(f *testing.F) {
 		for i := range m.Subjects {
 			m.Subjects[i].ID = secretID
 		}
+		q := p
+		if as, err := p.As(m.From); err == nil {
+			q = as
+		}
 		for _, d := range []Decision{
-			p.Decide(context.Background(), m, Sender{Agency: m.From}),
+			q.Decide(context.Background(), m, Sender{Agency: m.From}),
 			p.DecideInbound(context.Background(), m, m.From),
 		} {
 			checkInvariants(t, dir, m, d)

@@ -71,7 +71,11 @@ func pkg(from string, to ...string) *envelope.Manifest {
 	}
 }
 
+// decide decides as the gateway of the package's sender would.
 func decide(p *Policy, m *envelope.Manifest) Decision {
+	if q, err := p.As(m.From); err == nil {
+		p = q
+	}
 	return p.Decide(context.Background(), m, Sender{Agency: m.From})
 }
 

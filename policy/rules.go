@@ -88,6 +88,13 @@ func (r *senderIsFrom) gate(e *eval) {
 		e.deny(r, "the sending agency is not in the directory")
 		return
 	}
+	if e.sender != e.self {
+		// DESIGN.md invariant 5: a gateway sends for its own agency only,
+		// whatever the submitter claims.
+		e.deny(r, "this gateway sends for %s only, not for %s", e.self.ID, e.sender.ID)
+		e.alert(r, "submission as another agency (%s)", e.sender.ID)
+		return
+	}
 	if e.m.From != e.sender.ID {
 		e.deny(r, "the package says it is from %s but was submitted by %s", e.m.From, e.sender.ID)
 	}

@@ -17,6 +17,14 @@ func TestSenderMustBeTheFromAgency(t *testing.T) {
 	d := p.Decide(context.Background(), m, Sender{Agency: "northshire-pio"})
 	wantOutcome(t, d, Deny)
 	wantRefusal(t, d, "hmp-northgate", "sender-is-from", "submitted by northshire-pio")
+
+	// A gateway sends for its own agency only, whatever the package says.
+	d = p.Decide(context.Background(), m, Sender{Agency: "northshire-police"})
+	wantOutcome(t, d, Deny)
+	wantRefusal(t, d, "hmp-northgate", "sender-is-from", "sends for northshire-pio only")
+	if !d.Alerted() {
+		t.Errorf("submission as another agency not alerted")
+	}
 }
 
 func TestUnknownRecipientIsRefusedOthersDelivered(t *testing.T) {

@@ -87,6 +87,15 @@ Nothing is sent. The sender is the package's "from" agency.
 			if err != nil {
 				return &exitError{code: 2, err: fmt.Errorf("%s: %w", args[0], err)}
 			}
+			decidedAs := as
+			if !inbound && as == "" && m.From != cfg.Agency {
+				// A gateway sends for its own agency only; explain the
+				// package as its sender's gateway would decide it.
+				if p, err = p.As(m.From); err != nil {
+					return &exitError{code: 2, err: fmt.Errorf("%s: from: %w", args[0], err)}
+				}
+				decidedAs = m.From
+			}
 			var d policy.Decision
 			ctx := context.Background()
 			if inbound {
@@ -100,8 +109,8 @@ Nothing is sent. The sender is the package's "from" agency.
 				enc.SetIndent("", "  ")
 				return enc.Encode(d)
 			}
-			if !inbound && m.From != cfg.Agency && as == "" {
-				fmt.Fprintf(out, "note: the package is from %s; this gateway (%s) would refuse to send it for anyone else.\n\n", m.From, cfg.Agency)
+			if decidedAs != "" && decidedAs != cfg.Agency {
+				fmt.Fprintf(out, "(decided as the gateway of %s would; this config is %s's)\n\n", decidedAs, cfg.Agency)
 			}
 			printDecision(out, p, m, &d, inbound)
 			return nil
@@ -212,7 +221,7 @@ func printDecision(w io.Writer, p *policy.Policy, m *envelope.Manifest, d *polic
 	}
 	if section("Deadlines", len(d.Deadlines)) {
 		for _, x := range d.Deadlines {
-			fmt.Fprintf(w, "  %s within %d hours\n", x.Kind, x.Hours)
+			fmt.Fprintf(w, "  %s within %s\n", x.Kind, hours(x.Hours))
 		}
 	}
 	if d.Alerted() {
@@ -223,6 +232,16 @@ func printDecision(w io.Writer, p *policy.Policy, m *envelope.Manifest, d *polic
 			fmt.Fprintf(w, "  %2d. %s: %s\n      %s\n      source: %s\n", i+1, s.Rule, s.Effect, s.Detail, s.Source)
 		}
 	}
+}
+
+func hours(h int) string {
+	switch {
+	case h == 1:
+		return "1 hour"
+	case h >= 24*365 && h%24 == 0:
+		return fmt.Sprintf("%d hours (%d days)", h, h/24)
+	}
+	return fmt.Sprintf("%d hours", h)
 }
 
 func orNone(s string) string {

@@ -165,7 +165,7 @@ func TestExplainReadsWellToAnAdministrator(t *testing.T) {
 		"hmp-northgate → ccu-north: the governing governor of hmp-northgate is a subject",
 		"source: 002_7fa272ff2a5b7e4b.txt, HMPPS/NPCC MoU 2019, 6.1 police responsibilities, bullet 5",
 		"no copy to the governing governor of hmp-northgate",
-		"acknowledge within 1 hours",
+		"acknowledge within 1 hour",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("explain output lacks %q:\n%s", want, out)
