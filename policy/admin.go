@@ -622,7 +622,7 @@ func (p *Policy) adminAdditions(e *eval, matched []*AdminRule, escalations bool)
 					continue
 				}
 				e.addDest(a, fn, r.RuleID, true)
-				e.trace(r, EffectCopy, "%s: %s", a.ID, r.reason())
+				e.step(r, EffectCopy, a.ID+": "+r.reason())
 			}
 		case ActEscalate:
 			hours := r.AcknowledgeHours

@@ -101,6 +101,10 @@ func (p *Policy) Decide(ctx context.Context, m *envelope.Manifest, s Sender) Dec
 	e := &eval{ctx: ctx, p: p, d: p.Directory, m: m, self: p.Self, sender: p.Directory.Agency(s.Agency),
 		consent: s.OriginatorConsent, dir: outbound, now: p.now()}
 	e.act = newActivation(e)
+	// Room for a typical decision, so appends do not regrow.
+	e.dests = make([]*dest, 0, 8)
+	e.out.Trace = make([]Step, 0, 16)
+	e.out.Deliveries = make([]Delivery, 0, 8)
 
 	// Phase 1: package gates.
 	for _, g := range p.gaters {

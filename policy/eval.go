@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/conduit-gateway/conduit/config"
@@ -59,6 +60,11 @@ func (e *eval) trace(r Rule, effect, format string, args ...any) {
 	e.out.Trace = append(e.out.Trace, Step{Rule: r.ID(), Effect: effect, Source: r.Source(), Detail: detail})
 }
 
+// step records a trace step whose detail is already composed.
+func (e *eval) step(r Rule, effect, detail string) {
+	e.out.Trace = append(e.out.Trace, Step{Rule: r.ID(), Effect: effect, Source: r.Source(), Detail: detail})
+}
+
 // deny refuses the whole package.
 func (e *eval) deny(r Rule, format string, args ...any) {
 	reason := fmt.Sprintf(format, args...)
@@ -91,10 +97,10 @@ func (e *eval) refuse(d *dest, r Rule, reason string) {
 	}
 	d.refused = true
 	if d.addition {
-		e.trace(r, EffectOverridden, "no copy to %s (added by %s): %s", d.agency.ID, d.rule, reason)
+		e.step(r, EffectOverridden, "no copy to "+d.agency.ID+" (added by "+d.rule+"): "+reason)
 		return
 	}
-	e.trace(r, EffectRefuse, "%s: %s", d.agency.ID, reason)
+	e.step(r, EffectRefuse, d.agency.ID+": "+reason)
 	e.out.Refusals = append(e.out.Refusals, Refusal{Agency: d.agency.ID, Rule: r.ID(), Reason: reason})
 }
 
@@ -104,7 +110,7 @@ func (e *eval) hold(d *dest, r Rule, reason string) {
 		return
 	}
 	d.held = true
-	e.trace(r, EffectHold, "%s: %s", d.agency.ID, reason)
+	e.step(r, EffectHold, d.agency.ID+": "+reason)
 	e.out.Holds = append(e.out.Holds, HoldEntry{Agency: d.agency.ID, Rule: r.ID(), Reason: reason})
 }
 
@@ -126,7 +132,7 @@ func (e *eval) addDest(a *config.Agency, fn config.Function, rule string, additi
 }
 
 func (e *eval) redirect(d *dest, to *config.Agency, fn config.Function, r Rule, why string) {
-	e.trace(r, EffectRedirect, "%s → %s: %s", d.agency.ID, to.ID, why)
+	e.step(r, EffectRedirect, d.agency.ID+" → "+to.ID+": "+why)
 	d.agency, d.fn, d.rule = to, fn, r.ID()
 }
 
@@ -142,7 +148,7 @@ func (e *eval) deadline(r Rule, kind string, hours int, why string) {
 		}
 	}
 	e.out.Deadlines = append(e.out.Deadlines, Deadline{Kind: kind, Hours: hours})
-	e.trace(r, EffectDeadline, "%s within %d hours: %s", kind, hours, why)
+	e.step(r, EffectDeadline, kind+" within "+strconv.Itoa(hours)+" hours: "+why)
 }
 
 // governorSubject reports whether the governing governor of the prison is

@@ -661,7 +661,7 @@ func escalate(e *eval, r Rule, risks []string, hours int, contacts func(*config.
 		for _, c := range contacts(a) {
 			d := e.addDest(a, config.Duty, r.ID(), true)
 			d.contact, d.priority = c, Immediate
-			e.trace(r, EffectCopy, "escalation copy to %s at %s", c, a.ID)
+			e.step(r, EffectCopy, "escalation copy to "+c+" at "+a.ID)
 		}
 	}
 	e.deadline(r, DeadlineAcknowledge, hours, "an escalated package not acknowledged in time is alerted")
@@ -725,12 +725,12 @@ func (r *highRiskSeniority) add(e *eval) {
 			continue
 		}
 		e.addDest(pr, config.GoverningGovernor, r.id, true)
-		e.trace(r, EffectCopy, "%s: governing governor of %s", why, pr.ID)
+		e.step(r, EffectCopy, why+": governing governor of "+pr.ID)
 	}
 	if r.p.CopyPAS == nil || *r.p.CopyPAS {
 		pas := e.d.PAS()
 		e.addDest(pas, config.Intake, r.id, true)
-		e.trace(r, EffectCopy, "%s: PAS (%s)", why, pas.ID)
+		e.step(r, EffectCopy, why+": PAS ("+pas.ID+")")
 	}
 }
 
