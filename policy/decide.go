@@ -310,6 +310,26 @@ func logDecision(log *slog.Logger, kind string, m *envelope.Manifest, d *Decisio
 		slog.Int("holds", len(d.Holds)), slog.Int("steps", len(d.Trace)))
 }
 
+// builtinRouteTo returns the rule by which the sending gateway, deciding
+// under the built-in rules, delivers the received package to this
+// agency, or "" if it would not.
+func (p *Policy) builtinRouteTo(e *eval) string {
+	if e.sender == nil {
+		return ""
+	}
+	q := *p
+	q.Self, q.admin = e.sender, nil
+	// The package arrived signed by the sender's gateway, so a consent it
+	// needed was given there; the check here is only about the route.
+	d := q.Decide(e.ctx, e.m, Sender{Agency: e.sender.ID, OriginatorConsent: "(inbound check)"})
+	for _, x := range d.Deliveries {
+		if x.Agency == e.self.ID {
+			return x.Rule
+		}
+	}
+	return ""
+}
+
 // As returns the policy as the gateway of another agency in the same
 // directory would apply it (for `conduit policy explain --as`).
 func (p *Policy) As(agency string) (*Policy, error) {

@@ -128,6 +128,20 @@ func TestInboundMisroutedPackagesAreRefused(t *testing.T) {
 	}
 }
 
+func TestInboundAcceptsAPackageRedirectedHere(t *testing.T) {
+	// The PIO addressed HMP Northgate about its governor; its gateway
+	// sent it to the regional CCU instead, with the manifest unchanged.
+	m := pkg("northshire-pio", "hmp-northgate")
+	m.Subjects = []envelope.Subject{{Role: "governing-governor", Establishment: "hmp-northgate"}}
+	d := receive(builtinPolicy(t, "ccu-north"), m)
+	wantDelivery(t, d, "ccu-north", "rcca@ccu-north.hmpps.example", Normal, "addressed")
+	wantTrace(t, d, "known-recipient", EffectRecord, "sent here by governor-to-regional-ccu")
+	// The other regional CCU has no business with it.
+	d = receive(builtinPolicy(t, "ccu-north-west"), m)
+	wantOutcome(t, d, Deny)
+	wantRefusal(t, d, "ccu-north-west", "known-recipient", "no built-in rule sends it here")
+}
+
 func TestInboundEscalationAndSeniority(t *testing.T) {
 	p := builtinPolicy(t, "hmp-northgate")
 	m := pkg("northshire-pio", "hmp-northgate")
