@@ -234,7 +234,7 @@ type Notice struct {
 // it, to every agency that received the package.
 func (p *Policy) DecideNotice(ctx context.Context, n Notice) Decision {
 	e := &eval{ctx: ctx, p: p, d: p.Directory, self: p.Self, sender: p.Directory.Agency(n.From),
-		dir: outbound, now: p.now(), m: &envelope.Manifest{}}
+		dir: outbound, now: p.now(), m: &envelope.Manifest{To: []string{n.Originator}}}
 	var r Rule
 	for _, x := range p.rules {
 		if x.ID() == "notices" {
@@ -245,6 +245,9 @@ func (p *Policy) DecideNotice(ctx context.Context, n Notice) Decision {
 	switch {
 	case e.sender == nil:
 		e.deny(r, "the notice's sender %s is not in the directory", n.From)
+		return e.finish()
+	case e.sender != p.Self:
+		e.deny(r, "this gateway sends notices for %s only, not for %s", p.Self.ID, n.From)
 		return e.finish()
 	case orig == nil:
 		e.deny(r, "the originator %s is not in the directory", n.Originator)

@@ -169,6 +169,10 @@ func TestNoticesGoToOriginatorAndRectificationFansOut(t *testing.T) {
 	wantCitation(t, p, "notices", seedMoU, "Annex A (Accuracy; Data loss; Subject rights")
 	ctx := context.Background()
 	d := p.DecideNotice(ctx, Notice{Kind: NoticeBreach, From: "hmp-northgate", Originator: "northshire-pio", Reference: "R1"})
+	wantRefusal(t, d, "northshire-pio", "notices", "for northshire-pio only")
+	p, err := p.As("hmp-northgate")
+	tcheck(t, err, "as hmp-northgate")
+	d = p.DecideNotice(ctx, Notice{Kind: NoticeBreach, From: "hmp-northgate", Originator: "northshire-pio", Reference: "R1"})
 	wantDelivery(t, d, "northshire-pio", "pio@northshire-pio.example", Immediate, "notices")
 	d = p.DecideNotice(ctx, Notice{Kind: NoticeSubjectAccess, From: "hmp-northgate", Originator: "northshire-pio", Reference: "R1"})
 	wantDelivery(t, d, "northshire-pio", "pio@northshire-pio.example", Normal, "notices")
@@ -179,6 +183,7 @@ func TestNoticesGoToOriginatorAndRectificationFansOut(t *testing.T) {
 		t.Errorf("receiver's rectification: %v", d.Deliveries)
 	}
 	// The originator's rectification reaches every agency that received it.
+	p, _ = p.As("northshire-pio")
 	d = p.DecideNotice(ctx, Notice{Kind: NoticeRectification, From: "northshire-pio", Originator: "northshire-pio",
 		Reference: "R1", Recipients: []string{"hmp-northgate", "ccu-north", "lakeland-sheriff", "gone-agency"}})
 	var got []string
