@@ -220,8 +220,7 @@ func (d *Directory) check(doc *Doc, base string) error {
 		if !envelope.IsAgencyID(a.ID) {
 			return doc.Errorf(at(i, "id"), "%q is not an agency id: 1 to 64 lower-case letters, digits and hyphens", a.ID)
 		}
-		if prev, dup := d.byID[a.ID]; dup {
-			_ = prev
+		if _, dup := d.byID[a.ID]; dup {
 			return doc.Errorf(at(i, "id"), "duplicate agency id %q", a.ID)
 		}
 		d.byID[a.ID] = a

@@ -353,3 +353,22 @@ func TestCostlyConditionIsRefusedAtLoad(t *testing.T) {
 		t.Errorf("costly condition: %v", err)
 	}
 }
+
+// TestLongListsAreEvaluatedWithACostLimit: beyond the sizes the static
+// estimate assumed, conditions run with runtime cost tracking, and still
+// decide.
+func TestLongListsAreEvaluatedWithACostLimit(t *testing.T) {
+	p, err := compilePolicy(t, "northshire-pio", `rules:
+  - id: many-addressees
+    when: manifest.to.exists(a, directory.kind(a) == "pas")
+    action: hold
+`)
+	tcheck(t, err, "compile")
+	m := pkg("northshire-pio", "hmp-northgate")
+	for i := 0; i < maxListLen+10; i++ {
+		m.To = append(m.To, "hmp-northgate")
+	}
+	m.To = append(m.To, "pas")
+	d := decide(p, m)
+	wantHold(t, d, "pas", "many-addressees")
+}

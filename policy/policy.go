@@ -34,8 +34,6 @@ package policy
 
 import (
 	"strings"
-
-	"github.com/conduit-gateway/conduit/config"
 )
 
 // Rule is one rule of the policy: a built-in rule of the catalogue or an
@@ -190,13 +188,6 @@ func (m meta) Summary() string { return m.summary }
 type Described interface {
 	Rule
 	Summary() string
-}
-
-func kindOf(d *config.Directory, id string) config.Kind {
-	if a := d.Agency(id); a != nil {
-		return a.Kind
-	}
-	return ""
 }
 
 func joinIDs(xs []string) string { return strings.Join(xs, ", ") }
