@@ -205,3 +205,33 @@ func (r *spoolReader) Read(p []byte) (int, error) {
 	r.cur = r.cur[n:]
 	return n, nil
 }
+
+// Spool holds a message on disk or in memory, encrypted under a key that
+// exists only in this process, for callers that must read it more than
+// once (the gateway seals one submitted message per destination). Write,
+// then Finish, then Reader as often as needed; Close destroys it.
+type Spool struct{ s *spool }
+
+// NewSpool makes a spool in dir (os.TempDir when empty) that refuses more
+// than max bytes (0: no limit) with ErrTooLarge.
+func NewSpool(dir string, max int64) (*Spool, error) {
+	s, err := newSpool(dir, max)
+	if err != nil {
+		return nil, err
+	}
+	return &Spool{s}, nil
+}
+
+func (s *Spool) Write(p []byte) (int, error) { return s.s.Write(p) }
+
+// Finish ends writing.
+func (s *Spool) Finish() error { return s.s.finish() }
+
+// Reader reads the whole spooled message from the start.
+func (s *Spool) Reader() (io.Reader, error) { return s.s.reader() }
+
+// Size is the number of bytes written.
+func (s *Spool) Size() int64 { return s.s.size }
+
+// Close destroys the spool.
+func (s *Spool) Close() error { return s.s.Close() }

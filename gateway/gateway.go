@@ -1,0 +1,297 @@
+// Package gateway is in charge of one agency's gateway daemon: the
+// submission listener for the agency's own staff, the inbound listener for
+// partner gateways, the intake that reads a submitted package's marking,
+// asks the sharing policy and seals one envelope per destination, the relay
+// that delivers queued envelopes over SMTP with mandatory TLS, and the
+// receiving side that opens envelopes, applies the inbound policy, delivers
+// to local Maildirs, and quarantines whatever fails a check.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/conduit-gateway/conduit/config"
+	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/gateway/store"
+	"github.com/conduit-gateway/conduit/keys"
+	"github.com/conduit-gateway/conduit/policy"
+)
+
+// Gateway is one running agency gateway.
+type Gateway struct {
+	cfg      *config.Config
+	self     *config.Agency
+	id       *keys.Identity
+	partners *keys.Partners
+	engine   *policy.Engine
+	store    store.Store
+	log      *slog.Logger
+
+	serverTLS *tls.Config
+	clientTLS *tls.Config
+
+	// Now is the clock; tests and the demo may move it.
+	Now func() time.Time
+
+	wake chan struct{} // nudges the relay after an enqueue
+
+	mu      sync.Mutex
+	servers []closer
+}
+
+type closer interface{ Close() error }
+
+// Options are what New needs besides the config.
+type Options struct {
+	Store  store.Store
+	Policy *policy.Policy
+	Log    *slog.Logger
+	// Passphrase decrypts the secret key (CONDUIT_PASSPHRASE or the
+	// config's passphrase file when nil).
+	Passphrase []byte
+}
+
+// New checks the configuration, loads the keys and TLS identity, and
+// returns a gateway ready to Run.
+func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error) {
+	if missing := cfg.MissingForServe(); len(missing) > 0 {
+		return nil, fmt.Errorf("%s: the gateway cannot start without: %s", cfg.File, strings.Join(missing, "; "))
+	}
+	log := opt.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("agency", cfg.Agency)
+	pass := opt.Passphrase
+	if pass == nil {
+		var err error
+		if pass, err = passphrase(cfg.Keys.PassphraseFile); err != nil {
+			return nil, err
+		}
+	}
+	id, err := (&keys.File{Path: cfg.Keys.Secret, Passphrase: pass}).Identity(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("keys: %w", err)
+	}
+	if id.Agency != cfg.Agency {
+		return nil, fmt.Errorf("keys: %s is the key of %q, this gateway is %q", cfg.Keys.Secret, id.Agency, cfg.Agency)
+	}
+	if pin := cfg.Self().Fingerprint; pin != "" && keys.NormalizeFingerprint(pin) != id.Fingerprint() {
+		return nil, fmt.Errorf("keys: this gateway's key %s is not the one the directory pins for %s (%s)", id.Fingerprint(), cfg.Agency, keys.NormalizeFingerprint(pin))
+	}
+	partners, err := loadPartners(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	serverTLS, clientTLS, err := loadTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if opt.Policy == nil {
+		return nil, errors.New("gateway: no policy")
+	}
+	g := &Gateway{
+		cfg: cfg, self: cfg.Self(), id: id, partners: partners,
+		engine: policy.NewEngine(opt.Policy, log), store: opt.Store, log: log,
+		serverTLS: serverTLS, clientTLS: clientTLS,
+		Now:  time.Now,
+		wake: make(chan struct{}, 1),
+	}
+	return g, nil
+}
+
+func passphrase(file string) ([]byte, error) {
+	if v := os.Getenv("CONDUIT_PASSPHRASE"); v != "" {
+		return []byte(v), nil
+	}
+	if file == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("keys: passphrase file: %w", err)
+	}
+	return []byte(strings.TrimRight(string(b), "\r\n")), nil
+}
+
+// loadPartners reads AGENCY.pub.asc for every directory agency that has
+// one, and pins it by the directory's fingerprint. A certificate whose
+// fingerprint is not the pinned one is not used, and says so.
+func loadPartners(cfg *config.Config, log *slog.Logger) (*keys.Partners, error) {
+	ps := keys.NewPartners()
+	for _, a := range cfg.Directory.Agencies {
+		if a.ID == cfg.Agency {
+			continue
+		}
+		path := filepath.Join(cfg.Keys.Partners, a.ID+".pub.asc")
+		f, err := os.Open(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("partner certificate: %w", err)
+		}
+		c, err := keys.ReadCert(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("partner certificate %s: %w", path, err)
+		}
+		if a.Fingerprint == "" {
+			log.Warn("partner certificate not used: the directory pins no fingerprint", "partner", a.ID)
+			continue
+		}
+		if err := ps.Add(c, a.ID, a.Fingerprint); err != nil {
+			// Never used silently: the administrator must see it.
+			log.Error("partner certificate not used", "partner", a.ID, "err", err)
+			continue
+		}
+	}
+	return ps, nil
+}
+
+func loadTLS(cfg *config.Config) (server, client *tls.Config, err error) {
+	cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tls: %w", err)
+	}
+	pool, err := loadCA(cfg.TLS.CA)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Security invariant 4: TLS 1.2 at least, between gateways and for
+	// submission.
+	server = &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		// A partner may present its certificate; it is checked against the
+		// partners' CA when it does (mutual TLS routes).
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		ClientCAs:  pool,
+	}
+	client = &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      pool,
+	}
+	return server, client, nil
+}
+
+// Run serves until ctx is done, then shuts everything down.
+func (g *Gateway) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 4)
+	start := func(name, addr string, implicitTLS bool, srv smtpServer) error {
+		if addr == "" {
+			return nil
+		}
+		var l net.Listener
+		var err error
+		if implicitTLS {
+			l, err = tls.Listen("tcp", addr, g.serverTLS)
+		} else {
+			l, err = net.Listen("tcp", addr)
+		}
+		if err != nil {
+			return fmt.Errorf("listen %s %s: %w", name, addr, err)
+		}
+		l = limitListener(l, g.cfg.Limits.ConnectionsOr())
+		g.mu.Lock()
+		g.servers = append(g.servers, srv)
+		g.mu.Unlock()
+		g.log.Info("listening", "listener", name, "addr", l.Addr().String())
+		go func() { errc <- srv.Serve(l) }()
+		return nil
+	}
+	if err := start("submission", g.cfg.Listen.Submission, false, g.newSubmissionServer()); err != nil {
+		return err
+	}
+	if err := start("submission-tls", g.cfg.Listen.SubmissionTLS, true, g.newSubmissionServer()); err != nil {
+		return err
+	}
+	if err := start("inbound", g.cfg.Listen.Inbound, false, g.newInboundServer()); err != nil {
+		return err
+	}
+	relayDone := make(chan struct{})
+	go func() { g.runRelay(ctx); close(relayDone) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	g.mu.Lock()
+	for _, s := range g.servers {
+		s.Close()
+	}
+	g.mu.Unlock()
+	cancel()
+	<-relayDone
+	return err
+}
+
+type smtpServer interface {
+	Serve(net.Listener) error
+	Close() error
+}
+
+// Policy is the engine in force, for reloads.
+func (g *Gateway) Policy() *policy.Engine { return g.engine }
+
+func (g *Gateway) nudge() {
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+}
+
+// limitListener bounds concurrent connections: the next Accept waits for a
+// free slot, so an excess client waits in the kernel's backlog rather than
+// being refused outright.
+func limitListener(l net.Listener, n int) net.Listener {
+	return &limited{Listener: l, sem: make(chan struct{}, n)}
+}
+
+type limited struct {
+	net.Listener
+	sem chan struct{}
+}
+
+func (l *limited) Accept() (net.Conn, error) {
+	l.sem <- struct{}{}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+type limitedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitedConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
+}
+
+// openParams are the envelope checks' parameters for this gateway.
+func (g *Gateway) openParams(replay envelope.ReplayChecker) envelope.OpenParams {
+	return envelope.OpenParams{
+		Identity: g.id, Partners: g.partners, Replay: replay, Now: g.Now,
+		Legacy: g.cfg.Legacy(), MaxSize: g.cfg.Limits.MessageBytesOr() * 2,
+	}
+}

@@ -1,0 +1,198 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/emersion/go-message/textproto"
+	"github.com/emersion/go-smtp"
+
+	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/gateway/store"
+	"github.com/conduit-gateway/conduit/policy"
+)
+
+func (g *Gateway) newInboundServer() *smtp.Server {
+	return g.newSmtpServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		return &inSession{g: g, conn: c}, nil
+	}))
+}
+
+// inSession is one SMTP session of a partner gateway.
+type inSession struct {
+	g     *Gateway
+	conn  *smtp.Conn
+	from  string
+	rcpts []string
+	cmds  int
+}
+
+func (s *inSession) Mail(from string, _ *smtp.MailOptions) error {
+	if s.cmds++; s.cmds > s.g.cfg.Limits.CommandsOr() {
+		return errTooMany
+	}
+	// Security invariant 4: STARTTLS before MAIL FROM, always.
+	if _, ok := s.conn.TLSConnectionState(); !ok {
+		return errNeedTLS
+	}
+	s.from = from
+	return nil
+}
+
+func (s *inSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if s.cmds++; s.cmds > s.g.cfg.Limits.CommandsOr() {
+		return errTooMany
+	}
+	if s.from == "" {
+		return reply(503, smtp.EnhancedCode{5, 5, 1}, "MAIL FROM first")
+	}
+	if !s.g.self.HasMailbox(to) {
+		return reply(550, smtp.EnhancedCode{5, 1, 1}, to+" is not a mailbox of "+s.g.cfg.Agency+" in the agency directory")
+	}
+	s.rcpts = append(s.rcpts, to)
+	return nil
+}
+
+func (s *inSession) Reset()        { s.from, s.rcpts = "", nil }
+func (s *inSession) Logout() error { return nil }
+
+func (s *inSession) Data(r io.Reader) error {
+	if s.cmds++; s.cmds > s.g.cfg.Limits.CommandsOr() {
+		io.Copy(io.Discard, r)
+		return errTooMany
+	}
+	var raw bytes.Buffer
+	if _, err := io.Copy(&raw, &strictCRLF{r: r}); err != nil {
+		io.Copy(io.Discard, r)
+		return dataErr(err)
+	}
+	return s.g.receive(context.Background(), received{
+		remote: s.conn.Conn().RemoteAddr().String(), helo: s.conn.Hostname(),
+		from: s.from, rcpts: s.rcpts, raw: raw.Bytes(),
+	})
+}
+
+type received struct {
+	remote, helo, from string
+	rcpts              []string
+	raw                []byte
+}
+
+// replayCheck asks the store whether a package was already delivered. It
+// only checks: the package is recorded once it has been delivered, so that
+// a crash between the check and the delivery loses nothing (the sender
+// retries, and the Maildir file names make the delivery happen once).
+type replayCheck struct {
+	g   *Gateway
+	ctx context.Context
+}
+
+func (rc replayCheck) CheckReplay(ctx context.Context, k envelope.ReplayKey) error {
+	seen, err := rc.g.store.Delivered(ctx, k.Originator, k.PackageID)
+	if err != nil {
+		return err
+	}
+	if seen {
+		return envelope.ErrReplay
+	}
+	return nil
+}
+
+// receive opens a partner's envelope, applies the inbound policy and
+// delivers it; anything that fails a check is quarantined, kept whole.
+func (g *Gateway) receive(ctx context.Context, m received) error {
+	var opened bytes.Buffer
+	o, err := envelope.Open(ctx, &opened, bytes.NewReader(m.raw), g.openParams(replayCheck{g, ctx}))
+	if err != nil {
+		var ce *envelope.CheckError
+		if !errors.As(err, &ce) {
+			g.log.Error("open failed", "err", err)
+			return reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure opening the package; try again shortly")
+		}
+		if errors.Is(err, envelope.ErrReplay) {
+			// Already delivered: the sender did not see our 250 (a crash,
+			// a cut connection). Accept again without delivering twice.
+			g.log.Info("duplicate package acknowledged, not delivered again", "remote", m.remote, "detail", ce.Detail)
+			return reply(250, smtp.EnhancedCode{2, 0, 0}, "Package already delivered; not delivered twice")
+		}
+		return g.quarantine(ctx, m, checkName(err), err.Error())
+	}
+	dec := g.engine.DecideInbound(ctx, &o.Manifest, o.Signer.Agency)
+	var mailboxes []string
+	for _, d := range dec.Deliveries {
+		if d.Agency == g.cfg.Agency && d.Mailbox != "" {
+			mailboxes = append(mailboxes, d.Mailbox)
+		}
+	}
+	if dec.Decision == policy.Deny || len(mailboxes) == 0 {
+		why := refusalReply(dec).(*smtp.SMTPError).Message
+		return g.quarantine(ctx, m, "inbound-policy", why)
+	}
+	for _, mb := range mailboxes {
+		hdr := fmt.Sprintf("Conduit-Delivered-To: %s\r\nConduit-Decision: %s\r\n", mb, strings.Join(ruleIDs(dec), ", "))
+		if err := g.deliverMaildir(mb, o.Label.Originator, o.PackageID, []byte(hdr), opened.Bytes()); err != nil {
+			g.log.Error("delivery failed", "package", o.PackageID, "mailbox", mb, "err", err)
+			return reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure delivering the package; try again shortly")
+		}
+	}
+	if err := g.store.RecordDelivered(ctx, o.Label.Originator, o.PackageID, o.MessageID, o.Date); err != nil {
+		// Delivered already; the Maildir names keep a retry from
+		// delivering twice, so this is logged, not refused.
+		g.log.Error("replay cache not updated", "package", o.PackageID, "err", err)
+	}
+	g.log.Info("package delivered", "package", o.PackageID, "originator", o.Label.Originator,
+		"signer", o.Signer.Fingerprint, "mailboxes", mailboxes, "rules", ruleIDs(dec))
+	return reply(250, smtp.EnhancedCode{2, 0, 0}, "Package "+o.PackageID+" verified and delivered to "+strings.Join(mailboxes, ", "))
+}
+
+// quarantine keeps a failed message whole and answers the sender with the
+// reason. Security invariant 6: kept, never dropped.
+func (g *Gateway) quarantine(ctx context.Context, m received, check, reason string) error {
+	q := store.QItem{
+		Received: g.Now().UTC(), RemoteAddr: m.remote, Helo: m.helo, MailFrom: m.from, Recipients: m.rcpts,
+		Check: check, Reason: reason, Raw: m.raw, Size: int64(len(m.raw)), State: store.Held,
+		PackageID: outerPackageID(m.raw),
+	}
+	id, err := g.store.Quarantine(ctx, q)
+	if err != nil {
+		g.log.Error("quarantine failed", "err", err)
+		return errTempStore
+	}
+	g.log.Error("admin alert: package quarantined", "quarantine", id, "check", check, "reason", reason,
+		"remote", m.remote, "package", q.PackageID)
+	return reply(550, smtp.EnhancedCode{5, 7, 1}, fmt.Sprintf("Package refused and quarantined as Q%d at %s: %s", id, g.cfg.Agency, reason))
+}
+
+func outerPackageID(raw []byte) string {
+	h, err := textproto.ReadHeader(bufio.NewReader(io.LimitReader(bytes.NewReader(raw), 64<<10)))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(h.Get(envelope.PackageHeader))
+}
+
+// checkName is a short name for the failed envelope check.
+func checkName(err error) string {
+	for _, c := range []struct {
+		err  error
+		name string
+	}{
+		{envelope.ErrTampered, "tampered"}, {envelope.ErrNoIntegrity, "no-integrity"},
+		{envelope.ErrSignerNotPinned, "signer-not-pinned"}, {envelope.ErrNotSigned, "not-signed"},
+		{envelope.ErrBadSignature, "bad-signature"}, {envelope.ErrMarkingMismatch, "marking-mismatch"},
+		{envelope.ErrLabelInvalid, "label-invalid"}, {envelope.ErrOutsideWindow, "outside-window"},
+		{envelope.ErrNoKey, "not-for-us"}, {envelope.ErrNotEncrypted, "not-encrypted"},
+		{envelope.ErrTruncated, "truncated"}, {envelope.ErrTooLarge, "too-large"},
+		{envelope.ErrMalformed, "malformed"},
+	} {
+		if errors.Is(err, c.err) {
+			return c.name
+		}
+	}
+	return "other"
+}

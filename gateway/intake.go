@@ -1,0 +1,269 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/emersion/go-message/textproto"
+	"github.com/emersion/go-smtp"
+
+	"github.com/conduit-gateway/conduit/config"
+	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/gateway/store"
+	"github.com/conduit-gateway/conduit/keys"
+	"github.com/conduit-gateway/conduit/policy"
+)
+
+// Headers a submitted message may carry besides Handling-Label, for the
+// manifest facts the policy routes on. They are read at intake and travel
+// only inside the envelope (in its manifest part).
+const (
+	hdrRisk    = "Conduit-Risk"    // "escape, firearms"
+	hdrTopic   = "Conduit-Topic"   // "corruption"
+	hdrSubject = "Conduit-Subject" // "role=governing-governor; establishment=hmp-northgate; flags=cat-a"
+	hdrConsent = "Conduit-Originator-Consent"
+)
+
+type submission struct {
+	user  *config.User
+	from  string
+	rcpts []string
+	msg   *envelope.Spool
+}
+
+// subjectMarking finds a classification marking at the start of a subject:
+// "[OFFICIAL-SENSITIVE] ...", "OFFICIAL-SENSITIVE: ...", "OFFICIAL SENSITIVE - ...".
+var subjectMarking = regexp.MustCompile(`^\s*\[?\s*((?:NOT PROTECTIVELY MARKED|OFFICIAL[- ]SENSITIVE|OFFICIAL|TOP SECRET|SECRET|PROTECT|RESTRICTED|CONFIDENTIAL))\b`)
+
+// intake reads a submitted package's marking and manifest facts, asks the
+// sharing policy, seals one envelope per destination agency and stores
+// them all durably. It returns the SMTP reply: nil only when every envelope
+// is stored, so the 250 that follows is a promise.
+func (g *Gateway) intake(ctx context.Context, sub submission) error {
+	r, err := sub.msg.Reader()
+	if err != nil {
+		return errTempStore
+	}
+	hdr, err := textproto.ReadHeader(bufio.NewReader(r))
+	if err != nil {
+		return reply(554, smtp.EnhancedCode{5, 6, 0}, "Message refused: its header cannot be read: "+err.Error())
+	}
+	m, rerr := g.manifestFromHeader(hdr, sub.rcpts)
+	if rerr != nil {
+		return rerr
+	}
+	dec := g.engine.Decide(ctx, m, policy.Sender{Agency: g.cfg.Agency, OriginatorConsent: hdr.Get(hdrConsent)})
+	g.log.Info("intake decision", "user", sub.user.Name, "reference", m.Label.Reference, "decision", dec.Decision,
+		"deliveries", len(dec.Deliveries), "refusals", len(dec.Refusals), "holds", len(dec.Holds), "rules", ruleIDs(dec))
+	if len(dec.Deliveries) == 0 {
+		return refusalReply(dec)
+	}
+
+	// One envelope per destination agency, all under one package id.
+	pkgID := envelope.NewPackageID()
+	byAgency := map[string][]policy.Delivery{}
+	var order []string
+	for _, d := range dec.Deliveries {
+		if _, ok := byAgency[d.Agency]; !ok {
+			order = append(order, d.Agency)
+		}
+		byAgency[d.Agency] = append(byAgency[d.Agency], d)
+	}
+	var items []store.Item
+	for _, agency := range order {
+		cert, ok := g.partners.Get(agency)
+		if !ok {
+			// Fail closed: no package leaves unencrypted, and none is sealed
+			// to a key the directory does not pin.
+			g.log.Error("admin alert: no pinned certificate for a destination", "destination", agency)
+			return reply(550, smtp.EnhancedCode{5, 7, 0}, fmt.Sprintf(
+				"Package refused: this gateway has no pinned key for %s, so it cannot be sealed to them; nothing was sent. Your administrator has been alerted", agency))
+		}
+		body, err := sub.msg.Reader()
+		if err != nil {
+			return errTempStore
+		}
+		var buf bytes.Buffer
+		_, err = envelope.Seal(ctx, &buf, body, envelope.SealParams{
+			Signer: g.id, Recipients: []*keys.Cert{cert}, Label: m.Label, Manifest: m,
+			PackageID: pkgID, Now: g.Now, Profile: keys.ProfileOf(g.id.Entity),
+		})
+		if err != nil {
+			var le *envelope.LabelError
+			if errors.As(err, &le) {
+				return reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: "+le.Error())
+			}
+			g.log.Error("seal failed", "destination", agency, "err", err)
+			return reply(451, smtp.EnhancedCode{4, 7, 0}, "Temporary failure sealing the package; nothing was sent, try again shortly")
+		}
+		it := store.Item{
+			PackageID: pkgID, Destination: agency, MailFrom: emailOfIdentity(g.id), Submitter: sub.from,
+			Marking: m.Label.Marking(), Envelope: buf.Bytes(), Priority: store.Normal,
+		}
+		for _, d := range byAgency[agency] {
+			if !slices.Contains(it.Recipients, d.Mailbox) {
+				it.Recipients = append(it.Recipients, d.Mailbox)
+			}
+			if d.Priority == policy.Immediate {
+				it.Priority = store.Immediate
+			}
+		}
+		items = append(items, it)
+	}
+	// Security invariant 3: durable before the 250.
+	if _, err := g.store.Enqueue(ctx, items); err != nil {
+		g.log.Error("enqueue failed", "package", pkgID, "err", err)
+		return errTempStore
+	}
+	g.nudge()
+	g.log.Info("package queued", "package", pkgID, "destinations", order)
+	return acceptReply(pkgID, order, dec)
+}
+
+// manifestFromHeader builds the package manifest from a submitted message.
+func (g *Gateway) manifestFromHeader(h textproto.Header, rcpts []string) (*envelope.Manifest, error) {
+	m := &envelope.Manifest{From: g.cfg.Agency}
+	for _, rc := range rcpts {
+		if a := g.agencyOfMailbox(rc); a != nil && !slices.Contains(m.To, a.ID) {
+			m.To = append(m.To, a.ID)
+		}
+	}
+	if raw := h.Get(envelope.LabelHeader); raw != "" {
+		l, err := envelope.ParseLabelPartial(raw)
+		if err != nil {
+			return nil, reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: the Handling-Label header is wrong: "+err.Error())
+		}
+		m.Label = l
+	} else if mk := subjectMarking.FindStringSubmatch(strings.ToUpper(h.Get("Subject"))); mk != nil {
+		// Only the classification can be read from a subject; the policy
+		// then says which other fields the label needs.
+		c, err := g.cfg.Legacy().Map(mk[1])
+		if err != nil {
+			return nil, reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: "+err.Error())
+		}
+		m.Label.Classification = c
+	}
+	if m.Label.Created.IsZero() {
+		m.Label.Created = g.Now().UTC().Truncate(1e9)
+	}
+	if m.Label.Originator == "" {
+		m.Label.Originator = g.cfg.Agency
+	}
+	for _, v := range splitList(h.Get(hdrRisk)) {
+		m.Risk = append(m.Risk, strings.ToLower(v))
+	}
+	m.Topic = strings.ToLower(strings.TrimSpace(h.Get(hdrTopic)))
+	for _, v := range h.Values(hdrSubject) {
+		s, err := parseSubjectHeader(v)
+		if err != nil {
+			return nil, reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: the "+hdrSubject+" header is wrong: "+err.Error())
+		}
+		m.Subjects = append(m.Subjects, s)
+	}
+	if err := m.ValidateFacts(); err != nil {
+		return nil, reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: "+err.Error())
+	}
+	return m, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// parseSubjectHeader reads "role=...; establishment=...; region=...; flags=a,b".
+func parseSubjectHeader(v string) (envelope.Subject, error) {
+	var s envelope.Subject
+	for _, part := range strings.Split(v, ";") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		k, val, ok := strings.Cut(part, "=")
+		if !ok {
+			return s, fmt.Errorf("%q is not name=value", part)
+		}
+		val = strings.Trim(strings.TrimSpace(val), `"`)
+		switch strings.ToLower(strings.TrimSpace(k)) {
+		case "role":
+			s.Role = envelope.Role(val)
+		case "establishment":
+			s.Establishment = val
+		case "region":
+			s.Region = val
+		case "flags":
+			s.Flags = splitList(val)
+		default:
+			return s, fmt.Errorf("unknown field %q; allowed: role, establishment, region, flags", k)
+		}
+	}
+	if s.Role == "" {
+		return s, errors.New("role is missing")
+	}
+	return s, nil
+}
+
+func ruleIDs(d policy.Decision) []string {
+	var out []string
+	for _, s := range d.Trace {
+		if !slices.Contains(out, s.Rule) {
+			out = append(out, s.Rule)
+		}
+	}
+	return out
+}
+
+// refusalReply explains a decision that sends nothing.
+func refusalReply(d policy.Decision) error {
+	var why []string
+	for _, r := range d.Refusals {
+		why = append(why, fmt.Sprintf("%s (%s)", r.Reason, r.Rule))
+	}
+	for _, h := range d.Holds {
+		why = append(why, fmt.Sprintf("held for %s: %s (%s)", h.Agency, h.Reason, h.Rule))
+	}
+	if len(why) == 0 {
+		for _, s := range d.Trace {
+			if s.Effect == policy.EffectDeny {
+				why = append(why, fmt.Sprintf("%s (%s)", s.Detail, s.Rule))
+			}
+		}
+	}
+	if len(why) == 0 {
+		why = []string{"no destination remains after the sharing policy"}
+	}
+	return reply(550, smtp.EnhancedCode{5, 7, 1}, "Package refused, nothing was sent: "+strings.Join(why, "; "))
+}
+
+// acceptReply is the 250 text: where the package goes, and what the policy
+// changed, so the sender is never surprised.
+func acceptReply(pkgID string, dests []string, d policy.Decision) error {
+	msg := "Package " + pkgID + " queued for " + strings.Join(dests, ", ")
+	for _, r := range d.Refusals {
+		msg += fmt.Sprintf("; not for %s: %s (%s)", r.Agency, r.Reason, r.Rule)
+	}
+	for _, h := range d.Holds {
+		msg += fmt.Sprintf("; held for %s: %s (%s)", h.Agency, h.Reason, h.Rule)
+	}
+	return reply(250, smtp.EnhancedCode{2, 0, 0}, msg)
+}
+
+func emailOfIdentity(id *keys.Identity) string {
+	for _, i := range id.Entity.Identities {
+		if i.UserId != nil && i.UserId.Email != "" {
+			return i.UserId.Email
+		}
+	}
+	return "conduit@" + id.Agency + ".invalid"
+}

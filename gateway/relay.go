@@ -1,0 +1,239 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/conduit-gateway/conduit/gateway/store"
+)
+
+const (
+	relayPoll   = time.Second
+	relayLease  = 10 * time.Minute
+	dialTimeout = 20 * time.Second
+)
+
+// runRelay delivers queued envelopes until ctx is done: it claims due
+// items (immediate ones first), delivers each over SMTP with mandatory
+// STARTTLS, and records the outcome. The claim writes the next attempt
+// before delivery is tried, so a crash mid-delivery means a retry, never a
+// loss.
+func (g *Gateway) runRelay(ctx context.Context) {
+	workers := g.cfg.Queue.Workers
+	if workers <= 0 {
+		workers = 4
+	}
+	sem := make(chan struct{}, workers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	t := time.NewTicker(relayPoll)
+	defer t.Stop()
+	for {
+		free := workers - len(sem)
+		if free > 0 {
+			items, err := g.store.Claim(ctx, g.Now(), free, relayLease)
+			if err != nil && ctx.Err() == nil {
+				g.log.Error("queue claim failed", "err", err)
+			}
+			for _, it := range items {
+				sem <- struct{}{}
+				wg.Add(1)
+				go func(it store.Item) {
+					defer func() { <-sem; wg.Done(); g.nudge() }()
+					g.deliverItem(ctx, it)
+				}(it)
+			}
+			if len(items) == free {
+				continue // more may be due
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-g.wake:
+		}
+	}
+}
+
+// relayError says whether a failed delivery is worth retrying.
+type relayError struct {
+	err       error
+	permanent bool // the destination refused it (5xx): retrying cannot help
+	alert     bool // a security failure an administrator must see (no TLS, bad certificate)
+}
+
+func (e *relayError) Error() string { return e.err.Error() }
+func (e *relayError) Unwrap() error { return e.err }
+
+func (g *Gateway) deliverItem(ctx context.Context, it store.Item) {
+	log := g.log.With("package", it.PackageID, "destination", it.Destination, "attempt", it.Attempts)
+	remoteID, err := g.send(ctx, it)
+	if err == nil {
+		if err := g.store.MarkSent(ctx, it.ID, remoteID); err != nil {
+			log.Error("sent but not recorded; it will be sent again and deduplicated by the receiver", "err", err)
+			return
+		}
+		log.Info("package sent", "remote_id", remoteID)
+		return
+	}
+	var re *relayError
+	if !errors.As(err, &re) {
+		re = &relayError{err: err}
+	}
+	if re.alert {
+		log.Error("admin alert: destination gateway failed a security check; nothing was sent", "err", err)
+	}
+	age := g.Now().Sub(it.Created)
+	maxAge := g.cfg.Queue.MaxAge.Or(72 * time.Hour)
+	if re.permanent || age > maxAge {
+		reason := err.Error()
+		if !re.permanent {
+			reason = fmt.Sprintf("not delivered within %s: %s", maxAge, err)
+		}
+		if ferr := g.store.MarkFailed(ctx, it.ID, reason); ferr != nil {
+			log.Error("failure not recorded", "err", ferr)
+			return
+		}
+		log.Error("package failed", "reason", reason)
+		g.notifyFailure(it, reason)
+		return
+	}
+	next := g.Now().Add(backoff(it.Attempts, g.cfg.Queue.RetryMin.Or(30*time.Second), g.cfg.Queue.RetryMax.Or(30*time.Minute)))
+	if rerr := g.store.MarkRetry(ctx, it.ID, next, err.Error()); rerr != nil {
+		log.Error("retry not recorded", "err", rerr)
+	}
+	log.Warn("delivery deferred", "err", err, "next", next.UTC().Format(time.RFC3339))
+}
+
+// backoff doubles from min per attempt up to max, with ±25% jitter so
+// that a recovering destination is not hit by every gateway at once.
+func backoff(attempts int, min, max time.Duration) time.Duration {
+	d := min
+	for i := 1; i < attempts && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	j := time.Duration(rand.Int64N(int64(d)/2+1)) - d/4
+	return d + j
+}
+
+// send delivers one item: STARTTLS is required and the destination's
+// certificate must verify against the agencies' CA for the host named in
+// the directory. There is no plaintext fallback.
+func (g *Gateway) send(ctx context.Context, it store.Item) (string, error) {
+	a := g.cfg.Directory.Agency(it.Destination)
+	if a == nil || a.Gateway == "" {
+		return "", &relayError{err: fmt.Errorf("%s has no gateway in the directory", it.Destination), permanent: true}
+	}
+	host, _, err := net.SplitHostPort(a.Gateway)
+	if err != nil {
+		return "", &relayError{err: fmt.Errorf("gateway address %q: %w", a.Gateway, err), permanent: true}
+	}
+	d := net.Dialer{Timeout: dialTimeout}
+	conn, err := d.DialContext(ctx, "tcp", a.Gateway)
+	if err != nil {
+		return "", &relayError{err: fmt.Errorf("connect %s: %w", a.Gateway, err)}
+	}
+	tc := g.clientTLS.Clone()
+	tc.ServerName = host
+	// go-smtp sends EHLO, insists on STARTTLS being offered, and starts
+	// TLS; the handshake itself happens with the next command, so the
+	// explicit Hello below is where a bad certificate shows.
+	c, err := smtp.NewClientStartTLS(conn, tc)
+	if err != nil {
+		conn.Close()
+		var smtpErr *smtp.SMTPError
+		if errors.As(err, &smtpErr) {
+			return "", classify(err)
+		}
+		return "", &relayError{err: fmt.Errorf("%s: no TLS, so nothing was sent: %w", a.Gateway, err), alert: true}
+	}
+	defer c.Close()
+	c.CommandTimeout = 5 * time.Minute
+	c.SubmissionTimeout = 10 * time.Minute
+	if err := c.Hello(g.hostname()); err != nil {
+		var smtpErr *smtp.SMTPError
+		if errors.As(err, &smtpErr) {
+			return "", classify(err)
+		}
+		return "", &relayError{err: fmt.Errorf("TLS with %s failed, so nothing was sent: %w", a.Gateway, err), alert: true}
+	}
+	if st, ok := c.TLSConnectionState(); !ok || st.Version < tls.VersionTLS12 {
+		return "", &relayError{err: fmt.Errorf("TLS with %s is below 1.2; nothing was sent", a.Gateway), alert: true}
+	}
+	if err := c.Mail(it.MailFrom, nil); err != nil {
+		return "", classify(err)
+	}
+	for _, r := range it.Recipients {
+		if err := c.Rcpt(r, nil); err != nil {
+			return "", classify(err)
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return "", classify(err)
+	}
+	if _, err := w.Write(it.Envelope); err != nil {
+		return "", classify(err)
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		return "", classify(err)
+	}
+	c.Quit()
+	return remoteQueueID(resp.StatusText), nil
+}
+
+func remoteQueueID(text string) string {
+	for _, f := range strings.Fields(text) {
+		if strings.HasPrefix(f, "cdt-") {
+			return f
+		}
+	}
+	if len(text) > 120 {
+		text = text[:120]
+	}
+	return text
+}
+
+// classify turns an SMTP client error into a relay error: a 5xx reply is
+// permanent, anything else temporary.
+func classify(err error) error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return &relayError{err: fmt.Errorf("%d %d.%d.%d %s", se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message),
+			permanent: se.Code >= 500}
+	}
+	return &relayError{err: err}
+}
+
+// notifyFailure tells the submitter their package did not go, by a notice
+// in their own mailbox (a delivery status notification in plain words; it
+// names the package and destination, never the content).
+func (g *Gateway) notifyFailure(it store.Item, reason string) {
+	if it.Submitter == "" {
+		return
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "From: Conduit gateway <%s>\r\nTo: <%s>\r\nSubject: [%s] Undelivered: package %s to %s\r\n",
+		it.MailFrom, it.Submitter, it.Marking, it.PackageID, it.Destination)
+	fmt.Fprintf(&b, "Date: %s\r\nAuto-Submitted: auto-replied\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n", g.Now().Format(time.RFC1123Z))
+	fmt.Fprintf(&b, "Your package %s could not be delivered to %s.\r\n\r\nReason: %s\r\n\r\n", it.PackageID, it.Destination, reason)
+	fmt.Fprintf(&b, "It was not sent anywhere else. Ask your Conduit administrator to check the queue:\r\n  conduit queue show %d\r\n", it.ID)
+	if err := g.deliverMaildir(it.Submitter, g.cfg.Agency, "dsn-"+it.PackageID+"-"+it.Destination, nil, b.Bytes()); err != nil {
+		g.log.Error("failure notice not delivered", "package", it.PackageID, "err", err)
+	}
+}

@@ -1,0 +1,446 @@
+// Package testbed lays out a set of agency gateways on loopback: an
+// OpenPGP identity per agency, a private CA and TLS certificates, the
+// agency directory with every gateway's address and pinned fingerprint, a
+// config file per gateway, and submission accounts. It starts and stops
+// the gateways as separate `conduit serve` processes and talks to them
+// over real SMTP with real TLS. `conduit demo` and the end-to-end tests are
+// built on it.
+package testbed
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"github.com/goccy/go-yaml"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/conduit-gateway/conduit/config"
+	"github.com/conduit-gateway/conduit/examples"
+	"github.com/conduit-gateway/conduit/keys"
+	"github.com/conduit-gateway/conduit/pki"
+)
+
+// Node is one agency's gateway in the bed.
+type Node struct {
+	ID         string
+	Dir        string
+	Config     string // the config file
+	Submission string // host:port (STARTTLS)
+	Inbound    string // host:port
+	User       string // submission account
+	Password   string
+	Address    string // the account's mailbox
+	Maildir    string
+	Log        string // the process's log file
+
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// Bed is a set of gateways sharing a directory, a CA and a policy.
+type Bed struct {
+	Dir       string
+	Bin       string // the conduit binary
+	CA        *pki.CA
+	Directory *config.Directory
+	Nodes     map[string]*Node
+	IDs       []string
+	tlsClient *tls.Config
+}
+
+// Options shape a bed.
+type Options struct {
+	// Agencies limits the bed to these directory agencies (nil: all of the
+	// example directory). Agencies outside the UK are never given a gateway.
+	Agencies []string
+	// Queue tunes retries for tests (short by default).
+	RetryMin, RetryMax string
+	// Extra is appended to every node's config.
+	Extra string
+}
+
+// Create makes a bed in dir from the example directory and policy.
+func Create(dir, bin string, opt Options) (*Bed, error) {
+	dirDoc, err := config.LoadDirectory("examples/directory.yaml", examples.Directory)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	ca, err := pki.NewCA("Conduit demo CA", now)
+	if err != nil {
+		return nil, err
+	}
+	b := &Bed{Dir: dir, Bin: bin, CA: ca, Nodes: map[string]*Node{}}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	b.tlsClient = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	for _, sub := range []string{"certs"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), ca.PEM, 0o644); err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for _, id := range opt.Agencies {
+		want[id] = true
+	}
+	retryMin, retryMax := or(opt.RetryMin, "1s"), or(opt.RetryMax, "4s")
+	for _, a := range dirDoc.Agencies {
+		if a.Jurisdiction != "GB" {
+			// Outside the UK/EEA: in the directory, never given a key or a
+			// gateway (the uk-eea-only rule refuses it before sealing).
+			a.Gateway = "127.0.0.1:1"
+			continue
+		}
+		if len(want) > 0 && !want[a.ID] {
+			// In the directory with a key but no running gateway: packages
+			// for it wait in the queue.
+		}
+		n := &Node{ID: a.ID, Dir: filepath.Join(dir, a.ID)}
+		if err := os.MkdirAll(filepath.Join(n.Dir, "keys"), 0o700); err != nil {
+			return nil, err
+		}
+		id, err := keys.Generate(a.ID, "conduit@"+a.ID+".example", keys.ProfileRFC4880, now.Add(-time.Hour))
+		if err != nil {
+			return nil, err
+		}
+		if err := writeWith(filepath.Join(n.Dir, "keys", a.ID+".key"), 0o600, func(w io.Writer) error { return id.WriteSecret(w, nil) }); err != nil {
+			return nil, err
+		}
+		if err := writeWith(filepath.Join(dir, "certs", a.ID+".pub.asc"), 0o644, func(w io.Writer) error { return keys.WritePublic(w, id.Entity) }); err != nil {
+			return nil, err
+		}
+		a.Fingerprint = id.Fingerprint()
+		if n.Submission, err = freePort(); err != nil {
+			return nil, err
+		}
+		if n.Inbound, err = freePort(); err != nil {
+			return nil, err
+		}
+		a.Gateway = n.Inbound
+		if err := ca.WriteFiles(filepath.Join(n.Dir, "gw"), a.ID, []string{"127.0.0.1", "localhost"}, now); err != nil {
+			return nil, err
+		}
+		n.User = a.ID
+		n.Password = randomHex(12)
+		if len(a.Mailboxes) > 0 {
+			n.Address = a.Mailboxes[0].Address
+		}
+		n.Maildir = filepath.Join(n.Dir, "maildir")
+		n.Config = filepath.Join(n.Dir, "conduit.yaml")
+		n.Log = filepath.Join(n.Dir, "conduit.log")
+		hash, err := bcrypt.GenerateFromPassword([]byte(n.Password), bcrypt.MinCost)
+		if err != nil {
+			return nil, err
+		}
+		cfg := fmt.Sprintf(`agency: %s
+directory: ../directory.yaml
+policy: ../policy.yaml
+pid-file: conduit.pid
+keys: {secret: keys/%s.key, partners: ../certs}
+tls: {cert: gw.crt, key: gw.key, ca: ../ca.crt}
+listen: {submission: %q, inbound: %q}
+store: {path: conduit.db}
+delivery: {maildir: maildir}
+queue: {retry-min: %s, retry-max: %s, workers: 4}
+%s`, a.ID, a.ID, n.Submission, n.Inbound, retryMin, retryMax, opt.Extra)
+		if n.Address != "" {
+			cfg += fmt.Sprintf("users:\n  - {name: %s, address: %q, password-hash: %q}\n", n.User, n.Address, hash)
+		}
+		if err := os.WriteFile(n.Config, []byte(cfg), 0o600); err != nil {
+			return nil, err
+		}
+		b.Nodes[a.ID] = n
+		b.IDs = append(b.IDs, a.ID)
+	}
+	out, err := yaml.Marshal(dirDoc)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "directory.yaml"), out, 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), examples.Policy, 0o644); err != nil {
+		return nil, err
+	}
+	if b.Directory, err = config.LoadDirectory(filepath.Join(dir, "directory.yaml"), out); err != nil {
+		return nil, fmt.Errorf("testbed directory: %w", err)
+	}
+	sort.Strings(b.IDs)
+	return b, nil
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func writeWith(path string, mode os.FileMode, f func(io.Writer) error) error {
+	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if err := f(fh); err != nil {
+		fh.Close()
+		return err
+	}
+	return fh.Close()
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// freePort asks the kernel for a free loopback port. Another process could
+// take it before the gateway binds it; on loopback in a test that is rare,
+// and Start reports it plainly.
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// Start runs a node's gateway as a separate process and waits until both
+// its listeners accept connections.
+func (b *Bed) Start(ctx context.Context, id string) error {
+	n := b.Nodes[id]
+	if n == nil {
+		return fmt.Errorf("testbed: no node %s", id)
+	}
+	logf, err := os.OpenFile(n.Log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	n.cmd = exec.Command(b.Bin, "serve", "--config", n.Config, "--log-format", "json")
+	n.cmd.Dir = n.Dir
+	n.cmd.Stdout, n.cmd.Stderr = logf, logf
+	if err := n.cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	n.done = make(chan error, 1)
+	go func() { n.done <- n.cmd.Wait(); logf.Close() }()
+	deadline := time.Now().Add(20 * time.Second)
+	for _, addr := range []string{n.Inbound, n.Submission} {
+		for {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case err := <-n.done:
+				n.done <- err
+				return fmt.Errorf("testbed: %s exited at start (%v); log:\n%s", id, err, tail(n.Log, 20))
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("testbed: %s did not listen on %s", id, addr)
+			}
+		}
+	}
+	return nil
+}
+
+// StartAll starts the given nodes (all when ids is empty).
+func (b *Bed) StartAll(ctx context.Context, ids ...string) error {
+	if len(ids) == 0 {
+		ids = b.IDs
+	}
+	errc := make(chan error, len(ids))
+	for _, id := range ids {
+		go func(id string) { errc <- b.Start(ctx, id) }(id)
+	}
+	var errs []error
+	for range ids {
+		errs = append(errs, <-errc)
+	}
+	return errors.Join(errs...)
+}
+
+// Stop ends a node's process with SIGTERM and waits for it.
+func (b *Bed) Stop(id string) error { return b.signal(id, syscall.SIGTERM) }
+
+// Kill ends a node's process with SIGKILL, as a crash would.
+func (b *Bed) Kill(id string) error { return b.signal(id, syscall.SIGKILL) }
+
+func (b *Bed) signal(id string, sig syscall.Signal) error {
+	n := b.Nodes[id]
+	if n == nil || n.cmd == nil || n.cmd.Process == nil {
+		return nil
+	}
+	n.cmd.Process.Signal(sig)
+	select {
+	case <-n.done:
+	case <-time.After(15 * time.Second):
+		n.cmd.Process.Kill()
+		<-n.done
+	}
+	n.cmd = nil
+	return nil
+}
+
+// StopAll stops every running node.
+func (b *Bed) StopAll() {
+	for _, id := range b.IDs {
+		b.Stop(id)
+	}
+}
+
+// Running reports whether a node's process is running.
+func (b *Bed) Running(id string) bool { n := b.Nodes[id]; return n != nil && n.cmd != nil }
+
+// Submit sends a message through a node's submission listener as its
+// account: STARTTLS, AUTH PLAIN, MAIL FROM the account's address. It
+// returns the final reply's text, or the SMTP error.
+func (b *Bed) Submit(ctx context.Context, id string, rcpts []string, msg []byte) (string, error) {
+	n := b.Nodes[id]
+	c, err := b.dial(ctx, n.Submission)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", n.User, n.Password)); err != nil {
+		return "", err
+	}
+	return b.transact(c, n.Address, rcpts, msg)
+}
+
+// Inject sends a raw message to a node's inbound listener, as a partner
+// gateway (or an attacker on the wire) would.
+func (b *Bed) Inject(ctx context.Context, id, from string, rcpts []string, msg []byte) (string, error) {
+	c, err := b.dial(ctx, b.Nodes[id].Inbound)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return b.transact(c, from, rcpts, msg)
+}
+
+func (b *Bed) dial(ctx context.Context, addr string) (*smtp.Client, error) {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c, err := smtp.NewClientStartTLS(conn, b.tlsClient)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := c.Hello("testbed.localhost"); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (b *Bed) transact(c *smtp.Client, from string, rcpts []string, msg []byte) (string, error) {
+	if err := c.Mail(from, nil); err != nil {
+		return "", err
+	}
+	for _, r := range rcpts {
+		if err := c.Rcpt(r, nil); err != nil {
+			return "", err
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return "", err
+	}
+	if _, err := w.Write(msg); err != nil {
+		return "", err
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		return "", err
+	}
+	c.Quit()
+	return resp.StatusText, nil
+}
+
+// Delivered lists the messages in a node's Maildir for a mailbox.
+func (b *Bed) Delivered(id, mailbox string) []string {
+	n := b.Nodes[id]
+	var out []string
+	for _, sub := range []string{"new", "cur"} {
+		m, _ := filepath.Glob(filepath.Join(n.Maildir, strings.ToLower(mailbox), sub, "*"))
+		out = append(out, m...)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// AllDelivered lists every delivered message of a node, by mailbox.
+func (b *Bed) AllDelivered(id string) map[string][]string {
+	n := b.Nodes[id]
+	out := map[string][]string{}
+	boxes, _ := os.ReadDir(n.Maildir)
+	for _, e := range boxes {
+		if files := b.Delivered(id, e.Name()); len(files) > 0 {
+			out[e.Name()] = files
+		}
+	}
+	return out
+}
+
+// WaitFor polls until cond holds or the timeout passes.
+func WaitFor(ctx context.Context, timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return true
+}
+
+func tail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Tail returns the last lines of a node's log.
+func (b *Bed) Tail(id string, n int) string { return tail(b.Nodes[id].Log, n) }
