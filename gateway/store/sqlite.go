@@ -1,0 +1,754 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// SQLite is the embedded Store: one database file in WAL mode with
+// synchronous=FULL, so a write is on disk (in the WAL, fsynced) when the
+// call returns.
+//
+// Writes go through one connection whose transactions begin IMMEDIATE: the
+// write lock is taken at BEGIN, so a select-then-update (Claim) cannot be
+// interleaved with another writer, in this process or in another process
+// sharing the file (the busy timeout makes the second one wait). Reads use
+// a pool of read-only connections and see the last committed state
+// without waiting for writers (WAL).
+type SQLite struct {
+	w *sql.DB // one connection, BEGIN IMMEDIATE
+	r *sql.DB // read-only pool
+	// now is the clock for Created/Updated stamps; tests may replace it.
+	now func() time.Time
+}
+
+var _ Store = (*SQLite)(nil)
+
+// busyTimeout is how long a writer waits for another writer (another
+// gateway process, or the CLI) before it reports the database busy.
+const busyTimeout = 10 * time.Second
+
+// readConns bounds the read pool.
+const readConns = 4
+
+// OpenSQLite opens (creating it if needed, readable by its owner only) the
+// database at path and brings its schema up to date.
+func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
+	if path == "" {
+		return nil, errors.New("open store: no database path")
+	}
+	if strings.ContainsAny(path, "?#") || strings.HasPrefix(path, "file:") {
+		// The driver would read what follows as connection parameters.
+		return nil, fmt.Errorf("open store %s: the path must not contain '?' or '#' or start with file:", path)
+	}
+	// Create the file ourselves so that it is 0600: SQLite gives the WAL
+	// and shared-memory files the database file's permissions.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	f.Close()
+
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	// Freed pages are zeroed, so that a purged message's bytes do not
+	// linger in the file.
+	q.Add("_pragma", "secure_delete(1)")
+	wq := url.Values{}
+	for k, v := range q {
+		wq[k] = append([]string(nil), v...)
+	}
+	wq.Set("_txlock", "immediate")
+	w, err := sql.Open("sqlite", path+"?"+wq.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+
+	q.Add("_pragma", "query_only(1)")
+	r, err := sql.Open("sqlite", path+"?"+q.Encode())
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(readConns)
+	r.SetMaxIdleConns(readConns)
+
+	s := &SQLite{w: w, r: r, now: time.Now}
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	var mode string
+	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		s.Close()
+		return nil, fmt.Errorf("open store %s: journal mode is %q, not WAL", path, mode)
+	}
+	return s, nil
+}
+
+// migrations bring the schema forward; migrations[i] takes version i to
+// i+1. Never edit one that has shipped: append a new one.
+var migrations = []string{
+	// 1: the queue, the replay cache and the quarantine.
+	`
+CREATE TABLE queue (
+	id           INTEGER PRIMARY KEY AUTOINCREMENT,
+	package_id   TEXT    NOT NULL CHECK (package_id <> ''),
+	destination  TEXT    NOT NULL CHECK (destination <> ''),
+	recipients   TEXT    NOT NULL, -- JSON array of addresses
+	mail_from    TEXT    NOT NULL,
+	submitter    TEXT    NOT NULL,
+	priority     INTEGER NOT NULL CHECK (priority IN (0, 1)),
+	marking      TEXT    NOT NULL,
+	size         INTEGER NOT NULL,
+	state        TEXT    NOT NULL CHECK (state IN ('queued', 'sent', 'failed', 'dropped')),
+	attempts     INTEGER NOT NULL DEFAULT 0,
+	next_attempt INTEGER NOT NULL, -- unix nanoseconds, UTC
+	last_error   TEXT    NOT NULL DEFAULT '',
+	remote_id    TEXT    NOT NULL DEFAULT '',
+	reason       TEXT    NOT NULL DEFAULT '',
+	created      INTEGER NOT NULL,
+	updated      INTEGER NOT NULL,
+	UNIQUE (package_id, destination)
+);
+-- The envelope lives apart from the row, so that the frequent updates of
+-- a row (claim, retry, sent) rewrite a few dozen bytes, not the envelope.
+CREATE TABLE queue_envelope (
+	item_id INTEGER PRIMARY KEY REFERENCES queue (id) ON DELETE CASCADE,
+	data    BLOB    NOT NULL
+);
+CREATE INDEX queue_due ON queue (state, priority DESC, next_attempt, id);
+CREATE INDEX queue_created ON queue (created DESC, id DESC);
+
+CREATE TABLE delivered (
+	originator TEXT    NOT NULL,
+	package_id TEXT    NOT NULL,
+	message_id TEXT    NOT NULL,
+	date       INTEGER, -- unix nanoseconds, UTC; NULL when unknown
+	recorded   INTEGER NOT NULL,
+	PRIMARY KEY (originator, package_id)
+) WITHOUT ROWID;
+
+CREATE TABLE quarantine (
+	id          INTEGER PRIMARY KEY AUTOINCREMENT,
+	received    INTEGER NOT NULL,
+	remote_addr TEXT    NOT NULL,
+	helo        TEXT    NOT NULL,
+	mail_from   TEXT    NOT NULL,
+	recipients  TEXT    NOT NULL, -- JSON array
+	check_name  TEXT    NOT NULL,
+	reason      TEXT    NOT NULL,
+	package_id  TEXT    NOT NULL,
+	raw         BLOB,             -- NULL once purged
+	size        INTEGER NOT NULL,
+	state       TEXT    NOT NULL CHECK (state IN ('held', 'released', 'purged')),
+	note        TEXT    NOT NULL DEFAULT '',
+	updated     INTEGER NOT NULL
+);
+CREATE INDEX quarantine_state ON quarantine (state, received DESC, id DESC);
+`,
+}
+
+func (s *SQLite) migrate(ctx context.Context) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	var v int
+	err = tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		v = 0
+	} else if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("the database's schema version %d is newer than this conduit knows (%d): upgrade conduit", v, len(migrations))
+	}
+	for ; v < len(migrations); v++ {
+		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+			return fmt.Errorf("migrate to schema version %d: %w", v+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, v); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return tx.Commit()
+}
+
+// SchemaVersion reports the database's schema version.
+func (s *SQLite) SchemaVersion(ctx context.Context) (int, error) {
+	var v int
+	err := s.r.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
+	return v, err
+}
+
+// Close closes the database. Everything written is already durable.
+func (s *SQLite) Close() error {
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+// Times are stored as unix nanoseconds (UTC); the zero time.Time as NULL
+// or 0, so that it round-trips as the zero value.
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func nullNanos(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixNano(), Valid: true}
+}
+
+func encodeList(l []string) (string, error) {
+	if l == nil {
+		l = []string{}
+	}
+	b, err := json.Marshal(l)
+	return string(b), err
+}
+
+func decodeList(s string) ([]string, error) {
+	var l []string
+	if err := json.Unmarshal([]byte(s), &l); err != nil {
+		return nil, fmt.Errorf("stored recipients: %w", err)
+	}
+	if len(l) == 0 {
+		return nil, nil
+	}
+	return l, nil
+}
+
+// withTx runs f in a write transaction (BEGIN IMMEDIATE) and commits it.
+func (s *SQLite) withTx(ctx context.Context, f func(*sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := f(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// checkItem refuses what would make an undeliverable or unfindable item.
+func checkItem(it *Item) error {
+	switch {
+	case it.PackageID == "":
+		return errors.New("the package id is empty")
+	case it.Destination == "":
+		return errors.New("the destination is empty")
+	case len(it.Envelope) == 0:
+		return errors.New("the envelope is empty")
+	case len(it.Recipients) == 0:
+		return errors.New("there are no recipients")
+	case it.Priority != Normal && it.Priority != Immediate:
+		return fmt.Errorf("priority %d is unknown", it.Priority)
+	case it.State != "" && it.State != Queued:
+		return fmt.Errorf("a new item cannot be in state %s", it.State)
+	}
+	return nil
+}
+
+// Enqueue stores items in one transaction. A new item is queued, due at
+// its NextAttempt (or at once when that is zero). Items are checked inside
+// the transaction, so a bad item after good ones leaves nothing behind.
+func (s *SQLite) Enqueue(ctx context.Context, items []Item) ([]int64, error) {
+	ids := make([]int64, len(items))
+	now := s.now().UTC()
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		find, err := tx.PrepareContext(ctx, `SELECT id FROM queue WHERE package_id = ? AND destination = ?`)
+		if err != nil {
+			return err
+		}
+		defer find.Close()
+		ins, err := tx.PrepareContext(ctx, `INSERT INTO queue
+			(package_id, destination, recipients, mail_from, submitter, priority, marking, size,
+			 state, attempts, next_attempt, created, updated)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)`)
+		if err != nil {
+			return err
+		}
+		defer ins.Close()
+		insEnv, err := tx.PrepareContext(ctx, `INSERT INTO queue_envelope (item_id, data) VALUES (?, ?)`)
+		if err != nil {
+			return err
+		}
+		defer insEnv.Close()
+		for i := range items {
+			it := &items[i]
+			if err := checkItem(it); err != nil {
+				return fmt.Errorf("item %d: %w", i, err)
+			}
+			var id int64
+			err := find.QueryRowContext(ctx, it.PackageID, it.Destination).Scan(&id)
+			if err == nil {
+				ids[i] = id // already queued for this destination
+				continue
+			} else if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			rcpts, err := encodeList(it.Recipients)
+			if err != nil {
+				return err
+			}
+			next := it.NextAttempt
+			if next.IsZero() {
+				next = now
+			}
+			res, err := ins.ExecContext(ctx, it.PackageID, it.Destination, rcpts, it.MailFrom, it.Submitter,
+				int(it.Priority), it.Marking, len(it.Envelope), next.UnixNano(), now.UnixNano(), now.UnixNano())
+			if err != nil {
+				return fmt.Errorf("item %d: %w", i, err)
+			}
+			if ids[i], err = res.LastInsertId(); err != nil {
+				return err
+			}
+			if _, err := insEnv.ExecContext(ctx, ids[i], it.Envelope); err != nil {
+				return fmt.Errorf("item %d: %w", i, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("enqueue: %w", err)
+	}
+	return ids, nil
+}
+
+const itemCols = `q.id, q.package_id, q.destination, q.recipients, q.mail_from, q.submitter, q.priority, q.marking, q.size,
+	q.state, q.attempts, q.next_attempt, q.last_error, q.remote_id, q.reason, q.created, q.updated`
+
+// withEnvelope is the FROM clause of a query that also reads the envelope.
+const withEnvelope = ` FROM queue q JOIN queue_envelope e ON e.item_id = q.id`
+
+type scanner interface{ Scan(...any) error }
+
+// scanItem reads itemCols, plus the envelope when withEnvelope.
+func scanItem(row scanner, withEnvelope bool) (Item, error) {
+	var it Item
+	var rcpts string
+	var prio int
+	var next, created, updated int64
+	dest := []any{&it.ID, &it.PackageID, &it.Destination, &rcpts, &it.MailFrom, &it.Submitter, &prio, &it.Marking,
+		&it.Size, &it.State, &it.Attempts, &next, &it.LastError, &it.RemoteID, &it.Reason, &created, &updated}
+	if withEnvelope {
+		dest = append(dest, &it.Envelope)
+	}
+	if err := row.Scan(dest...); err != nil {
+		return Item{}, err
+	}
+	it.Priority = Priority(prio)
+	it.NextAttempt, it.Created, it.Updated = fromNanos(next), fromNanos(created), fromNanos(updated)
+	var err error
+	it.Recipients, err = decodeList(rcpts)
+	return it, err
+}
+
+// Claim takes up to limit due items in one write transaction: the select
+// and the update that moves their next attempt to now+lease happen under
+// the database's write lock, so no other claimer (in this process or
+// another) can take the same item until the lease has passed.
+func (s *SQLite) Claim(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]Item, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	if lease <= 0 {
+		return nil, errors.New("claim: the lease must be positive")
+	}
+	now = now.UTC()
+	until := now.Add(lease)
+	stamp := s.now().UTC()
+	var items []Item
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT `+itemCols+`, e.data`+withEnvelope+`
+			WHERE q.state = 'queued' AND q.next_attempt <= ?
+			ORDER BY q.priority DESC, q.next_attempt, q.id LIMIT ?`, now.UnixNano(), limit)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			it, err := scanItem(rows, true)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			items = append(items, it)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		up, err := tx.PrepareContext(ctx, `UPDATE queue SET next_attempt = ?, attempts = attempts + 1, updated = ? WHERE id = ?`)
+		if err != nil {
+			return err
+		}
+		defer up.Close()
+		for i := range items {
+			if _, err := up.ExecContext(ctx, until.UnixNano(), stamp.UnixNano(), items[i].ID); err != nil {
+				return err
+			}
+			items[i].NextAttempt = until
+			items[i].Attempts++
+			items[i].Updated = stamp
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim: %w", err)
+	}
+	return items, nil
+}
+
+// transition updates one queue item if its state is one of from; it
+// returns ErrNotFound or ErrWrongState otherwise.
+func (s *SQLite) transition(ctx context.Context, op string, id int64, from []State, set string, args ...any) error {
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		var st State
+		err := tx.QueryRowContext(ctx, `SELECT state FROM queue WHERE id = ?`, id).Scan(&st)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		} else if err != nil {
+			return err
+		}
+		ok := false
+		for _, f := range from {
+			ok = ok || st == f
+		}
+		if !ok {
+			return fmt.Errorf("%w (it is %s)", ErrWrongState, st)
+		}
+		args = append(args, s.now().UTC().UnixNano(), id)
+		_, err = tx.ExecContext(ctx, `UPDATE queue SET `+set+`, updated = ? WHERE id = ?`, args...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%s item %d: %w", op, id, err)
+	}
+	return nil
+}
+
+// MarkSent records the destination's acceptance. An item dropped while its
+// delivery was under way is marked sent all the same (the reason is kept):
+// the record must say what happened.
+func (s *SQLite) MarkSent(ctx context.Context, id int64, remoteID string) error {
+	return s.transition(ctx, "mark sent", id, []State{Queued, Dropped},
+		`state = 'sent', remote_id = ?, last_error = ''`, remoteID)
+}
+
+// MarkRetry schedules the next attempt of a queued item.
+func (s *SQLite) MarkRetry(ctx context.Context, id int64, next time.Time, lastErr string) error {
+	return s.transition(ctx, "mark retry", id, []State{Queued},
+		`next_attempt = ?, last_error = ?`, next.UTC().UnixNano(), lastErr)
+}
+
+// MarkFailed gives up on a queued item.
+func (s *SQLite) MarkFailed(ctx context.Context, id int64, reason string) error {
+	return s.transition(ctx, "mark failed", id, []State{Queued},
+		`state = 'failed', reason = ?`, reason)
+}
+
+// RetryNow makes a queued or failed item due at once; a failed one is
+// queued again (its attempts count is kept).
+func (s *SQLite) RetryNow(ctx context.Context, id int64) error {
+	return s.transition(ctx, "retry", id, []State{Queued, Failed},
+		`state = 'queued', reason = '', next_attempt = ?`, s.now().UTC().UnixNano())
+}
+
+// Drop removes a queued or failed item from delivery, keeping the reason.
+func (s *SQLite) Drop(ctx context.Context, id int64, reason string) error {
+	if strings.TrimSpace(reason) == "" {
+		return fmt.Errorf("drop item %d: %w", id, ErrNoReason)
+	}
+	return s.transition(ctx, "drop", id, []State{Queued, Failed}, `state = 'dropped', reason = ?`, reason)
+}
+
+// List returns items without their envelopes, newest first.
+func (s *SQLite) List(ctx context.Context, f Filter) ([]Item, error) {
+	q := `SELECT ` + itemCols + ` FROM queue q WHERE 1 = 1`
+	var args []any
+	if f.State != "" {
+		q += ` AND state = ?`
+		args = append(args, string(f.State))
+	}
+	if f.Destination != "" {
+		q += ` AND destination = ?`
+		args = append(args, f.Destination)
+	}
+	if f.PackageID != "" {
+		q += ` AND package_id = ?`
+		args = append(args, f.PackageID)
+	}
+	q += ` ORDER BY created DESC, id DESC`
+	if f.Limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, f.Limit)
+	}
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list queue: %w", err)
+	}
+	defer rows.Close()
+	var items []Item
+	for rows.Next() {
+		it, err := scanItem(rows, false)
+		if err != nil {
+			return nil, fmt.Errorf("list queue: %w", err)
+		}
+		items = append(items, it)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list queue: %w", err)
+	}
+	return items, nil
+}
+
+// Get returns one item with its envelope.
+func (s *SQLite) Get(ctx context.Context, id int64) (Item, error) {
+	it, err := scanItem(s.r.QueryRowContext(ctx, `SELECT `+itemCols+`, e.data`+withEnvelope+` WHERE q.id = ?`, id), true)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return Item{}, fmt.Errorf("get item %d: %w", id, err)
+	}
+	return it, nil
+}
+
+// Depth counts queued items per destination.
+func (s *SQLite) Depth(ctx context.Context) (map[string]int, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT destination, count(*) FROM queue WHERE state = 'queued' GROUP BY destination`)
+	if err != nil {
+		return nil, fmt.Errorf("queue depth: %w", err)
+	}
+	defer rows.Close()
+	m := map[string]int{}
+	for rows.Next() {
+		var d string
+		var n int
+		if err := rows.Scan(&d, &n); err != nil {
+			return nil, fmt.Errorf("queue depth: %w", err)
+		}
+		m[d] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("queue depth: %w", err)
+	}
+	return m, nil
+}
+
+// Delivered reports whether the replay cache holds the package.
+func (s *SQLite) Delivered(ctx context.Context, originator, packageID string) (bool, error) {
+	var one int
+	err := s.r.QueryRowContext(ctx, `SELECT 1 FROM delivered WHERE originator = ? AND package_id = ?`, originator, packageID).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("replay cache: %w", err)
+	}
+	return true, nil
+}
+
+// RecordDelivered adds a package to the replay cache; the first record
+// wins, a second is not an error.
+func (s *SQLite) RecordDelivered(ctx context.Context, originator, packageID, messageID string, date time.Time) error {
+	if originator == "" || packageID == "" {
+		return errors.New("record delivered: the originator and the package id are required")
+	}
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO delivered (originator, package_id, message_id, date, recorded)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT (originator, package_id) DO NOTHING`,
+			originator, packageID, messageID, nullNanos(date.UTC()), s.now().UTC().UnixNano())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("record delivered: %w", err)
+	}
+	return nil
+}
+
+// Quarantine keeps a message, held, and returns its id. A zero Received is
+// the current time.
+func (s *SQLite) Quarantine(ctx context.Context, q QItem) (int64, error) {
+	now := s.now().UTC()
+	if q.Received.IsZero() {
+		q.Received = now
+	}
+	rcpts, err := encodeList(q.Recipients)
+	if err != nil {
+		return 0, fmt.Errorf("quarantine: %w", err)
+	}
+	raw := q.Raw
+	if raw == nil {
+		raw = []byte{} // NULL means purged
+	}
+	var id int64
+	err = s.withTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO quarantine
+			(received, remote_addr, helo, mail_from, recipients, check_name, reason, package_id, raw, size, state, note, updated)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'held', '', ?)`,
+			q.Received.UTC().UnixNano(), q.RemoteAddr, q.Helo, q.MailFrom, rcpts, q.Check, q.Reason, q.PackageID,
+			raw, len(q.Raw), now.UnixNano())
+		if err != nil {
+			return err
+		}
+		id, err = res.LastInsertId()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("quarantine: %w", err)
+	}
+	return id, nil
+}
+
+const qCols = `id, received, remote_addr, helo, mail_from, recipients, check_name, reason, package_id, size, state, note, updated`
+
+func scanQItem(row scanner, withRaw bool) (QItem, error) {
+	var q QItem
+	var received, updated int64
+	var rcpts string
+	dest := []any{&q.ID, &received, &q.RemoteAddr, &q.Helo, &q.MailFrom, &rcpts, &q.Check, &q.Reason, &q.PackageID,
+		&q.Size, &q.State, &q.Note, &updated}
+	if withRaw {
+		dest = append(dest, &q.Raw)
+	}
+	if err := row.Scan(dest...); err != nil {
+		return QItem{}, err
+	}
+	q.Received, q.Updated = fromNanos(received), fromNanos(updated)
+	var err error
+	q.Recipients, err = decodeList(rcpts)
+	return q, err
+}
+
+// ListQuarantine returns quarantined messages in a state (all when state
+// is empty), without Raw, newest first.
+func (s *SQLite) ListQuarantine(ctx context.Context, state QState) ([]QItem, error) {
+	q := `SELECT ` + qCols + ` FROM quarantine`
+	var args []any
+	if state != "" {
+		q += ` WHERE state = ?`
+		args = append(args, string(state))
+	}
+	q += ` ORDER BY received DESC, id DESC`
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list quarantine: %w", err)
+	}
+	defer rows.Close()
+	var out []QItem
+	for rows.Next() {
+		it, err := scanQItem(rows, false)
+		if err != nil {
+			return nil, fmt.Errorf("list quarantine: %w", err)
+		}
+		out = append(out, it)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list quarantine: %w", err)
+	}
+	return out, nil
+}
+
+// GetQuarantine returns one quarantined message with Raw (nil once purged).
+func (s *SQLite) GetQuarantine(ctx context.Context, id int64) (QItem, error) {
+	q, err := scanQItem(s.r.QueryRowContext(ctx, `SELECT `+qCols+`, raw FROM quarantine WHERE id = ?`, id), true)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return QItem{}, fmt.Errorf("get quarantined message %d: %w", id, err)
+	}
+	if q.State == Purged {
+		q.Raw = nil
+	} else if q.Raw == nil {
+		q.Raw = []byte{}
+	}
+	return q, nil
+}
+
+// SetQuarantineState moves a message held → released, held → purged or
+// released → purged; anything else is ErrWrongState. Purging overwrites
+// Raw with NULL and keeps the record (size, check, reason, note).
+func (s *SQLite) SetQuarantineState(ctx context.Context, id int64, state QState, note string) error {
+	if strings.TrimSpace(note) == "" {
+		return fmt.Errorf("quarantine %d: %w", id, ErrNoReason)
+	}
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		var cur QState
+		err := tx.QueryRowContext(ctx, `SELECT state FROM quarantine WHERE id = ?`, id).Scan(&cur)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		} else if err != nil {
+			return err
+		}
+		ok := (cur == Held && (state == Released || state == Purged)) || (cur == Released && state == Purged)
+		if !ok {
+			return fmt.Errorf("%w (it is %s; %s asked)", ErrWrongState, cur, state)
+		}
+		now := s.now().UTC().UnixNano()
+		if state == Purged {
+			_, err = tx.ExecContext(ctx, `UPDATE quarantine SET state = 'purged', raw = NULL, note = ?, updated = ? WHERE id = ?`, note, now, id)
+		} else {
+			_, err = tx.ExecContext(ctx, `UPDATE quarantine SET state = ?, note = ?, updated = ? WHERE id = ?`, string(state), note, now, id)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("quarantine %d: %w", id, err)
+	}
+	if state == Purged {
+		// The WAL still holds the pages written when the message was
+		// kept; copy the WAL into the database (where secure_delete has
+		// zeroed the freed pages) and truncate it. Best effort: a reader
+		// in another process can hold the WAL, and the next checkpoint
+		// will complete the job.
+		if _, err := s.w.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+			slog.Warn("store: checkpoint after purge", "quarantine", id, "err", err)
+		}
+	}
+	return nil
+}
