@@ -372,3 +372,30 @@ func TestLongListsAreEvaluatedWithACostLimit(t *testing.T) {
 	d := decide(p, m)
 	wantHold(t, d, "pas", "many-addressees")
 }
+
+// TestReloadWhileDeciding: decisions in flight finish with the policy they
+// started with; run with -race.
+func TestReloadWhileDeciding(t *testing.T) {
+	cfg, pol := gatewayConfig(t, "# built-in rules only\n")
+	p, _, err := Load(cfg)
+	tcheck(t, err, "load")
+	e := NewEngine(p, quietLog)
+	writeFile(t, pol, "rules:\n  - id: deny-per\n    when: manifest.topic == \"per\"\n    action: deny\n")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 20; i++ {
+			if err := e.ReloadConfig(cfg); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	m := pkg("northshire-pio", "hmp-northgate")
+	for i := 0; i < 200; i++ {
+		if d := e.Decide(context.Background(), m, Sender{Agency: "northshire-pio"}); d.Decision == "" {
+			t.Fatal("no decision")
+		}
+	}
+	<-done
+}
