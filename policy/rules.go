@@ -52,14 +52,16 @@ func builtins(p *Params) []Rule {
 			"a package crossing from one agency to another must be marked sanitised"}},
 		&noOnwardDisclosure{meta{"no-onward-disclosure", mou + "Annex A (Data handling: no onward disclosure except in accordance with the arrangements)",
 			"a received package is not passed to a third agency without the originator's consent, except by a conduit the agreements name"}},
+		// pecs-security-manager may send a PECS package to a prison (the
+		// prison process), so it comes before the rules that judge prisons.
+		&pecsSecurityManager{meta{"pecs-security-manager", mou + "4.1 (PECS Security Manager); Annex B (PECS pursue process)",
+			"corruption concerning PECS goes to the PECS Security Manager; reports on prisoners or HMPPS staff follow the prison process"}},
 		&governorToRegionalCCU{meta{"governor-to-regional-ccu", mou + "6.1 police responsibilities, bullet 5",
 			"when the governing governor of the receiving prison is a subject, the regional CCU covering it receives the package instead"}},
 		&hqToNCCA{meta{"hq-to-ncca", mou + "6.1 police responsibilities, bullet 5",
 			"when HMPPS HQ is concerned, the national counter corruption analyst in the CCU receives the package instead"}},
 		&probationViaCCU{meta{"probation-via-ccu", mou + "6.1 police responsibilities, bullet 4; Annex B (Probation pursue process)",
 			"police disseminations concerning probation go to the regional CCU on probation's behalf"}},
-		&pecsSecurityManager{meta{"pecs-security-manager", mou + "4.1 (PECS Security Manager); Annex B (PECS pursue process)",
-			"corruption concerning PECS goes to the PECS Security Manager; reports on prisoners or HMPPS staff follow the prison process"}},
 		&catAViaPAS{meta{"cat-a-via-pas", stmt + "PAS role (gatekeepers for Category A and terrorist prisoners)",
 			"intelligence between law enforcement and HMPPS on Category A, potential Cat A, E-List and terrorist prisoners goes through PAS"}},
 		&policeToPrisonViaPIO{meta{"police-to-prison-via-pio", mou + "6.1 police responsibilities, bullet 4; " + stmt + "PIO role; FIB conduit",

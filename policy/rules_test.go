@@ -359,6 +359,16 @@ func TestPECSCorruptionGoesToSecurityManager(t *testing.T) {
 		// and the prison process for the police is through the PIO.
 		wantDelivery(t, d, "northshire-pio", "pio@northshire-pio.example", Normal, "police-to-prison-via-pio")
 	})
+	t.Run("the prison process still keeps it from a governor who is a subject", func(t *testing.T) {
+		m := pkg("northshire-police", "pecs-northway")
+		m.Label.Classification = envelope.Official
+		m.Subjects = []envelope.Subject{{Role: "prisoner", Establishment: "hmp-northgate"},
+			{Role: "governing-governor", Establishment: "hmp-northgate"}}
+		d := decide(p, m)
+		wantNoDelivery(t, d, "hmp-northgate")
+		wantNoDelivery(t, d, "northshire-pio")
+		wantDelivery(t, d, "ccu-north", "rcca@ccu-north.hmpps.example", Normal, "governor-to-regional-ccu")
+	})
 	t.Run("a report on HMPPS staff with no prison named is held", func(t *testing.T) {
 		m := pkg("northshire-police", "pecs-northway")
 		m.Label.Classification = envelope.Official
