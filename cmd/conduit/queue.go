@@ -1,0 +1,351 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/conduit-gateway/conduit/config"
+	"github.com/conduit-gateway/conduit/gateway/store"
+)
+
+// openStore opens the store named by a gateway config file. It refuses to
+// create a database: an administrator's typo must not make an empty one.
+func openStore(ctx context.Context, cfgPath string) (*store.SQLite, error) {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, &exitError{exitUsage, err}
+	}
+	if cfg.Store.Path == "" {
+		return nil, &exitError{exitUsage, fmt.Errorf("%s: store.path is not set: the gateway's database", cfgPath)}
+	}
+	if _, err := os.Stat(cfg.Store.Path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("no database at %s (store.path in %s): has the gateway run yet?", cfg.Store.Path, cfgPath)
+		}
+		return nil, err
+	}
+	return store.OpenSQLite(ctx, cfg.Store.Path)
+}
+
+// administrator names who runs an administrative command, for the note
+// kept with a drop, release or purge.
+func administrator() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return "unknown"
+}
+
+func parseID(s string) (int64, error) {
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, &exitError{exitUsage, fmt.Errorf("%q is not an item id (a positive number, as list shows)", s)}
+	}
+	return id, nil
+}
+
+// storeError turns the store's sentinel errors into messages an
+// administrator can act on.
+func storeError(err error, what string, id int64) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("%s %d does not exist (see the list command)", what, id)
+	case errors.Is(err, store.ErrWrongState):
+		return fmt.Errorf("%s %d: %w", what, id, err)
+	}
+	return err
+}
+
+func timeOrDash(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05Z")
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// oneLine keeps table cells on one line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// itemJSON is the --json form of a queue item: metadata only.
+type itemJSON struct {
+	ID          int64     `json:"id"`
+	PackageID   string    `json:"package_id"`
+	Destination string    `json:"destination"`
+	Recipients  []string  `json:"recipients"`
+	MailFrom    string    `json:"mail_from"`
+	Submitter   string    `json:"submitter"`
+	Priority    string    `json:"priority"`
+	Marking     string    `json:"marking"`
+	Size        int64     `json:"size"`
+	State       string    `json:"state"`
+	Attempts    int       `json:"attempts"`
+	NextAttempt time.Time `json:"next_attempt"`
+	LastError   string    `json:"last_error,omitempty"`
+	RemoteID    string    `json:"remote_id,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	Created     time.Time `json:"created"`
+	Updated     time.Time `json:"updated"`
+}
+
+func toItemJSON(it store.Item) itemJSON {
+	size := it.Size
+	if size == 0 {
+		size = int64(len(it.Envelope))
+	}
+	r := it.Recipients
+	if r == nil {
+		r = []string{}
+	}
+	return itemJSON{it.ID, it.PackageID, it.Destination, r, it.MailFrom, it.Submitter, it.Priority.String(),
+		it.Marking, size, string(it.State), it.Attempts, it.NextAttempt, it.LastError, it.RemoteID, it.Reason,
+		it.Created, it.Updated}
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printItems(w io.Writer, items []store.Item) {
+	if len(items) == 0 {
+		fmt.Fprintln(w, "no items")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tPRIORITY\tDESTINATION\tPACKAGE\tMARKING\tSIZE\tATTEMPTS\tNEXT ATTEMPT\tCREATED\tNOTE")
+	for _, it := range items {
+		note := it.LastError
+		if it.State == store.Dropped || it.State == store.Failed {
+			note = it.Reason
+		} else if it.State == store.Sent {
+			note = "remote id " + it.RemoteID
+		}
+		next := timeOrDash(it.NextAttempt)
+		if it.State != store.Queued {
+			next = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", it.ID, it.State, it.Priority, it.Destination,
+			it.PackageID, dash(it.Marking), it.Size, it.Attempts, next, timeOrDash(it.Created), dash(oneLine(note)))
+	}
+	tw.Flush()
+}
+
+func printItem(w io.Writer, it store.Item) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+	row("id", strconv.FormatInt(it.ID, 10))
+	row("state", string(it.State))
+	row("package", it.PackageID)
+	row("destination", it.Destination)
+	row("recipients", strings.Join(it.Recipients, ", "))
+	row("mail from", dash(it.MailFrom))
+	row("submitter", dash(it.Submitter))
+	row("priority", it.Priority.String())
+	row("marking", dash(it.Marking))
+	row("envelope", fmt.Sprintf("%d bytes (ciphertext; --raw writes it to stdout)", len(it.Envelope)))
+	row("attempts", strconv.Itoa(it.Attempts))
+	row("next attempt", timeOrDash(it.NextAttempt))
+	row("last error", dash(oneLine(it.LastError)))
+	row("remote id", dash(it.RemoteID))
+	row("reason", dash(oneLine(it.Reason)))
+	row("created", timeOrDash(it.Created))
+	row("updated", timeOrDash(it.Updated))
+	tw.Flush()
+}
+
+func init() {
+	queueCmd := &cobra.Command{
+		Use:   "queue",
+		Short: "List, show, retry and drop outbound queue items",
+		Long: `The outbound queue holds one item per package and destination agency: the
+sealed envelope (ciphertext only) and its delivery state (queued, sent,
+failed, dropped). These commands work on the gateway's database while the
+gateway runs; they never print package content.`,
+	}
+	var cfgPath string
+	queueCmd.PersistentFlags().StringVar(&cfgPath, "config", "", "the gateway's config file (required)")
+	_ = queueCmd.MarkPersistentFlagRequired("config")
+
+	var state, dest, pkg string
+	var limit int
+	var listJSON bool
+	list := &cobra.Command{
+		Use:   "list [--state S] [--destination AGENCY] [--package ID] [--json]",
+		Short: "List queue items, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch store.State(state) {
+			case "", store.Queued, store.Sent, store.Failed, store.Dropped:
+			default:
+				return &exitError{exitUsage, fmt.Errorf("--state %q: one of queued, sent, failed, dropped", state)}
+			}
+			ctx := cmd.Context()
+			st, err := openStore(ctx, cfgPath)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			items, err := st.List(ctx, store.Filter{State: store.State(state), Destination: dest, PackageID: pkg, Limit: limit})
+			if err != nil {
+				return err
+			}
+			if listJSON {
+				out := make([]itemJSON, 0, len(items))
+				for _, it := range items {
+					out = append(out, toItemJSON(it))
+				}
+				return writeJSON(cmd.OutOrStdout(), out)
+			}
+			printItems(cmd.OutOrStdout(), items)
+			return nil
+		},
+	}
+	list.Flags().StringVar(&state, "state", "", "only items in this state: queued, sent, failed or dropped")
+	list.Flags().StringVar(&dest, "destination", "", "only items for this destination agency id")
+	list.Flags().StringVar(&pkg, "package", "", "only items of this package id")
+	list.Flags().IntVar(&limit, "limit", 0, "at most this many items (0: all)")
+	list.Flags().BoolVar(&listJSON, "json", false, "print one JSON document (an array of items)")
+
+	var showJSON, showRaw bool
+	show := &cobra.Command{
+		Use:   "show ID [--json | --raw]",
+		Short: "Show one item's metadata (--raw: write its sealed envelope to stdout)",
+		Long: `Show prints one queue item's metadata. The envelope itself is never printed
+unless --raw is given: then its bytes (the sealed, encrypted envelope, exactly
+as it will be relayed) are written to stdout and nothing else.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0])
+			if err != nil {
+				return err
+			}
+			if showJSON && showRaw {
+				return &exitError{exitUsage, errors.New("--json and --raw cannot be used together")}
+			}
+			ctx := cmd.Context()
+			st, err := openStore(ctx, cfgPath)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			it, err := st.Get(ctx, id)
+			if err != nil {
+				return storeError(err, "queue item", id)
+			}
+			switch {
+			case showRaw:
+				_, err = cmd.OutOrStdout().Write(it.Envelope)
+				return err
+			case showJSON:
+				return writeJSON(cmd.OutOrStdout(), toItemJSON(it))
+			}
+			printItem(cmd.OutOrStdout(), it)
+			return nil
+		},
+	}
+	show.Flags().BoolVar(&showJSON, "json", false, "print one JSON document")
+	show.Flags().BoolVar(&showRaw, "raw", false, "write the sealed envelope's bytes to stdout")
+
+	retry := &cobra.Command{
+		Use:   "retry ID",
+		Short: "Make a queued or failed item due at once",
+		Long: `Retry makes a queued item due at once, or puts a failed item back in the
+queue, due at once. The running gateway takes it on its next pass. A failed
+item older than the queue's maximum age may fail again at once: the age
+counts from when the package was first queued.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0])
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			st, err := openStore(ctx, cfgPath)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if err := st.RetryNow(ctx, id); err != nil {
+				return storeError(err, "queue item", id)
+			}
+			adminLog(ctx, "queue item retried", "item", id)
+			fmt.Fprintf(cmd.OutOrStdout(), "queue item %d is due now; the running gateway will try it on its next pass\n", id)
+			return nil
+		},
+	}
+
+	var reason string
+	drop := &cobra.Command{
+		Use:   "drop ID --reason TEXT",
+		Short: "Remove a queued or failed item from delivery, with a reason",
+		Long: `Drop removes an item from delivery: it will not be sent. The item stays in
+the database as dropped, with the reason and who dropped it. --reason is
+required. A delivery already under way when the item is dropped may still
+complete; the item is then recorded as sent.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0])
+			if err != nil {
+				return err
+			}
+			if strings.TrimSpace(reason) == "" {
+				return &exitError{exitUsage, errors.New("queue drop needs --reason TEXT: say why the item is removed from delivery (it is kept with the record)")}
+			}
+			ctx := cmd.Context()
+			st, err := openStore(ctx, cfgPath)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			it, err := st.Get(ctx, id)
+			if err != nil {
+				return storeError(err, "queue item", id)
+			}
+			who := administrator()
+			if err := st.Drop(ctx, id, who+": "+oneLine(reason)); err != nil {
+				return storeError(err, "queue item", id)
+			}
+			adminLog(ctx, "queue item dropped", "item", id, "package", it.PackageID, "destination", it.Destination, "by", who)
+			fmt.Fprintf(cmd.OutOrStdout(), "dropped queue item %d (package %s to %s); it will not be sent. Reason recorded: %s: %s\n",
+				id, it.PackageID, it.Destination, who, oneLine(reason))
+			return nil
+		},
+	}
+	drop.Flags().StringVar(&reason, "reason", "", "why the item is dropped (required; kept with the record)")
+
+	queueCmd.AddCommand(list, show, retry, drop)
+	rootCmd.AddCommand(queueCmd)
+}
+
+// adminLog records an administrator's action. The audit trail (a later
+// issue) will take these; until then they go to the log at warning level,
+// the level the CLI shows, so that they are not lost. Never content: ids,
+// agencies and the administrator's name only.
+func adminLog(ctx context.Context, msg string, args ...any) {
+	slog.Default().Log(ctx, slog.LevelWarn, "admin: "+msg, args...)
+}
