@@ -82,6 +82,24 @@ func (p *Policy) build() {
 	}
 }
 
+// redirectAll runs the built-in redirections until none changes
+// anything: a redirection's target may itself be one another redirection
+// judges (a PECS report handed to a prison whose governor is a subject; a
+// package for probation, sent to the regional CCU, that concerns HQ). The
+// redirections only move packages towards the CCU and PAS, so this ends
+// within a few passes; the bound is a guard.
+func (p *Policy) redirectAll(e *eval) {
+	for pass := 0; pass < 8; pass++ {
+		before := e.moves
+		for _, r := range p.redirects {
+			r.redirect(e)
+		}
+		if e.moves == before {
+			return
+		}
+	}
+}
+
 // blockedBy returns the redirection that keeps a package from an agency,
 // or nil.
 func (p *Policy) blockedBy(e *eval, a *config.Agency) blocker {
@@ -127,9 +145,7 @@ func (p *Policy) Decide(ctx context.Context, m *envelope.Manifest, s Sender) Dec
 		e.addDest(a, config.Intake, "addressed", false)
 	}
 	p.adminRewrite(e, matched)
-	for _, r := range p.redirects {
-		r.redirect(e)
-	}
+	p.redirectAll(e)
 
 	// Phase 3: additions. Escalation comes last so that every copy,
 	// however added, goes at immediate priority and its agency's

@@ -50,6 +50,9 @@ type eval struct {
 	out    Decision
 	denied bool
 	act    *activation
+	// moves counts changes of destination or mailbox, so that the
+	// redirections can run until none applies.
+	moves int
 }
 
 func (e *eval) trace(r Rule, effect, format string, args ...any) {
@@ -134,6 +137,13 @@ func (e *eval) addDest(a *config.Agency, fn config.Function, rule string, additi
 func (e *eval) redirect(d *dest, to *config.Agency, fn config.Function, r Rule, why string) {
 	e.step(r, EffectRedirect, d.agency.ID+" → "+to.ID+": "+why)
 	d.agency, d.fn, d.rule = to, fn, r.ID()
+	e.moves++
+}
+
+// setMailbox sends a destination to a particular mailbox function.
+func (e *eval) setMailbox(d *dest, fn config.Function, r Rule) {
+	d.fn, d.rule = fn, r.ID()
+	e.moves++
 }
 
 func (e *eval) deadline(r Rule, kind string, hours int, why string) {

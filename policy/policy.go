@@ -16,7 +16,8 @@
 //  2. redirections: the administrator's deliver and redirect rules rewrite
 //     the addressee list first, then the built-in redirections have the last
 //     word (pecs-security-manager, governor-to-regional-ccu, hq-to-ncca,
-//     probation-via-ccu, cat-a-via-pas, police-to-prison-via-pio);
+//     probation-via-ccu, cat-a-via-pas, police-to-prison-via-pio), run
+//     until none changes anything;
 //  3. additions: high-risk-seniority and the administrator's copy rules,
 //     then imminent-risk-escalation and the administrator's escalate rules
 //     (last, so that every copy goes at immediate priority); an addition

@@ -464,7 +464,7 @@ func (r *hqToNCCA) redirect(e *eval) {
 			// counter corruption analyst in the CCU."
 			e.redirect(d, ncca, config.NCCA, r, "HMPPS HQ is concerned; the national counter corruption analyst receives it")
 		case d.agency == ncca && d.fn != config.NCCA:
-			d.fn, d.rule = config.NCCA, r.id
+			e.setMailbox(d, config.NCCA, r)
 			e.trace(r, EffectMailbox, "%s: to the national counter corruption analyst, HMPPS HQ being concerned", ncca.ID)
 		}
 	}
@@ -554,7 +554,7 @@ func (r *pecsSecurityManager) redirect(e *eval) {
 		if e.m.Topic == "corruption" && d.fn != config.SecurityManager {
 			// MoU 4.1: the PECS Security Manager "will act as a single
 			// point of contact for all corruption-related matters".
-			d.fn, d.rule = config.SecurityManager, r.id
+			e.setMailbox(d, config.SecurityManager, r)
 			e.trace(r, EffectMailbox, "%s: corruption concerning PECS goes to the PECS Security Manager", d.agency.ID)
 		}
 	}

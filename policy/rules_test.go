@@ -314,6 +314,19 @@ func TestHQConcernedGoesToNationalAnalyst(t *testing.T) {
 	}
 }
 
+func TestProbationPackageConcerningHQGoesToNationalAnalyst(t *testing.T) {
+	p := builtinPolicy(t, "northshire-police")
+	m := pkg("northshire-police", "nps-north-east")
+	m.Label.Purpose = "corruption-probation"
+	m.Subjects = []envelope.Subject{{Role: "hq"}}
+	d := decide(p, m)
+	wantNoDelivery(t, d, "nps-north-east")
+	wantNoDelivery(t, d, "ccu-north")
+	wantDelivery(t, d, "ccu-national", "ncca@ccu.hmpps.example", Normal, "hq-to-ncca")
+	wantTrace(t, d, "probation-via-ccu", EffectRedirect, "nps-north-east → ccu-north")
+	wantTrace(t, d, "hq-to-ncca", EffectRedirect, "ccu-north → ccu-national")
+}
+
 // MoU 6.1 police bullet 4; Annex B probation.
 func TestPoliceToProbationGoesToCCU(t *testing.T) {
 	p := builtinPolicy(t, "northshire-police")
