@@ -89,9 +89,18 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 		if err != nil {
 			return errTempStore
 		}
+		// The envelope's manifest names this destination among the
+		// addressees when this gateway's policy sent it there (a redirect or
+		// a copy by a local rule the receiver cannot evaluate): the sending
+		// gateway signs its own routing decision, and the receiver's
+		// known-recipient check then sees it was meant to come.
+		dm := *m
+		if !slices.Contains(dm.To, agency) {
+			dm.To = append(slices.Clone(dm.To), agency)
+		}
 		var buf bytes.Buffer
 		_, err = envelope.Seal(ctx, &buf, body, envelope.SealParams{
-			Signer: g.id, Recipients: []*keys.Cert{cert}, Label: m.Label, Manifest: m,
+			Signer: g.id, Recipients: []*keys.Cert{cert}, Label: m.Label, Manifest: &dm,
 			PackageID: pkgID, Now: g.Now, Profile: keys.ProfileOf(g.id.Entity),
 		})
 		if err != nil {
@@ -123,7 +132,7 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 	}
 	g.nudge()
 	g.log.Info("package queued", "package", pkgID, "destinations", order)
-	return acceptReply(pkgID, order, dec)
+	return acceptReply(pkgID, order, byAgency, dec)
 }
 
 // manifestFromHeader builds the package manifest from a submitted message.
@@ -248,8 +257,21 @@ func refusalReply(d policy.Decision) error {
 
 // acceptReply is the 250 text: where the package goes, and what the policy
 // changed, so the sender is never surprised.
-func acceptReply(pkgID string, dests []string, d policy.Decision) error {
-	msg := "Package " + pkgID + " queued for " + strings.Join(dests, ", ")
+func acceptReply(pkgID string, dests []string, by map[string][]policy.Delivery, d policy.Decision) error {
+	var to []string
+	for _, a := range dests {
+		var rules []string
+		for _, dl := range by[a] {
+			if !slices.Contains(rules, dl.Rule) {
+				rules = append(rules, dl.Rule)
+			}
+			if dl.Priority == policy.Immediate && !slices.Contains(rules, "immediate") {
+				rules = append(rules, "immediate")
+			}
+		}
+		to = append(to, a+" ("+strings.Join(rules, ", ")+")")
+	}
+	msg := "Package " + pkgID + " queued for " + strings.Join(to, ", ")
 	for _, r := range d.Refusals {
 		msg += fmt.Sprintf("; not for %s: %s (%s)", r.Agency, r.Reason, r.Rule)
 	}

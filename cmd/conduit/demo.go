@@ -17,19 +17,35 @@ import (
 )
 
 func init() {
-	rootCmd.AddCommand(&cobra.Command{
+	var envelopeOnly, keep bool
+	c := &cobra.Command{
 		Use:   "demo",
-		Short: "Seal a package between two agencies, open it, and show every check",
-		Long: `Demo needs no set-up. In a temporary directory it makes OpenPGP identities
-for a police PIO unit and a prison, seals a marked intelligence package from the
-PIO to the prison, shows what the wire reveals (only the marking and an opaque
-id), opens it on the prison's side with every check, and then shows the checks
-refusing a tampered copy, a copy signed by the wrong agency and a replay.`,
+		Short: "Run several agencies' gateways on loopback and send real packages through them",
+		Long: `Demo needs no set-up. In a temporary directory it makes OpenPGP keys, a
+private CA and TLS certificates for seven agencies (a police PIO unit, the
+RPIU, two prisons, the regional and national Counter Corruption Units and the
+Police Advisers Section), starts their gateways as separate processes on
+loopback, and drives real packages through real SMTP with TLS: a routine
+dissemination; the governing governor as a subject (it goes to the regional
+CCU, the prison gets nothing); an escape risk (immediate escalation); a SECRET
+package and an unsanitised one (refused, with their reasons); and a package
+tampered with on the wire (quarantined). It prints what each agency received
+and why, stops every gateway and exits 0, or exits 1 naming what went wrong.
+
+With --envelope-only it shows the envelope alone, in one process: sealing,
+the wire view, opening with every check, and a tampered, a forged and a
+replayed copy refused.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runEnvelopeDemo(cmd.Context(), cmd.OutOrStdout())
+			if envelopeOnly {
+				return runEnvelopeDemo(cmd.Context(), cmd.OutOrStdout())
+			}
+			return runGatewayDemo(cmd.Context(), cmd.OutOrStdout(), keep)
 		},
-	})
+	}
+	c.Flags().BoolVar(&envelopeOnly, "envelope-only", false, "show the envelope alone, in one process")
+	c.Flags().BoolVar(&keep, "keep", false, "keep the working directory (keys, configs, stores, Maildirs) for inspection")
+	rootCmd.AddCommand(c)
 }
 
 const demoMessage = "From: DS Patel <analyst@met.example>\r\n" +

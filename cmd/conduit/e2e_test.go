@@ -1,0 +1,87 @@
+package main
+
+// End-to-end tests: separate `conduit serve` processes (the binary built in
+// TestMain) on 127.0.0.1, talking real SMTP with real TLS, laid out by the
+// testbed package.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/conduit-gateway/conduit/testbed"
+)
+
+func newBed(t *testing.T, opt testbed.Options, start ...string) *testbed.Bed {
+	t.Helper()
+	b, err := testbed.Create(t.TempDir(), conduitBin, opt)
+	if err != nil {
+		t.Fatalf("testbed: %v", err)
+	}
+	t.Cleanup(func() {
+		b.StopAll()
+		if t.Failed() {
+			for _, id := range start {
+				t.Logf("log of %s:\n%s", id, b.Tail(id, 15))
+			}
+		}
+	})
+	if err := b.StartAll(context.Background(), start...); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+const e2eBody = "A member of staff on wing C is conveying phones; the source is reliable."
+
+func e2eMessage(label, subject string, extra ...string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "From: pio@northshire-pio.example\r\nTo: intake@hmp-northgate.example\r\nSubject: %s\r\n", subject)
+	fmt.Fprintf(&b, "Message-ID: <%d@northshire-pio.example>\r\nDate: %s\r\n", time.Now().UnixNano(), time.Now().Format(time.RFC1123Z))
+	if label != "" {
+		fmt.Fprintf(&b, "Handling-Label: %s\r\n", label)
+	}
+	for _, e := range extra {
+		b.WriteString(e + "\r\n")
+	}
+	b.WriteString("Content-Type: text/plain; charset=utf-8\r\n\r\n" + e2eBody + "\r\n")
+	return []byte(b.String())
+}
+
+const e2eLabel = `v=1; classification=OFFICIAL-SENSITIVE; grading=5x5x5; source=B; intelligence=2; handling=1; basis=assessment; subjects=suspected; purpose=corruption-prison; sanitised=yes; originator=northshire-pio; reference=NP-2026-0001`
+
+func mailboxOf(t *testing.T, b *testbed.Bed, agency string) string {
+	a := b.Directory.Agency(agency)
+	if a == nil || len(a.Mailboxes) == 0 {
+		t.Fatalf("no mailbox for %s", agency)
+	}
+	return a.Mailboxes[0].Address
+}
+
+func TestRoutineDisseminationArrivesOpenedAndVerified(t *testing.T) {
+	b := newBed(t, testbed.Options{}, "northshire-pio", "hmp-northgate", "rpiu-north-east")
+	ctx := context.Background()
+	to := mailboxOf(t, b, "hmp-northgate")
+	resp, err := b.Submit(ctx, "northshire-pio", []string{to}, e2eMessage(e2eLabel, "Conveyance on wing C", "Conduit-Topic: corruption"))
+	if err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	t.Logf("250 %s", resp)
+	ok := testbed.WaitFor(ctx, 20*time.Second, func() bool { return len(b.AllDelivered("hmp-northgate")) > 0 })
+	if !ok {
+		t.Fatalf("nothing delivered at hmp-northgate")
+	}
+	for box, files := range b.AllDelivered("hmp-northgate") {
+		data, _ := os.ReadFile(files[0])
+		s := string(data)
+		t.Logf("delivered to %s", box)
+		for _, want := range []string{e2eBody, "Conduit-Verified: signer=northshire-pio", "Subject: [OFFICIAL-SENSITIVE] Conveyance on wing C", "Handling-Label: v=1"} {
+			if !strings.Contains(s, want) {
+				t.Errorf("delivered message lacks %q:\n%s", want, s)
+			}
+		}
+	}
+}

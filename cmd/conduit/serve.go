@@ -1,0 +1,84 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/conduit-gateway/conduit/gateway"
+	"github.com/conduit-gateway/conduit/gateway/store"
+	"github.com/conduit-gateway/conduit/policy"
+)
+
+func init() {
+	var cfgPath, logFormat, logLevel string
+	c := &cobra.Command{
+		Use:   "serve --config FILE",
+		Short: "Run this agency's gateway",
+		Long: `Serve runs one agency's gateway: the submission listener for the agency's
+staff (AUTH only after TLS), the inbound listener for partner gateways
+(STARTTLS required), the relay that delivers queued packages, and delivery
+of received packages to local Maildirs. SIGHUP reloads the sharing policy
+(an invalid one is refused and the one in force stays); SIGINT or SIGTERM
+stop it cleanly.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logFormat, logLevel)
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
+			slog.SetDefault(log)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			pol, cfg, err := policy.Load(cfgPath)
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
+			st, err := store.OpenSQLite(ctx, cfg.Store.Path)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			g, err := gateway.New(ctx, cfg, gateway.Options{Store: st, Policy: pol, Log: log})
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
+			if cfg.PIDFile != "" {
+				if err := os.WriteFile(cfg.PIDFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+					return fmt.Errorf("pid file: %w", err)
+				}
+				defer os.Remove(cfg.PIDFile)
+			}
+			g.Policy().WatchSIGHUP(ctx, cfgPath)
+			log.Info("gateway starting", "agency", cfg.Agency)
+			err = g.Run(ctx)
+			log.Info("gateway stopped")
+			return err
+		},
+	}
+	c.Flags().StringVar(&cfgPath, "config", "", "the gateway's config file")
+	c.Flags().StringVar(&logFormat, "log-format", "json", "json or text")
+	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	c.MarkFlagRequired("config")
+	rootCmd.AddCommand(c)
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use json or text", format)
+}
