@@ -115,8 +115,39 @@ func checkInvariants(t *testing.T, dir *config.Directory, m *envelope.Manifest, 
 		if m.Label.Grading.Scheme == envelope.Scheme5x5x5 && (m.Label.Grading.Handling == "3" || m.Label.Grading.Handling == "5") {
 			t.Fatalf("handling code %s delivered", m.Label.Grading.Handling)
 		}
+		if from := dir.Agency(m.From); from != nil {
+			if from.Kind.Police() && (a.Kind == config.ProbationDivision || a.Kind == config.CRC) {
+				t.Fatalf("police package delivered straight to probation (%s)", a.ID)
+			}
+			if catA(m) && from.Kind != config.PAS && a.Kind != config.PAS && from.Kind.Police() != a.Kind.Police() {
+				t.Fatalf("Category A intelligence crossed to %s without PAS", a.ID)
+			}
+		}
+		if hasRole(m, "hq") && (a.Kind == config.Prison || a.Kind == config.HMPPSHQ || a.Kind == config.CCURegional) {
+			t.Fatalf("package concerning HQ delivered to %s", a.ID)
+		}
 		if x.Priority != Normal && x.Priority != Immediate {
 			t.Fatalf("priority %q", x.Priority)
 		}
 	}
+}
+
+func catA(m *envelope.Manifest) bool {
+	for _, s := range m.Subjects {
+		for _, f := range s.Flags {
+			if f == "cat-a" || f == "potential-cat-a" || f == "e-list" || f == "terrorism" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func hasRole(m *envelope.Manifest, role envelope.Role) bool {
+	for _, s := range m.Subjects {
+		if s.Role == role {
+			return true
+		}
+	}
+	return false
 }
