@@ -224,6 +224,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	relayDone := make(chan struct{})
 	go func() { g.runRelay(ctx); close(relayDone) }()
+	releasesDone := make(chan struct{})
+	go func() { g.runReleases(ctx); close(releasesDone) }()
 
 	var err error
 	select {
@@ -237,6 +239,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.mu.Unlock()
 	cancel()
 	<-relayDone
+	<-releasesDone
 	return err
 }
 

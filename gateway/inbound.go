@@ -103,22 +103,31 @@ func (rc replayCheck) CheckReplay(ctx context.Context, k envelope.ReplayKey) err
 	return nil
 }
 
+// outcome is what became of a received message.
+type outcome struct {
+	reply     error // the SMTP reply (a 250 *smtp.SMTPError on success)
+	delivered bool
+	qid       int64 // the quarantine id when it was quarantined
+}
+
 // receive opens a partner's envelope, applies the inbound policy and
 // delivers it; anything that fails a check is quarantined, kept whole.
-func (g *Gateway) receive(ctx context.Context, m received) error {
+func (g *Gateway) receive(ctx context.Context, m received) error { return g.process(ctx, m).reply }
+
+func (g *Gateway) process(ctx context.Context, m received) outcome {
 	var opened bytes.Buffer
 	o, err := envelope.Open(ctx, &opened, bytes.NewReader(m.raw), g.openParams(replayCheck{g, ctx}))
 	if err != nil {
 		var ce *envelope.CheckError
 		if !errors.As(err, &ce) {
 			g.log.Error("open failed", "err", err)
-			return reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure opening the package; try again shortly")
+			return outcome{reply: reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure opening the package; try again shortly")}
 		}
 		if errors.Is(err, envelope.ErrReplay) {
 			// Already delivered: the sender did not see our 250 (a crash,
 			// a cut connection). Accept again without delivering twice.
 			g.log.Info("duplicate package acknowledged, not delivered again", "remote", m.remote, "detail", ce.Detail)
-			return reply(250, smtp.EnhancedCode{2, 0, 0}, "Package already delivered; not delivered twice")
+			return outcome{reply: reply(250, smtp.EnhancedCode{2, 0, 0}, "Package already delivered; not delivered twice"), delivered: true}
 		}
 		return g.quarantine(ctx, m, checkName(err), err.Error())
 	}
@@ -137,7 +146,7 @@ func (g *Gateway) receive(ctx context.Context, m received) error {
 		hdr := fmt.Sprintf("Conduit-Delivered-To: %s\r\nConduit-Decision: %s\r\n", mb, strings.Join(ruleIDs(dec), ", "))
 		if err := g.deliverMaildir(mb, o.Label.Originator, o.PackageID, []byte(hdr), opened.Bytes()); err != nil {
 			g.log.Error("delivery failed", "package", o.PackageID, "mailbox", mb, "err", err)
-			return reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure delivering the package; try again shortly")
+			return outcome{reply: reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure delivering the package; try again shortly")}
 		}
 	}
 	if err := g.store.RecordDelivered(ctx, o.Label.Originator, o.PackageID, o.MessageID, o.Date); err != nil {
@@ -147,12 +156,12 @@ func (g *Gateway) receive(ctx context.Context, m received) error {
 	}
 	g.log.Info("package delivered", "package", o.PackageID, "originator", o.Label.Originator,
 		"signer", o.Signer.Fingerprint, "mailboxes", mailboxes, "rules", ruleIDs(dec))
-	return reply(250, smtp.EnhancedCode{2, 0, 0}, "Package "+o.PackageID+" verified and delivered to "+strings.Join(mailboxes, ", "))
+	return outcome{reply: reply(250, smtp.EnhancedCode{2, 0, 0}, "Package "+o.PackageID+" verified and delivered to "+strings.Join(mailboxes, ", ")), delivered: true}
 }
 
 // quarantine keeps a failed message whole and answers the sender with the
 // reason. Security invariant 6: kept, never dropped.
-func (g *Gateway) quarantine(ctx context.Context, m received, check, reason string) error {
+func (g *Gateway) quarantine(ctx context.Context, m received, check, reason string) outcome {
 	q := store.QItem{
 		Received: g.Now().UTC(), RemoteAddr: m.remote, Helo: m.helo, MailFrom: m.from, Recipients: m.rcpts,
 		Check: check, Reason: reason, Raw: m.raw, Size: int64(len(m.raw)), State: store.Held,
@@ -161,11 +170,11 @@ func (g *Gateway) quarantine(ctx context.Context, m received, check, reason stri
 	id, err := g.store.Quarantine(ctx, q)
 	if err != nil {
 		g.log.Error("quarantine failed", "err", err)
-		return errTempStore
+		return outcome{reply: errTempStore}
 	}
 	g.log.Error("admin alert: package quarantined", "quarantine", id, "check", check, "reason", reason,
 		"remote", m.remote, "package", q.PackageID)
-	return reply(550, smtp.EnhancedCode{5, 7, 1}, fmt.Sprintf("Package refused and quarantined as Q%d at %s: %s", id, g.cfg.Agency, reason))
+	return outcome{qid: id, reply: reply(550, smtp.EnhancedCode{5, 7, 1}, fmt.Sprintf("Package refused and quarantined as Q%d at %s: %s", id, g.cfg.Agency, reason))}
 }
 
 func outerPackageID(raw []byte) string {

@@ -85,3 +85,51 @@ func TestRoutineDisseminationArrivesOpenedAndVerified(t *testing.T) {
 		}
 	}
 }
+
+func TestReleasedQuarantineIsReprocessedWithEveryCheck(t *testing.T) {
+	b, err := testbed.Create(t.TempDir(), conduitBin, testbed.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.StopAll)
+	ctx := context.Background()
+	// HMP Northgate does not have the PIO's certificate yet.
+	certPath := b.Dir + "/certs/northshire-pio.pub.asc"
+	cert, err := os.ReadFile(certPath)
+	tcheck(t, err, "read cert")
+	tcheck(t, os.Remove(certPath), "remove cert")
+	tcheck(t, b.StartAll(ctx, "hmp-northgate"), "start prison")
+	tcheck(t, os.WriteFile(certPath, cert, 0o644), "restore cert for the sender's side")
+	tcheck(t, b.StartAll(ctx, "northshire-pio", "rpiu-north-east"), "start PIO")
+
+	_, err = b.Submit(ctx, "northshire-pio", []string{mailboxOf(t, b, "hmp-northgate")}, e2eMessage(e2eLabel, "Awaiting a pinned key"))
+	tcheck(t, err, "submit")
+	cfg := b.Nodes["hmp-northgate"].Config
+	if !testbed.WaitFor(ctx, 20*time.Second, func() bool {
+		return strings.Contains(run(t, b.Dir, nil, nil, conduitBin, "quarantine", "list", "--config", cfg).stdout, "signer-not-pinned")
+	}) {
+		t.Fatalf("not quarantined:\n%s", b.Tail("hmp-northgate", 10))
+	}
+	if n := len(b.AllDelivered("hmp-northgate")); n != 0 {
+		t.Fatalf("%d delivered before release", n)
+	}
+	// The administrator pins the certificate (the directory already holds
+	// its fingerprint; the file was missing), restarts, and releases.
+	tcheck(t, b.Stop("hmp-northgate"), "stop")
+	tcheck(t, b.Start(ctx, "hmp-northgate"), "restart")
+	mustRun(t, b.Dir, nil, nil, conduitBin, "quarantine", "release", "1", "--reason", "sender certificate installed", "--config", cfg)
+	if !testbed.WaitFor(ctx, 20*time.Second, func() bool { return len(b.AllDelivered("hmp-northgate")) > 0 }) {
+		t.Fatalf("released message not delivered:\n%s", b.Tail("hmp-northgate", 10))
+	}
+	show := mustRun(t, b.Dir, nil, nil, conduitBin, "quarantine", "show", "1", "--config", cfg)
+	if !strings.Contains(show, "re-processed") {
+		t.Errorf("quarantine record after release:\n%s", show)
+	}
+}
+
+func tcheck(t *testing.T, err error, what string) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}

@@ -90,7 +90,8 @@ message is held, then released or purged:
   released  the running gateway re-processes it with every check: when they
             pass it is delivered and the record becomes purged with the note
             "re-processed"; when a check fails again the message is
-            quarantined anew (a new id, held, with the new reason);
+            quarantined anew (a new id, held, with the new reason) and
+            this record becomes purged with a note naming the new id;
   purged    its bytes are destroyed; the record (sender, check, reason,
             size, note) is kept.`,
 	}
@@ -187,8 +188,8 @@ message with every check, as if it had just been received. If they now pass
 (for example because the sender's certificate has been pinned in the
 directory), it is delivered and its record becomes purged with the note
 "re-processed". If a check fails again it is quarantined anew, held, under a
-new id with the new reason; this record stays released. Fix the cause before
-releasing.`,
+new id with the new reason, and this record becomes purged with a note naming
+the new id. Fix the cause before releasing.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return setQState(cmd, cfgPath, args[0], store.Released, relReason)
@@ -246,7 +247,8 @@ func setQState(cmd *cobra.Command, cfgPath, arg string, to store.QState, reason 
 		fmt.Fprintf(w, "released quarantined message %d (failed check: %s).\n", id, dash(q.Check))
 		fmt.Fprintln(w, "The running gateway will re-process it with every check: if they pass it is delivered")
 		fmt.Fprintln(w, "and this record becomes purged (\"re-processed\"); if a check fails again it is")
-		fmt.Fprintln(w, "quarantined anew under a new id. Watch `conduit quarantine list --state held`.")
+		fmt.Fprintln(w, "quarantined anew under a new id, named in this record's note.")
+		fmt.Fprintf(w, "Follow it with `conduit quarantine show %d` and `conduit quarantine list --state held`.\n", id)
 	case store.Purged:
 		fmt.Fprintf(w, "purged quarantined message %d: its %d bytes are destroyed; the record is kept. Note: %s\n", id, q.Size, note)
 	}
