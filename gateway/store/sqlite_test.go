@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -358,6 +359,90 @@ func TestTwoHandlesOnOneFileTakeEachItemOnce(t *testing.T) {
 	defer b.Close()
 	want := enqueueN(t, a, 200)
 	claimAll(t, []*SQLite{a, b}, want, 4)
+}
+
+// Separate gateway processes on one file: child processes started
+// together (each waits for its stdin to close) claim until the queue is
+// empty and report what they took.
+const claimEnv = "CONDUIT_STORE_CLAIM_DB"
+
+func TestClaimChild(t *testing.T) {
+	path := os.Getenv(claimEnv)
+	if path == "" {
+		t.Skip("run by TestClaimersInSeparateProcessesTakeEachItemOnce")
+	}
+	ctx := context.Background()
+	s, err := OpenSQLite(ctx, path)
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	io.Copy(io.Discard, os.Stdin) // the start signal: stdin closed
+	now := time.Now()
+	for {
+		c, err := s.Claim(ctx, now, 2, time.Hour)
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		if len(c) == 0 {
+			break
+		}
+		for _, it := range c {
+			fmt.Println("claimed", it.ID)
+		}
+	}
+	s.Close()
+}
+
+func TestClaimersInSeparateProcessesTakeEachItemOnce(t *testing.T) {
+	s, path := openTest(t)
+	want := enqueueN(t, s, 300)
+	type child struct {
+		cmd *exec.Cmd
+		in  io.WriteCloser
+		out bytes.Buffer
+	}
+	var cs []*child
+	for range 3 {
+		c := &child{cmd: exec.Command(os.Args[0], "-test.run=^TestClaimChild$", "-test.count=1")}
+		c.cmd.Env = append(os.Environ(), claimEnv+"="+path)
+		c.cmd.Stdout = &c.out
+		var err error
+		c.in, err = c.cmd.StdinPipe()
+		tcheck(t, err, "stdin")
+		tcheck(t, c.cmd.Start(), "start child")
+		cs = append(cs, c)
+	}
+	for _, c := range cs {
+		c.in.Close()
+	}
+	seen := map[int64]int{}
+	for i, c := range cs {
+		if err := c.cmd.Wait(); err != nil {
+			t.Fatalf("child %d: %v\n%s", i, err, c.out.String())
+		}
+		n := 0
+		for _, line := range strings.Split(c.out.String(), "\n") {
+			if v, ok := strings.CutPrefix(line, "claimed "); ok {
+				id, err := strconv.ParseInt(v, 10, 64)
+				tcheck(t, err, "child output")
+				seen[id]++
+				n++
+			} else if strings.HasPrefix(line, "error") {
+				t.Fatalf("child %d: %s", i, line)
+			}
+		}
+		t.Logf("child %d claimed %d items", i, n)
+	}
+	for _, id := range want {
+		if seen[id] != 1 {
+			t.Errorf("item %d claimed %d times", id, seen[id])
+		}
+	}
+	if len(seen) != len(want) {
+		t.Errorf("%d distinct items claimed, want %d", len(seen), len(want))
+	}
 }
 
 func TestDeliveryTransitions(t *testing.T) {
