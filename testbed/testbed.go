@@ -33,6 +33,7 @@ import (
 
 	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/examples"
+	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/keys"
 	"github.com/conduit-gateway/conduit/pki"
 )
@@ -332,6 +333,58 @@ func (b *Bed) Submit(ctx context.Context, id string, rcpts []string, msg []byte)
 		return "", err
 	}
 	return b.transact(c, n.Address, rcpts, msg)
+}
+
+// SubmitAs is Submit with another MAIL FROM than the account's own
+// mailbox, as a submitter trying to send as someone else would.
+func (b *Bed) SubmitAs(ctx context.Context, id, from string, rcpts []string, msg []byte) (string, error) {
+	n := b.Nodes[id]
+	c, err := b.dial(ctx, n.Submission)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", n.User, n.Password)); err != nil {
+		return "", err
+	}
+	return b.transact(c, from, rcpts, msg)
+}
+
+// ClientTLS is the TLS configuration a client of the bed's gateways uses:
+// the bed's CA, TLS 1.2 at least.
+func (b *Bed) ClientTLS() *tls.Config { return b.tlsClient.Clone() }
+
+// StorePath is the path of a node's SQLite database.
+func (b *Bed) StorePath(id string) string { return filepath.Join(b.Nodes[id].Dir, "conduit.db") }
+
+// OpenStore opens a node's store, to look at its queue, replay cache and
+// quarantine from the outside (SQLite in WAL mode allows it while the
+// gateway runs). The caller closes it.
+func (b *Bed) OpenStore(ctx context.Context, id string) (*store.SQLite, error) {
+	if b.Nodes[id] == nil {
+		return nil, fmt.Errorf("testbed: no node %s", id)
+	}
+	return store.OpenSQLite(ctx, b.StorePath(id))
+}
+
+// Queue lists a node's queue items (without envelopes) matching f.
+func (b *Bed) Queue(ctx context.Context, id string, f store.Filter) ([]store.Item, error) {
+	st, err := b.OpenStore(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	return st.List(ctx, f)
+}
+
+// Quarantined lists a node's quarantined messages (without their bytes).
+func (b *Bed) Quarantined(ctx context.Context, id string) ([]store.QItem, error) {
+	st, err := b.OpenStore(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	return st.ListQuarantine(ctx, "")
 }
 
 // Inject sends a raw message to a node's inbound listener, as a partner
