@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs the real peers the interop tests use
-# (GnuPG, Sequoia sq), then go vet, gofmt, every test, and a bounded run of
+# (GnuPG, Sequoia sq, swaks), then go vet, gofmt, every test, and a bounded run of
 # each fuzz target. Used by the README and by CI (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -8,6 +8,7 @@ cd "$(dirname "$0")"
 need=()
 command -v gpg >/dev/null 2>&1 || need+=(gnupg)
 command -v sq >/dev/null 2>&1 || need+=(sq)
+command -v swaks >/dev/null 2>&1 || need+=(swaks)
 if ((${#need[@]})); then
 	if [ "$(id -u)" = 0 ]; then
 		echo "test.sh: installing ${need[*]}"
