@@ -18,8 +18,11 @@ import (
 )
 
 const (
-	relayPoll   = time.Second
-	relayLease  = 10 * time.Minute
+	relayPoll = time.Second
+	// relayLease is how long a claimed item is kept from other claimers.
+	// It is short, and renewed while the delivery runs (holdLease), so that
+	// items claimed by a gateway that crashed are due again within it.
+	relayLease  = 30 * time.Second
 	dialTimeout = 20 * time.Second
 )
 
@@ -78,7 +81,9 @@ func (e *relayError) Unwrap() error { return e.err }
 
 func (g *Gateway) deliverItem(ctx context.Context, it store.Item) {
 	log := g.log.With("package", it.PackageID, "destination", it.Destination, "attempt", it.Attempts)
+	release := g.holdLease(ctx, it)
 	remoteID, err := g.send(ctx, it)
+	release()
 	if err == nil {
 		if err := g.store.MarkSent(ctx, it.ID, remoteID); err != nil {
 			log.Error("sent but not recorded; it will be sent again and deduplicated by the receiver", "err", err)
@@ -114,6 +119,32 @@ func (g *Gateway) deliverItem(ctx context.Context, it store.Item) {
 		log.Error("retry not recorded", "err", rerr)
 	}
 	log.Warn("delivery deferred", "err", err, "next", next.UTC().Format(time.RFC3339))
+}
+
+// holdLease renews an item's claim every third of the lease while it is
+// being delivered (a large package on a slow link may take minutes), and
+// stops when the returned function is called, before the outcome is
+// recorded. A renewal is a MarkRetry that keeps the item's last error.
+func (g *Gateway) holdLease(ctx context.Context, it store.Item) (release func()) {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(relayLease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := g.store.MarkRetry(ctx, it.ID, g.Now().Add(relayLease), it.LastError); err != nil && ctx.Err() == nil {
+					g.log.Warn("queue lease not renewed; another worker may deliver it too (the receiver deduplicates)", "package", it.PackageID, "err", err)
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
 }
 
 // backoff doubles from min per attempt up to max, with ±25% jitter so
