@@ -155,7 +155,7 @@ func TestDirectoryErrorsNameFileLineAndField(t *testing.T) {
 		field      string
 		reasonPart string
 	}{
-		{"unknown field", "    kind: pas\n", "    kind: pas\n    colour: blue\n", "colour: blue", "", `unknown field "colour"`},
+		{"unknown field", "    kind: pas\n", "    kind: pas\n    colour: blue\n", "colour: blue", "colour", `unknown field "colour"`},
 		{"duplicate id", "  - id: pas\n", "  - id: ccu-north\n", "  - id: ccu-north\n    name: PAS", "$.agencies[6].id", `duplicate agency id "ccu-north"`},
 		{"unknown kind", "kind: pas", "kind: police-advisers", "kind: police-advisers", "$.agencies[6].kind", "is not an agency kind"},
 		{"prison whose region has no regional CCU", "    region: north-east\n    force: northshire-police\n    jurisdiction", "    region: yorkshire\n    force: northshire-police\n    jurisdiction", "region: yorkshire", "$.agencies[3].region", "has no regional CCU"},

@@ -165,6 +165,10 @@ func yamlError(file string, src []byte, field string, err error) *Error {
 		// name the section it was decoding.
 		e.Field = ""
 	}
+	var uf *yaml.UnknownFieldError
+	if errors.As(err, &uf) && uf.Token != nil {
+		e.Field = uf.Token.Value
+	}
 	return e
 }
 
