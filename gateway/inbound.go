@@ -131,7 +131,7 @@ func (g *Gateway) process(ctx context.Context, m received) outcome {
 		}
 		return g.quarantine(ctx, m, checkName(err), err.Error())
 	}
-	dec := g.engine.DecideInbound(ctx, &o.Manifest, o.Signer.Agency)
+	dec := g.engine.DecideInboundFor(ctx, &o.Manifest, o.Signer.Agency, m.rcpts)
 	var mailboxes []string
 	for _, d := range dec.Deliveries {
 		if d.Agency == g.cfg.Agency && d.Mailbox != "" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/conduit-gateway/conduit/config"
@@ -179,10 +180,43 @@ func (p *Policy) Decide(ctx context.Context, m *envelope.Manifest, s Sender) Dec
 // that has been opened and verified: from is the agency whose pinned key
 // signed it. A refused inbound package is quarantined by the caller.
 func (p *Policy) DecideInbound(ctx context.Context, m *envelope.Manifest, from string) Decision {
+	return p.DecideInboundFor(ctx, m, from, nil)
+}
+
+// DecideInboundFor is DecideInbound for a package the sending gateway
+// addressed to particular mailboxes of this agency (its RCPT TO): the
+// sender's policy chose them by function from the shared directory (the
+// governing governor, the security manager standing in for an untrained
+// intake...), so each becomes a destination with that mailbox's function,
+// and this agency's own rules then judge each one as they would the intake.
+// Addresses that are not this agency's mailboxes are ignored; with none
+// left, the package goes to the intake, as DecideInbound.
+func (p *Policy) DecideInboundFor(ctx context.Context, m *envelope.Manifest, from string, mailboxes []string) Decision {
 	e := &eval{ctx: ctx, p: p, d: p.Directory, m: m, self: p.Self, sender: p.Directory.Agency(from),
 		dir: inbound, now: p.now()}
 	e.act = newActivation(e)
-	e.addDest(p.Self, config.Intake, "addressed", false)
+	var fns []config.Function
+	for _, addr := range mailboxes {
+		for i := range p.Self.Mailboxes {
+			mb := &p.Self.Mailboxes[i]
+			if !strings.EqualFold(mb.Address, addr) {
+				continue
+			}
+			fn := mb.Function
+			if fn == "" {
+				fn = config.Intake
+			}
+			if !slices.Contains(fns, fn) {
+				fns = append(fns, fn)
+			}
+		}
+	}
+	if len(fns) == 0 {
+		fns = []config.Function{config.Intake}
+	}
+	for _, fn := range fns {
+		e.addDest(p.Self, fn, "addressed", false)
+	}
 	// Escalation last, as outbound, so that every copy is immediate.
 	receivers := slices.Clone(p.receivers)
 	for i, r := range receivers {

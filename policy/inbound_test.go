@@ -265,3 +265,52 @@ func TestTraceNeverHoldsSubjectIdentity(t *testing.T) {
 		}
 	}
 }
+
+// TestInboundHonoursTheMailboxTheSenderChose: HMP Eastmoor's intake has no
+// training record, so the sender's policy addresses its governing
+// governor; the receiver delivers there (trained) instead of holding the
+// package at the intake. MoU Annex A (Data security): the receiver still
+// judges each mailbox itself.
+func TestInboundHonoursTheMailboxTheSenderChose(t *testing.T) {
+	p := builtinPolicy(t, "hmp-eastmoor")
+	m := pkg("northshire-pio", "hmp-eastmoor")
+	intake := p.DecideInbound(context.Background(), m, "northshire-pio")
+	if len(intake.Deliveries) != 0 {
+		t.Fatalf("the untrained intake received it: %s", dump(intake))
+	}
+	const governor = "governor@eastmoor.hmpps.example"
+	d := p.DecideInboundFor(context.Background(), m, "northshire-pio", []string{governor})
+	if len(d.Deliveries) != 1 || d.Deliveries[0].Mailbox != governor {
+		t.Fatalf("want one delivery to %s: %s", governor, dump(d))
+	}
+	// Asking for the untrained intake by name changes nothing.
+	in := p.DecideInboundFor(context.Background(), m, "northshire-pio", []string{"intel@eastmoor.hmpps.example"})
+	if len(in.Deliveries) != 0 {
+		t.Fatalf("the untrained intake received it when addressed: %s", dump(in))
+	}
+	// An address that is not Eastmoor's own opens no way round the intake.
+	other := p.DecideInboundFor(context.Background(), m, "northshire-pio", []string{"someone@else.example"})
+	if len(other.Deliveries) != 0 {
+		t.Fatalf("a foreign address opened a way round the intake: %s", dump(other))
+	}
+}
+
+// TestInboundMailboxChoiceCannotReachAGovernorWhoIsASubject: a sending
+// gateway (misconfigured or hostile) that addresses the governing governor
+// of a prison whose governor is a subject gets no delivery there (MoU 6.1
+// police, bullet 5).
+func TestInboundMailboxChoiceCannotReachAGovernorWhoIsASubject(t *testing.T) {
+	p := builtinPolicy(t, "hmp-northgate")
+	m := pkg("northshire-pio", "hmp-northgate")
+	m.Subjects = []envelope.Subject{{Role: "governing-governor", Establishment: "hmp-northgate"}}
+	gov := p.Self.Mailbox("governing-governor")
+	if gov == nil {
+		t.Fatal("no governor mailbox in the example")
+	}
+	d := p.DecideInboundFor(context.Background(), m, "northshire-pio", []string{gov.Address})
+	for _, dl := range d.Deliveries {
+		if dl.Mailbox == gov.Address {
+			t.Fatalf("delivered to the governor who is a subject: %s", dump(d))
+		}
+	}
+}

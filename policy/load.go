@@ -231,6 +231,14 @@ func (e *Engine) DecideInbound(ctx context.Context, m *envelope.Manifest, from s
 	return d
 }
 
+// DecideInboundFor decides a received package addressed to particular
+// mailboxes with the policy in force (Policy.DecideInboundFor).
+func (e *Engine) DecideInboundFor(ctx context.Context, m *envelope.Manifest, from string, mailboxes []string) Decision {
+	d := e.cur.Load().DecideInboundFor(ctx, m, from, mailboxes)
+	logDecision(e.log, "inbound", m, &d)
+	return d
+}
+
 // ErrReloadRefused wraps the reason a new policy was not put in force.
 var ErrReloadRefused = errors.New("policy reload refused; the policy in force is unchanged")
 

@@ -44,10 +44,10 @@ const demoLabelBase = `v=1; classification=OFFICIAL-SENSITIVE; grading=5x5x5; so
 func demoScenarios() []demoScenario {
 	return []demoScenario{
 		{
-			title: "Routine dissemination to a prison", to: "hmp-northgate",
+			title: "Routine dissemination to a prison whose intake has no trained holder", to: "hmp-eastmoor",
 			subject: "Drugs through visits, hall B",
 			label:   fmt.Sprintf(demoLabelBase, "prison-security", "yes", "NP-DEMO-1"),
-			expect:  []string{"hmp-northgate"},
+			expect:  []string{"hmp-eastmoor"},
 		},
 		{
 			title: "The governing governor of HMP Northgate is a subject", to: "hmp-northgate",
