@@ -140,6 +140,17 @@ func (g *Gateway) process(ctx context.Context, m received) outcome {
 	}
 	if dec.Decision == policy.Deny || len(mailboxes) == 0 {
 		why := refusalReply(dec).(*smtp.SMTPError).Message
+		if dec.Decision != policy.Deny && len(dec.Holds) > 0 {
+			// Held here: kept (in quarantine, whole and still encrypted)
+			// until an administrator releases it, and the sender told it
+			// arrived, so it does not report a failure.
+			out := g.quarantine(ctx, m, "held", strings.TrimPrefix(why, "Package refused, nothing was sent: "))
+			if out.qid != 0 {
+				out.reply = reply(250, smtp.EnhancedCode{2, 0, 0}, fmt.Sprintf("Package accepted and held as Q%d at %s until an administrator releases it: %s",
+					out.qid, g.cfg.Agency, strings.TrimPrefix(why, "Package refused, nothing was sent: ")))
+			}
+			return out
+		}
 		return g.quarantine(ctx, m, "inbound-policy", why)
 	}
 	for _, mb := range mailboxes {

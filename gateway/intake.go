@@ -61,19 +61,38 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 	dec := g.engine.Decide(ctx, m, policy.Sender{Agency: g.cfg.Agency, OriginatorConsent: hdr.Get(hdrConsent)})
 	g.log.Info("intake decision", "user", sub.user.Name, "reference", m.Label.Reference, "decision", dec.Decision,
 		"deliveries", len(dec.Deliveries), "refusals", len(dec.Refusals), "holds", len(dec.Holds), "rules", ruleIDs(dec))
-	if len(dec.Deliveries) == 0 {
+	if len(dec.Deliveries) == 0 && len(dec.Holds) == 0 {
 		return refusalReply(dec)
 	}
 
-	// One envelope per destination agency, all under one package id.
+	// One envelope per destination agency, all under one package id. A
+	// held destination is sealed and stored too, held until an
+	// administrator releases it (conduit queue release).
 	pkgID := envelope.NewPackageID()
 	byAgency := map[string][]policy.Delivery{}
+	held := map[string]policy.HoldEntry{}
 	var order []string
 	for _, d := range dec.Deliveries {
 		if _, ok := byAgency[d.Agency]; !ok {
 			order = append(order, d.Agency)
 		}
 		byAgency[d.Agency] = append(byAgency[d.Agency], d)
+	}
+	for _, h := range dec.Holds {
+		if _, ok := byAgency[h.Agency]; ok {
+			continue // delivered to some mailboxes there already
+		}
+		a := g.cfg.Directory.Agency(h.Agency)
+		if a == nil || len(a.Mailboxes) == 0 {
+			continue
+		}
+		mb := a.Mailbox("intake")
+		if mb == nil {
+			mb = &a.Mailboxes[0]
+		}
+		held[h.Agency] = h
+		order = append(order, h.Agency)
+		byAgency[h.Agency] = []policy.Delivery{{Agency: h.Agency, Mailbox: mb.Address, Priority: policy.Normal, Rule: h.Rule}}
 	}
 	var items []store.Item
 	for _, agency := range order {
@@ -123,6 +142,9 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 				it.Priority = store.Immediate
 			}
 		}
+		if h, ok := held[agency]; ok {
+			it.State, it.Reason = store.OnHold, h.Rule+": "+h.Reason
+		}
 		items = append(items, it)
 	}
 	// Security invariant 3: durable before the 250.
@@ -131,8 +153,14 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 		return errTempStore
 	}
 	g.nudge()
-	g.log.Info("package queued", "package", pkgID, "destinations", order)
-	return acceptReply(pkgID, order, byAgency, dec)
+	g.log.Info("package queued", "package", pkgID, "destinations", order, "held", len(held))
+	var sendNow []string
+	for _, a := range order {
+		if _, ok := held[a]; !ok {
+			sendNow = append(sendNow, a)
+		}
+	}
+	return acceptReply(pkgID, sendNow, byAgency, dec)
 }
 
 // manifestFromHeader builds the package manifest from a submitted message.
@@ -271,12 +299,17 @@ func acceptReply(pkgID string, dests []string, by map[string][]policy.Delivery, 
 		}
 		to = append(to, a+" ("+strings.Join(rules, ", ")+")")
 	}
-	msg := "Package " + pkgID + " queued for " + strings.Join(to, ", ")
+	msg := "Package " + pkgID
+	if len(to) > 0 {
+		msg += " queued for " + strings.Join(to, ", ")
+	} else {
+		msg += " accepted and held; nothing is sent until an administrator releases it"
+	}
 	for _, r := range d.Refusals {
 		msg += fmt.Sprintf("; not for %s: %s (%s)", r.Agency, r.Reason, r.Rule)
 	}
 	for _, h := range d.Holds {
-		msg += fmt.Sprintf("; held for %s: %s (%s)", h.Agency, h.Reason, h.Rule)
+		msg += fmt.Sprintf("; held for %s: %s (%s), kept sealed until released", h.Agency, h.Reason, h.Rule)
 	}
 	return reply(250, smtp.EnhancedCode{2, 0, 0}, msg)
 }

@@ -133,3 +133,34 @@ func tcheck(t *testing.T, err error, what string) {
 		t.Fatalf("%s: %v", what, err)
 	}
 }
+
+// TestHeldPackageWaitsForAReleaseThenGoes: 5x5x5 handling code 5 is held
+// for the originator (handling-code rule; NIM grading, MoU Annex A): the
+// sender is told so, nothing leaves, and an administrator's release sends
+// the envelope sealed at submission.
+func TestHeldPackageWaitsForAReleaseThenGoes(t *testing.T) {
+	b := newBed(t, testbed.Options{}, "northshire-pio", "hmp-northgate", "rpiu-north-east")
+	ctx := context.Background()
+	label := strings.Replace(e2eLabel, "handling=1", "handling=5", 1)
+	resp, err := b.Submit(ctx, "northshire-pio", []string{mailboxOf(t, b, "hmp-northgate")}, e2eMessage(label, "Refer to originator"))
+	tcheck(t, err, "submit")
+	if !strings.Contains(resp, "held") || !strings.Contains(resp, "handling-code") {
+		t.Fatalf("250 text does not say it is held: %s", resp)
+	}
+	cfg := b.Nodes["northshire-pio"].Config
+	list := mustRun(t, b.Dir, nil, nil, conduitBin, "queue", "list", "--state", "held", "--config", cfg)
+	if !strings.Contains(list, "hmp-northgate") {
+		t.Fatalf("held item not listed:\n%s", list)
+	}
+	if n := len(b.AllDelivered("hmp-northgate")); n != 0 {
+		t.Fatalf("%d delivered while held", n)
+	}
+	r := run(t, b.Dir, nil, nil, conduitBin, "queue", "release", "1", "--config", cfg)
+	if r.code == 0 {
+		t.Fatal("release without a reason was accepted")
+	}
+	mustRun(t, b.Dir, nil, nil, conduitBin, "queue", "release", "1", "--reason", "originator consulted, consent NP-C-7", "--config", cfg)
+	if !testbed.WaitFor(ctx, 20*time.Second, func() bool { return len(b.AllDelivered("hmp-northgate")) > 0 }) {
+		t.Fatalf("released package not delivered:\n%s", b.Tail("northshire-pio", 10))
+	}
+}

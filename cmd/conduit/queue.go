@@ -181,9 +181,9 @@ func printItem(w io.Writer, it store.Item) {
 func init() {
 	queueCmd := &cobra.Command{
 		Use:   "queue",
-		Short: "List, show, retry and drop outbound queue items",
+		Short: "List, show, retry, release and drop outbound queue items",
 		Long: `The outbound queue holds one item per package and destination agency: the
-sealed envelope (ciphertext only) and its delivery state (queued, sent,
+sealed envelope (ciphertext only) and its delivery state (queued, held, sent,
 failed, dropped). These commands work on the gateway's database while the
 gateway runs; they never print package content.`,
 	}
@@ -200,9 +200,9 @@ gateway runs; they never print package content.`,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch store.State(state) {
-			case "", store.Queued, store.Sent, store.Failed, store.Dropped:
+			case "", store.Queued, store.OnHold, store.Sent, store.Failed, store.Dropped:
 			default:
-				return &exitError{exitUsage, fmt.Errorf("--state %q: one of queued, sent, failed, dropped", state)}
+				return &exitError{exitUsage, fmt.Errorf("--state %q: one of queued, held, sent, failed, dropped", state)}
 			}
 			ctx := cmd.Context()
 			st, err := openStore(ctx, cfgPath)
@@ -225,7 +225,7 @@ gateway runs; they never print package content.`,
 			return nil
 		},
 	}
-	list.Flags().StringVar(&state, "state", "", "only items in this state: queued, sent, failed or dropped")
+	list.Flags().StringVar(&state, "state", "", "only items in this state: queued, held, sent, failed or dropped")
 	list.Flags().StringVar(&dest, "destination", "", "only items for this destination agency id")
 	list.Flags().StringVar(&pkg, "package", "", "only items of this package id")
 	list.Flags().IntVar(&limit, "limit", 0, "at most this many items (0: all)")
@@ -338,7 +338,47 @@ complete; the item is then recorded as sent.`,
 	}
 	drop.Flags().StringVar(&reason, "reason", "", "why the item is dropped (required; kept with the record)")
 
-	queueCmd.AddCommand(list, show, retry, drop)
+	var relReason string
+	release := &cobra.Command{
+		Use:   "release ID --reason TEXT",
+		Short: "Send a held item: the sharing policy held it for a release",
+		Long: `Release queues an item the sharing policy held (handling code 5 waiting for
+the originator, a mailbox without a training record, an administrator's hold
+rule) for delivery now. It was sealed when it was submitted; releasing sends
+that envelope. --reason is required and kept with who released it: say what
+made the release lawful (the originator's consent, the training record).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0])
+			if err != nil {
+				return err
+			}
+			if strings.TrimSpace(relReason) == "" {
+				return &exitError{exitUsage, errors.New("queue release needs --reason TEXT: say what makes sending it lawful now (it is kept with the record)")}
+			}
+			ctx := cmd.Context()
+			st, err := openStore(ctx, cfgPath)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			it, err := st.Get(ctx, id)
+			if err != nil {
+				return storeError(err, "queue item", id)
+			}
+			who := administrator()
+			if err := st.Release(ctx, id, who+": "+oneLine(relReason)); err != nil {
+				return storeError(err, "queue item", id)
+			}
+			adminLog(ctx, "queue item released", "item", id, "package", it.PackageID, "destination", it.Destination, "by", who)
+			fmt.Fprintf(cmd.OutOrStdout(), "released queue item %d (package %s to %s); the running gateway sends it on its next pass\n",
+				id, it.PackageID, it.Destination)
+			return nil
+		},
+	}
+	release.Flags().StringVar(&relReason, "reason", "", "what makes sending it lawful now (required; kept with the record)")
+
+	queueCmd.AddCommand(list, show, retry, drop, release)
 	rootCmd.AddCommand(queueCmd)
 }
 

@@ -122,7 +122,7 @@ CREATE TABLE queue (
 	priority     INTEGER NOT NULL CHECK (priority IN (0, 1)),
 	marking      TEXT    NOT NULL,
 	size         INTEGER NOT NULL,
-	state        TEXT    NOT NULL CHECK (state IN ('queued', 'sent', 'failed', 'dropped')),
+	state        TEXT    NOT NULL CHECK (state IN ('queued', 'held', 'sent', 'failed', 'dropped')),
 	attempts     INTEGER NOT NULL DEFAULT 0,
 	next_attempt INTEGER NOT NULL, -- unix nanoseconds, UTC
 	last_error   TEXT    NOT NULL DEFAULT '',
@@ -284,7 +284,7 @@ func checkItem(it *Item) error {
 		return errors.New("there are no recipients")
 	case it.Priority != Normal && it.Priority != Immediate:
 		return fmt.Errorf("priority %d is unknown", it.Priority)
-	case it.State != "" && it.State != Queued:
+	case it.State != "" && it.State != Queued && it.State != OnHold:
 		return fmt.Errorf("a new item cannot be in state %s", it.State)
 	}
 	return nil
@@ -304,8 +304,8 @@ func (s *SQLite) Enqueue(ctx context.Context, items []Item) ([]int64, error) {
 		defer find.Close()
 		ins, err := tx.PrepareContext(ctx, `INSERT INTO queue
 			(package_id, destination, recipients, mail_from, submitter, priority, marking, size,
-			 state, attempts, next_attempt, created, updated)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)`)
+			 state, reason, attempts, next_attempt, created, updated)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)`)
 		if err != nil {
 			return err
 		}
@@ -336,8 +336,12 @@ func (s *SQLite) Enqueue(ctx context.Context, items []Item) ([]int64, error) {
 			if next.IsZero() {
 				next = now
 			}
+			state, reason := Queued, ""
+			if it.State == OnHold {
+				state, reason = OnHold, it.Reason
+			}
 			res, err := ins.ExecContext(ctx, it.PackageID, it.Destination, rcpts, it.MailFrom, it.Submitter,
-				int(it.Priority), it.Marking, len(it.Envelope), next.UnixNano(), now.UnixNano(), now.UnixNano())
+				int(it.Priority), it.Marking, len(it.Envelope), string(state), reason, next.UnixNano(), now.UnixNano(), now.UnixNano())
 			if err != nil {
 				return fmt.Errorf("item %d: %w", i, err)
 			}
@@ -497,12 +501,22 @@ func (s *SQLite) RetryNow(ctx context.Context, id int64) error {
 		`state = 'queued', reason = '', next_attempt = ?`, s.now().UTC().UnixNano())
 }
 
-// Drop removes a queued or failed item from delivery, keeping the reason.
+// Release queues a held item, due at once, keeping who released it and why.
+func (s *SQLite) Release(ctx context.Context, id int64, reason string) error {
+	if strings.TrimSpace(reason) == "" {
+		return fmt.Errorf("release item %d: %w", id, ErrNoReason)
+	}
+	return s.transition(ctx, "release", id, []State{OnHold},
+		`state = 'queued', reason = ?, next_attempt = ?`, "released: "+reason, s.now().UTC().UnixNano())
+}
+
+// Drop removes a queued, failed or held item from delivery, keeping the
+// reason.
 func (s *SQLite) Drop(ctx context.Context, id int64, reason string) error {
 	if strings.TrimSpace(reason) == "" {
 		return fmt.Errorf("drop item %d: %w", id, ErrNoReason)
 	}
-	return s.transition(ctx, "drop", id, []State{Queued, Failed}, `state = 'dropped', reason = ?`, reason)
+	return s.transition(ctx, "drop", id, []State{Queued, Failed, OnHold}, `state = 'dropped', reason = ?`, reason)
 }
 
 // List returns items without their envelopes, newest first.

@@ -937,3 +937,37 @@ func BenchmarkEnqueueClaimSentBatch16(b *testing.B) {
 	}
 	b.ReportMetric(float64(16*i)/b.Elapsed().Seconds(), "items/s")
 }
+
+func TestHeldItemWaitsUntilReleased(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "q.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ids, err := s.Enqueue(ctx, []Item{{PackageID: "cdt-held", Destination: "hmp-northgate", Recipients: []string{"a@b"},
+		MailFrom: "gw@x", Envelope: []byte("sealed"), State: OnHold, Reason: "handling-code: refer to the originator"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Claim(ctx, time.Now().Add(time.Hour), 10, time.Minute); len(got) != 0 {
+		t.Fatalf("a held item was claimed: %+v", got)
+	}
+	it, err := s.Get(ctx, ids[0])
+	if err != nil || it.State != OnHold || !strings.Contains(it.Reason, "handling-code") {
+		t.Fatalf("held item = %+v, %v", it, err)
+	}
+	if err := s.Release(ctx, ids[0], ""); !errors.Is(err, ErrNoReason) {
+		t.Fatalf("release without a reason: %v", err)
+	}
+	if err := s.Release(ctx, ids[0], "admin: originator consulted"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx, ids[0], "again"); !errors.Is(err, ErrWrongState) {
+		t.Fatalf("second release: %v", err)
+	}
+	got, err := s.Claim(ctx, time.Now().Add(time.Second), 10, time.Minute)
+	if err != nil || len(got) != 1 || got[0].ID != ids[0] {
+		t.Fatalf("released item not claimable: %+v, %v", got, err)
+	}
+}

@@ -41,6 +41,10 @@ const (
 	Sent    State = "sent"    // the destination gateway accepted it (250)
 	Failed  State = "failed"  // gave up after the maximum age; the sender was told
 	Dropped State = "dropped" // removed by an administrator, with a reason
+	// OnHold: sealed and kept, but not sent until an administrator
+	// releases it (the policy held this destination: handling code 5, a
+	// training record missing, an administrator's hold rule).
+	OnHold State = "held"
 )
 
 // Item is one sealed envelope waiting to go to one destination gateway.
@@ -116,8 +120,10 @@ var (
 // Store is the gateway's durable state.
 type Store interface {
 	// Enqueue stores items in one transaction: either all are durable or
-	// none is. An item whose (PackageID, Destination) is already queued is
-	// not stored again; its existing id is returned instead.
+	// none is. An item whose (PackageID, Destination) is already stored, in
+	// whatever state, is not stored again; its existing id is returned
+	// instead. An item given State OnHold is stored held, with its Reason;
+	// any other is queued.
 	Enqueue(ctx context.Context, items []Item) ([]int64, error)
 	// Claim takes up to limit queued items whose NextAttempt is due,
 	// immediate ones first, then the oldest. Before returning it writes
@@ -142,6 +148,9 @@ type Store interface {
 	RetryNow(ctx context.Context, id int64) error
 	// Drop removes an item from delivery; the reason is required and kept.
 	Drop(ctx context.Context, id int64, reason string) error
+	// Release queues a held item for delivery now; the reason (who
+	// released it and why) is required and kept.
+	Release(ctx context.Context, id int64, reason string) error
 	// Depth counts queued items per destination.
 	Depth(ctx context.Context) (map[string]int, error)
 
