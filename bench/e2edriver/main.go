@@ -1,0 +1,430 @@
+// Command e2edriver drives bench/e2e.sh: it pushes N packages of a given
+// size over SMTP with a few concurrent clients, either through two Conduit
+// gateways on loopback (laid out and started with the testbed package) or
+// through a plain SMTP relay (Postfix) to a sink it runs itself, and waits
+// until every one is a file in the receiving Maildir. It prints the
+// throughput and the latency from the start of a submission to the file's
+// appearance (its modification time), p50 and p99.
+//
+//	e2edriver -mode conduit -bin ./conduit -dir WORK [-n 500 -size 16384 -clients 4]
+//	e2edriver -mode relay -relay 127.0.0.1:PORT -sink 127.0.0.1:PORT -dir WORK [...]
+//	e2edriver -mode ports -count 2      (prints free loopback ports)
+//
+// Neither mode prints package content.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/conduit-gateway/conduit/testbed"
+)
+
+const label = `v=1; classification=OFFICIAL-SENSITIVE; grading=5x5x5; source=B; intelligence=2; handling=1; basis=assessment; subjects=suspected; purpose=prison-security; sanitised=yes; originator=northshire-pio; reference=BENCH-E2E`
+
+const (
+	sender    = "northshire-pio"
+	receiver  = "hmp-northgate"
+	recipient = "intel@northgate.hmpps.example"
+	benchHdr  = "X-Bench-Seq"
+)
+
+func main() {
+	mode := flag.String("mode", "conduit", "conduit, relay or ports")
+	bin := flag.String("bin", "", "the conduit binary (mode conduit)")
+	dir := flag.String("dir", "", "work directory")
+	n := flag.Int("n", 500, "packages")
+	size := flag.Int("size", 16384, "bytes per package body")
+	clients := flag.Int("clients", 4, "concurrent SMTP clients")
+	relay := flag.String("relay", "", "the relay's SMTP address (mode relay)")
+	sink := flag.String("sink", "", "address the sink listens on; the relay delivers there (mode relay)")
+	count := flag.Int("count", 2, "ports to print (mode ports)")
+	timeout := flag.Duration("timeout", 5*time.Minute, "give up after this long")
+	flag.Parse()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	var err error
+	switch *mode {
+	case "ports":
+		err = ports(*count)
+	case "conduit":
+		err = runConduit(ctx, *bin, *dir, *n, *size, *clients)
+	case "relay":
+		err = runRelay(ctx, *relay, *sink, *dir, *n, *size, *clients)
+	default:
+		err = fmt.Errorf("unknown mode %q", *mode)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2edriver:", err)
+		os.Exit(1)
+	}
+}
+
+func ports(count int) error {
+	var ls []net.Listener
+	for i := 0; i < count; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		ls = append(ls, l)
+		fmt.Println(l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return nil
+}
+
+// message is package i: marked headers, a random (incompressible) body of
+// size bytes, base64 lines as a mail client would send an attachment.
+func message(i, size int) []byte {
+	raw := make([]byte, size*3/4)
+	rand.Read(raw)
+	enc := base64.StdEncoding.EncodeToString(raw)
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "From: pio@northshire-pio.example\r\nTo: %s\r\nSubject: Bench package %d\r\n", recipient, i)
+	fmt.Fprintf(&b, "Date: %s\r\nMessage-ID: <bench-%d-%d@northshire-pio.example>\r\n", time.Now().Format(time.RFC1123Z), i, time.Now().UnixNano())
+	fmt.Fprintf(&b, "Handling-Label: %s\r\n%s: %d\r\n", label, benchHdr, i)
+	b.WriteString("MIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n")
+	for len(enc) > 76 {
+		b.WriteString(enc[:76] + "\r\n")
+		enc = enc[76:]
+	}
+	b.WriteString(enc + "\r\n")
+	return b.Bytes()
+}
+
+// client is how one load client opens its SMTP session.
+type dialer func() (*smtp.Client, error)
+
+type load struct {
+	n, size, clients int
+	from             string
+	dial             dialer
+	maildir          string // the receiving Maildir folder (its new/ is watched)
+	verify           string // a header every delivered file must carry, if set
+}
+
+type result struct {
+	n                  int
+	submitted, elapsed time.Duration
+	p50, p99, max      time.Duration
+	unverified         int
+}
+
+// perSession is how many packages a client sends in one SMTP session
+// before it opens a new one (the gateway bounds commands per session).
+const perSession = 50
+
+// run submits the packages with l.clients concurrent clients, each sending
+// its share one transaction after another (a new session every
+// perSession), and watches the Maildir until all are there. A package's
+// latency starts when its transaction starts (including the session set-up
+// when it opens one).
+func (l load) run(ctx context.Context) (result, error) {
+	msgs := make([][]byte, l.n)
+	for i := range msgs {
+		msgs[i] = message(i, l.size)
+	}
+	starts := make([]time.Time, l.n)
+	next := make(chan int, l.n)
+	for i := 0; i < l.n; i++ {
+		next <- i
+	}
+	close(next)
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	errc := make(chan error, l.clients)
+	for c := 0; c < l.clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var cl *smtp.Client
+			sent := 0
+			defer func() {
+				if cl != nil {
+					cl.Quit()
+				}
+			}()
+			for i := range next {
+				starts[i] = time.Now()
+				if cl == nil || sent == perSession {
+					if cl != nil {
+						cl.Quit()
+					}
+					var err error
+					if cl, err = l.dial(); err != nil {
+						errc <- err
+						return
+					}
+					sent = 0
+				}
+				if err := send(cl, l.from, msgs[i]); err != nil {
+					errc <- fmt.Errorf("package %d: %w", i, err)
+					return
+				}
+				sent++
+			}
+		}()
+	}
+	wg.Wait()
+	submitted := time.Since(t0)
+	select {
+	case err := <-errc:
+		return result{}, err
+	default:
+	}
+
+	arrived := map[int]time.Time{}
+	unverified := 0
+	seen := map[string]bool{}
+	newDir := filepath.Join(l.maildir, "new")
+	for len(arrived) < l.n {
+		if ctx.Err() != nil {
+			return result{}, fmt.Errorf("%d of %d delivered before the timeout", len(arrived), l.n)
+		}
+		entries, _ := os.ReadDir(newDir)
+		fresh := false
+		for _, e := range entries {
+			if seen[e.Name()] {
+				continue
+			}
+			seq, at, ok, err := readArrival(filepath.Join(newDir, e.Name()), l.verify)
+			if err != nil {
+				continue // still being renamed in; look again
+			}
+			seen[e.Name()] = true
+			fresh = true
+			if !ok {
+				unverified++
+			}
+			if _, dup := arrived[seq]; dup {
+				return result{}, fmt.Errorf("package %d delivered twice", seq)
+			}
+			arrived[seq] = at
+		}
+		if !fresh {
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	var lat []time.Duration
+	var last time.Time
+	for i, at := range arrived {
+		lat = append(lat, at.Sub(starts[i]))
+		if at.After(last) {
+			last = at
+		}
+	}
+	sort.Slice(lat, func(a, b int) bool { return lat[a] < lat[b] })
+	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	return result{n: l.n, submitted: submitted, elapsed: last.Sub(t0), p50: pct(0.50), p99: pct(0.99), max: lat[len(lat)-1], unverified: unverified}, nil
+}
+
+func send(c *smtp.Client, from string, msg []byte) error {
+	if err := c.Mail(from, nil); err != nil {
+		return err
+	}
+	if err := c.Rcpt(recipient, nil); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(msg); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+// readArrival reads a delivered file's sequence header; its modification
+// time is when it was written into the Maildir.
+func readArrival(path, verify string) (seq int, at time.Time, verified bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, time.Time{}, false, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, time.Time{}, false, err
+	}
+	r := bufio.NewReader(io.LimitReader(f, 256<<10))
+	seq = -1
+	verified = verify == ""
+	for {
+		line, err := r.ReadString('\n')
+		line = strings.TrimRight(line, "\r\n")
+		if line == "" || err != nil {
+			break
+		}
+		if v, ok := strings.CutPrefix(line, benchHdr+": "); ok {
+			seq, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+		if verify != "" && strings.HasPrefix(line, verify) {
+			verified = true
+		}
+	}
+	if seq < 0 {
+		return 0, time.Time{}, false, errors.New("no sequence header")
+	}
+	return seq, st.ModTime(), verified, nil
+}
+
+func report(side string, r result) {
+	fmt.Printf("RESULT side=%s n=%d submit_s=%.2f total_s=%.2f pps=%.1f p50_ms=%.0f p99_ms=%.0f max_ms=%.0f unverified=%d\n",
+		side, r.n, r.submitted.Seconds(), r.elapsed.Seconds(), float64(r.n)/r.elapsed.Seconds(),
+		ms(r.p50), ms(r.p99), ms(r.max), r.unverified)
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func runConduit(ctx context.Context, bin, dir string, n, size, clients int) error {
+	if bin == "" || dir == "" {
+		return errors.New("mode conduit needs -bin and -dir")
+	}
+	b, err := testbed.Create(dir, bin, testbed.Options{Agencies: []string{sender, receiver}})
+	if err != nil {
+		return err
+	}
+	defer b.StopAll()
+	if err := b.StartAll(ctx, sender, receiver); err != nil {
+		return err
+	}
+	s := b.Nodes[sender]
+	tc := b.ClientTLS()
+	r, err := load{
+		n: n, size: size, clients: clients, from: s.Address,
+		maildir: filepath.Join(b.Nodes[receiver].Maildir, recipient),
+		verify:  "Conduit-Verified: signer=" + sender,
+		dial: func() (*smtp.Client, error) {
+			c, err := smtp.DialStartTLS(s.Submission, tc)
+			if err != nil {
+				return nil, err
+			}
+			if err := c.Hello("bench.localhost"); err != nil {
+				return nil, err
+			}
+			if err := c.Auth(sasl.NewPlainClient("", s.User, s.Password)); err != nil {
+				return nil, err
+			}
+			return c, nil
+		},
+	}.run(ctx)
+	if err != nil {
+		return fmt.Errorf("%w\nsender log:\n%s\nreceiver log:\n%s", err, b.Tail(sender, 5), b.Tail(receiver, 5))
+	}
+	report("conduit", r)
+	return nil
+}
+
+func runRelay(ctx context.Context, relay, sinkAddr, dir string, n, size, clients int) error {
+	if relay == "" || sinkAddr == "" || dir == "" {
+		return errors.New("mode relay needs -relay, -sink and -dir")
+	}
+	box := filepath.Join(dir, "sink", recipient)
+	for _, sub := range []string{"tmp", "new", "cur"} {
+		if err := os.MkdirAll(filepath.Join(box, sub), 0o700); err != nil {
+			return err
+		}
+	}
+	l, err := net.Listen("tcp", sinkAddr)
+	if err != nil {
+		return err
+	}
+	srv := smtp.NewServer(&sinkBackend{dir: box})
+	srv.Domain = "sink.localhost"
+	srv.MaxMessageBytes = 64 << 20
+	srv.AllowInsecureAuth = true
+	go srv.Serve(l)
+	defer srv.Close()
+	r, err := load{
+		n: n, size: size, clients: clients, from: "pio@northshire-pio.example", maildir: box,
+		dial: func() (*smtp.Client, error) {
+			c, err := smtp.Dial(relay)
+			if err != nil {
+				return nil, err
+			}
+			if err := c.Hello("bench.localhost"); err != nil {
+				return nil, err
+			}
+			return c, nil
+		},
+	}.run(ctx)
+	if err != nil {
+		return err
+	}
+	report("relay", r)
+	return nil
+}
+
+// sinkBackend accepts every message and writes it into a Maildir the way
+// the gateway delivers (tmp/, fsync, rename into new/, fsync the folder),
+// so that both sides end with the same durable write.
+type sinkBackend struct {
+	dir string
+	mu  sync.Mutex
+	seq int
+}
+
+func (s *sinkBackend) NewSession(*smtp.Conn) (smtp.Session, error) { return &sinkSession{s}, nil }
+
+type sinkSession struct{ b *sinkBackend }
+
+func (s *sinkSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (s *sinkSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
+func (s *sinkSession) Reset()                               {}
+func (s *sinkSession) Logout() error                        { return nil }
+func (s *sinkSession) Data(r io.Reader) error {
+	s.b.mu.Lock()
+	s.b.seq++
+	name := fmt.Sprintf("sink-%d-%d", time.Now().UnixNano(), s.b.seq)
+	s.b.mu.Unlock()
+	tmp := filepath.Join(s.b.dir, "tmp", name)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		io.Copy(io.Discard, r)
+		return err
+	}
+	_, err = io.Copy(f, r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(s.b.dir, "new", name)); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Join(s.b.dir, "new"))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
