@@ -106,8 +106,17 @@ type Agency struct {
 	Gateway string `yaml:"gateway"`
 	// Fingerprint pins the gateway's OpenPGP key (40 hex digits for v4,
 	// 64 for v6); spaces are ignored.
-	Fingerprint string    `yaml:"fingerprint"`
-	Mailboxes   []Mailbox `yaml:"mailboxes"`
+	Fingerprint string `yaml:"fingerprint"`
+	// TLSPin, when set, pins the agency gateway's TLS key: the SHA-256 of
+	// its certificate's SubjectPublicKeyInfo, 64 hex digits. The relay then
+	// accepts that key whoever signed the certificate, and nothing else;
+	// without a pin the certificate must verify against the agencies' CA.
+	TLSPin string `yaml:"tls-pin,omitempty"`
+	// MutualTLS requires the agency's gateway to present its TLS client
+	// certificate (verified by the agencies' CA, naming the agency, and
+	// matching TLSPin when there is one) when it delivers here.
+	MutualTLS bool      `yaml:"mutual-tls,omitempty"`
+	Mailboxes []Mailbox `yaml:"mailboxes"`
 	// Escalation lists the contacts that receive immediate copies of
 	// packages carrying a major or imminent risk (MoU 6.1).
 	Escalation []Mailbox `yaml:"escalation,omitempty"`
@@ -246,6 +255,13 @@ func (d *Directory) check(doc *Doc, base string) error {
 			return doc.Errorf(at(i, "fingerprint"), "must be an OpenPGP fingerprint: 40 hex digits (v4) or 64 (v6)")
 		}
 		a.Fingerprint = fp
+		if a.TLSPin != "" {
+			pin := strings.ToLower(strings.NewReplacer(" ", "", ":", "").Replace(a.TLSPin))
+			if b, err := hex.DecodeString(pin); err != nil || len(b) != 32 {
+				return doc.Errorf(at(i, "tls-pin"), "must be the SHA-256 of the gateway certificate's public key: 64 hex digits")
+			}
+			a.TLSPin = pin
+		}
 		if len(a.Mailboxes) == 0 {
 			return doc.Errorf(at(i, "mailboxes"), "agency %s has no mailbox", a.ID)
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -71,9 +72,10 @@ func (s *inSession) Data(r io.Reader) error {
 		io.Copy(io.Discard, r)
 		return dataErr(err)
 	}
+	st, _ := s.conn.TLSConnectionState()
 	return s.g.receive(context.Background(), received{
 		remote: s.conn.Conn().RemoteAddr().String(), helo: s.conn.Hostname(),
-		from: s.from, rcpts: s.rcpts, raw: raw.Bytes(),
+		from: s.from, rcpts: s.rcpts, raw: raw.Bytes(), peer: st.PeerCertificates, live: true,
 	})
 }
 
@@ -81,6 +83,11 @@ type received struct {
 	remote, helo, from string
 	rcpts              []string
 	raw                []byte
+	// peer is the client certificate chain the partner presented; live is
+	// false for a quarantined message an administrator released, whose
+	// connection is gone (the release stands in for the route check).
+	peer []*x509.Certificate
+	live bool
 }
 
 // replayCheck asks the store whether a package was already delivered. It
@@ -130,6 +137,11 @@ func (g *Gateway) process(ctx context.Context, m received) outcome {
 			return outcome{reply: reply(250, smtp.EnhancedCode{2, 0, 0}, "Package already delivered; not delivered twice"), delivered: true}
 		}
 		return g.quarantine(ctx, m, checkName(err), err.Error())
+	}
+	if m.live {
+		if err := checkClientCert(g.cfg.Directory.Agency(o.Signer.Agency), m.peer); err != nil {
+			return g.quarantine(ctx, m, "mutual-tls", err.Error())
+		}
 	}
 	dec := g.engine.DecideInboundFor(ctx, &o.Manifest, o.Signer.Agency, m.rcpts)
 	var mailboxes []string

@@ -178,8 +178,7 @@ func (g *Gateway) send(ctx context.Context, it store.Item) (string, error) {
 	if err != nil {
 		return "", &relayError{err: fmt.Errorf("connect %s: %w", a.Gateway, err)}
 	}
-	tc := g.clientTLS.Clone()
-	tc.ServerName = host
+	tc := g.relayTLS(a, host)
 	// go-smtp sends EHLO, insists on STARTTLS being offered, and starts
 	// TLS; the handshake itself happens with the next command, so the
 	// explicit Hello below is where a bad certificate shows.

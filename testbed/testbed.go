@@ -75,6 +75,10 @@ type Options struct {
 	RetryMin, RetryMax string
 	// Extra is appended to every node's config.
 	Extra string
+	// Directory, when set, may change the directory (routes, mailboxes)
+	// after the bed has filled in gateways and fingerprints, before it is
+	// written.
+	Directory func(b *Bed, d *config.Directory)
 }
 
 // Create makes a bed in dir from the example directory and policy.
@@ -172,6 +176,9 @@ queue: {retry-min: %s, retry-max: %s, workers: 4}
 		}
 		b.Nodes[a.ID] = n
 		b.IDs = append(b.IDs, a.ID)
+	}
+	if opt.Directory != nil {
+		opt.Directory(b, dirDoc)
 	}
 	out, err := yaml.Marshal(dirDoc)
 	if err != nil {

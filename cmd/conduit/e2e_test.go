@@ -5,13 +5,20 @@ package main
 // testbed package.
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/conduit-gateway/conduit/config"
+	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/gateway"
+	"github.com/conduit-gateway/conduit/keys"
 	"github.com/conduit-gateway/conduit/testbed"
 )
 
@@ -163,4 +170,88 @@ func TestHeldPackageWaitsForAReleaseThenGoes(t *testing.T) {
 	if !testbed.WaitFor(ctx, 20*time.Second, func() bool { return len(b.AllDelivered("hmp-northgate")) > 0 }) {
 		t.Fatalf("released package not delivered:\n%s", b.Tail("northshire-pio", 10))
 	}
+}
+
+// TestMutualTLSRouteNeedsTheSendersClientCertificate: with the PIO's route
+// configured for mutual TLS, its gateway's deliveries (which present its
+// client certificate) arrive, and the same package brought by anyone
+// without that certificate is quarantined.
+func TestMutualTLSRouteNeedsTheSendersClientCertificate(t *testing.T) {
+	b := newBed(t, testbed.Options{Directory: func(_ *testbed.Bed, d *config.Directory) {
+		d.Agency("northshire-pio").MutualTLS = true
+	}}, "northshire-pio", "hmp-northgate", "rpiu-north-east")
+	ctx := context.Background()
+	to := mailboxOf(t, b, "hmp-northgate")
+	_, err := b.Submit(ctx, "northshire-pio", []string{to}, e2eMessage(e2eLabel, "Over mutual TLS"))
+	tcheck(t, err, "submit")
+	if !testbed.WaitFor(ctx, 20*time.Second, func() bool { return len(b.AllDelivered("hmp-northgate")) > 0 }) {
+		t.Fatalf("not delivered over mutual TLS:\n%s", b.Tail("hmp-northgate", 8))
+	}
+	// A genuine PIO envelope, brought without the PIO's client certificate.
+	env := sealAs(t, b, "northshire-pio", "hmp-northgate", "Replayed by a third party")
+	_, err = b.Inject(ctx, "hmp-northgate", "conduit@northshire-pio.example", []string{to}, env)
+	if err == nil || !strings.Contains(err.Error(), "requires mutual TLS") {
+		t.Fatalf("without a client certificate: %v", err)
+	}
+}
+
+// TestPinnedTLSKeyIsTheOnlyOneAccepted: a route pinned to a TLS key that is
+// not the destination's sends nothing, though the certificate verifies
+// against the CA; with the right pin it goes.
+func TestPinnedTLSKeyIsTheOnlyOneAccepted(t *testing.T) {
+	for _, right := range []bool{false, true} {
+		b := newBed(t, testbed.Options{Directory: func(b *testbed.Bed, d *config.Directory) {
+			pin := strings.Repeat("ab", 32)
+			if right {
+				pin = pinOf(t, b.Dir+"/hmp-northgate/gw.crt")
+			}
+			d.Agency("hmp-northgate").TLSPin = pin
+		}}, "northshire-pio", "hmp-northgate", "rpiu-north-east")
+		ctx := context.Background()
+		_, err := b.Submit(ctx, "northshire-pio", []string{mailboxOf(t, b, "hmp-northgate")}, e2eMessage(e2eLabel, "Pinned"))
+		tcheck(t, err, "submit")
+		cfg := b.Nodes["northshire-pio"].Config
+		if right {
+			if !testbed.WaitFor(ctx, 20*time.Second, func() bool { return len(b.AllDelivered("hmp-northgate")) > 0 }) {
+				t.Fatalf("not delivered with the right pin:\n%s", b.Tail("northshire-pio", 8))
+			}
+			continue
+		}
+		if !testbed.WaitFor(ctx, 20*time.Second, func() bool {
+			return strings.Contains(run(t, b.Dir, nil, nil, conduitBin, "queue", "list", "--destination", "hmp-northgate", "--config", cfg).stdout, "not the one pinned")
+		}) {
+			t.Fatalf("the wrong pin did not stop delivery:\n%s", b.Tail("northshire-pio", 8))
+		}
+		if n := len(b.AllDelivered("hmp-northgate")); n != 0 {
+			t.Fatalf("%d delivered to a gateway whose key is not the pinned one", n)
+		}
+	}
+}
+
+func pinOf(t *testing.T, certFile string) string {
+	data, err := os.ReadFile(certFile)
+	tcheck(t, err, "read cert")
+	blk, _ := pem.Decode(data)
+	c, err := x509.ParseCertificate(blk.Bytes)
+	tcheck(t, err, "parse cert")
+	return gateway.SPKIPin(c)
+}
+
+// sealAs seals a package with an agency's key from the bed, to another.
+func sealAs(t *testing.T, b *testbed.Bed, from, to, subject string) []byte {
+	id, err := (&keys.File{Path: b.Dir + "/" + from + "/keys/" + from + ".key"}).Identity(context.Background())
+	tcheck(t, err, "key")
+	f, err := os.Open(b.Dir + "/certs/" + to + ".pub.asc")
+	tcheck(t, err, "cert")
+	defer f.Close()
+	c, err := keys.ReadCert(f)
+	tcheck(t, err, "read cert")
+	l, err := envelope.ParseLabelPartial(e2eLabel)
+	tcheck(t, err, "label")
+	var out bytes.Buffer
+	_, err = envelope.Seal(context.Background(), &out, bytes.NewReader(e2eMessage("", subject)), envelope.SealParams{
+		Signer: id, Recipients: []*keys.Cert{c}, Label: l,
+	})
+	tcheck(t, err, "seal")
+	return out.Bytes()
 }
