@@ -3,6 +3,7 @@ package config
 import (
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -75,10 +76,14 @@ type User struct {
 	PasswordHash string `yaml:"password-hash"`
 }
 
-// Delivery says where received packages go.
+// Delivery says where received packages go: one of Maildir or LMTP.
 type Delivery struct {
 	// Maildir is a folder holding one Maildir per local mailbox address.
 	Maildir string `yaml:"maildir,omitempty"`
+	// LMTP hands each package to the agency's own mail store (Dovecot,
+	// Cyrus...) by LMTP: "unix:/run/dovecot/lmtp" or host:port on a
+	// loopback or internal address.
+	LMTP string `yaml:"lmtp,omitempty"`
 }
 
 // Limits bound what one client may do.
@@ -194,6 +199,14 @@ func (c *Config) checkGateway(doc *Doc) error {
 			return doc.Errorf(at+".password-hash", "not a bcrypt hash (make one with `conduit user hash`): %v", err)
 		}
 	}
+	if g.Delivery.Maildir != "" && g.Delivery.LMTP != "" {
+		return doc.Errorf("$.delivery", "give maildir or lmtp, not both")
+	}
+	if l := g.Delivery.LMTP; l != "" && !strings.HasPrefix(l, "unix:") {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			return doc.Errorf("$.delivery.lmtp", "%q is neither unix:/path nor host:port", l)
+		}
+	}
 	if g.Limits.MessageBytes < 0 || g.Limits.Recipients < 0 || g.Limits.Connections < 0 || g.Limits.Commands < 0 {
 		return doc.Errorf("$.limits", "limits must not be negative")
 	}
@@ -246,6 +259,6 @@ func (c *Config) MissingForServe() []string {
 	need(g.TLS.CA != "", "tls.ca: the CA that signs partner gateways' certificates")
 	need(g.Store.Path != "", "store.path: the SQLite database")
 	need(g.Listen.Inbound != "" || g.Listen.Submission != "" || g.Listen.SubmissionTLS != "", "listen: at least one listener")
-	need(g.Listen.Inbound == "" || g.Delivery.Maildir != "", "delivery.maildir: where received packages are delivered")
+	need(g.Listen.Inbound == "" || g.Delivery.Maildir != "" || g.Delivery.LMTP != "", "delivery.maildir or delivery.lmtp: where received packages are delivered")
 	return out
 }

@@ -167,7 +167,7 @@ func (g *Gateway) process(ctx context.Context, m received) outcome {
 	}
 	for _, mb := range mailboxes {
 		hdr := fmt.Sprintf("Conduit-Delivered-To: %s\r\nConduit-Decision: %s\r\n", mb, strings.Join(ruleIDs(dec), ", "))
-		if err := g.deliverMaildir(mb, o.Label.Originator, o.PackageID, []byte(hdr), opened.Bytes()); err != nil {
+		if err := g.deliver(ctx, mb, o.Label.Originator, o.PackageID, []byte(hdr), opened.Bytes()); err != nil {
 			g.log.Error("delivery failed", "package", o.PackageID, "mailbox", mb, "err", err)
 			return outcome{reply: reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure delivering the package; try again shortly")}
 		}

@@ -263,7 +263,7 @@ func (g *Gateway) notifyFailure(it store.Item, reason string) {
 	fmt.Fprintf(&b, "Date: %s\r\nAuto-Submitted: auto-replied\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n", g.Now().Format(time.RFC1123Z))
 	fmt.Fprintf(&b, "Your package %s could not be delivered to %s.\r\n\r\nReason: %s\r\n\r\n", it.PackageID, it.Destination, reason)
 	fmt.Fprintf(&b, "It was not sent anywhere else. Ask your Conduit administrator to check the queue:\r\n  conduit queue show %d\r\n", it.ID)
-	if err := g.deliverMaildir(it.Submitter, g.cfg.Agency, "dsn-"+it.PackageID+"-"+it.Destination, nil, b.Bytes()); err != nil {
+	if err := g.deliver(context.Background(), it.Submitter, g.cfg.Agency, "dsn-"+it.PackageID+"-"+it.Destination, nil, b.Bytes()); err != nil {
 		g.log.Error("failure notice not delivered", "package", it.PackageID, "err", err)
 	}
 }
