@@ -36,7 +36,7 @@ func TestCrashKilledGatewaysDeliverEveryAcceptedPackageOnce(t *testing.T) {
 		sender   = "northshire-pio"
 		receiver = "hmp-northgate"
 	)
-	b := newBed(t, testbed.Options{RetryMin: "200ms", RetryMax: "1s"}, sender, receiver)
+	b := newE2EBed(t, testbed.Options{RetryMin: "200ms", RetryMax: "1s"}, sender, receiver)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	seed := uint64(time.Now().UnixNano())

@@ -320,3 +320,35 @@ func (f *fakeSMTP) seen() (conns int, cmds []string) {
 	defer f.mu.unlock()
 	return f.conns, append([]string(nil), f.cmds...)
 }
+
+// newE2EBed is newBed with the check of security invariant 2 at the end of
+// the test: see noPlaintextAtRest.
+func newE2EBed(t *testing.T, opt testbed.Options, start ...string) *testbed.Bed {
+	t.Helper()
+	b := newBed(t, opt, start...)
+	t.Cleanup(func() { noPlaintextAtRest(t, b, e2eBody) })
+	return b
+}
+
+// noPlaintextAtRest fails the test when a package's content (a canary:
+// the body every e2e message carries) appears in any gateway's log or
+// store (the queue holds sealed envelopes, the quarantine the bytes as
+// received): only the delivered Maildir may hold it (security invariant
+// 2; the store's promise of ciphertext only).
+func noPlaintextAtRest(t *testing.T, b *testbed.Bed, canaries ...string) {
+	t.Helper()
+	for _, id := range b.IDs {
+		n := b.Nodes[id]
+		for _, f := range []string{n.Log, b.StorePath(id), b.StorePath(id) + "-wal"} {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				continue // this node never ran
+			}
+			for _, c := range canaries {
+				if bytes.Contains(data, []byte(c)) {
+					t.Errorf("package content in %s", f)
+				}
+			}
+		}
+	}
+}

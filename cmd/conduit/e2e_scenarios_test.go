@@ -35,7 +35,7 @@ func smtpCode(err error) (int, string) {
 }
 
 func TestE2EGovernorSubjectGoesToRegionalCCUNotThePrison(t *testing.T) {
-	b := newBed(t, testbed.Options{}, "northshire-pio", "hmp-northgate", "ccu-north", "rpiu-north-east")
+	b := newE2EBed(t, testbed.Options{}, "northshire-pio", "hmp-northgate", "ccu-north", "rpiu-north-east")
 	ctx := context.Background()
 	resp, err := b.Submit(ctx, "northshire-pio", []string{ngIntel}, e2eMessage(e2eLabel, "Allegation concerning the governor",
 		"Conduit-Topic: corruption", "Conduit-Subject: role=governing-governor; establishment=hmp-northgate"))
@@ -80,7 +80,7 @@ func keysOf[V any](m map[string]V) []string {
 }
 
 func TestE2EEscapeRiskGoesImmediatelyWithEscalationCopies(t *testing.T) {
-	b := newBed(t, testbed.Options{}, "northshire-pio", "hmp-northgate")
+	b := newE2EBed(t, testbed.Options{}, "northshire-pio", "hmp-northgate")
 	ctx := context.Background()
 	label := strings.Replace(e2eLabel, "purpose=corruption-prison", "purpose=prison-security", 1)
 	resp, err := b.Submit(ctx, "northshire-pio", []string{ngIntel}, e2eMessage(label, "Escape planned from the works party",
@@ -111,7 +111,7 @@ func TestE2EEscapeRiskGoesImmediatelyWithEscalationCopies(t *testing.T) {
 }
 
 func TestE2ESecretAndUnsanitisedPackagesRefusedNothingQueued(t *testing.T) {
-	b := newBed(t, testbed.Options{}, "northshire-pio")
+	b := newE2EBed(t, testbed.Options{}, "northshire-pio")
 	ctx := context.Background()
 	for _, c := range []struct{ name, label, rule string }{
 		{"secret", strings.Replace(e2eLabel, "classification=OFFICIAL-SENSITIVE", "classification=SECRET", 1), "classification-ceiling"},
@@ -138,7 +138,7 @@ func TestE2ESecretAndUnsanitisedPackagesRefusedNothingQueued(t *testing.T) {
 var sioLabelRE = regexp.MustCompile(`(?m)^SIO-Label: [^\r\n]*\r\n`)
 
 func TestE2ETamperedEnvelopeIsQuarantined(t *testing.T) {
-	b := newBed(t, testbed.Options{}, "hmp-northgate")
+	b := newE2EBed(t, testbed.Options{}, "hmp-northgate")
 	ctx := context.Background()
 	sealed, pkg := sealFor(t, b, "northshire-pio", "hmp-northgate", e2eLabel, e2eMessage("", "Conveyance on wing C"))
 	// An attacker on the path lowers the outer marking, so that the
@@ -173,7 +173,7 @@ func TestE2ETamperedEnvelopeIsQuarantined(t *testing.T) {
 }
 
 func TestE2EReplayedEnvelopeIsNotDeliveredTwice(t *testing.T) {
-	b := newBed(t, testbed.Options{}, "hmp-northgate")
+	b := newE2EBed(t, testbed.Options{}, "hmp-northgate")
 	ctx := context.Background()
 	sealed, pkg := sealFor(t, b, "northshire-pio", "hmp-northgate", e2eLabel, e2eMessage("", "Conveyance on wing C"))
 	first, err := b.Inject(ctx, "hmp-northgate", pioFrom, []string{ngIntel}, sealed)
@@ -199,7 +199,7 @@ func TestE2EReplayedEnvelopeIsNotDeliveredTwice(t *testing.T) {
 }
 
 func TestE2EDestinationDownThenUpDeliveredOnce(t *testing.T) {
-	b := newBed(t, testbed.Options{}, "northshire-pio") // the prison is down
+	b := newE2EBed(t, testbed.Options{}, "northshire-pio") // the prison is down
 	ctx := context.Background()
 	resp, err := b.Submit(ctx, "northshire-pio", []string{ngIntel}, e2eMessage(e2eLabel, "Conveyance on wing C"))
 	if err != nil {
@@ -243,7 +243,7 @@ func TestE2EPeerWithoutSTARTTLSIsSentNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(b.StopAll)
+	t.Cleanup(func() { b.StopAll(); noPlaintextAtRest(t, b, e2eBody) })
 	// The prison's directory address answers, but without STARTTLS.
 	fake := startFakeSMTP(t, b.Nodes["hmp-northgate"].Inbound)
 	ctx := context.Background()
@@ -287,6 +287,7 @@ func TestE2EBadCertificatePeerIsSentNothing(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		b.StopAll()
+		noPlaintextAtRest(t, b, e2eBody)
 		if t.Failed() {
 			t.Logf("log of northshire-pio:\n%s", b.Tail("northshire-pio", 15))
 		}
@@ -329,7 +330,7 @@ func TestE2EBadCertificatePeerIsSentNothing(t *testing.T) {
 }
 
 func TestE2ESubmissionRefusals(t *testing.T) {
-	b := newBed(t, testbed.Options{Extra: "limits: {message-bytes: 65536}\n"}, "northshire-pio")
+	b := newE2EBed(t, testbed.Options{Extra: "limits: {message-bytes: 65536}\n"}, "northshire-pio")
 	ctx := context.Background()
 	n := b.Nodes["northshire-pio"]
 

@@ -16,10 +16,11 @@ import (
 // verified and marked.
 func TestSwaksSubmissionArrivesOpenedAndVerified(t *testing.T) {
 	swaks := requireTool(t, "swaks")
-	b := newBed(t, testbed.Options{}, "northshire-pio", "hmp-northgate")
+	b := newE2EBed(t, testbed.Options{}, "northshire-pio", "hmp-northgate")
 	n := b.Nodes["northshire-pio"]
 	_, port, _ := strings.Cut(n.Submission, ":")
 	const body = "Swaks test: a visitor is passing packages in the visits hall."
+	t.Cleanup(func() { noPlaintextAtRest(t, b, body) })
 	out := mustRun(t, "", nil, nil, swaks,
 		"--server", "127.0.0.1", "--port", port, "--tls",
 		"--tls-verify", "--tls-ca-path", filepath.Join(b.Dir, "ca.crt"),
