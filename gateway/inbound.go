@@ -143,6 +143,11 @@ func (g *Gateway) process(ctx context.Context, m received) outcome {
 			return g.quarantine(ctx, m, "mutual-tls", err.Error())
 		}
 	}
+	if o.Manifest.Kind == envelope.KindReceipt {
+		// A gateway's statement about a package we sent: recorded, not
+		// delivered to anyone, and not judged as intelligence.
+		return g.takeReceipt(ctx, m, o, opened.Bytes())
+	}
 	dec := g.engine.DecideInboundFor(ctx, &o.Manifest, o.Signer.Agency, m.rcpts)
 	var mailboxes []string
 	for _, d := range dec.Deliveries {
@@ -176,6 +181,11 @@ func (g *Gateway) process(ctx context.Context, m received) outcome {
 		// Delivered already; the Maildir names keep a retry from
 		// delivering twice, so this is logged, not refused.
 		g.log.Error("replay cache not updated", "package", o.PackageID, "err", err)
+	}
+	if err := g.sendReceipt(ctx, o, mailboxes); err != nil {
+		// Delivered all the same; the originator sees no receipt and its
+		// administrator can ask.
+		g.log.Error("receipt not sent", "package", o.PackageID, "originator", o.Label.Originator, "err", err)
 	}
 	g.log.Info("package delivered", "package", o.PackageID, "originator", o.Label.Originator,
 		"signer", o.Signer.Fingerprint, "mailboxes", mailboxes, "rules", ruleIDs(dec))

@@ -255,3 +255,30 @@ func sealAs(t *testing.T, b *testbed.Bed, from, to, subject string) []byte {
 	tcheck(t, err, "seal")
 	return out.Bytes()
 }
+
+// TestDeliveredPackageIsReceipted: the receiving gateway sends the
+// originator a signed receipt naming the package and the mailboxes it went
+// to; the originator records it and `conduit queue show` says when and to
+// whom (issue 5: signed receipts).
+func TestDeliveredPackageIsReceipted(t *testing.T) {
+	b := newBed(t, testbed.Options{}, "northshire-pio", "hmp-northgate", "rpiu-north-east")
+	ctx := context.Background()
+	to := mailboxOf(t, b, "hmp-northgate")
+	_, err := b.Submit(ctx, "northshire-pio", []string{to}, e2eMessage(e2eLabel, "Receipt please"))
+	tcheck(t, err, "submit")
+	cfg := b.Nodes["northshire-pio"].Config
+	var show string
+	if !testbed.WaitFor(ctx, 30*time.Second, func() bool {
+		show = run(t, b.Dir, nil, nil, conduitBin, "queue", "show", "1", "--config", cfg).stdout
+		return strings.Contains(show, "receipt:       delivered")
+	}) {
+		t.Fatalf("no receipt recorded:\n%s\nPIO log:\n%s\nprison log:\n%s", show, b.Tail("northshire-pio", 6), b.Tail("hmp-northgate", 6))
+	}
+	if !strings.Contains(show, to) {
+		t.Errorf("the receipt does not name the mailbox %s:\n%s", to, show)
+	}
+	// The receipt itself is not delivered to anyone's mailbox.
+	if n := len(b.AllDelivered("northshire-pio")); n != 0 {
+		t.Errorf("%d messages delivered at the originator; a receipt is recorded, not delivered", n)
+	}
+}

@@ -109,6 +109,8 @@ type itemJSON struct {
 	Reason      string    `json:"reason,omitempty"`
 	Created     time.Time `json:"created"`
 	Updated     time.Time `json:"updated"`
+	// Receipt is the destination's signed receipt, when it has come.
+	Receipt *receiptJSON `json:"receipt,omitempty"`
 }
 
 func toItemJSON(it store.Item) itemJSON {
@@ -122,7 +124,7 @@ func toItemJSON(it store.Item) itemJSON {
 	}
 	return itemJSON{it.ID, it.PackageID, it.Destination, r, it.MailFrom, it.Submitter, it.Priority.String(),
 		it.Marking, size, string(it.State), it.Attempts, it.NextAttempt, it.LastError, it.RemoteID, it.Reason,
-		it.Created, it.Updated}
+		it.Created, it.Updated, nil}
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -153,6 +155,13 @@ func printItems(w io.Writer, items []store.Item) {
 			it.PackageID, dash(it.Marking), it.Size, it.Attempts, next, timeOrDash(it.Created), dash(oneLine(note)))
 	}
 	tw.Flush()
+}
+
+type receiptJSON struct {
+	Delivered time.Time `json:"delivered"`
+	Received  time.Time `json:"received"`
+	Mailboxes []string  `json:"mailboxes"`
+	Signer    string    `json:"signer"`
 }
 
 func printItem(w io.Writer, it store.Item) {
@@ -261,10 +270,31 @@ as it will be relayed) are written to stdout and nothing else.`,
 			case showRaw:
 				_, err = cmd.OutOrStdout().Write(it.Envelope)
 				return err
-			case showJSON:
-				return writeJSON(cmd.OutOrStdout(), toItemJSON(it))
+			}
+			rs, err := st.Receipts(ctx, it.PackageID)
+			if err != nil {
+				return err
+			}
+			var receipt *store.Receipt
+			for i := range rs {
+				if rs[i].Agency == it.Destination {
+					receipt = &rs[i]
+				}
+			}
+			if showJSON {
+				j := toItemJSON(it)
+				if receipt != nil {
+					j.Receipt = &receiptJSON{Delivered: receipt.Delivered, Received: receipt.Received, Mailboxes: receipt.Mailboxes, Signer: receipt.Signer}
+				}
+				return writeJSON(cmd.OutOrStdout(), j)
 			}
 			printItem(cmd.OutOrStdout(), it)
+			if receipt != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "receipt:       delivered %s to %s (signed by %s, received %s)\n",
+					timeOrDash(receipt.Delivered), strings.Join(receipt.Mailboxes, ", "), receipt.Signer, timeOrDash(receipt.Received))
+			} else if it.State == store.Sent {
+				fmt.Fprintln(cmd.OutOrStdout(), "receipt:       none yet")
+			}
 			return nil
 		},
 	}

@@ -168,6 +168,18 @@ CREATE TABLE quarantine (
 );
 CREATE INDEX quarantine_state ON quarantine (state, received DESC, id DESC);
 `,
+	// 2: receipts the destination gateways sent back for our packages.
+	`
+CREATE TABLE receipts (
+	package_id  TEXT    NOT NULL,
+	agency      TEXT    NOT NULL,
+	mailboxes   TEXT    NOT NULL, -- JSON array
+	delivered   INTEGER NOT NULL,
+	received    INTEGER NOT NULL,
+	signer      TEXT    NOT NULL,
+	PRIMARY KEY (package_id, agency)
+) WITHOUT ROWID;
+`,
 }
 
 func (s *SQLite) migrate(ctx context.Context) error {
@@ -622,6 +634,58 @@ func (s *SQLite) RecordDelivered(ctx context.Context, originator, packageID, mes
 		return fmt.Errorf("record delivered: %w", err)
 	}
 	return nil
+}
+
+// RecordReceipt keeps a destination's signed receipt; a second receipt
+// from the same agency for the same package is not an error and changes
+// nothing.
+func (s *SQLite) RecordReceipt(ctx context.Context, r Receipt) error {
+	if r.PackageID == "" || r.Agency == "" {
+		return errors.New("record receipt: the package id and the agency are required")
+	}
+	boxes, err := encodeList(r.Mailboxes)
+	if err != nil {
+		return fmt.Errorf("record receipt: %w", err)
+	}
+	now := s.now().UTC()
+	if r.Received.IsZero() {
+		r.Received = now
+	}
+	err = s.withTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO receipts (package_id, agency, mailboxes, delivered, received, signer)
+			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (package_id, agency) DO NOTHING`,
+			r.PackageID, r.Agency, boxes, r.Delivered.UTC().UnixNano(), r.Received.UTC().UnixNano(), r.Signer)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("record receipt: %w", err)
+	}
+	return nil
+}
+
+// Receipts returns the receipts for a package, by agency.
+func (s *SQLite) Receipts(ctx context.Context, packageID string) ([]Receipt, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT package_id, agency, mailboxes, delivered, received, signer
+		FROM receipts WHERE package_id = ? ORDER BY agency`, packageID)
+	if err != nil {
+		return nil, fmt.Errorf("receipts: %w", err)
+	}
+	defer rows.Close()
+	var out []Receipt
+	for rows.Next() {
+		var r Receipt
+		var boxes string
+		var delivered, received int64
+		if err := rows.Scan(&r.PackageID, &r.Agency, &boxes, &delivered, &received, &r.Signer); err != nil {
+			return nil, fmt.Errorf("receipts: %w", err)
+		}
+		if r.Mailboxes, err = decodeList(boxes); err != nil {
+			return nil, fmt.Errorf("receipts: %w", err)
+		}
+		r.Delivered, r.Received = fromNanos(delivered), fromNanos(received)
+		out = append(out, r)
+	}
+	return out, rows.Err()
 }
 
 // Quarantine keeps a message, held, and returns its id. A zero Received is

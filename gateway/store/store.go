@@ -102,6 +102,17 @@ type QItem struct {
 	Updated time.Time
 }
 
+// Receipt is a destination gateway's signed statement that it delivered
+// a package, and to which of its mailboxes.
+type Receipt struct {
+	PackageID string
+	Agency    string   // the agency whose gateway delivered it
+	Mailboxes []string // where it was delivered there
+	Delivered time.Time
+	Received  time.Time // when the receipt reached us
+	Signer    string    // the fingerprint that signed the receipt
+}
+
 // Filter selects queue items for List; zero fields match everything.
 type Filter struct {
 	State       State
@@ -160,6 +171,12 @@ type Store interface {
 	// RecordDelivered adds a package to the replay cache once it has been
 	// delivered; recording it twice is not an error.
 	RecordDelivered(ctx context.Context, originator, packageID, messageID string, date time.Time) error
+
+	// RecordReceipt keeps a destination's receipt for a package we sent;
+	// recording it twice changes nothing.
+	RecordReceipt(ctx context.Context, r Receipt) error
+	// Receipts returns the receipts for a package.
+	Receipts(ctx context.Context, packageID string) ([]Receipt, error)
 
 	// Quarantine keeps a message that failed a check and returns its id.
 	Quarantine(ctx context.Context, q QItem) (int64, error)
