@@ -58,6 +58,7 @@ func main() {
 	sink := flag.String("sink", "", "address the sink listens on; the relay delivers there (mode relay)")
 	count := flag.Int("count", 2, "ports to print (mode ports)")
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up after this long")
+	workers := flag.Int("workers", 0, "the gateways' relay workers (mode conduit; 0: the testbed's 4)")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -66,7 +67,7 @@ func main() {
 	case "ports":
 		err = ports(*count)
 	case "conduit":
-		err = runConduit(ctx, *bin, *dir, *n, *size, *clients)
+		err = runConduit(ctx, *bin, *dir, *n, *size, *clients, *workers)
 	case "relay":
 		err = runRelay(ctx, *relay, *sink, *dir, *n, *size, *clients)
 	default:
@@ -301,7 +302,7 @@ func report(side string, r result) {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func runConduit(ctx context.Context, bin, dir string, n, size, clients int) error {
+func runConduit(ctx context.Context, bin, dir string, n, size, clients, workers int) error {
 	if bin == "" || dir == "" {
 		return errors.New("mode conduit needs -bin and -dir")
 	}
@@ -310,6 +311,18 @@ func runConduit(ctx context.Context, bin, dir string, n, size, clients int) erro
 		return err
 	}
 	defer b.StopAll()
+	if workers > 0 {
+		for _, id := range []string{sender, receiver} {
+			cfg, err := os.ReadFile(b.Nodes[id].Config)
+			if err != nil {
+				return err
+			}
+			cfg = bytes.Replace(cfg, []byte("workers: 4"), []byte("workers: "+strconv.Itoa(workers)), 1)
+			if err := os.WriteFile(b.Nodes[id].Config, cfg, 0o600); err != nil {
+				return err
+			}
+		}
+	}
 	if err := b.StartAll(ctx, sender, receiver); err != nil {
 		return err
 	}
