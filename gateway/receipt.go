@@ -107,4 +107,3 @@ func (g *Gateway) takeReceipt(ctx context.Context, m received, o *envelope.Opene
 	g.log.Info("receipt recorded", "package", rb.Package, "agency", rb.Agency, "mailboxes", len(rb.Mailboxes))
 	return outcome{delivered: true, reply: reply(250, smtp.EnhancedCode{2, 0, 0}, "Receipt for package "+rb.Package+" recorded")}
 }
-
