@@ -73,6 +73,9 @@ type Options struct {
 	Agencies []string
 	// Queue tunes retries for tests (short by default).
 	RetryMin, RetryMax string
+	// MaxAge is how long a package is retried before its sender is told
+	// it failed ("" : the gateway's default).
+	MaxAge string
 	// Extra is appended to every node's config.
 	Extra string
 	// Directory, when set, may change the directory (routes, mailboxes)
@@ -109,6 +112,10 @@ func Create(dir, bin string, opt Options) (*Bed, error) {
 		want[id] = true
 	}
 	retryMin, retryMax := or(opt.RetryMin, "1s"), or(opt.RetryMax, "4s")
+	maxAge := ""
+	if opt.MaxAge != "" {
+		maxAge = ", max-age: " + opt.MaxAge
+	}
 	for _, a := range dirDoc.Agencies {
 		if a.Jurisdiction != "GB" {
 			// Outside the UK/EEA: in the directory, never given a key or a
@@ -166,8 +173,8 @@ tls: {cert: gw.crt, key: gw.key, ca: ../ca.crt}
 listen: {submission: %q, inbound: %q}
 store: {path: conduit.db}
 delivery: {maildir: maildir}
-queue: {retry-min: %s, retry-max: %s, workers: 4}
-%s`, a.ID, a.ID, n.Submission, n.Inbound, retryMin, retryMax, opt.Extra)
+queue: {retry-min: %s, retry-max: %s, workers: 4%s}
+%s`, a.ID, a.ID, n.Submission, n.Inbound, retryMin, retryMax, maxAge, opt.Extra)
 		if n.Address != "" {
 			cfg += fmt.Sprintf("users:\n  - {name: %s, address: %q, password-hash: %q}\n", n.User, n.Address, hash)
 		}

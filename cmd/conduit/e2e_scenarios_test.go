@@ -5,6 +5,7 @@ package main
 // and drives them over real SMTP with real TLS.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"path/filepath"
@@ -15,7 +16,9 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/gateway/store"
+	"github.com/conduit-gateway/conduit/keys"
 	"github.com/conduit-gateway/conduit/pki"
 	"github.com/conduit-gateway/conduit/testbed"
 )
@@ -405,5 +408,76 @@ func TestE2ESubmissionRefusals(t *testing.T) {
 	}
 	if len(items) != 0 {
 		t.Errorf("refused submissions left %d queue items:%s", len(items), describeItems(items))
+	}
+}
+
+func TestE2EForgedSignerIsQuarantined(t *testing.T) {
+	b := newE2EBed(t, testbed.Options{}, "hmp-northgate")
+	ctx := context.Background()
+	// A key that calls itself northshire-pio, but is not the one the
+	// directory pins for it: a valid signature by the wrong key.
+	forger, err := keys.Generate("northshire-pio", pioFrom, keys.ProfileRFC4880, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := envelope.ParseLabel(e2eLabel + `; created="` + time.Now().UTC().Format(time.RFC3339) + `"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	s, err := envelope.Seal(ctx, &buf, bytes.NewReader(e2eMessage("", "Conveyance on wing C")), envelope.SealParams{
+		Signer: forger, Recipients: []*keys.Cert{bedCert(t, b, "hmp-northgate")}, Label: l,
+		Profile: keys.ProfileRFC4880, Now: time.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.Inject(ctx, "hmp-northgate", pioFrom, []string{ngIntel}, buf.Bytes())
+	code, text := smtpCode(err)
+	if code != 550 || !strings.Contains(text, "quarantined as Q") {
+		t.Fatalf("got %v; want 550 5.7.1 Package refused and quarantined", err)
+	}
+	t.Logf("550 %s", text)
+	qs, err := b.Quarantined(ctx, "hmp-northgate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(qs) != 1 || qs[0].Check != "signer-not-pinned" || qs[0].PackageID != s.PackageID {
+		t.Errorf("quarantine holds %+v; want %s as signer-not-pinned", qs, s.PackageID)
+	}
+	if n := len(b.AllDelivered("hmp-northgate")); n != 0 {
+		t.Errorf("a forged package was delivered to %d mailboxes", n)
+	}
+}
+
+func TestE2EUndeliverableAfterMaxAgeSenderIsTold(t *testing.T) {
+	b := newE2EBed(t, testbed.Options{RetryMin: "200ms", RetryMax: "400ms", MaxAge: "2s"}, "northshire-pio") // the prison never comes up
+	ctx := context.Background()
+	resp, err := b.Submit(ctx, "northshire-pio", []string{ngIntel}, e2eMessage(e2eLabel, "Conveyance on wing C"))
+	if err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	pkg := packageOf(t, resp)
+	items, ok := waitQueue(t, b, "northshire-pio", pkg, 20*time.Second, func(items []store.Item) bool {
+		return len(items) == 1 && items[0].State == store.Failed
+	})
+	if !ok {
+		t.Fatalf("the item did not fail after its maximum age:%s", describeItems(items))
+	}
+	if !strings.Contains(items[0].Reason, "not delivered within 2s") {
+		t.Errorf("failure reason %q does not give the maximum age", items[0].Reason)
+	}
+	submitter := b.Nodes["northshire-pio"].Address
+	if !testbed.WaitFor(ctx, 10*time.Second, func() bool { return len(b.Delivered("northshire-pio", submitter)) > 0 }) {
+		t.Fatalf("no failure notice in %s's mailbox", submitter)
+	}
+	notice := readDelivered(t, b, "northshire-pio")[submitter][0]
+	for _, want := range []string{"Undelivered: package " + pkg + " to hmp-northgate", "[OFFICIAL-SENSITIVE]", "could not be delivered"} {
+		if !strings.Contains(notice, want) {
+			t.Errorf("the notice lacks %q:\n%s", want, notice)
+		}
+	}
+	if strings.Contains(notice, e2eBody) {
+		t.Errorf("the failure notice repeats the package content")
 	}
 }
