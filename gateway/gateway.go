@@ -107,6 +107,10 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 		Now:  time.Now,
 		wake: make(chan struct{}, 1),
 	}
+	if f := os.Getenv(TestClockEnv); f != "" {
+		log.Warn("the clock is offset by a test file; never in a deployment", "file", f)
+		g.Now = offsetClock(f)
+	}
 	return g, nil
 }
 
@@ -226,6 +230,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	go func() { g.runRelay(ctx); close(relayDone) }()
 	releasesDone := make(chan struct{})
 	go func() { g.runReleases(ctx); close(releasesDone) }()
+	deadlinesDone := make(chan struct{})
+	go func() { g.runDeadlines(ctx); close(deadlinesDone) }()
 
 	var err error
 	select {
@@ -240,6 +246,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	cancel()
 	<-relayDone
 	<-releasesDone
+	<-deadlinesDone
 	return err
 }
 

@@ -182,6 +182,7 @@ func (g *Gateway) process(ctx context.Context, m received) outcome {
 		// delivering twice, so this is logged, not refused.
 		g.log.Error("replay cache not updated", "package", o.PackageID, "err", err)
 	}
+	g.startInboundClocks(ctx, o.PackageID, o.Label.Originator, dec)
 	if err := g.sendReceipt(ctx, o, mailboxes); err != nil {
 		// Delivered all the same; the originator sees no receipt and its
 		// administrator can ask.

@@ -154,6 +154,7 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 	}
 	g.nudge()
 	g.log.Info("package queued", "package", pkgID, "destinations", order, "held", len(held))
+	g.startOutboundClocks(ctx, pkgID, dec, order)
 	var sendNow []string
 	for _, a := range order {
 		if _, ok := held[a]; !ok {

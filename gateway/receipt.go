@@ -14,6 +14,7 @@ import (
 	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/keys"
+	"github.com/conduit-gateway/conduit/policy"
 )
 
 // ReceiptType is the media type of a receipt's body.
@@ -103,6 +104,11 @@ func (g *Gateway) takeReceipt(ctx context.Context, m received, o *envelope.Opene
 	}
 	if err := g.store.RecordDelivered(ctx, o.Label.Originator, o.PackageID, o.MessageID, o.Date); err != nil {
 		g.log.Error("receipt replay record", "err", err)
+	}
+	if n, err := g.store.CompleteDeadlines(ctx, rb.Package, policy.DeadlineAcknowledge, rb.Agency, g.Now(), "receipt signed by "+o.Signer.Fingerprint); err != nil {
+		g.log.Error("acknowledgement clock not stopped", "package", rb.Package, "err", err)
+	} else if n > 0 {
+		g.log.Info("immediate escalation acknowledged", "package", rb.Package, "agency", rb.Agency)
 	}
 	g.log.Info("receipt recorded", "package", rb.Package, "agency", rb.Agency, "mailboxes", len(rb.Mailboxes))
 	return outcome{delivered: true, reply: reply(250, smtp.EnhancedCode{2, 0, 0}, "Receipt for package "+rb.Package+" recorded")}

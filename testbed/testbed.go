@@ -33,6 +33,7 @@ import (
 
 	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/examples"
+	"github.com/conduit-gateway/conduit/gateway"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/keys"
 	"github.com/conduit-gateway/conduit/pki"
@@ -254,6 +255,8 @@ func (b *Bed) Start(ctx context.Context, id string) error {
 	}
 	n.cmd = exec.Command(b.Bin, "serve", "--config", n.Config, "--log-format", "json")
 	n.cmd.Dir = n.Dir
+	// Every node's clock can be moved by MoveClock (absent file: no offset).
+	n.cmd.Env = append(os.Environ(), gateway.TestClockEnv+"="+filepath.Join(n.Dir, "clock-offset"))
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	if err := n.cmd.Start(); err != nil {
 		logf.Close()
@@ -507,6 +510,12 @@ func tail(path string, n int) string {
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// MoveClock sets how far ahead of real time a node's gateway runs, at once
+// and while it runs (gateway.TestClockEnv).
+func (b *Bed) MoveClock(id string, ahead time.Duration) error {
+	return os.WriteFile(filepath.Join(b.Nodes[id].Dir, "clock-offset"), []byte(ahead.String()+"\n"), 0o600)
 }
 
 // Tail returns the last lines of a node's log.

@@ -282,3 +282,94 @@ func TestDeliveredPackageIsReceipted(t *testing.T) {
 		t.Errorf("%d messages delivered at the originator; a receipt is recorded, not delivered", n)
 	}
 }
+
+// TestTriageClockGoesOverdueWithAMovedClock: a corruption report received
+// by the regional CCU starts the 72-hour triage clock (MoU 6.1 prison
+// responsibilities); with the CCU's clock moved 73 hours ahead the report
+// not triaged raises an alert to the escalation contacts, and the one
+// recorded with `conduit triage done` does not.
+func TestTriageClockGoesOverdueWithAMovedClock(t *testing.T) {
+	b := newBed(t, testbed.Options{}, "northshire-pio", "ccu-north", "rpiu-north-east")
+	ctx := context.Background()
+	gov := "Conduit-Subject: role=governing-governor; establishment=hmp-northgate"
+	send := func(subject, ref string) {
+		label := strings.Replace(e2eLabel, "NP-2026-0001", ref, 1)
+		_, err := b.Submit(ctx, "northshire-pio", []string{mailboxOf(t, b, "hmp-northgate")}, e2eMessage(label, subject, "Conduit-Topic: corruption", gov))
+		tcheck(t, err, "submit "+subject)
+	}
+	send("Report one", "NP-T-1")
+	send("Report two", "NP-T-2")
+	ccuCfg := b.Nodes["ccu-north"].Config
+	var list string
+	if !testbed.WaitFor(ctx, 20*time.Second, func() bool {
+		list = run(t, b.Dir, nil, nil, conduitBin, "deadlines", "--config", ccuCfg).stdout
+		return strings.Count(list, "triage") == 2
+	}) {
+		t.Fatalf("two triage clocks not started at the CCU:\n%s\n%s", list, b.Tail("ccu-north", 6))
+	}
+	var first string
+	for _, line := range strings.Split(list, "\n") {
+		if strings.Contains(line, "triage") {
+			first = strings.Fields(line)[0]
+			break
+		}
+	}
+	mustRun(t, b.Dir, nil, nil, conduitBin, "triage", "done", first, "--note", "assessed, band 2", "--config", ccuCfg)
+	tcheck(t, b.MoveClock("ccu-north", 73*time.Hour), "move clock")
+	contact := b.Directory.Agency("ccu-north").Escalation[0].Address
+	if !testbed.WaitFor(ctx, 20*time.Second, func() bool { return len(b.Delivered("ccu-north", contact)) > 0 }) {
+		t.Fatalf("no overdue alert to %s:\n%s", contact, b.Tail("ccu-north", 8))
+	}
+	files := b.Delivered("ccu-north", contact)
+	if len(files) != 1 {
+		t.Fatalf("%d alerts, want 1 (the triaged report raises none)", len(files))
+	}
+	alert, _ := os.ReadFile(files[0])
+	if !strings.Contains(string(alert), "Overdue: triage") || strings.Contains(string(alert), first) {
+		t.Errorf("alert:\n%s", alert)
+	}
+}
+
+// TestUnacknowledgedEscalationRaisesItsAlert: an escape risk goes to the
+// prison immediately with a one-hour acknowledgement clock (example
+// policy); the prison's gateway is down, so no receipt comes, and with the
+// PIO's clock moved two hours ahead its escalation contact is alerted.
+func TestUnacknowledgedEscalationRaisesItsAlert(t *testing.T) {
+	b := newBed(t, testbed.Options{}, "northshire-pio", "rpiu-north-east")
+	ctx := context.Background()
+	_, err := b.Submit(ctx, "northshire-pio", []string{mailboxOf(t, b, "hmp-northgate")}, e2eMessage(e2eLabel, "Escape planned", "Conduit-Risk: escape"))
+	tcheck(t, err, "submit")
+	tcheck(t, b.MoveClock("northshire-pio", 2*time.Hour), "move clock")
+	contact := b.Directory.Agency("northshire-pio").Escalation[0].Address
+	if !testbed.WaitFor(ctx, 20*time.Second, func() bool { return len(b.Delivered("northshire-pio", contact)) > 0 }) {
+		t.Fatalf("no alert for the unacknowledged escalation:\n%s", b.Tail("northshire-pio", 8))
+	}
+	alert, _ := os.ReadFile(b.Delivered("northshire-pio", contact)[0])
+	if !strings.Contains(string(alert), "hmp-northgate has not acknowledged the immediate escalation") {
+		t.Errorf("alert:\n%s", alert)
+	}
+}
+
+// TestReceiptStopsTheAcknowledgementClock: the prison's signed receipt
+// acknowledges the immediate escalation, so its clock closes.
+func TestReceiptStopsTheAcknowledgementClock(t *testing.T) {
+	b := newBed(t, testbed.Options{}, "northshire-pio", "hmp-northgate", "rpiu-north-east")
+	ctx := context.Background()
+	_, err := b.Submit(ctx, "northshire-pio", []string{mailboxOf(t, b, "hmp-northgate")}, e2eMessage(e2eLabel, "Escape planned", "Conduit-Risk: escape"))
+	tcheck(t, err, "submit")
+	cfg := b.Nodes["northshire-pio"].Config
+	if !testbed.WaitFor(ctx, 30*time.Second, func() bool {
+		return strings.Contains(run(t, b.Dir, nil, nil, conduitBin, "queue", "show", "1", "--config", cfg).stdout, "receipt:       delivered")
+	}) {
+		t.Fatalf("no receipt:\n%s", b.Tail("northshire-pio", 6))
+	}
+	if out := mustRun(t, b.Dir, nil, nil, conduitBin, "deadlines", "--config", cfg); strings.Contains(out, "acknowledge") {
+		t.Fatalf("the acknowledgement clock is still open after the receipt:\n%s", out)
+	}
+	// The clock existed and the receipt is what stopped it.
+	if !testbed.WaitFor(ctx, 10*time.Second, func() bool {
+		return strings.Contains(b.Tail("northshire-pio", 50), `"immediate escalation acknowledged"`)
+	}) {
+		t.Fatalf("no acknowledgement recorded:\n%s", b.Tail("northshire-pio", 10))
+	}
+}

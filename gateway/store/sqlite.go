@@ -180,6 +180,22 @@ CREATE TABLE receipts (
 	PRIMARY KEY (package_id, agency)
 ) WITHOUT ROWID;
 `,
+	// 3: deadlines the policy started (acknowledge, triage).
+	`
+CREATE TABLE deadlines (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	package_id TEXT    NOT NULL,
+	kind       TEXT    NOT NULL,
+	agency     TEXT    NOT NULL,
+	started    INTEGER NOT NULL,
+	due        INTEGER NOT NULL,
+	done       INTEGER NOT NULL DEFAULT 0,
+	alerted    INTEGER NOT NULL DEFAULT 0,
+	note       TEXT    NOT NULL DEFAULT '',
+	UNIQUE (package_id, kind, agency)
+);
+CREATE INDEX deadlines_due ON deadlines (done, alerted, due);
+`,
 }
 
 func (s *SQLite) migrate(ctx context.Context) error {
@@ -686,6 +702,97 @@ func (s *SQLite) Receipts(ctx context.Context, packageID string) ([]Receipt, err
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// AddDeadline starts a clock; the same (package, kind, agency) is started
+// once.
+func (s *SQLite) AddDeadline(ctx context.Context, d Deadline) error {
+	if d.PackageID == "" || d.Kind == "" || d.Due.IsZero() {
+		return errors.New("add deadline: package, kind and due are required")
+	}
+	if d.Started.IsZero() {
+		d.Started = s.now()
+	}
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO deadlines (package_id, kind, agency, started, due)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT (package_id, kind, agency) DO NOTHING`,
+			d.PackageID, d.Kind, d.Agency, d.Started.UTC().UnixNano(), d.Due.UTC().UnixNano())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("add deadline: %w", err)
+	}
+	return nil
+}
+
+// CompleteDeadlines stops the open clocks of a package of one kind (and
+// one agency, unless agency is empty) and reports how many it stopped.
+func (s *SQLite) CompleteDeadlines(ctx context.Context, packageID, kind, agency string, at time.Time, note string) (int, error) {
+	var n int64
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		q := `UPDATE deadlines SET done = ?, note = ? WHERE package_id = ? AND kind = ? AND done = 0`
+		args := []any{at.UTC().UnixNano(), note, packageID, kind}
+		if agency != "" {
+			q += ` AND agency = ?`
+			args = append(args, agency)
+		}
+		res, err := tx.ExecContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("complete deadline: %w", err)
+	}
+	return int(n), nil
+}
+
+// Deadlines lists clocks: the overdue ones not yet alerted (overdue true,
+// due before now), or every open one.
+func (s *SQLite) Deadlines(ctx context.Context, now time.Time, overdue bool) ([]Deadline, error) {
+	q := `SELECT id, package_id, kind, agency, started, due, done, alerted, note FROM deadlines WHERE done = 0`
+	args := []any{}
+	if overdue {
+		q += ` AND alerted = 0 AND due <= ?`
+		args = append(args, now.UTC().UnixNano())
+	}
+	rows, err := s.r.QueryContext(ctx, q+` ORDER BY due, id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("deadlines: %w", err)
+	}
+	defer rows.Close()
+	var out []Deadline
+	for rows.Next() {
+		var d Deadline
+		var started, due, done, alerted int64
+		if err := rows.Scan(&d.ID, &d.PackageID, &d.Kind, &d.Agency, &started, &due, &done, &alerted, &d.Note); err != nil {
+			return nil, fmt.Errorf("deadlines: %w", err)
+		}
+		d.Started, d.Due = fromNanos(started), fromNanos(due)
+		if done != 0 {
+			d.Done = fromNanos(done)
+		}
+		if alerted != 0 {
+			d.Alerted = fromNanos(alerted)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// MarkAlerted records that an overdue clock was alerted, so it is alerted
+// once.
+func (s *SQLite) MarkAlerted(ctx context.Context, id int64, at time.Time) error {
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE deadlines SET alerted = ? WHERE id = ?`, at.UTC().UnixNano(), id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("mark alerted: %w", err)
+	}
+	return nil
 }
 
 // Quarantine keeps a message, held, and returns its id. A zero Received is

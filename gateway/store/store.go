@@ -113,6 +113,21 @@ type Receipt struct {
 	Signer    string    // the fingerprint that signed the receipt
 }
 
+// Deadline is a clock the sharing policy started for a package: the
+// acknowledgement of an immediate escalation by a destination, or the
+// triage of a received report (MoU 6.1).
+type Deadline struct {
+	ID        int64
+	PackageID string
+	Kind      string // "acknowledge", "triage"
+	Agency    string // the other party: the destination that must acknowledge, the originator of what is triaged
+	Started   time.Time
+	Due       time.Time
+	Done      time.Time // zero while open
+	Alerted   time.Time // zero until an overdue alert was raised
+	Note      string
+}
+
 // Filter selects queue items for List; zero fields match everything.
 type Filter struct {
 	State       State
@@ -177,6 +192,16 @@ type Store interface {
 	RecordReceipt(ctx context.Context, r Receipt) error
 	// Receipts returns the receipts for a package.
 	Receipts(ctx context.Context, packageID string) ([]Receipt, error)
+
+	// AddDeadline starts a clock; the same (package, kind, agency) once.
+	AddDeadline(ctx context.Context, d Deadline) error
+	// CompleteDeadlines stops a package's open clocks of one kind (of one
+	// agency unless agency is empty) and says how many it stopped.
+	CompleteDeadlines(ctx context.Context, packageID, kind, agency string, at time.Time, note string) (int, error)
+	// Deadlines lists open clocks, or only the overdue ones not yet alerted.
+	Deadlines(ctx context.Context, now time.Time, overdue bool) ([]Deadline, error)
+	// MarkAlerted records an overdue alert.
+	MarkAlerted(ctx context.Context, id int64, at time.Time) error
 
 	// Quarantine keeps a message that failed a check and returns its id.
 	Quarantine(ctx context.Context, q QItem) (int64, error)

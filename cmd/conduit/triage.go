@@ -1,0 +1,86 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/conduit-gateway/conduit/policy"
+)
+
+func init() {
+	var cfgPath, note string
+	triage := &cobra.Command{Use: "triage", Short: "Record the triage of received reports (the 72-hour clock)"}
+	triage.PersistentFlags().StringVar(&cfgPath, "config", "", "the gateway's config file (required)")
+	_ = triage.MarkPersistentFlagRequired("config")
+	done := &cobra.Command{
+		Use:   "done PACKAGE-ID [--note TEXT]",
+		Short: "Stop a received package's triage clock",
+		Long: `Done records that a received report has been triaged, stopping its 72-hour
+clock (MoU 6.1: reports are triaged within 72 hours). Who did it and the note
+are kept with the clock.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			st, err := openStore(ctx, cfgPath)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			n, err := st.CompleteDeadlines(ctx, args[0], policy.DeadlineTriage, "", time.Now(), administrator()+": "+oneLine(note))
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return &exitError{exitUsage, fmt.Errorf("package %s has no open triage clock here", args[0])}
+			}
+			adminLog(ctx, "triage recorded", "package", args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "triage of package %s recorded\n", args[0])
+			return nil
+		},
+	}
+	done.Flags().StringVar(&note, "note", "triaged", "what was decided (kept with the clock)")
+	triage.AddCommand(done)
+	rootCmd.AddCommand(triage)
+
+	var dlCfg string
+	dl := &cobra.Command{
+		Use:   "deadlines --config FILE",
+		Short: "List the open clocks: acknowledgements awaited, reports to triage",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			st, err := openStore(ctx, dlCfg)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			ds, err := st.Deadlines(ctx, time.Now(), false)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "PACKAGE\tKIND\tAGENCY\tDUE\tSTATE")
+			for _, d := range ds {
+				state := "open"
+				if !d.Alerted.IsZero() {
+					state = "overdue, alerted " + d.Alerted.UTC().Format(time.RFC3339)
+				} else if time.Now().After(d.Due) {
+					state = "overdue"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.PackageID, d.Kind, d.Agency, d.Due.UTC().Format(time.RFC3339), state)
+			}
+			tw.Flush()
+			if len(ds) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), strings.TrimSpace("no open clocks"))
+			}
+			return nil
+		},
+	}
+	dl.Flags().StringVar(&dlCfg, "config", "", "the gateway's config file (required)")
+	_ = dl.MarkFlagRequired("config")
+	rootCmd.AddCommand(dl)
+}

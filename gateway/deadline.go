@@ -1,0 +1,143 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/conduit-gateway/conduit/gateway/store"
+	"github.com/conduit-gateway/conduit/policy"
+)
+
+const deadlinePoll = 2 * time.Second
+
+// TestClockEnv names a file whose content (a Go duration, "73h") is added
+// to the gateway's clock. It exists so that end-to-end tests can move a
+// running gateway 72 hours ahead in a second; a deployment never sets it.
+const TestClockEnv = "CONDUIT_TEST_CLOCK_OFFSET_FILE"
+
+// offsetClock is time.Now plus the offset in a file, re-read when the file
+// changes.
+func offsetClock(path string) func() time.Time {
+	var mu sync.Mutex
+	var mod time.Time
+	var off time.Duration
+	return func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		if st, err := os.Stat(path); err == nil && !st.ModTime().Equal(mod) {
+			mod = st.ModTime()
+			if b, err := os.ReadFile(path); err == nil {
+				if d, err := time.ParseDuration(strings.TrimSpace(string(b))); err == nil {
+					off = d
+				}
+			}
+		}
+		return time.Now().Add(off)
+	}
+}
+
+// startOutboundClocks starts the acknowledgement clock of each destination
+// an immediate escalation goes to (imminent-risk-escalation, MoU 6.1: "major
+// or imminent risk ... escalated immediately"); the destination's signed
+// receipt stops it.
+func (g *Gateway) startOutboundClocks(ctx context.Context, pkgID string, dec policy.Decision, sent []string) {
+	hours, ok := dec.Deadline(policy.DeadlineAcknowledge)
+	if !ok {
+		return
+	}
+	now := g.Now()
+	for _, d := range dec.Deliveries {
+		if d.Priority != policy.Immediate || !containsStr(sent, d.Agency) {
+			continue
+		}
+		if err := g.store.AddDeadline(ctx, store.Deadline{PackageID: pkgID, Kind: policy.DeadlineAcknowledge, Agency: d.Agency,
+			Started: now, Due: now.Add(time.Duration(hours) * time.Hour)}); err != nil {
+			g.log.Error("acknowledgement clock not started", "package", pkgID, "destination", d.Agency, "err", err)
+		}
+	}
+}
+
+// startInboundClocks starts the triage clock of a received report
+// (triage-72h, MoU 6.1 prison responsibilities: triage within 72 hours);
+// `conduit triage done` stops it.
+func (g *Gateway) startInboundClocks(ctx context.Context, pkgID, originator string, dec policy.Decision) {
+	hours, ok := dec.Deadline(policy.DeadlineTriage)
+	if !ok {
+		return
+	}
+	now := g.Now()
+	if err := g.store.AddDeadline(ctx, store.Deadline{PackageID: pkgID, Kind: policy.DeadlineTriage, Agency: originator,
+		Started: now, Due: now.Add(time.Duration(hours) * time.Hour)}); err != nil {
+		g.log.Error("triage clock not started", "package", pkgID, "err", err)
+	}
+}
+
+func containsStr(xs []string, s string) bool {
+	for _, x := range xs {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// runDeadlines raises an alert for each clock that runs out: a log line
+// for the administrators and a notice in each escalation contact's
+// mailbox. Each clock is alerted once.
+func (g *Gateway) runDeadlines(ctx context.Context) {
+	t := time.NewTicker(deadlinePoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := g.Now()
+		due, err := g.store.Deadlines(ctx, now, true)
+		if err != nil {
+			if ctx.Err() == nil {
+				g.log.Error("deadlines not read", "err", err)
+			}
+			continue
+		}
+		for _, d := range due {
+			g.alertOverdue(ctx, d, now)
+		}
+	}
+}
+
+func (g *Gateway) alertOverdue(ctx context.Context, d store.Deadline, now time.Time) {
+	what := map[string]string{
+		policy.DeadlineAcknowledge: fmt.Sprintf("%s has not acknowledged the immediate escalation", d.Agency),
+		policy.DeadlineTriage:      fmt.Sprintf("the report from %s has not been triaged", d.Agency),
+	}[d.Kind]
+	if what == "" {
+		what = d.Kind + " is overdue"
+	}
+	g.log.Error("admin alert: deadline overdue", "package", d.PackageID, "kind", d.Kind, "agency", d.Agency,
+		"due", d.Due.UTC().Format(time.RFC3339), "overdue", now.Sub(d.Due).Round(time.Minute).String())
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "From: Conduit gateway <%s>\r\nSubject: [Conduit] Overdue: %s, package %s\r\nDate: %s\r\n",
+		emailOfIdentity(g.id), d.Kind, d.PackageID, now.Format(time.RFC1123Z))
+	fmt.Fprintf(&b, "Auto-Submitted: auto-generated\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n")
+	fmt.Fprintf(&b, "Package %s: %s.\r\nThe clock started %s and ran out %s.\r\n", d.PackageID, what,
+		d.Started.UTC().Format(time.RFC3339), d.Due.UTC().Format(time.RFC3339))
+	if d.Kind == policy.DeadlineTriage {
+		fmt.Fprintf(&b, "\r\nWhen it has been triaged: conduit triage done %s --config <this gateway's config>\r\n", d.PackageID)
+	}
+	for _, c := range g.self.Escalation {
+		if err := g.deliver(ctx, c.Address, g.cfg.Agency, fmt.Sprintf("overdue-%d", d.ID), nil, b.Bytes()); err != nil {
+			g.log.Error("overdue notice not delivered", "contact", c.Address, "err", err)
+			return // try again on the next round
+		}
+	}
+	if err := g.store.MarkAlerted(ctx, d.ID, now); err != nil {
+		g.log.Error("overdue alert not recorded", "err", err)
+	}
+}
