@@ -34,6 +34,7 @@
 package audit
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -41,6 +42,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"os"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -299,4 +301,27 @@ func rangeCheck(t time.Time, s string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%q: out of range (1970 to 2261)", s)
 	}
 	return t, nil
+}
+
+// ReadKeyFile reads a chain key: the file's bytes, surrounding white space
+// removed, at least 16 of them (make one with `head -c 32 /dev/urandom |
+// base64 > audit.key`). The file must not be readable by group or others.
+// Errors never quote the file's content.
+func ReadKeyFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("audit key %s: readable by group or others (mode %04o): chmod 600 it", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	b = bytes.TrimSpace(b)
+	if len(b) < 16 {
+		return nil, fmt.Errorf("audit key %s: %d bytes, fewer than 16", path, len(b))
+	}
+	return b, nil
 }
