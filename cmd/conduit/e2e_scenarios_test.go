@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -410,6 +411,45 @@ func TestE2ESubmissionRefusals(t *testing.T) {
 		if code != 554 || !strings.Contains(text, "CRLF") {
 			t.Errorf("bare LF: %d %s; want 554 5.6.0", code, text)
 		}
+	})
+	t.Run("a bare LF in a BDAT chunk gets 554 5.6.0", func(t *testing.T) {
+		// CHUNKING is offered; its chunks are not dot-terminated, so a
+		// bare LF must be caught there too.
+		r := dialRaw(t, n.Submission)
+		r.cmd("EHLO e2e.localhost")
+		r.startTLS(b.ClientTLS())
+		r.authPlain(n.User, n.Password)
+		if code, text := r.cmd("MAIL FROM:<%s>", n.Address); code != 250 {
+			t.Fatalf("MAIL: %d %s", code, text)
+		}
+		if code, text := r.cmd("RCPT TO:<%s>", ngIntel); code != 250 {
+			t.Fatalf("RCPT: %d %s", code, text)
+		}
+		msg := append(e2eMessage(e2eLabel, "Conveyance on wing C"), "innocent line\n.\r\n"...)
+		if _, err := fmt.Fprintf(r.conn, "BDAT %d LAST\r\n", len(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.conn.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if code, text := r.reply(); code != 554 || !strings.Contains(text, "CRLF") {
+			t.Errorf("bare LF in BDAT: %d %s; want 554 5.6.0", code, text)
+		}
+	})
+	t.Run("too many commands in one session gets 421", func(t *testing.T) {
+		r := dialRaw(t, n.Submission)
+		r.cmd("EHLO e2e.localhost")
+		r.startTLS(b.ClientTLS())
+		r.authPlain(n.User, n.Password)
+		for i := 0; i < 300; i++ {
+			code, text := r.cmd("MAIL FROM:<%s>", n.Address)
+			if code == 421 {
+				t.Logf("after %d MAIL commands: %d %s", i, code, text)
+				return
+			}
+			r.cmd("RSET")
+		}
+		t.Errorf("300 MAIL commands in one session were all accepted")
 	})
 	items, err := b.Queue(ctx, "northshire-pio", store.Filter{})
 	if err != nil {
