@@ -62,8 +62,13 @@ type Listen struct {
 // Store is the durable store of the queue, the replay cache and the
 // quarantine.
 type Store struct {
-	// Path is the SQLite database file.
+	// Path is the SQLite database file (the queue, the replay cache, the
+	// quarantine and the audit trail).
 	Path string `yaml:"path"`
+	// AuditKeyFile, when set, holds the key that makes the audit chain an
+	// HMAC chain: someone who can rewrite the database cannot recompute it
+	// without the key. Keep it off the gateway's disk backups.
+	AuditKeyFile string `yaml:"audit-key-file,omitempty"`
 }
 
 // User is a member of staff who may submit packages.
@@ -163,7 +168,7 @@ func (l Limits) CommandsOr() int    { return orInt(l.Commands, DefaultCommands) 
 func (c *Config) checkGateway(doc *Doc) error {
 	g := &c.Gateway
 	for _, p := range []*string{&g.Keys.Secret, &g.Keys.PassphraseFile, &g.Keys.Partners,
-		&g.TLS.Cert, &g.TLS.Key, &g.TLS.CA, &g.Store.Path, &g.Delivery.Maildir} {
+		&g.TLS.Cert, &g.TLS.Key, &g.TLS.CA, &g.Store.Path, &g.Store.AuditKeyFile, &g.Delivery.Maildir} {
 		if *p != "" {
 			*p = resolve(c.File, *p)
 		}

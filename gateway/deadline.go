@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/policy"
 )
@@ -137,6 +138,7 @@ func (g *Gateway) alertOverdue(ctx context.Context, d store.Deadline, now time.T
 			return // try again on the next round
 		}
 	}
+	g.audit(ctx, audit.Event{Kind: audit.Alert, Package: d.PackageID, Destination: d.Agency, Rule: d.Kind, Detail: what})
 	if err := g.store.MarkAlerted(ctx, d.ID, now); err != nil {
 		g.log.Error("overdue alert not recorded", "err", err)
 	}

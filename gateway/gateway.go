@@ -35,6 +35,7 @@ type Gateway struct {
 	partners *keys.Partners
 	engine   *policy.Engine
 	store    store.Store
+	auditor  Auditor
 	log      *slog.Logger
 
 	serverTLS *tls.Config
@@ -53,7 +54,9 @@ type closer interface{ Close() error }
 
 // Options are what New needs besides the config.
 type Options struct {
-	Store  store.Store
+	Store store.Store
+	// Audit receives the audit trail; nil writes none (tests of parts).
+	Audit  Auditor
 	Policy *policy.Policy
 	Log    *slog.Logger
 	// Passphrase decrypts the secret key (CONDUIT_PASSPHRASE or the
@@ -102,7 +105,7 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 	}
 	g := &Gateway{
 		cfg: cfg, self: cfg.Self(), id: id, partners: partners,
-		engine: policy.NewEngine(opt.Policy, log), store: opt.Store, log: log,
+		engine: policy.NewEngine(opt.Policy, log), store: opt.Store, auditor: opt.Audit, log: log,
 		serverTLS: serverTLS, clientTLS: clientTLS,
 		Now:  time.Now,
 		wake: make(chan struct{}, 1),

@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-smtp"
 
+	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/policy"
@@ -182,6 +183,11 @@ func (g *Gateway) process(ctx context.Context, m received) outcome {
 		// delivering twice, so this is logged, not refused.
 		g.log.Error("replay cache not updated", "package", o.PackageID, "err", err)
 	}
+	g.audit(ctx, audit.Event{Kind: audit.Received, Package: o.PackageID, Destination: o.Label.Originator, Actor: o.Signer.Agency,
+		Detail: fmt.Sprintf("verified: signed by %s, %s, reference %s", o.Signer.Fingerprint, o.Label.Marking(), o.Label.Reference)})
+	for _, mb := range mailboxes {
+		g.audit(ctx, audit.Event{Kind: audit.Delivered, Package: o.PackageID, Destination: o.Label.Originator, Rule: strings.Join(ruleIDs(dec), ","), Detail: "to " + mb})
+	}
 	g.startInboundClocks(ctx, o.PackageID, o.Label.Originator, dec)
 	if err := g.sendReceipt(ctx, o, mailboxes); err != nil {
 		// Delivered all the same; the originator sees no receipt and its
@@ -208,6 +214,8 @@ func (g *Gateway) quarantine(ctx context.Context, m received, check, reason stri
 	}
 	g.log.Error("admin alert: package quarantined", "quarantine", id, "check", check, "reason", reason,
 		"remote", m.remote, "package", q.PackageID)
+	g.audit(ctx, audit.Event{Kind: audit.Quarantined, Package: q.PackageID, Rule: check, Actor: m.remote,
+		Detail: fmt.Sprintf("Q%d: %s", id, reason)})
 	return outcome{qid: id, reply: reply(550, smtp.EnhancedCode{5, 7, 1}, fmt.Sprintf("Package refused and quarantined as Q%d at %s: %s", id, g.cfg.Agency, reason))}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-smtp"
 
+	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/gateway/store"
@@ -58,7 +59,11 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 	if rerr != nil {
 		return rerr
 	}
+	pkgID := envelope.NewPackageID()
 	dec := g.engine.Decide(ctx, m, policy.Sender{Agency: g.cfg.Agency, OriginatorConsent: hdr.Get(hdrConsent)})
+	g.audit(ctx, audit.Event{Kind: audit.Received, Package: pkgID, Actor: sub.from,
+		Detail: fmt.Sprintf("submitted by %s, reference %s, %s, decision %s", sub.user.Name, m.Label.Reference, m.Label.Marking(), dec.Decision)})
+	g.auditDecision(ctx, pkgID, sub.from, dec)
 	g.log.Info("intake decision", "user", sub.user.Name, "reference", m.Label.Reference, "decision", dec.Decision,
 		"deliveries", len(dec.Deliveries), "refusals", len(dec.Refusals), "holds", len(dec.Holds), "rules", ruleIDs(dec))
 	if len(dec.Deliveries) == 0 && len(dec.Holds) == 0 {
@@ -68,7 +73,6 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 	// One envelope per destination agency, all under one package id. A
 	// held destination is sealed and stored too, held until an
 	// administrator releases it (conduit queue release).
-	pkgID := envelope.NewPackageID()
 	byAgency := map[string][]policy.Delivery{}
 	held := map[string]policy.HoldEntry{}
 	var order []string
@@ -153,6 +157,16 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 		return errTempStore
 	}
 	g.nudge()
+	for _, it := range items {
+		detail := "sealed to " + it.Destination + "'s pinned key for " + strings.Join(it.Recipients, ", ")
+		g.audit(ctx, audit.Event{Kind: audit.Sealed, Package: pkgID, Destination: it.Destination, Actor: sub.from, Detail: detail})
+		detail = "priority " + it.Priority.String()
+		if it.State == store.OnHold {
+			detail = "held: " + it.Reason
+		}
+		g.audit(ctx, audit.Event{Kind: audit.Queued, Package: pkgID, Destination: it.Destination,
+			Rule: byAgency[it.Destination][0].Rule, Actor: sub.from, Detail: detail})
+	}
 	g.log.Info("package queued", "package", pkgID, "destinations", order, "held", len(held))
 	g.startOutboundClocks(ctx, pkgID, dec, order)
 	var sendNow []string

@@ -11,6 +11,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/keys"
@@ -75,6 +76,7 @@ func (g *Gateway) sendReceipt(ctx context.Context, o *envelope.Opened, mailboxes
 		return err
 	}
 	g.nudge()
+	g.audit(ctx, audit.Event{Kind: audit.Receipt, Package: o.PackageID, Destination: to, Detail: "receipt sent for " + strings.Join(mailboxes, ", ")})
 	return nil
 }
 
@@ -94,7 +96,11 @@ func (g *Gateway) takeReceipt(ctx context.Context, m received, o *envelope.Opene
 	if err != nil {
 		return outcome{reply: errTempStore}
 	}
-	if !slices.ContainsFunc(items, func(it store.Item) bool { return it.State == store.Sent }) {
+	// Queued counts: the receiver queues its receipt before its 250 reaches
+	// us, so the receipt may arrive before the relay records the item sent.
+	// A held, dropped or failed item was never delivered: its receipt is
+	// suspect.
+	if !slices.ContainsFunc(items, func(it store.Item) bool { return it.State == store.Sent || it.State == store.Queued }) {
 		return g.quarantine(ctx, m, "receipt-unknown", fmt.Sprintf("a receipt from %s for package %s, which was not sent to them", rb.Agency, rb.Package))
 	}
 	if err := g.store.RecordReceipt(ctx, store.Receipt{PackageID: rb.Package, Agency: rb.Agency, Mailboxes: rb.Mailboxes,
@@ -111,5 +117,7 @@ func (g *Gateway) takeReceipt(ctx context.Context, m received, o *envelope.Opene
 		g.log.Info("immediate escalation acknowledged", "package", rb.Package, "agency", rb.Agency)
 	}
 	g.log.Info("receipt recorded", "package", rb.Package, "agency", rb.Agency, "mailboxes", len(rb.Mailboxes))
+	g.audit(ctx, audit.Event{Kind: audit.Receipt, Package: rb.Package, Destination: rb.Agency, Actor: o.Signer.Agency,
+		Detail: "receipt received: delivered to " + strings.Join(rb.Mailboxes, ", ")})
 	return outcome{delivered: true, reply: reply(250, smtp.EnhancedCode{2, 0, 0}, "Receipt for package "+rb.Package+" recorded")}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/gateway/store"
 )
 
@@ -90,6 +91,7 @@ func (g *Gateway) deliverItem(ctx context.Context, it store.Item) {
 			return
 		}
 		log.Info("package sent", "remote_id", remoteID)
+		g.audit(ctx, audit.Event{Kind: audit.Sent, Package: it.PackageID, Destination: it.Destination, Detail: "accepted by the destination gateway: " + remoteID})
 		return
 	}
 	var re *relayError
@@ -111,6 +113,7 @@ func (g *Gateway) deliverItem(ctx context.Context, it store.Item) {
 			return
 		}
 		log.Error("package failed", "reason", reason)
+		g.audit(ctx, audit.Event{Kind: audit.Failed, Package: it.PackageID, Destination: it.Destination, Detail: reason})
 		g.notifyFailure(it, reason)
 		return
 	}
@@ -119,6 +122,10 @@ func (g *Gateway) deliverItem(ctx context.Context, it store.Item) {
 		log.Error("retry not recorded", "err", rerr)
 	}
 	log.Warn("delivery deferred", "err", err, "next", next.UTC().Format(time.RFC3339))
+	g.audit(ctx, audit.Event{Kind: audit.Retried, Package: it.PackageID, Destination: it.Destination, Detail: err.Error()})
+	if re.alert {
+		g.audit(ctx, audit.Event{Kind: audit.Alert, Package: it.PackageID, Destination: it.Destination, Rule: "tls", Detail: err.Error()})
+	}
 }
 
 // holdLease renews an item's claim every third of the lease while it is

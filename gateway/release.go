@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/gateway/store"
 )
 
@@ -59,4 +60,5 @@ func (g *Gateway) reprocess(ctx context.Context, id int64) {
 		return
 	}
 	g.log.Info("released message re-processed", "quarantine", id, "note", note)
+	g.audit(ctx, audit.Event{Kind: audit.Released, Package: q.PackageID, Rule: q.Check, Detail: fmt.Sprintf("Q%d %s", id, note)})
 }

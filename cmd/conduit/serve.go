@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/gateway"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/policy"
@@ -44,9 +45,29 @@ stop it cleanly.`,
 				return err
 			}
 			defer st.Close()
-			g, err := gateway.New(ctx, cfg, gateway.Options{Store: st, Policy: pol, Log: log})
+			var key []byte
+			if cfg.Store.AuditKeyFile != "" {
+				if key, err = audit.ReadKeyFile(cfg.Store.AuditKeyFile); err != nil {
+					return &exitError{exitUsage, err}
+				}
+			}
+			trail, err := audit.OpenSQLite(ctx, cfg.Store.Path, key)
+			if err != nil {
+				return err
+			}
+			defer trail.Close()
+			g, err := gateway.New(ctx, cfg, gateway.Options{Store: st, Audit: trail, Policy: pol, Log: log})
 			if err != nil {
 				return &exitError{exitUsage, err}
+			}
+			g.Policy().OnReload = func(rerr error) {
+				e := audit.Event{Agency: cfg.Agency, Kind: audit.PolicyReload, Actor: "SIGHUP", Detail: "policy reloaded"}
+				if rerr != nil {
+					e.Detail = "reload refused, the policy in force stays: " + rerr.Error()
+				}
+				if _, err := trail.Append(ctx, e); err != nil {
+					log.Error("admin alert: audit trail not written", "err", err)
+				}
 			}
 			if cfg.PIDFile != "" {
 				if err := os.WriteFile(cfg.PIDFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
