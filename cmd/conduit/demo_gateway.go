@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -219,7 +220,38 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 	say("")
 	say("4. HMP Northgate's quarantine holds %d message(s); `conduit quarantine list --config %s` shows it.", q, bed.Nodes["hmp-northgate"].Config)
 
+	say("")
+	say("5. Signed receipts the Northshire PIO holds for what it sent:")
+	testbed.WaitFor(ctx, 20*time.Second, func() bool { return len(demoReceipts(ctx, bed)) >= len(want) })
+	for _, line := range demoReceipts(ctx, bed) {
+		say("   %s", line)
+	}
+
+	say("")
+	say("6. The regional CCU has not triaged the report about the governor. Its gateway's clock is moved")
+	say("   73 hours ahead (a test hook, never in a deployment): the 72-hour triage clock runs out.")
+	if err := bed.MoveClock("ccu-north", 73*time.Hour); err != nil {
+		return err
+	}
+	contact := bed.Directory.Agency("ccu-north").Escalation[0].Address
+	if testbed.WaitFor(ctx, 20*time.Second, func() bool { return len(bed.Delivered("ccu-north", contact)) > 0 }) {
+		h, _ := readHeaderFile(bed.Delivered("ccu-north", contact)[0])
+		say("   alert to %s: %s", contact, h.Get("Subject"))
+	} else {
+		failures = append(failures, "no overdue triage alert at ccu-north")
+	}
+
 	bed.StopAll()
+	say("")
+	say("7. Every gateway stopped; each one's audit trail is checked with `conduit audit verify`:")
+	for _, id := range demoAgencies {
+		out, err := exec.CommandContext(ctx, bin, "audit", "verify", "--config", bed.Nodes[id].Config).CombinedOutput()
+		line := strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0]
+		say("   %-16s %s", id, line)
+		if err != nil {
+			failures = append(failures, fmt.Sprintf("audit verify %s: %v %s", id, err, line))
+		}
+	}
 	say("")
 	if len(failures) > 0 {
 		for _, f := range failures {
@@ -227,7 +259,7 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 		}
 		return errors.New("demo: some packages did not go where the policy says")
 	}
-	say("All gateways stopped. Every package went where the sharing policy says, and nowhere else.")
+	say("Every package went where the sharing policy says and nowhere else, was receipted, and every audit chain is intact.")
 	return nil
 }
 
@@ -298,6 +330,30 @@ func demoTampered(ctx context.Context, bed *testbed.Bed) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.Replace(out.Bytes(), []byte("SIO-Label: marking=OFFICIAL-SENSITIVE"), []byte("SIO-Label: marking=OFFICIAL"), 1), nil
+}
+
+// demoReceipts lists the receipts the PIO's store holds, one line each.
+func demoReceipts(ctx context.Context, b *testbed.Bed) []string {
+	st, err := store.OpenSQLite(ctx, filepath.Join(b.Nodes["northshire-pio"].Dir, "conduit.db"))
+	if err != nil {
+		return nil
+	}
+	defer st.Close()
+	items, err := st.List(ctx, store.Filter{State: store.Sent})
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, it := range items {
+		rs, _ := st.Receipts(ctx, it.PackageID)
+		for _, r := range rs {
+			if r.Agency == it.Destination {
+				out = append(out, fmt.Sprintf("%s  %-16s delivered to %s", it.PackageID, r.Agency, strings.Join(r.Mailboxes, ", ")))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // quarantineCount reads a node's quarantine from its store (SQLite lets

@@ -41,7 +41,11 @@ func TestGatewayDemoRunsWithNoSetup(t *testing.T) {
 		"refused: SMTP error 550: Package refused, nothing was sent: SECRET",
 		"(sanitised-to-disseminate)",
 		"quarantined as Q1 at hmp-northgate",
-		"Every package went where the sharing policy says",
+		"hmp-eastmoor     delivered to governor@eastmoor.hmpps.example",
+		"[Conduit] Overdue: triage",
+		"northshire-pio   ",
+		"chain intact",
+		"every audit chain is intact",
 	} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("demo output lacks %q\n%s", want, r.stdout)
