@@ -125,7 +125,8 @@ func (h *HexHash) UnmarshalText(b []byte) error {
 func (h HexHash) String() string { return hex.EncodeToString(h) }
 
 // Limits on the text fields: identifiers are short, and a bounded Detail
-// leaves no room to paste a package into the trail.
+// leaves no room to paste a package into the trail. Append cuts longer
+// text (see check).
 const (
 	MaxField  = 256
 	MaxDetail = 1024
@@ -140,31 +141,48 @@ var Genesis = func() []byte { h := sha256.Sum256([]byte("conduit audit genesis v
 // encodingTag separates the event encoding from anything else hashed.
 const encodingTag = "conduit-audit-event-v1"
 
-// check validates the fields a caller gives.
+// check validates the kind and time, and makes the text fields fit: an
+// audit event is better kept imperfect than lost, so text is never a
+// reason to refuse one. Invalid UTF-8 and NUL bytes become U+FFFD, and a
+// field over its limit is cut (at a character boundary) and ends with
+// truncMark.
 func (e *Event) check() error {
 	if !e.Kind.Valid() {
 		return fmt.Errorf("audit event: unknown kind %q", e.Kind)
 	}
-	fields := []struct {
-		name, v string
-		max     int
+	for _, f := range []struct {
+		p   *string
+		max int
 	}{
-		{"agency", e.Agency, MaxField}, {"package", e.Package, MaxField},
-		{"destination", e.Destination, MaxField}, {"rule", e.Rule, MaxField},
-		{"actor", e.Actor, MaxField}, {"detail", e.Detail, MaxDetail},
-	}
-	for _, f := range fields {
-		if len(f.v) > f.max {
-			return fmt.Errorf("audit event: %s is %d bytes, more than %d", f.name, len(f.v), f.max)
-		}
-		if !utf8.ValidString(f.v) || strings.ContainsRune(f.v, 0) {
-			return fmt.Errorf("audit event: %s is not valid UTF-8 text", f.name)
-		}
+		{&e.Agency, MaxField}, {&e.Package, MaxField}, {&e.Destination, MaxField},
+		{&e.Rule, MaxField}, {&e.Actor, MaxField}, {&e.Detail, MaxDetail},
+	} {
+		*f.p = fitText(*f.p, f.max)
 	}
 	if e.Time.Before(minTime) || e.Time.After(maxTime) {
 		return fmt.Errorf("audit event: time %s out of range", e.Time)
 	}
 	return nil
+}
+
+// truncMark ends a field that was cut to its limit.
+const truncMark = "…[truncated]"
+
+func fitText(s string, max int) string {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		s = strings.ReplaceAll(s, "\x00", "\uFFFD")
+	}
+	if len(s) <= max {
+		return s
+	}
+	cut := max - len(truncMark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + truncMark
 }
 
 // The times a unix-nanosecond int64 can hold, with a margin.

@@ -227,9 +227,12 @@ func (s *SQLite) headMAC(seq int64, h []byte) []byte {
 }
 
 // Append adds e to the trail and returns it as stored, with its Seq,
-// Time (set to now when zero), PrevHash and Hash. It fails on an unknown
-// Kind, on over-long or non-UTF-8 fields, and when the event could not be
-// made durable; the gateway should then treat the action as not done.
+// Time (set to now when zero), PrevHash and Hash, and its text made to
+// fit (invalid UTF-8 replaced, over-long fields cut to MaxField and
+// MaxDetail). It fails on an unknown Kind or a time outside 1970-2261,
+// when the log's key does not match (ErrKeyMismatch), when the log's head
+// shows entries were removed (ErrBroken), and when the event could not be
+// made durable: each is an administrator alert.
 func (s *SQLite) Append(ctx context.Context, e Event) (Event, error) {
 	if e.Time.IsZero() {
 		s.mu.Lock()

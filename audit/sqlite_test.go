@@ -17,6 +17,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func tcheck(t testing.TB, err error, what string) {
@@ -132,15 +133,12 @@ func TestAppendStampsTimeWithTheClock(t *testing.T) {
 	}
 }
 
-func TestAppendRefusesBadEvents(t *testing.T) {
+func TestAppendRefusesUnknownKindsAndTimes(t *testing.T) {
 	s, _ := openTest(t, nil)
 	for _, e := range []Event{
 		{Kind: "exploded"},
 		{Kind: ""},
-		{Kind: Sent, Detail: strings.Repeat("x", MaxDetail+1)},
-		{Kind: Sent, Package: strings.Repeat("p", MaxField+1)},
-		{Kind: Sent, Actor: "bad\xffutf8"},
-		{Kind: Sent, Rule: "nul\x00"},
+		{Kind: Sent, Time: time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)},
 	} {
 		if _, err := s.Append(context.Background(), e); err == nil {
 			t.Errorf("append %+v: no error", e)
@@ -148,6 +146,29 @@ func TestAppendRefusesBadEvents(t *testing.T) {
 	}
 	if r := verify(t, s); !r.OK || r.Entries != 0 {
 		t.Fatalf("verify after refusals: %+v", r)
+	}
+}
+
+// Text never costs an event: it is made valid and cut to its limit.
+func TestAppendFitsText(t *testing.T) {
+	s, _ := openTest(t, nil)
+	long := strings.Repeat("é", MaxDetail) // 2 bytes each
+	e, err := s.Append(context.Background(), Event{Kind: Retried, Detail: long, Package: strings.Repeat("p", MaxField+10),
+		Actor: "bad\xffutf8", Rule: "nul\x00"})
+	tcheck(t, err, "append")
+	if len(e.Detail) > MaxDetail || !strings.HasSuffix(e.Detail, truncMark) || !utf8.ValidString(e.Detail) {
+		t.Errorf("detail: %d bytes, %q...", len(e.Detail), e.Detail[len(e.Detail)-20:])
+	}
+	if len(e.Package) > MaxField || e.Actor != "bad\uFFFDutf8" || e.Rule != "nul\uFFFD" {
+		t.Errorf("fields: %q %q %q", e.Package, e.Actor, e.Rule)
+	}
+	got, err := s.Query(context.Background(), Filter{})
+	tcheck(t, err, "query")
+	if len(got) != 1 || got[0].Detail != e.Detail || got[0].Actor != e.Actor {
+		t.Fatalf("stored event differs from the returned one")
+	}
+	if r := verify(t, s); !r.OK {
+		t.Fatalf("verify: %s", r)
 	}
 }
 
@@ -641,7 +662,7 @@ func FuzzEventJSON(f *testing.F) {
 		if err := json.Unmarshal(out, &e2); err != nil {
 			t.Fatalf("re-read %s: %v", out, err)
 		}
-		if e.check() == nil && !bytes.Equal(eventHash(nil, &e, e.Seq, e.PrevHash), eventHash(nil, &e2, e2.Seq, e2.PrevHash)) {
+		if e.check() == nil && e2.check() == nil && !bytes.Equal(eventHash(nil, &e, e.Seq, e.PrevHash), eventHash(nil, &e2, e2.Seq, e2.PrevHash)) {
 			t.Fatalf("hash changed across a JSON round trip: %s", out)
 		}
 	})

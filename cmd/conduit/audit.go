@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -33,6 +34,9 @@ func openAudit(ctx context.Context, cfgPath, keyFile string) (*audit.SQLite, err
 	}
 	if keyFile == "" {
 		keyFile = os.Getenv("CONDUIT_AUDIT_KEY_FILE")
+	}
+	if keyFile == "" {
+		keyFile = cfg.Store.AuditKeyFile
 	}
 	var key []byte
 	if keyFile != "" {
@@ -62,7 +66,7 @@ func printEvents(w io.Writer, l []audit.Event) {
 	fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tPACKAGE\tDESTINATION\tRULE\tACTOR\tDETAIL")
 	for _, e := range l {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Seq, auditTime(e.Time), e.Kind,
-			auditDash(e.Package), auditDash(e.Destination), auditDash(e.Rule), auditDash(e.Actor), auditDash(e.Detail))
+			auditDash(e.Package), auditDash(e.Destination), auditDash(e.Rule), auditDash(e.Actor), auditDash(strings.Join(strings.Fields(e.Detail), " ")))
 	}
 	tw.Flush()
 }
@@ -76,13 +80,14 @@ decision and movement of a package: metadata and the rules applied, never
 package content or a subject's identity. It lives in the gateway's database
 (store.path) and these commands work on it while the gateway runs.
 
-If the gateway chains the trail with a key (HMAC), give the same key file
-with --key-file or CONDUIT_AUDIT_KEY_FILE: without it the chain proves the
-log consistent, with it nobody without the key can have rewritten it.`,
+If the gateway chains the trail with a key (HMAC, store.audit-key-file in
+the config), the commands read the same key file; --key-file or
+CONDUIT_AUDIT_KEY_FILE name another. Without a key the chain proves the log
+consistent; with one, nobody without the key can have rewritten it.`,
 	}
 	var cfgPath, keyFile string
 	auditCmd.PersistentFlags().StringVar(&cfgPath, "config", "", "the gateway's config file (required)")
-	auditCmd.PersistentFlags().StringVar(&keyFile, "key-file", "", "the chain's HMAC key file, if the gateway uses one (default $CONDUIT_AUDIT_KEY_FILE)")
+	auditCmd.PersistentFlags().StringVar(&keyFile, "key-file", "", "the chain's HMAC key file (default $CONDUIT_AUDIT_KEY_FILE, then store.audit-key-file)")
 	_ = auditCmd.MarkPersistentFlagRequired("config")
 
 	verify := &cobra.Command{

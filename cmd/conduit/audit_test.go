@@ -140,6 +140,19 @@ func TestAuditVerifyWithKey(t *testing.T) {
 	if !strings.HasPrefix(out, "6 entries, chain intact\n") {
 		t.Fatalf("verify: %q", out)
 	}
+	// The key the gateway's config names (store.audit-key-file).
+	src, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyedCfg := filepath.Join(dir, "keyed.yaml")
+	if err := os.WriteFile(keyedCfg, []byte(strings.Replace(string(src), "store: {path: conduit.db}", "store: {path: conduit.db, audit-key-file: audit.key}", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out = mustRun(t, dir, nil, nil, conduitBin, "audit", "verify", "--config", keyedCfg)
+	if !strings.HasPrefix(out, "6 entries, chain intact\n") {
+		t.Fatalf("verify with the config's key: %q", out)
+	}
 	// Without the key: a usage error that says what is needed.
 	r := run(t, dir, nil, nil, conduitBin, "audit", "verify", "--config", cfg)
 	if r.code != exitUsage || !strings.Contains(r.stderr, "keyed") {
