@@ -78,8 +78,8 @@ type Manifest struct {
 	Subjects []Subject `yaml:"subjects,omitempty" json:"subjects,omitempty"`
 	Risk     []string  `yaml:"risk,omitempty" json:"risk,omitempty"`
 	Topic    string    `yaml:"topic,omitempty" json:"topic,omitempty"`
-	// Kind is empty for an intelligence package, or "receipt" for a
-	// gateway's signed statement that it delivered one (MessageKinds).
+	// Kind is empty for an intelligence package, "receipt" for a
+	// gateway's signed statement that it delivered one, or "notice".
 	Kind string `yaml:"-" json:"kind,omitempty"`
 	// Body and Attachments are file names relative to the manifest, in the
 	// YAML form only; inside the envelope they are MIME parts.
@@ -205,12 +205,17 @@ func codes(cs []Code) []string {
 func hasCode(cs []Code, s string) bool { return slices.Contains(codes(cs), s) }
 
 // Message kinds besides an intelligence package.
-const KindReceipt = "receipt"
+const (
+	KindReceipt = "receipt"
+	// KindNotice is a notice about a package already exchanged:
+	// rectification, breach, subject-access consultation (MoU Annex A).
+	KindNotice = "notice"
+)
 
 // check validates everything but label completeness.
 func (m *Manifest) check() error {
-	if m.Kind != "" && m.Kind != KindReceipt {
-		return &ManifestError{Field: "kind", Value: m.Kind, Reason: "is not a message kind", Allowed: []string{KindReceipt}}
+	if m.Kind != "" && m.Kind != KindReceipt && m.Kind != KindNotice {
+		return &ManifestError{Field: "kind", Value: m.Kind, Reason: "is not a message kind", Allowed: []string{KindReceipt, KindNotice}}
 	}
 	if !isAgencyID(m.From) {
 		return &ManifestError{Field: "from", Value: m.From, Reason: "must be the sending agency's directory id"}

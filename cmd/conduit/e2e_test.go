@@ -373,3 +373,74 @@ func TestReceiptStopsTheAcknowledgementClock(t *testing.T) {
 		t.Fatalf("no acknowledgement recorded:\n%s", b.Tail("northshire-pio", 10))
 	}
 }
+
+// TestRectificationReachesEveryEarlierRecipientAndIsReceipted: the
+// originator's rectification fans out to every agency the package went to
+// (the prison, and the RPIU that the example policy copies in), each gets
+// it in a mailbox, and each receipts it (MoU Annex A, Accuracy).
+func TestRectificationReachesEveryEarlierRecipientAndIsReceipted(t *testing.T) {
+	b := newBed(t, testbed.Options{}, "northshire-pio", "hmp-northgate", "rpiu-north-east")
+	ctx := context.Background()
+	_, err := b.Submit(ctx, "northshire-pio", []string{mailboxOf(t, b, "hmp-northgate")},
+		e2eMessage(e2eLabel, "Wing C conveyance", "Conduit-Topic: corruption"))
+	tcheck(t, err, "submit")
+	cfg := b.Nodes["northshire-pio"].Config
+	var pkgID string
+	if !testbed.WaitFor(ctx, 30*time.Second, func() bool {
+		out := run(t, b.Dir, nil, nil, conduitBin, "queue", "list", "--state", "sent", "--config", cfg).stdout
+		if strings.Count(out, "cdt-") < 2 {
+			return false
+		}
+		for _, f := range strings.Fields(out) {
+			if strings.HasPrefix(f, "cdt-") {
+				pkgID = f
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("package not sent to both:\n%s", b.Tail("northshire-pio", 6))
+	}
+	textFile := b.Dir + "/rectification.txt"
+	tcheck(t, os.WriteFile(textFile, []byte("The date of the visit was 14 November, not 4 November.\n"), 0o600), "text")
+	out := mustRun(t, b.Dir, nil, nil, conduitBin, "notice", "send", "--config", cfg, "--kind", "rectification",
+		"--package", pkgID, "--text", textFile, "--label", strings.Replace(e2eLabel, "NP-2026-0001", "NP-2026-0001-R1", 1))
+	if !strings.Contains(out, "hmp-northgate") || !strings.Contains(out, "rpiu-north-east") {
+		t.Fatalf("notice not fanned out to both recipients: %s", out)
+	}
+	noticeID := strings.Fields(out)[1]
+	for _, agency := range []string{"hmp-northgate", "rpiu-north-east"} {
+		if !testbed.WaitFor(ctx, 30*time.Second, func() bool {
+			for _, files := range b.AllDelivered(agency) {
+				for _, f := range files {
+					if data, _ := os.ReadFile(f); strings.Contains(string(data), "Conduit-Notice: rectification; package="+pkgID) {
+						return true
+					}
+				}
+			}
+			return false
+		}) {
+			t.Fatalf("%s did not receive the rectification:\n%s", agency, b.Tail(agency, 6))
+		}
+	}
+	// Each fan-out is receipted.
+	if !testbed.WaitFor(ctx, 30*time.Second, func() bool {
+		list := run(t, b.Dir, nil, nil, conduitBin, "queue", "list", "--package", noticeID, "--json", "--config", cfg).stdout
+		ids := []string{}
+		for _, line := range strings.Split(list, "\n") {
+			if i := strings.Index(line, `"id": `); i >= 0 {
+				ids = append(ids, strings.Trim(strings.TrimSpace(line[i+6:]), ","))
+			}
+		}
+		if len(ids) != 2 {
+			return false
+		}
+		for _, id := range ids {
+			if !strings.Contains(run(t, b.Dir, nil, nil, conduitBin, "queue", "show", id, "--config", cfg).stdout, "receipt:       delivered") {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("the notice's fan-out was not receipted by both:\n%s", run(t, b.Dir, nil, nil, conduitBin, "queue", "list", "--package", noticeID, "--config", cfg).stdout)
+	}
+}
