@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -685,5 +686,49 @@ func BenchmarkAppend(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// The trail has no place for content: Event's fields are exactly these.
+// Adding one (a body, a subject) must be a deliberate change to this test
+// and to the security review (DESIGN.md, security invariant 2).
+func TestEventHasNoContentField(t *testing.T) {
+	want := "Seq Time Agency Kind Package Destination Rule Actor Detail PrevHash Hash"
+	var got []string
+	ty := reflect.TypeOf(Event{})
+	for i := 0; i < ty.NumField(); i++ {
+		got = append(got, ty.Field(i).Name)
+	}
+	if strings.Join(got, " ") != want {
+		t.Fatalf("Event fields %v, want %s", got, want)
+	}
+}
+
+func BenchmarkVerify10k(b *testing.B) {
+	s, _ := openTest(b, testKey)
+	ctx := context.Background()
+	e := Event{Agency: "met-pio", Kind: Sent, Package: "MET-2026-000123", Destination: "hmp-northgate", Actor: "gateway", Detail: "250 2.0.0 queued as 4f2a"}
+	tx, err := s.w.BeginTx(ctx, nil)
+	tcheck(b, err, "begin")
+	prev := []byte(Genesis)
+	now := time.Now().UTC()
+	for i := int64(1); i <= 10000; i++ {
+		e.Time = now
+		h := eventHash(s.key, &e, i, prev)
+		_, err := tx.ExecContext(ctx, `INSERT INTO audit_events (`+eventColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			i, now.UnixNano(), e.Agency, string(e.Kind), e.Package, e.Destination, e.Rule, e.Actor, e.Detail, prev, h)
+		tcheck(b, err, "insert")
+		prev = h
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO audit_meta (id, keyed, key_check, head_seq, head_hash, head_mac) VALUES (1, 1, ?, 10000, ?, ?)`,
+		keyCheck(s.key), prev, headMAC(s.key, 10000, prev))
+	tcheck(b, err, "meta")
+	tcheck(b, tx.Commit(), "commit")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r, err := s.Verify(ctx)
+		if err != nil || !r.OK || r.Entries != 10000 {
+			b.Fatalf("verify: %+v %v", r, err)
+		}
 	}
 }

@@ -42,6 +42,7 @@ type Metrics struct {
 	refusals    *prometheus.CounterVec
 	quarantined *prometheus.CounterVec
 	alerts      *prometheus.CounterVec
+	auditFailed prometheus.Counter
 	seal, open  prometheus.Histogram
 	log         *slog.Logger
 }
@@ -79,6 +80,10 @@ func New(log *slog.Logger) *Metrics {
 			Name: "conduit_deadline_alerts_total",
 			Help: "Overdue alerts raised, by deadline kind (acknowledge, triage).",
 		}, []string{"kind"}),
+		auditFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "conduit_audit_append_failures_total",
+			Help: "Audit events that could not be written (an administrator alert each).",
+		}),
 		seal: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "conduit_seal_duration_seconds",
 			Help:    "Time to sign and encrypt one envelope.",
@@ -90,7 +95,7 @@ func New(log *slog.Logger) *Metrics {
 			Buckets: latencyBuckets,
 		}),
 	}
-	m.reg.MustRegister(m.deliveries, m.refusals, m.quarantined, m.alerts, m.seal, m.open,
+	m.reg.MustRegister(m.deliveries, m.refusals, m.quarantined, m.alerts, m.auditFailed, m.seal, m.open,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -136,6 +141,14 @@ func (m *Metrics) OverdueAlert(kind string) {
 		return
 	}
 	m.alerts.WithLabelValues(kind).Inc()
+}
+
+// AuditFailed counts an audit event that could not be appended.
+func (m *Metrics) AuditFailed() {
+	if m == nil {
+		return
+	}
+	m.auditFailed.Inc()
 }
 
 // ObserveSeal records how long sealing one envelope took.

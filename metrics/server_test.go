@@ -67,6 +67,7 @@ func TestMetricsShowCountersAfterCalls(t *testing.T) {
 	m.Delivery("hmp-northgate", Deferred)
 	m.Quarantined("signature")
 	m.OverdueAlert("triage")
+	m.AuditFailed()
 	m.ObserveSeal(3 * time.Millisecond)
 	m.ObserveOpen(40 * time.Millisecond)
 
@@ -81,6 +82,7 @@ func TestMetricsShowCountersAfterCalls(t *testing.T) {
 		`conduit_deliveries_total{destination="hmp-northgate",outcome="deferred"} 1`,
 		`conduit_quarantined_total{check="signature"} 1`,
 		`conduit_deadline_alerts_total{kind="triage"} 1`,
+		`conduit_audit_append_failures_total 1`,
 		`conduit_queue_depth{destination="hmp-northgate"} 3`,
 		`conduit_queue_depth{destination="ne-ccu"} 0`,
 		`conduit_deadlines_overdue{kind="triage"} 2`,
