@@ -51,12 +51,16 @@ fi
 (cd "$repo" && go build -o "$work/conduit" ./cmd/conduit && go build -o "$work/e2edriver" ./bench/e2edriver)
 cd "$work"
 
-echo "load: $N packages x $SIZE bytes, $CLIENTS concurrent SMTP clients, loopback, $(nproc) cores"
+echo "load: $N packages x $SIZE bytes, $CLIENTS concurrent SMTP clients, loopback, $(nproc) cores ($(uptime | sed 's/.*\(load average\)/\1/'))"
 echo
 echo "== conduit: submission -> intake+policy -> seal -> durable queue -> relay (TLS) -> open+verify -> Maildir"
 mkdir -p bed
 conduit_line=$(./e2edriver -mode conduit -bin "$work/conduit" -dir "$work/bed" -n "$N" -size "$SIZE" -clients "$CLIENTS" | grep '^RESULT')
 echo "$conduit_line"
+case $conduit_line in
+*" unverified=0"*) ;;
+*) echo "some delivered packages lack their Conduit-Verified header" >&2; exit 1 ;;
+esac
 
 echo
 echo "== postfix $(postconf -h mail_version 2>/dev/null): plain SMTP relay (queue, no TLS, no content processing) -> sink -> Maildir"
