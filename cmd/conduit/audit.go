@@ -16,6 +16,25 @@ import (
 	"github.com/conduit-gateway/conduit/config"
 )
 
+// auditKey reads the chain key: --key-file, else $CONDUIT_AUDIT_KEY_FILE,
+// else the config's store.audit-key-file; nil when none is set.
+func auditKey(cfg *config.Config, keyFile string) ([]byte, error) {
+	if keyFile == "" {
+		keyFile = os.Getenv("CONDUIT_AUDIT_KEY_FILE")
+	}
+	if keyFile == "" {
+		keyFile = cfg.Store.AuditKeyFile
+	}
+	if keyFile == "" {
+		return nil, nil
+	}
+	key, err := audit.ReadKeyFile(keyFile)
+	if err != nil {
+		return nil, &exitError{exitUsage, err}
+	}
+	return key, nil
+}
+
 // openAudit opens the audit trail in the database named by a gateway
 // config file. Like openStore, it refuses to create a database.
 func openAudit(ctx context.Context, cfgPath, keyFile string) (*audit.SQLite, error) {
@@ -32,23 +51,42 @@ func openAudit(ctx context.Context, cfgPath, keyFile string) (*audit.SQLite, err
 		}
 		return nil, err
 	}
-	if keyFile == "" {
-		keyFile = os.Getenv("CONDUIT_AUDIT_KEY_FILE")
-	}
-	if keyFile == "" {
-		keyFile = cfg.Store.AuditKeyFile
-	}
-	var key []byte
-	if keyFile != "" {
-		if key, err = audit.ReadKeyFile(keyFile); err != nil {
-			return nil, &exitError{exitUsage, err}
-		}
+	key, err := auditKey(cfg, keyFile)
+	if err != nil {
+		return nil, err
 	}
 	a, err := audit.OpenSQLite(ctx, cfg.Store.Path, key)
 	if errors.Is(err, audit.ErrKeyMismatch) && key == nil {
 		return nil, &exitError{exitUsage, fmt.Errorf("%w (--key-file)", err)}
 	}
 	return a, err
+}
+
+// verifyExportFile checks an exported JSON-lines file instead of the
+// database.
+func verifyExportFile(cfgPath, keyFile, path string) (audit.VerifyResult, error) {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return audit.VerifyResult{}, &exitError{exitUsage, err}
+	}
+	key, err := auditKey(cfg, keyFile)
+	if err != nil {
+		return audit.VerifyResult{}, err
+	}
+	var r io.Reader = os.Stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return audit.VerifyResult{}, &exitError{exitUsage, err}
+		}
+		defer f.Close()
+		r = f
+	}
+	res, err := audit.VerifyJSONL(r, key)
+	if err != nil {
+		return res, &exitError{exitUsage, fmt.Errorf("%s: %w", path, err)}
+	}
+	return res, nil
 }
 
 // auditTime formats an event time for a table.
@@ -90,6 +128,7 @@ consistent; with one, nobody without the key can have rewritten it.`,
 	auditCmd.PersistentFlags().StringVar(&keyFile, "key-file", "", "the chain's HMAC key file (default $CONDUIT_AUDIT_KEY_FILE, then store.audit-key-file)")
 	_ = auditCmd.MarkPersistentFlagRequired("config")
 
+	var verifyFile string
 	verify := &cobra.Command{
 		Use:   "verify",
 		Short: "Check the whole chain; exit 3 naming the first bad entry",
@@ -97,23 +136,34 @@ consistent; with one, nobody without the key can have rewritten it.`,
 before. It prints "N entries, chain intact" and the head (the newest entry's
 number and hash: record it elsewhere to anchor the trail), or exits with
 status 3 naming the first bad entry and whether it was edited, deleted,
-reordered or rewritten without the key.`,
+reordered or rewritten without the key.
+
+With --file, it checks an export (a SIEM's copy) instead of the database:
+the lines must be a contiguous run (exported without --package, --rule or
+--kind); compare the head it prints with the database's.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			a, err := openAudit(ctx, cfgPath, keyFile)
-			var ee *exitError
-			if errors.Is(err, audit.ErrKeyMismatch) && !errors.As(err, &ee) {
-				// A key is given but is not the chain's: not proven.
-				return &exitError{exitCheck, fmt.Errorf("audit chain not proven: %w", err)}
-			}
-			if err != nil {
-				return err
-			}
-			defer a.Close()
-			r, err := a.Verify(ctx)
-			if err != nil {
-				return err
+			var r audit.VerifyResult
+			if verifyFile != "" {
+				var err error
+				if r, err = verifyExportFile(cfgPath, keyFile, verifyFile); err != nil {
+					return err
+				}
+			} else {
+				a, err := openAudit(ctx, cfgPath, keyFile)
+				var ee *exitError
+				if errors.Is(err, audit.ErrKeyMismatch) && !errors.As(err, &ee) {
+					// A key is given but is not the chain's: not proven.
+					return &exitError{exitCheck, fmt.Errorf("audit chain not proven: %w", err)}
+				}
+				if err != nil {
+					return err
+				}
+				defer a.Close()
+				if r, err = a.Verify(ctx); err != nil {
+					return err
+				}
 			}
 			if !r.OK {
 				return &exitError{exitCheck, fmt.Errorf("audit chain broken at %s", r)}
@@ -127,6 +177,8 @@ reordered or rewritten without the key.`,
 			return nil
 		},
 	}
+
+	verify.Flags().StringVar(&verifyFile, "file", "", "check this exported JSON-lines file (- for stdin) instead of the database")
 
 	var pkg, since, rule, kind string
 	var limit int

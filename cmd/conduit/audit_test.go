@@ -232,6 +232,22 @@ func TestAuditExport(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[5]), &e); err != nil || e.Seq != 6 || e.Kind != audit.Sent || len(e.Hash) != audit.HashSize {
 		t.Fatalf("last line %q: %+v %v", lines[5], e, err)
 	}
+	// The export verifies on its own, to the database's head; an edited
+	// copy does not.
+	file := filepath.Join(dir, "events.jsonl")
+	if err := os.WriteFile(file, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dbHead := mustRun(t, dir, nil, nil, conduitBin, "audit", "verify", "--config", cfg)
+	fileHead := mustRun(t, dir, nil, nil, conduitBin, "audit", "verify", "--config", cfg, "--file", file)
+	if fileHead != dbHead {
+		t.Fatalf("verify --file: %q, database: %q", fileHead, dbHead)
+	}
+	edited := strings.Replace(out, "handling 4 never leaves", "handling 1 may leave", 1)
+	r := run(t, dir, nil, []byte(edited), conduitBin, "audit", "verify", "--config", cfg, "--file", "-")
+	if r.code != exitCheck || !strings.Contains(r.stderr, "entry 5: edited") {
+		t.Fatalf("verify --file of an edited export: exit %d, %q", r.code, r.stderr)
+	}
 	out = mustRun(t, dir, nil, nil, conduitBin, "audit", "export", "--config", cfg, "--since", "2026-11-23T13:00:00Z")
 	if n := strings.Count(out, "\n"); n != 3 {
 		t.Fatalf("export --since: %d lines\n%s", n, out)
