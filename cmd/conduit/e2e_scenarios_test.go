@@ -393,6 +393,19 @@ func TestE2ESubmissionRefusals(t *testing.T) {
 			t.Errorf("MAIL FROM in clear: %d %s; want 530 5.7.0 asking for STARTTLS", code, text)
 		}
 	})
+	t.Run("inbound RCPT to a mailbox this agency does not hold gets 550 5.1.1", func(t *testing.T) {
+		r := dialRaw(t, n.Inbound)
+		r.cmd("EHLO e2e.localhost")
+		r.startTLS(b.ClientTLS())
+		if code, text := r.cmd("MAIL FROM:<%s>", "conduit@hmp-northgate.example"); code != 250 {
+			t.Fatalf("MAIL: %d %s", code, text)
+		}
+		for _, rcpt := range []string{ngIntel, "nobody@northshire-pio.example"} {
+			if code, text := r.cmd("RCPT TO:<%s>", rcpt); code != 550 || !strings.HasPrefix(text, "5.1.1 ") {
+				t.Errorf("RCPT TO:<%s>: %d %s; want 550 5.1.1", rcpt, code, text)
+			}
+		}
+	})
 	t.Run("a bare LF gets 554 5.6.0", func(t *testing.T) {
 		r := dialRaw(t, n.Submission)
 		r.cmd("EHLO e2e.localhost")
