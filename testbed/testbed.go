@@ -79,6 +79,8 @@ type Options struct {
 	MaxAge string
 	// Extra is appended to every node's config.
 	Extra string
+	// Policy replaces the example policy (nil: examples.Policy).
+	Policy []byte
 	// Directory, when set, may change the directory (routes, mailboxes)
 	// after the bed has filled in gateways and fingerprints, before it is
 	// written.
@@ -195,7 +197,11 @@ queue: {retry-min: %s, retry-max: %s, workers: 4%s}
 	if err := os.WriteFile(filepath.Join(dir, "directory.yaml"), out, 0o644); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), examples.Policy, 0o644); err != nil {
+	policy := examples.Policy
+	if opt.Policy != nil {
+		policy = opt.Policy
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), policy, 0o644); err != nil {
 		return nil, err
 	}
 	if b.Directory, err = config.LoadDirectory(filepath.Join(dir, "directory.yaml"), out); err != nil {

@@ -35,6 +35,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/conduit-gateway/conduit/examples"
 	"github.com/conduit-gateway/conduit/testbed"
 )
 
@@ -306,7 +307,11 @@ func runConduit(ctx context.Context, bin, dir string, n, size, clients, workers 
 	if bin == "" || dir == "" {
 		return errors.New("mode conduit needs -bin and -dir")
 	}
-	b, err := testbed.Create(dir, bin, testbed.Options{Agencies: []string{sender, receiver}})
+	// Training records that do not age out: the example directory's
+	// dates are fixed, and the example policy's 365 days would hold every
+	// package from January 2027 on.
+	pol := bytes.Replace(examples.Policy, []byte("valid-days: 365"), []byte("valid-days: 36500"), 1)
+	b, err := testbed.Create(dir, bin, testbed.Options{Agencies: []string{sender, receiver}, Policy: pol})
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/examples"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/keys"
 	"github.com/conduit-gateway/conduit/testbed"
@@ -325,6 +326,9 @@ func (f *fakeSMTP) seen() (conns int, cmds []string) {
 // the test: see noPlaintextAtRest.
 func newE2EBed(t *testing.T, opt testbed.Options, start ...string) *testbed.Bed {
 	t.Helper()
+	if opt.Policy == nil {
+		opt.Policy = e2ePolicy(t)
+	}
 	b := newBed(t, opt, start...)
 	t.Cleanup(func() { noPlaintextAtRest(t, b, e2eBody) })
 	return b
@@ -351,4 +355,17 @@ func noPlaintextAtRest(t *testing.T, b *testbed.Bed, canaries ...string) {
 			}
 		}
 	}
+}
+
+// e2ePolicy is the example policy with training records that do not age
+// out: the example directory's training dates are fixed (2025-2026) and
+// the example policy's 365 days would otherwise hold every package from
+// January 2027 on, whatever the test is about.
+func e2ePolicy(t *testing.T) []byte {
+	t.Helper()
+	const from, to = "valid-days: 365", "valid-days: 36500"
+	if !bytes.Contains(examples.Policy, []byte(from)) {
+		t.Fatalf("the example policy no longer says %q; update e2ePolicy", from)
+	}
+	return bytes.Replace(examples.Policy, []byte(from), []byte(to), 1)
 }

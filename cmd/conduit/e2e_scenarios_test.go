@@ -252,7 +252,7 @@ func TestE2EDestinationDownThenUpDeliveredOnce(t *testing.T) {
 }
 
 func TestE2EPeerWithoutSTARTTLSIsSentNothing(t *testing.T) {
-	b, err := testbed.Create(t.TempDir(), conduitBin, testbed.Options{})
+	b, err := testbed.Create(t.TempDir(), conduitBin, testbed.Options{Policy: e2ePolicy(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +294,7 @@ func TestE2EPeerWithoutSTARTTLSIsSentNothing(t *testing.T) {
 }
 
 func TestE2EBadCertificatePeerIsSentNothing(t *testing.T) {
-	b, err := testbed.Create(t.TempDir(), conduitBin, testbed.Options{})
+	b, err := testbed.Create(t.TempDir(), conduitBin, testbed.Options{Policy: e2ePolicy(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,7 +62,7 @@ func (w *wireTap) seen() ([][]byte, []uint16) {
 // the real subject, the label's details or the routing facts (security
 // invariant 1).
 func TestE2EWireCarriesOnlyCiphertext(t *testing.T) {
-	b, err := testbed.Create(t.TempDir(), conduitBin, testbed.Options{})
+	b, err := testbed.Create(t.TempDir(), conduitBin, testbed.Options{Policy: e2ePolicy(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
