@@ -108,7 +108,13 @@ func (g *Gateway) runDeadlines(ctx context.Context) {
 			continue
 		}
 		for _, d := range due {
+			if d.Kind == policy.DeadlineRetention {
+				continue // not an alert: retention purges (below)
+			}
 			g.alertOverdue(ctx, d, now)
+		}
+		if _, err := PurgeExpired(ctx, g.cfg, g.store, g.auditor, now, false); err != nil && ctx.Err() == nil {
+			g.log.Error("retention purge failed", "err", err)
 		}
 	}
 }

@@ -189,6 +189,7 @@ func (g *Gateway) process(ctx context.Context, m received) outcome {
 		g.audit(ctx, audit.Event{Kind: audit.Delivered, Package: o.PackageID, Destination: o.Label.Originator, Rule: strings.Join(ruleIDs(dec), ","), Detail: "to " + mb})
 	}
 	g.startInboundClocks(ctx, o.PackageID, o.Label.Originator, dec)
+	g.startRetention(ctx, o.PackageID, o.Label.Originator, dec)
 	if err := g.sendReceipt(ctx, o, mailboxes); err != nil {
 		// Delivered all the same; the originator sees no receipt and its
 		// administrator can ask.

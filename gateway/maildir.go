@@ -22,8 +22,7 @@ func (g *Gateway) deliverMaildir(mailbox, originator, pkgID string, extraHeader,
 			return fmt.Errorf("maildir: %w", err)
 		}
 	}
-	sum := sha256.Sum256([]byte(originator + "\x00" + pkgID + "\x00" + strings.ToLower(mailbox)))
-	name := "conduit-" + hex.EncodeToString(sum[:12])
+	name := deliveryName(originator, pkgID, mailbox)
 	for _, sub := range []string{"new", "cur"} {
 		matches, _ := filepath.Glob(filepath.Join(dir, sub, name+"*"))
 		if len(matches) > 0 {
@@ -53,6 +52,13 @@ func (g *Gateway) deliverMaildir(mailbox, originator, pkgID string, extraHeader,
 		return fmt.Errorf("maildir: %w", err)
 	}
 	return syncDir(filepath.Join(dir, "new"))
+}
+
+// deliveryName is the Maildir file name of a package delivered to a
+// mailbox: the same for every delivery of it, so a repeat finds it.
+func deliveryName(originator, pkgID, mailbox string) string {
+	sum := sha256.Sum256([]byte(originator + "\x00" + pkgID + "\x00" + strings.ToLower(mailbox)))
+	return "conduit-" + hex.EncodeToString(sum[:12])
 }
 
 // mailboxDir is the folder name of a mailbox: its address, which the

@@ -444,3 +444,47 @@ func TestRectificationReachesEveryEarlierRecipientAndIsReceipted(t *testing.T) {
 		t.Fatalf("the notice's fan-out was not receipted by both:\n%s", run(t, b.Dir, nil, nil, conduitBin, "queue", "list", "--package", noticeID, "--config", cfg).stdout)
 	}
 }
+
+// TestRetentionDestroysStoredCopiesAndAuditsIt: when the retention period
+// (the example policy: 2190 days) has run out, the receiver's delivered
+// copy and the sender's queued envelope are destroyed, the records stay,
+// and the audit trail shows the purge (MoU Annex A, Description of method
+// of sharing). `conduit purge --dry-run` first says what would go.
+func TestRetentionDestroysStoredCopiesAndAuditsIt(t *testing.T) {
+	b := newBed(t, testbed.Options{}, "northshire-pio", "hmp-northgate", "rpiu-north-east")
+	ctx := context.Background()
+	_, err := b.Submit(ctx, "northshire-pio", []string{mailboxOf(t, b, "hmp-northgate")}, e2eMessage(e2eLabel, "Kept six years"))
+	tcheck(t, err, "submit")
+	pioCfg, ngCfg := b.Nodes["northshire-pio"].Config, b.Nodes["hmp-northgate"].Config
+	if !testbed.WaitFor(ctx, 30*time.Second, func() bool {
+		return strings.Contains(run(t, b.Dir, nil, nil, conduitBin, "queue", "show", "1", "--config", pioCfg).stdout, "receipt:       delivered")
+	}) {
+		t.Fatal("not delivered and receipted")
+	}
+	if n := len(b.AllDelivered("hmp-northgate")); n != 1 {
+		t.Fatalf("%d delivered copies", n)
+	}
+	// Stop the prison, look at what a purge would do 2191 days from now.
+	tcheck(t, b.Stop("hmp-northgate"), "stop")
+	if out := mustRun(t, b.Dir, nil, nil, conduitBin, "purge", "--dry-run", "--config", ngCfg); !strings.Contains(out, "nothing has reached") {
+		t.Fatalf("dry run before the period ends: %s", out)
+	}
+	later := 2191 * 24 * time.Hour
+	tcheck(t, b.MoveClock("hmp-northgate", later), "move prison clock")
+	tcheck(t, b.MoveClock("northshire-pio", later), "move PIO clock")
+	tcheck(t, b.Start(ctx, "hmp-northgate"), "restart")
+	if !testbed.WaitFor(ctx, 20*time.Second, func() bool { return len(b.AllDelivered("hmp-northgate")) == 0 }) {
+		t.Fatalf("the delivered copy was not destroyed:\n%s", b.Tail("hmp-northgate", 8))
+	}
+	if !testbed.WaitFor(ctx, 20*time.Second, func() bool {
+		return strings.Contains(run(t, b.Dir, nil, nil, conduitBin, "queue", "show", "1", "--config", pioCfg).stdout, "envelope:      0 bytes")
+	}) {
+		t.Fatalf("the sender's envelope was not destroyed:\n%s", run(t, b.Dir, nil, nil, conduitBin, "queue", "show", "1", "--config", pioCfg).stdout)
+	}
+	for _, cfg := range []string{pioCfg, ngCfg} {
+		q := mustRun(t, b.Dir, nil, nil, conduitBin, "audit", "query", "--kind", "purged", "--config", cfg)
+		if !strings.Contains(q, "retention") {
+			t.Errorf("no purge in the audit trail of %s:\n%s", cfg, q)
+		}
+	}
+}

@@ -392,7 +392,7 @@ const itemCols = `q.id, q.package_id, q.destination, q.recipients, q.mail_from, 
 	q.state, q.attempts, q.next_attempt, q.last_error, q.remote_id, q.reason, q.created, q.updated`
 
 // withEnvelope is the FROM clause of a query that also reads the envelope.
-const withEnvelope = ` FROM queue q JOIN queue_envelope e ON e.item_id = q.id`
+const withEnvelope = ` FROM queue q LEFT JOIN queue_envelope e ON e.item_id = q.id`
 
 type scanner interface{ Scan(...any) error }
 
@@ -702,6 +702,31 @@ func (s *SQLite) Receipts(ctx context.Context, packageID string) ([]Receipt, err
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// ShredEnvelopes destroys the stored envelopes of a package's items that
+// are finished (sent, failed or dropped): the rows' bytes are removed
+// (secure_delete overwrites them) and the items keep their metadata. It
+// returns how many it destroyed; items still queued or held are kept.
+func (s *SQLite) ShredEnvelopes(ctx context.Context, packageID string) (int, error) {
+	var n int64
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM queue_envelope WHERE item_id IN
+			(SELECT id FROM queue WHERE package_id = ? AND state IN ('sent', 'failed', 'dropped'))`, packageID)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("shred %s: %w", packageID, err)
+	}
+	if n > 0 {
+		// Push the deleted pages out of the WAL too.
+		_, _ = s.w.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
+	}
+	return int(n), nil
 }
 
 // AddDeadline starts a clock; the same (package, kind, agency) is started

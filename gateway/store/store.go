@@ -193,6 +193,10 @@ type Store interface {
 	// Receipts returns the receipts for a package.
 	Receipts(ctx context.Context, packageID string) ([]Receipt, error)
 
+	// ShredEnvelopes destroys the envelopes of a package's finished items
+	// (retention) and says how many.
+	ShredEnvelopes(ctx context.Context, packageID string) (int, error)
+
 	// AddDeadline starts a clock; the same (package, kind, agency) once.
 	AddDeadline(ctx context.Context, d Deadline) error
 	// CompleteDeadlines stops a package's open clocks of one kind (of one

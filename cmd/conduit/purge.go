@@ -1,0 +1,74 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/conduit-gateway/conduit/audit"
+	"github.com/conduit-gateway/conduit/config"
+	"github.com/conduit-gateway/conduit/gateway"
+)
+
+func init() {
+	var cfgPath string
+	var dry bool
+	c := &cobra.Command{
+		Use:   "purge --config FILE [--dry-run]",
+		Short: "Destroy the stored copies of packages whose retention period has run out",
+		Long: `Purge destroys, for every package whose retention clock (the policy's
+retention rule) has run out, the envelopes of its finished queue items and its
+delivered Maildir copies, and records each purge in the audit trail. The
+running gateway does this by itself; purge does it now. --dry-run lists what
+would go and destroys nothing.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
+			st, err := openStore(ctx, cfgPath)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			var aud gateway.Auditor
+			if !dry {
+				var key []byte
+				if cfg.Store.AuditKeyFile != "" {
+					if key, err = audit.ReadKeyFile(cfg.Store.AuditKeyFile); err != nil {
+						return &exitError{exitUsage, err}
+					}
+				}
+				trail, err := audit.OpenSQLite(ctx, cfg.Store.Path, key)
+				if err != nil {
+					return err
+				}
+				defer trail.Close()
+				aud = trail
+			}
+			ps, err := gateway.PurgeExpired(ctx, cfg, st, aud, time.Now(), dry)
+			if err != nil {
+				return err
+			}
+			verb := "purged"
+			if dry {
+				verb = "would purge"
+			}
+			for _, p := range ps {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s package %s (retention ran out %s): %d envelope(s), %d delivered copy(ies)\n",
+					verb, p.PackageID, p.Due.UTC().Format(time.RFC3339), p.Envelopes, len(p.Files))
+			}
+			if len(ps) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "nothing has reached the end of its retention period")
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&cfgPath, "config", "", "the gateway's config file (required)")
+	c.Flags().BoolVar(&dry, "dry-run", false, "list what would be destroyed; destroy nothing")
+	_ = c.MarkFlagRequired("config")
+	rootCmd.AddCommand(c)
+}

@@ -1,0 +1,108 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/conduit-gateway/conduit/audit"
+	"github.com/conduit-gateway/conduit/config"
+	"github.com/conduit-gateway/conduit/gateway/store"
+	"github.com/conduit-gateway/conduit/policy"
+)
+
+// Purged is what retention destroyed (or, in a dry run, would destroy)
+// for one package.
+type Purged struct {
+	PackageID string
+	Due       time.Time
+	Envelopes int      // queued envelopes destroyed
+	Files     []string // delivered Maildir copies destroyed
+}
+
+// PurgeExpired destroys the stored copies of every package whose
+// retention clock has run out (retention rule; MoU Annex A, Description of
+// method of sharing: kept only as long as necessary, then destroyed
+// securely): the envelopes of its finished queue items, and its delivered
+// Maildir copies. Metadata stays (the queue record, the replay cache, the
+// audit trail, which records the purge). With dry set it only reports.
+func PurgeExpired(ctx context.Context, cfg *config.Config, st store.Store, aud Auditor, now time.Time, dry bool) ([]Purged, error) {
+	ds, err := st.Deadlines(ctx, now, false)
+	if err != nil {
+		return nil, err
+	}
+	var out []Purged
+	for _, d := range ds {
+		if d.Kind != policy.DeadlineRetention || d.Due.After(now) {
+			continue
+		}
+		p := Purged{PackageID: d.PackageID, Due: d.Due}
+		p.Files = maildirCopies(cfg, d.Agency, d.PackageID)
+		if dry {
+			items, err := st.List(ctx, store.Filter{PackageID: d.PackageID})
+			if err != nil {
+				return out, err
+			}
+			for _, it := range items {
+				if it.State == store.Sent || it.State == store.Failed || it.State == store.Dropped {
+					p.Envelopes++
+				}
+			}
+			out = append(out, p)
+			continue
+		}
+		if p.Envelopes, err = st.ShredEnvelopes(ctx, d.PackageID); err != nil {
+			return out, err
+		}
+		for _, f := range p.Files {
+			if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
+				return out, fmt.Errorf("retention: %w", err)
+			}
+		}
+		if _, err := st.CompleteDeadlines(ctx, d.PackageID, policy.DeadlineRetention, d.Agency, now, "purged"); err != nil {
+			return out, err
+		}
+		if aud != nil {
+			if _, err := aud.Append(ctx, audit.Event{Agency: cfg.Agency, Kind: audit.Purged, Package: d.PackageID, Rule: "retention",
+				Actor: "gateway", Time: now.UTC(),
+				Detail: fmt.Sprintf("retention ran out %s: %d envelope(s) and %d delivered copy(ies) destroyed", d.Due.UTC().Format(time.RFC3339), p.Envelopes, len(p.Files))}); err != nil {
+				return out, err
+			}
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// maildirCopies finds a package's delivered copies in this agency's
+// Maildirs by the names deliverMaildir gives them.
+func maildirCopies(cfg *config.Config, originator, pkgID string) []string {
+	if cfg.Delivery.Maildir == "" {
+		return nil
+	}
+	self := cfg.Self()
+	var out []string
+	for _, mb := range append(append([]config.Mailbox{}, self.Mailboxes...), self.Escalation...) {
+		name := deliveryName(originator, pkgID, mb.Address)
+		for _, sub := range []string{"new", "cur"} {
+			m, _ := filepath.Glob(filepath.Join(cfg.Delivery.Maildir, mailboxDir(mb.Address), sub, name+"*"))
+			out = append(out, m...)
+		}
+	}
+	return out
+}
+
+// startRetention starts a package's retention clock.
+func (g *Gateway) startRetention(ctx context.Context, pkgID, originator string, dec policy.Decision) {
+	hours, ok := dec.Deadline(policy.DeadlineRetention)
+	if !ok {
+		return
+	}
+	now := g.Now()
+	if err := g.store.AddDeadline(ctx, store.Deadline{PackageID: pkgID, Kind: policy.DeadlineRetention, Agency: originator,
+		Started: now, Due: now.Add(time.Duration(hours) * time.Hour)}); err != nil {
+		g.log.Error("retention clock not started", "package", pkgID, "err", err)
+	}
+}
