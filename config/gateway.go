@@ -57,6 +57,9 @@ type Listen struct {
 	SubmissionTLS string `yaml:"submission-tls,omitempty"`
 	// Inbound is for partner gateways: STARTTLS required before MAIL.
 	Inbound string `yaml:"inbound,omitempty"`
+	// Admin serves /metrics (Prometheus), /healthz and /readyz over HTTP;
+	// keep it on loopback or a management network.
+	Admin string `yaml:"admin,omitempty"`
 }
 
 // Store is the durable store of the queue, the replay cache and the
@@ -176,7 +179,7 @@ func (c *Config) checkGateway(doc *Doc) error {
 	if g.Keys.Profile != "" && g.Keys.Profile != "rfc4880" && g.Keys.Profile != "rfc9580" {
 		return doc.Errorf("$.keys.profile", "%q is not a profile; allowed: rfc4880, rfc9580", g.Keys.Profile)
 	}
-	for name, addr := range map[string]string{"submission": g.Listen.Submission, "submission-tls": g.Listen.SubmissionTLS, "inbound": g.Listen.Inbound} {
+	for name, addr := range map[string]string{"submission": g.Listen.Submission, "submission-tls": g.Listen.SubmissionTLS, "inbound": g.Listen.Inbound, "admin": g.Listen.Admin} {
 		if addr == "" {
 			continue
 		}

@@ -30,6 +30,7 @@ func (g *Gateway) audit(ctx context.Context, e audit.Event) {
 	}
 	if _, err := g.auditor.Append(ctx, e); err != nil {
 		g.log.Error("admin alert: audit trail not written", "kind", string(e.Kind), "package", e.Package, "err", err)
+		g.metrics.AuditFailed()
 	}
 }
 
@@ -41,10 +42,12 @@ func (g *Gateway) auditDecision(ctx context.Context, pkgID, actor string, d poli
 		case policy.EffectRedirect:
 			g.audit(ctx, audit.Event{Kind: audit.Redirected, Package: pkgID, Rule: s.Rule, Actor: actor, Detail: s.Detail})
 		case policy.EffectDeny:
+			g.metrics.Refused(s.Rule)
 			g.audit(ctx, audit.Event{Kind: audit.Refused, Package: pkgID, Rule: s.Rule, Actor: actor, Detail: s.Detail})
 		}
 	}
 	for _, r := range d.Refusals {
+		g.metrics.Refused(r.Rule)
 		g.audit(ctx, audit.Event{Kind: audit.Refused, Package: pkgID, Destination: r.Agency, Rule: r.Rule, Actor: actor, Detail: r.Reason})
 	}
 }

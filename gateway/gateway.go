@@ -24,6 +24,7 @@ import (
 	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/keys"
+	"github.com/conduit-gateway/conduit/metrics"
 	"github.com/conduit-gateway/conduit/policy"
 )
 
@@ -36,6 +37,7 @@ type Gateway struct {
 	engine   *policy.Engine
 	store    store.Store
 	auditor  Auditor
+	metrics  *metrics.Metrics // nil: none
 	log      *slog.Logger
 
 	serverTLS *tls.Config
@@ -56,9 +58,11 @@ type closer interface{ Close() error }
 type Options struct {
 	Store store.Store
 	// Audit receives the audit trail; nil writes none (tests of parts).
-	Audit  Auditor
-	Policy *policy.Policy
-	Log    *slog.Logger
+	Audit Auditor
+	// Metrics counts what the gateway does; nil counts nothing.
+	Metrics *metrics.Metrics
+	Policy  *policy.Policy
+	Log     *slog.Logger
 	// Passphrase decrypts the secret key (CONDUIT_PASSPHRASE or the
 	// config's passphrase file when nil).
 	Passphrase []byte
@@ -105,7 +109,7 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 	}
 	g := &Gateway{
 		cfg: cfg, self: cfg.Self(), id: id, partners: partners,
-		engine: policy.NewEngine(opt.Policy, log), store: opt.Store, auditor: opt.Audit, log: log,
+		engine: policy.NewEngine(opt.Policy, log), store: opt.Store, auditor: opt.Audit, metrics: opt.Metrics, log: log,
 		serverTLS: serverTLS, clientTLS: clientTLS,
 		Now:  time.Now,
 		wake: make(chan struct{}, 1),

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-smtp"
@@ -16,6 +17,7 @@ import (
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/gateway/store"
+	"github.com/conduit-gateway/conduit/metrics"
 	"github.com/conduit-gateway/conduit/policy"
 )
 
@@ -124,7 +126,9 @@ func (g *Gateway) receive(ctx context.Context, m received) error { return g.proc
 
 func (g *Gateway) process(ctx context.Context, m received) outcome {
 	var opened bytes.Buffer
+	start := time.Now()
 	o, err := envelope.Open(ctx, &opened, bytes.NewReader(m.raw), g.openParams(replayCheck{g, ctx}))
+	g.metrics.ObserveOpen(time.Since(start))
 	if err != nil {
 		var ce *envelope.CheckError
 		if !errors.As(err, &ce) {
@@ -186,6 +190,7 @@ func (g *Gateway) process(ctx context.Context, m received) outcome {
 	g.audit(ctx, audit.Event{Kind: audit.Received, Package: o.PackageID, Destination: o.Label.Originator, Actor: o.Signer.Agency,
 		Detail: fmt.Sprintf("verified: signed by %s, %s, reference %s", o.Signer.Fingerprint, o.Label.Marking(), o.Label.Reference)})
 	for _, mb := range mailboxes {
+		g.metrics.Delivery(o.Label.Originator, metrics.Delivered)
 		g.audit(ctx, audit.Event{Kind: audit.Delivered, Package: o.PackageID, Destination: o.Label.Originator, Rule: strings.Join(ruleIDs(dec), ","), Detail: "to " + mb})
 	}
 	g.startInboundClocks(ctx, o.PackageID, o.Label.Originator, dec)
@@ -215,6 +220,7 @@ func (g *Gateway) quarantine(ctx context.Context, m received, check, reason stri
 	}
 	g.log.Error("admin alert: package quarantined", "quarantine", id, "check", check, "reason", reason,
 		"remote", m.remote, "package", q.PackageID)
+	g.metrics.Quarantined(check)
 	g.audit(ctx, audit.Event{Kind: audit.Quarantined, Package: q.PackageID, Rule: check, Actor: m.remote,
 		Detail: fmt.Sprintf("Q%d: %s", id, reason)})
 	return outcome{qid: id, reply: reply(550, smtp.EnhancedCode{5, 7, 1}, fmt.Sprintf("Package refused and quarantined as Q%d at %s: %s", id, g.cfg.Agency, reason))}

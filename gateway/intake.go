@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-smtp"
@@ -122,10 +123,12 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 			dm.To = append(slices.Clone(dm.To), agency)
 		}
 		var buf bytes.Buffer
+		start := time.Now()
 		_, err = envelope.Seal(ctx, &buf, body, envelope.SealParams{
 			Signer: g.id, Recipients: []*keys.Cert{cert}, Label: m.Label, Manifest: &dm,
 			PackageID: pkgID, Now: g.Now, Profile: keys.ProfileOf(g.id.Entity),
 		})
+		g.metrics.ObserveSeal(time.Since(start))
 		if err != nil {
 			var le *envelope.LabelError
 			if errors.As(err, &le) {

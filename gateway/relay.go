@@ -16,6 +16,7 @@ import (
 
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/gateway/store"
+	"github.com/conduit-gateway/conduit/metrics"
 )
 
 const (
@@ -91,6 +92,7 @@ func (g *Gateway) deliverItem(ctx context.Context, it store.Item) {
 			return
 		}
 		log.Info("package sent", "remote_id", remoteID)
+		g.metrics.Delivery(it.Destination, metrics.Sent)
 		g.audit(ctx, audit.Event{Kind: audit.Sent, Package: it.PackageID, Destination: it.Destination, Detail: "accepted by the destination gateway: " + remoteID})
 		return
 	}
@@ -113,6 +115,7 @@ func (g *Gateway) deliverItem(ctx context.Context, it store.Item) {
 			return
 		}
 		log.Error("package failed", "reason", reason)
+		g.metrics.Delivery(it.Destination, metrics.Failed)
 		g.audit(ctx, audit.Event{Kind: audit.Failed, Package: it.PackageID, Destination: it.Destination, Detail: reason})
 		g.notifyFailure(it, reason)
 		return
@@ -122,6 +125,7 @@ func (g *Gateway) deliverItem(ctx context.Context, it store.Item) {
 		log.Error("retry not recorded", "err", rerr)
 	}
 	log.Warn("delivery deferred", "err", err, "next", next.UTC().Format(time.RFC3339))
+	g.metrics.Delivery(it.Destination, metrics.Deferred)
 	g.audit(ctx, audit.Event{Kind: audit.Retried, Package: it.PackageID, Destination: it.Destination, Detail: err.Error()})
 	if re.alert {
 		g.audit(ctx, audit.Event{Kind: audit.Alert, Package: it.PackageID, Destination: it.Destination, Rule: "tls", Detail: err.Error()})

@@ -46,6 +46,7 @@ type Node struct {
 	Config     string // the config file
 	Submission string // host:port (STARTTLS)
 	Inbound    string // host:port
+	Admin      string // host:port of /metrics, /healthz, /readyz
 	User       string // submission account
 	Password   string
 	Address    string // the account's mailbox
@@ -151,6 +152,9 @@ func Create(dir, bin string, opt Options) (*Bed, error) {
 		if n.Inbound, err = freePort(); err != nil {
 			return nil, err
 		}
+		if n.Admin, err = freePort(); err != nil {
+			return nil, err
+		}
 		a.Gateway = n.Inbound
 		if err := ca.WriteFiles(filepath.Join(n.Dir, "gw"), a.ID, []string{"127.0.0.1", "localhost"}, now); err != nil {
 			return nil, err
@@ -173,11 +177,11 @@ policy: ../policy.yaml
 pid-file: conduit.pid
 keys: {secret: keys/%s.key, partners: ../certs}
 tls: {cert: gw.crt, key: gw.key, ca: ../ca.crt}
-listen: {submission: %q, inbound: %q}
+listen: {submission: %q, inbound: %q, admin: %q}
 store: {path: conduit.db}
 delivery: {maildir: maildir}
 queue: {retry-min: %s, retry-max: %s, workers: 4%s}
-%s`, a.ID, a.ID, n.Submission, n.Inbound, retryMin, retryMax, maxAge, opt.Extra)
+%s`, a.ID, a.ID, n.Submission, n.Inbound, n.Admin, retryMin, retryMax, maxAge, opt.Extra)
 		if n.Address != "" {
 			cfg += fmt.Sprintf("users:\n  - {name: %s, address: %q, password-hash: %q}\n", n.User, n.Address, hash)
 		}

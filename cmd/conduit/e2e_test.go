@@ -10,6 +10,8 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -486,5 +488,60 @@ func TestRetentionDestroysStoredCopiesAndAuditsIt(t *testing.T) {
 		if !strings.Contains(q, "retention") {
 			t.Errorf("no purge in the audit trail of %s:\n%s", cfg, q)
 		}
+	}
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// TestAdminListenerShowsMetricsAndReadiness: the admin listener's
+// /metrics counts what the gateway did (deliveries, refusals per rule,
+// seal latency, queue depth), and /readyz is ready only while the store and
+// the key answer.
+func TestAdminListenerShowsMetricsAndReadiness(t *testing.T) {
+	b := newBed(t, testbed.Options{}, "northshire-pio", "hmp-northgate", "rpiu-north-east")
+	ctx := context.Background()
+	to := mailboxOf(t, b, "hmp-northgate")
+	_, err := b.Submit(ctx, "northshire-pio", []string{to}, e2eMessage(e2eLabel, "Counted"))
+	tcheck(t, err, "submit")
+	_, err = b.Submit(ctx, "northshire-pio", []string{to}, e2eMessage(strings.Replace(e2eLabel, "sanitised=yes", "sanitised=no", 1), "Refused"))
+	if err == nil {
+		t.Fatal("unsanitised package accepted")
+	}
+	admin := "http://" + b.Nodes["northshire-pio"].Admin
+	var body string
+	if !testbed.WaitFor(ctx, 20*time.Second, func() bool {
+		_, body = httpGet(t, admin+"/metrics")
+		return strings.Contains(body, `destination="hmp-northgate",outcome="sent"`)
+	}) {
+		t.Fatalf("no sent delivery in /metrics:\n%s", body)
+	}
+	for _, want := range []string{`conduit_refusals_total{rule="sanitised-to-disseminate"} 1`, "conduit_seal_duration_seconds_count 1"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if code, _ := httpGet(t, admin+"/healthz"); code != 200 {
+		t.Errorf("/healthz = %d", code)
+	}
+	if code, body := httpGet(t, admin+"/readyz"); code != 200 {
+		t.Fatalf("/readyz = %d: %s", code, body)
+	}
+	key := b.Dir + "/northshire-pio/keys/northshire-pio.key"
+	tcheck(t, os.Rename(key, key+".away"), "take the key away")
+	code, body := httpGet(t, admin+"/readyz")
+	if code != 503 || !strings.Contains(body, "keys") {
+		t.Fatalf("/readyz without the key = %d: %s", code, body)
+	}
+	tcheck(t, os.Rename(key+".away", key), "restore the key")
+	if code, body := httpGet(t, admin+"/readyz"); code != 200 {
+		t.Fatalf("/readyz after recovery = %d: %s", code, body)
 	}
 }

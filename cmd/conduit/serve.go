@@ -1,18 +1,21 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/gateway"
 	"github.com/conduit-gateway/conduit/gateway/store"
+	"github.com/conduit-gateway/conduit/metrics"
 	"github.com/conduit-gateway/conduit/policy"
 )
 
@@ -56,7 +59,22 @@ stop it cleanly.`,
 				return err
 			}
 			defer trail.Close()
-			g, err := gateway.New(ctx, cfg, gateway.Options{Store: st, Audit: trail, Policy: pol, Log: log})
+			m := metrics.New(log)
+			m.QueueDepthFunc(st.Depth)
+			m.OverdueFunc(func(ctx context.Context) (map[string]int, error) {
+				ds, err := st.Deadlines(ctx, time.Now(), false)
+				if err != nil {
+					return nil, err
+				}
+				out := map[string]int{}
+				for _, d := range ds {
+					if d.Kind != policy.DeadlineRetention && time.Now().After(d.Due) {
+						out[d.Kind]++
+					}
+				}
+				return out, nil
+			})
+			g, err := gateway.New(ctx, cfg, gateway.Options{Store: st, Audit: trail, Metrics: m, Policy: pol, Log: log})
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
@@ -76,6 +94,21 @@ stop it cleanly.`,
 				defer os.Remove(cfg.PIDFile)
 			}
 			g.Policy().WatchSIGHUP(ctx, cfgPath)
+			if cfg.Listen.Admin != "" {
+				admin := &metrics.Server{Addr: cfg.Listen.Admin, Metrics: m, Log: log}
+				// Ready only when the store answers and the key backend
+				// still holds the agency's key.
+				admin.AddCheck("store", func(ctx context.Context) error { _, err := st.Depth(ctx); return err })
+				admin.AddCheck("keys", func(ctx context.Context) error {
+					_, err := os.Stat(cfg.Keys.Secret)
+					return err
+				})
+				ln, err := admin.Listen()
+				if err != nil {
+					return err
+				}
+				go admin.Serve(ctx, ln)
+			}
 			log.Info("gateway starting", "agency", cfg.Agency)
 			err = g.Run(ctx)
 			log.Info("gateway stopped")
