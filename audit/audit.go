@@ -70,11 +70,12 @@ const (
 	KeyChange    Kind = "key-change"    // a key was generated, rotated, pinned or a change is pending
 	PolicyReload Kind = "policy-reload" // the policy was (re)loaded
 	Alert        Kind = "alert"         // an alert was raised (overdue deadline, tampering...)
+	Triaged      Kind = "triaged"       // a received report was triaged (its 72-hour clock stopped)
 )
 
 // Kinds lists every kind, in the order above.
 var Kinds = []Kind{Received, Refused, Redirected, Sealed, Queued, Sent, Delivered, Receipt,
-	Quarantined, Released, Purged, Dropped, Retried, Failed, KeyChange, PolicyReload, Alert}
+	Quarantined, Released, Purged, Dropped, Retried, Failed, KeyChange, PolicyReload, Alert, Triaged}
 
 // Valid reports whether k is one of Kinds.
 func (k Kind) Valid() bool {

@@ -169,6 +169,9 @@ func TestHeldPackageWaitsForAReleaseThenGoes(t *testing.T) {
 		t.Fatal("release without a reason was accepted")
 	}
 	mustRun(t, b.Dir, nil, nil, conduitBin, "queue", "release", "1", "--reason", "originator consulted, consent NP-C-7", "--config", cfg)
+	if q := mustRun(t, b.Dir, nil, nil, conduitBin, "audit", "query", "--kind", "released", "--config", cfg); !strings.Contains(q, "consent NP-C-7") {
+		t.Errorf("the release is not in the audit trail:\n%s", q)
+	}
 	if !testbed.WaitFor(ctx, 20*time.Second, func() bool { return len(b.AllDelivered("hmp-northgate")) > 0 }) {
 		t.Fatalf("released package not delivered:\n%s", b.Tail("northshire-pio", 10))
 	}

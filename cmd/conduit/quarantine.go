@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/gateway/store"
 )
 
@@ -241,6 +242,14 @@ func setQState(cmd *cobra.Command, cfgPath, arg string, to store.QState, reason 
 		return storeError(err, "quarantined message", id)
 	}
 	adminLog(ctx, "quarantined message "+string(to), "quarantine", id, "check", q.Check, "by", who)
+	kind := audit.Released
+	if to == store.Purged {
+		kind = audit.Purged
+	}
+	if err := adminAudit(ctx, cfgPath, audit.Event{Kind: kind, Package: q.PackageID, Rule: q.Check,
+		Detail: fmt.Sprintf("Q%d: %s", id, oneLine(reason))}); err != nil {
+		return err
+	}
 	w := cmd.OutOrStdout()
 	switch to {
 	case store.Released:

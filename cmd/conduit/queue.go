@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/gateway/store"
 )
@@ -324,6 +325,9 @@ counts from when the package was first queued.`,
 				return storeError(err, "queue item", id)
 			}
 			adminLog(ctx, "queue item retried", "item", id)
+			if err := adminAudit(ctx, cfgPath, audit.Event{Kind: audit.Retried, Detail: fmt.Sprintf("queue item %d made due by an administrator", id)}); err != nil {
+				return err
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "queue item %d is due now; the running gateway will try it on its next pass\n", id)
 			return nil
 		},
@@ -361,6 +365,10 @@ complete; the item is then recorded as sent.`,
 				return storeError(err, "queue item", id)
 			}
 			adminLog(ctx, "queue item dropped", "item", id, "package", it.PackageID, "destination", it.Destination, "by", who)
+			if err := adminAudit(ctx, cfgPath, audit.Event{Kind: audit.Dropped, Package: it.PackageID, Destination: it.Destination,
+				Detail: fmt.Sprintf("queue item %d: %s", id, oneLine(reason))}); err != nil {
+				return err
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "dropped queue item %d (package %s to %s); it will not be sent. Reason recorded: %s: %s\n",
 				id, it.PackageID, it.Destination, who, oneLine(reason))
 			return nil
@@ -401,6 +409,10 @@ made the release lawful (the originator's consent, the training record).`,
 				return storeError(err, "queue item", id)
 			}
 			adminLog(ctx, "queue item released", "item", id, "package", it.PackageID, "destination", it.Destination, "by", who)
+			if err := adminAudit(ctx, cfgPath, audit.Event{Kind: audit.Released, Package: it.PackageID, Destination: it.Destination,
+				Rule: "hold", Detail: fmt.Sprintf("queue item %d: %s", id, oneLine(relReason))}); err != nil {
+				return err
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "released queue item %d (package %s to %s); the running gateway sends it on its next pass\n",
 				id, it.PackageID, it.Destination)
 			return nil
@@ -418,4 +430,24 @@ made the release lawful (the originator's consent, the training record).`,
 // agencies and the administrator's name only.
 func adminLog(ctx context.Context, msg string, args ...any) {
 	slog.Default().Log(ctx, slog.LevelWarn, "admin: "+msg, args...)
+}
+
+// adminAudit writes an administrator's action to the gateway's audit
+// trail. The action is done already; a trail that cannot be written is
+// an error the administrator sees (exit 1), so it is never silent.
+func adminAudit(ctx context.Context, cfgPath string, e audit.Event) error {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	a, err := openAudit(ctx, cfgPath, "")
+	if err != nil {
+		return fmt.Errorf("the action was done but not audited: %w", err)
+	}
+	defer a.Close()
+	e.Agency, e.Actor = cfg.Agency, administrator()
+	if _, err := a.Append(ctx, e); err != nil {
+		return fmt.Errorf("the action was done but not audited: %w", err)
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/policy"
 )
 
@@ -38,6 +39,9 @@ are kept with the clock.`,
 				return &exitError{exitUsage, fmt.Errorf("package %s has no open triage clock here", args[0])}
 			}
 			adminLog(ctx, "triage recorded", "package", args[0])
+			if err := adminAudit(ctx, cfgPath, audit.Event{Kind: audit.Triaged, Package: args[0], Rule: "triage-72h", Detail: "triaged: " + oneLine(note)}); err != nil {
+				return err
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "triage of package %s recorded\n", args[0])
 			return nil
 		},
