@@ -260,8 +260,12 @@ func parseSubjectHeader(v string) (envelope.Subject, error) {
 			s.Region = val
 		case "flags":
 			s.Flags = splitList(val)
+		case "id":
+			// The subject's identity: it travels only inside the envelope
+			// and is never logged or audited.
+			s.ID = val
 		default:
-			return s, fmt.Errorf("unknown field %q; allowed: role, establishment, region, flags", k)
+			return s, fmt.Errorf("unknown field %q; allowed: role, establishment, region, flags, id", k)
 		}
 	}
 	if s.Role == "" {

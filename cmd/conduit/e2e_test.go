@@ -41,8 +41,15 @@ func newBed(t *testing.T, opt testbed.Options, start ...string) *testbed.Bed {
 	if err := b.StartAll(context.Background(), start...); err != nil {
 		t.Fatal(err)
 	}
+	// Security invariant 2, for every end-to-end test: no package body and
+	// no subject identity in any gateway's log, store or audit trail
+	// (registered after StopAll, so it runs first... and again at the end).
+	t.Cleanup(func() { b.StopAll(); noPlaintextAtRest(t, b, e2eBody, e2eSubjectID) })
 	return b
 }
+
+// e2eSubjectID is a subject identity every e2e package carries.
+const e2eSubjectID = "A9876ZZ-CANARY"
 
 const e2eBody = "A member of staff on wing C is conveying phones; the source is reliable."
 
@@ -56,6 +63,7 @@ func e2eMessage(label, subject string, extra ...string) []byte {
 	for _, e := range extra {
 		b.WriteString(e + "\r\n")
 	}
+	b.WriteString("Conduit-Subject: role=other; id=" + e2eSubjectID + "\r\n")
 	b.WriteString("Content-Type: text/plain; charset=utf-8\r\n\r\n" + e2eBody + "\r\n")
 	return []byte(b.String())
 }
