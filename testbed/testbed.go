@@ -120,7 +120,19 @@ func Create(dir, bin string, opt Options) (*Bed, error) {
 	if opt.MaxAge != "" {
 		maxAge = ", max-age: " + opt.MaxAge
 	}
+	// The example records training on fixed dates, which a policy keeping
+	// training for a year would one day find expired: re-date each record
+	// to a month ago, so that trained and untrained mailboxes stay what the
+	// example means whatever the date.
+	trained := now.AddDate(0, -1, 0).Format("2006-01-02")
 	for _, a := range dirDoc.Agencies {
+		for _, list := range [][]config.Mailbox{a.Mailboxes, a.Escalation} {
+			for i := range list {
+				if list[i].Trained != "" {
+					list[i].Trained = trained
+				}
+			}
+		}
 		if a.Jurisdiction != "GB" {
 			// Outside the UK/EEA: in the directory, never given a key or a
 			// gateway (the uk-eea-only rule refuses it before sealing).
