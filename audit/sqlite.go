@@ -234,18 +234,36 @@ func (s *SQLite) headMAC(seq int64, h []byte) []byte {
 // shows entries were removed (ErrBroken), and when the event could not be
 // made durable: each is an administrator alert.
 func (s *SQLite) Append(ctx context.Context, e Event) (Event, error) {
-	if e.Time.IsZero() {
-		s.mu.Lock()
-		e.Time = s.now()
-		s.mu.Unlock()
-	}
-	e.Time = e.Time.UTC()
-	if err := e.check(); err != nil {
+	out, err := s.AppendAll(ctx, []Event{e})
+	if err != nil {
 		return Event{}, err
+	}
+	return out[0], nil
+}
+
+// AppendAll appends events in order in one transaction: one disk sync for
+// all of them, which is how a busy gateway keeps up (group commit). Either
+// all are stored or none is; the errors are Append's.
+func (s *SQLite) AppendAll(ctx context.Context, es []Event) ([]Event, error) {
+	if len(es) == 0 {
+		return nil, nil
+	}
+	out := make([]Event, len(es))
+	for i, e := range es {
+		if e.Time.IsZero() {
+			s.mu.Lock()
+			e.Time = s.now()
+			s.mu.Unlock()
+		}
+		e.Time = e.Time.UTC()
+		if err := e.check(); err != nil {
+			return nil, err
+		}
+		out[i] = e
 	}
 	tx, err := s.w.BeginTx(ctx, nil) // IMMEDIATE: the write lock first
 	if err != nil {
-		return Event{}, fmt.Errorf("audit append: %w", err)
+		return nil, fmt.Errorf("audit append: %w", err)
 	}
 	defer tx.Rollback()
 	var prevSeq int64
@@ -255,7 +273,7 @@ func (s *SQLite) Append(ctx context.Context, e Event) (Event, error) {
 		prevSeq, prev, err = 0, Genesis, nil
 	}
 	if err != nil {
-		return Event{}, fmt.Errorf("audit append: %w", err)
+		return nil, fmt.Errorf("audit append: %w", err)
 	}
 	var keyed bool
 	var check, headHash []byte
@@ -270,37 +288,46 @@ func (s *SQLite) Append(ctx context.Context, e Event) (Event, error) {
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_meta (id, keyed, key_check, head_seq, head_hash) VALUES (1, ?, ?, 0, ?)`,
 			s.key != nil, kc, Genesis); err != nil {
-			return Event{}, fmt.Errorf("audit append: %w", err)
+			return nil, fmt.Errorf("audit append: %w", err)
 		}
 	case errors.Is(err, sql.ErrNoRows):
-		return Event{}, fmt.Errorf("audit append: %w: the log has entries but its metadata (audit_meta) is gone", ErrBroken)
+		return nil, fmt.Errorf("audit append: %w: the log has entries but its metadata (audit_meta) is gone", ErrBroken)
 	case err != nil:
-		return Event{}, fmt.Errorf("audit append: %w", err)
+		return nil, fmt.Errorf("audit append: %w", err)
 	default:
 		if err := s.modeError(keyed, check); err != nil {
-			return Event{}, fmt.Errorf("audit append: %w", err)
+			return nil, fmt.Errorf("audit append: %w", err)
 		}
 		if headSeq != prevSeq || !bytes.Equal(headHash, prev) {
 			// Chaining on would hide the removal of the newest entries.
-			return Event{}, fmt.Errorf("audit append: %w: the newest entry is %d but entry %d was written (run conduit audit verify)", ErrBroken, prevSeq, headSeq)
+			return nil, fmt.Errorf("audit append: %w: the newest entry is %d but entry %d was written (run conduit audit verify)", ErrBroken, prevSeq, headSeq)
 		}
 	}
-	e.Seq = prevSeq + 1
-	e.PrevHash = prev
-	e.Hash = eventHash(s.key, &e, e.Seq, prev)
-	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_events (seq, time, agency, kind, package, destination, rule, actor, detail, prev_hash, hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		e.Seq, e.Time.UnixNano(), e.Agency, string(e.Kind), e.Package, e.Destination, e.Rule, e.Actor, e.Detail, []byte(e.PrevHash), []byte(e.Hash)); err != nil {
-		return Event{}, fmt.Errorf("audit append: %w", err)
+	ins, err := tx.PrepareContext(ctx, `INSERT INTO audit_events (seq, time, agency, kind, package, destination, rule, actor, detail, prev_hash, hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return nil, fmt.Errorf("audit append: %w", err)
+	}
+	defer ins.Close()
+	for i := range out {
+		e := &out[i]
+		e.Seq = prevSeq + 1
+		e.PrevHash = prev
+		e.Hash = eventHash(s.key, e, e.Seq, prev)
+		if _, err := ins.ExecContext(ctx, e.Seq, e.Time.UnixNano(), e.Agency, string(e.Kind), e.Package, e.Destination, e.Rule,
+			e.Actor, e.Detail, []byte(e.PrevHash), []byte(e.Hash)); err != nil {
+			return nil, fmt.Errorf("audit append: %w", err)
+		}
+		prevSeq, prev = e.Seq, e.Hash
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE audit_meta SET head_seq = ?, head_hash = ?, head_mac = ? WHERE id = 1`,
-		e.Seq, []byte(e.Hash), s.headMAC(e.Seq, e.Hash)); err != nil {
-		return Event{}, fmt.Errorf("audit append: %w", err)
+		prevSeq, prev, s.headMAC(prevSeq, prev)); err != nil {
+		return nil, fmt.Errorf("audit append: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return Event{}, fmt.Errorf("audit append: %w", err)
+		return nil, fmt.Errorf("audit append: %w", err)
 	}
-	return e, nil
+	return out, nil
 }
 
 const eventColumns = `seq, time, agency, kind, package, destination, rule, actor, detail, prev_hash, hash`

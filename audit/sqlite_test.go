@@ -819,3 +819,31 @@ func FuzzVerifyJSONL(f *testing.F) {
 		}
 	})
 }
+
+// TestAppendAllChainsABatchInOneTransaction: a batch (the gateway's group
+// commit) chains exactly as single appends do, and a bad event in it
+// stores none of it.
+func TestAppendAllChainsABatchInOneTransaction(t *testing.T) {
+	ctx := context.Background()
+	for _, key := range [][]byte{nil, []byte("0123456789abcdef-batch")} {
+		s, _ := openTest(t, key)
+		if _, err := s.Append(ctx, Event{Agency: "a", Kind: Received, Package: "p0"}); err != nil {
+			t.Fatal(err)
+		}
+		batch := []Event{{Agency: "a", Kind: Sealed, Package: "p1"}, {Agency: "a", Kind: Queued, Package: "p1"}, {Agency: "a", Kind: Sent, Package: "p1"}}
+		got, err := s.AppendAll(ctx, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[0].Seq != 2 || got[2].Seq != 4 || !bytes.Equal(got[1].PrevHash, got[0].Hash) {
+			t.Fatalf("batch not chained: %+v", got)
+		}
+		if _, err := s.AppendAll(ctx, []Event{{Agency: "a", Kind: Sent}, {Agency: "a", Kind: "bogus"}}); err == nil {
+			t.Fatal("a batch with an unknown kind was accepted")
+		}
+		r, err := s.Verify(ctx)
+		if err != nil || !r.OK || r.HeadSeq != 4 {
+			t.Fatalf("verify after batch: %+v, %v", r, err)
+		}
+	}
+}

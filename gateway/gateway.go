@@ -37,6 +37,7 @@ type Gateway struct {
 	engine   *policy.Engine
 	store    store.Store
 	auditor  Auditor
+	auditCh  chan auditReq    // group commit, when the auditor can batch
 	metrics  *metrics.Metrics // nil: none
 	log      *slog.Logger
 
@@ -113,6 +114,12 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 		serverTLS: serverTLS, clientTLS: clientTLS,
 		Now:  time.Now,
 		wake: make(chan struct{}, 1),
+	}
+	if b, ok := opt.Audit.(batchAuditor); ok {
+		// The writer lives as long as the process: the CLI's short-lived
+		// gateways (notice send) use it too.
+		g.auditCh = make(chan auditReq, maxAuditBatch)
+		go g.runAuditWriter(b)
 	}
 	if f := os.Getenv(TestClockEnv); f != "" {
 		log.Warn("the clock is offset by a test file; never in a deployment", "file", f)
