@@ -288,7 +288,36 @@ func decodeList(s string) ([]string, error) {
 
 // withTx runs f in a write transaction (BEGIN IMMEDIATE) and commits it.
 func (s *SQLite) withTx(ctx context.Context, f func(*sql.Tx) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
+	return s.txSync(ctx, "FULL", f)
+}
+
+// withLightTx is a write transaction that is not synced to disk by
+// itself: the delivery bookkeeping (claims and leases, sent and retry
+// marks, the replay record, receipts, deadlines) that a crash of the
+// process cannot lose (WAL, synchronous=NORMAL: the commit is in the
+// operating system's hands) and that a power cut could only roll back to
+// an earlier, consistent state, which the next durable commit (WAL is
+// written in order) or a redelivery repairs. What is promised to a client
+// (Enqueue before a 250, Quarantine before a reply) and what an
+// administrator does stay fully synced.
+func (s *SQLite) withLightTx(ctx context.Context, f func(*sql.Tx) error) error {
+	return s.txSync(ctx, "NORMAL", f)
+}
+
+// txSync runs f in a write transaction on the single writer connection,
+// pinned, with the given synchronous level for its commit. Every
+// transaction sets its level first, so a level left behind by a failure
+// never leaks into a durable commit.
+func (s *SQLite) txSync(ctx context.Context, level string, f func(*sql.Tx) error) error {
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous="+level); err != nil {
+		return err
+	}
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -432,7 +461,7 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, limit int, lease time
 	until := now.Add(lease)
 	stamp := s.now().UTC()
 	var items []Item
-	err := s.withTx(ctx, func(tx *sql.Tx) error {
+	err := s.withLightTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `SELECT `+itemCols+`, e.data`+withEnvelope+`
 			WHERE q.state = 'queued' AND q.next_attempt <= ?
 			ORDER BY q.priority DESC, q.next_attempt, q.id LIMIT ?`, now.UnixNano(), limit)
@@ -477,7 +506,13 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, limit int, lease time
 // transition updates one queue item if its state is one of from; it
 // returns ErrNotFound or ErrWrongState otherwise.
 func (s *SQLite) transition(ctx context.Context, op string, id int64, from []State, set string, args ...any) error {
-	err := s.withTx(ctx, func(tx *sql.Tx) error {
+	return s.transitionTx(ctx, s.withTx, op, id, from, set, args...)
+}
+
+// transitionTx is transition under a given kind of transaction.
+func (s *SQLite) transitionTx(ctx context.Context, with func(context.Context, func(*sql.Tx) error) error,
+	op string, id int64, from []State, set string, args ...any) error {
+	err := with(ctx, func(tx *sql.Tx) error {
 		var st State
 		err := tx.QueryRowContext(ctx, `SELECT state FROM queue WHERE id = ?`, id).Scan(&st)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -506,19 +541,19 @@ func (s *SQLite) transition(ctx context.Context, op string, id int64, from []Sta
 // delivery was under way is marked sent all the same (the reason is kept):
 // the record must say what happened.
 func (s *SQLite) MarkSent(ctx context.Context, id int64, remoteID string) error {
-	return s.transition(ctx, "mark sent", id, []State{Queued, Dropped},
+	return s.transitionTx(ctx, s.withLightTx, "mark sent", id, []State{Queued, Dropped},
 		`state = 'sent', remote_id = ?, last_error = ''`, remoteID)
 }
 
 // MarkRetry schedules the next attempt of a queued item.
 func (s *SQLite) MarkRetry(ctx context.Context, id int64, next time.Time, lastErr string) error {
-	return s.transition(ctx, "mark retry", id, []State{Queued},
+	return s.transitionTx(ctx, s.withLightTx, "mark retry", id, []State{Queued},
 		`next_attempt = ?, last_error = ?`, next.UTC().UnixNano(), lastErr)
 }
 
 // MarkFailed gives up on a queued item.
 func (s *SQLite) MarkFailed(ctx context.Context, id int64, reason string) error {
-	return s.transition(ctx, "mark failed", id, []State{Queued},
+	return s.transitionTx(ctx, s.withLightTx, "mark failed", id, []State{Queued},
 		`state = 'failed', reason = ?`, reason)
 }
 
@@ -640,7 +675,7 @@ func (s *SQLite) RecordDelivered(ctx context.Context, originator, packageID, mes
 	if originator == "" || packageID == "" {
 		return errors.New("record delivered: the originator and the package id are required")
 	}
-	err := s.withTx(ctx, func(tx *sql.Tx) error {
+	err := s.withLightTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO delivered (originator, package_id, message_id, date, recorded)
 			VALUES (?, ?, ?, ?, ?) ON CONFLICT (originator, package_id) DO NOTHING`,
 			originator, packageID, messageID, nullNanos(date.UTC()), s.now().UTC().UnixNano())
@@ -667,7 +702,7 @@ func (s *SQLite) RecordReceipt(ctx context.Context, r Receipt) error {
 	if r.Received.IsZero() {
 		r.Received = now
 	}
-	err = s.withTx(ctx, func(tx *sql.Tx) error {
+	err = s.withLightTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO receipts (package_id, agency, mailboxes, delivered, received, signer)
 			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (package_id, agency) DO NOTHING`,
 			r.PackageID, r.Agency, boxes, r.Delivered.UTC().UnixNano(), r.Received.UTC().UnixNano(), r.Signer)
@@ -738,7 +773,7 @@ func (s *SQLite) AddDeadline(ctx context.Context, d Deadline) error {
 	if d.Started.IsZero() {
 		d.Started = s.now()
 	}
-	err := s.withTx(ctx, func(tx *sql.Tx) error {
+	err := s.withLightTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO deadlines (package_id, kind, agency, started, due)
 			VALUES (?, ?, ?, ?, ?) ON CONFLICT (package_id, kind, agency) DO NOTHING`,
 			d.PackageID, d.Kind, d.Agency, d.Started.UTC().UnixNano(), d.Due.UTC().UnixNano())
@@ -754,7 +789,7 @@ func (s *SQLite) AddDeadline(ctx context.Context, d Deadline) error {
 // one agency, unless agency is empty) and reports how many it stopped.
 func (s *SQLite) CompleteDeadlines(ctx context.Context, packageID, kind, agency string, at time.Time, note string) (int, error) {
 	var n int64
-	err := s.withTx(ctx, func(tx *sql.Tx) error {
+	err := s.withLightTx(ctx, func(tx *sql.Tx) error {
 		q := `UPDATE deadlines SET done = ?, note = ? WHERE package_id = ? AND kind = ? AND done = 0`
 		args := []any{at.UTC().UnixNano(), note, packageID, kind}
 		if agency != "" {
@@ -810,7 +845,7 @@ func (s *SQLite) Deadlines(ctx context.Context, now time.Time, overdue bool) ([]
 // MarkAlerted records that an overdue clock was alerted, so it is alerted
 // once.
 func (s *SQLite) MarkAlerted(ctx context.Context, id int64, at time.Time) error {
-	err := s.withTx(ctx, func(tx *sql.Tx) error {
+	err := s.withLightTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `UPDATE deadlines SET alerted = ? WHERE id = ?`, at.UTC().UnixNano(), id)
 		return err
 	})

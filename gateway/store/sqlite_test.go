@@ -971,3 +971,40 @@ func TestHeldItemWaitsUntilReleased(t *testing.T) {
 		t.Fatalf("released item not claimable: %+v, %v", got, err)
 	}
 }
+
+// TestDurableCommitsStayFullySynced: the light bookkeeping transactions
+// commit at synchronous=NORMAL (1), and an Enqueue, the promise behind a
+// 250, at synchronous=FULL (2), whatever ran before it.
+func TestDurableCommitsStayFullySynced(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "q.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// The level the last write left on the single writer connection.
+	level := func() int {
+		conn, err := s.w.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		var v int
+		if err := conn.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if err := s.AddDeadline(ctx, Deadline{PackageID: "p", Kind: "triage", Due: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if v := level(); v != 1 {
+		t.Fatalf("synchronous = %d after bookkeeping, want 1 (NORMAL)", v)
+	}
+	if _, err := s.Enqueue(ctx, []Item{{PackageID: "p", Destination: "d", Recipients: []string{"a@b"}, MailFrom: "g@x", Envelope: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	if v := level(); v != 2 {
+		t.Fatalf("synchronous = %d after Enqueue, want 2 (FULL)", v)
+	}
+}
