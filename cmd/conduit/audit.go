@@ -35,6 +35,17 @@ func auditKey(cfg *config.Config, keyFile string) ([]byte, error) {
 	return key, nil
 }
 
+// openTrail opens (creating if need be) the audit trail of a loaded
+// config, with its chain key if it has one: for the commands that write to
+// it (serve, notice send, purge).
+func openTrail(ctx context.Context, cfg *config.Config) (*audit.SQLite, error) {
+	key, err := auditKey(cfg, "")
+	if err != nil {
+		return nil, err
+	}
+	return audit.OpenSQLite(ctx, cfg.Store.Path, key)
+}
+
 // openAudit opens the audit trail in the database named by a gateway
 // config file. Like openStore, it refuses to create a database.
 func openAudit(ctx context.Context, cfgPath, keyFile string) (*audit.SQLite, error) {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/gateway"
 	"github.com/conduit-gateway/conduit/gateway/store"
@@ -69,13 +68,7 @@ text file is sealed; it is never logged.`,
 				return err
 			}
 			defer st.Close()
-			var key []byte
-			if cfg.Store.AuditKeyFile != "" {
-				if key, err = audit.ReadKeyFile(cfg.Store.AuditKeyFile); err != nil {
-					return &exitError{exitUsage, err}
-				}
-			}
-			trail, err := audit.OpenSQLite(ctx, cfg.Store.Path, key)
+			trail, err := openTrail(ctx, cfg)
 			if err != nil {
 				return err
 			}

@@ -6,7 +6,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/gateway"
 )
@@ -36,13 +35,7 @@ would go and destroys nothing.`,
 			defer st.Close()
 			var aud gateway.Auditor
 			if !dry {
-				var key []byte
-				if cfg.Store.AuditKeyFile != "" {
-					if key, err = audit.ReadKeyFile(cfg.Store.AuditKeyFile); err != nil {
-						return &exitError{exitUsage, err}
-					}
-				}
-				trail, err := audit.OpenSQLite(ctx, cfg.Store.Path, key)
+				trail, err := openTrail(ctx, cfg)
 				if err != nil {
 					return err
 				}

@@ -48,13 +48,7 @@ stop it cleanly.`,
 				return err
 			}
 			defer st.Close()
-			var key []byte
-			if cfg.Store.AuditKeyFile != "" {
-				if key, err = audit.ReadKeyFile(cfg.Store.AuditKeyFile); err != nil {
-					return &exitError{exitUsage, err}
-				}
-			}
-			trail, err := audit.OpenSQLite(ctx, cfg.Store.Path, key)
+			trail, err := openTrail(ctx, cfg)
 			if err != nil {
 				return err
 			}
