@@ -113,7 +113,8 @@ func (g *Gateway) runDeadlines(ctx context.Context) {
 			}
 			g.alertOverdue(ctx, d, now)
 		}
-		if _, err := PurgeExpired(ctx, g.cfg, g.store, g.auditor, now, false); err != nil && ctx.Err() == nil {
+		keep := time.Duration(g.engine.Policy().Params.Retention.Days) * 24 * time.Hour
+		if _, err := PurgeExpired(ctx, g.cfg, g.store, g.auditor, now, keep, false); err != nil && ctx.Err() == nil {
 			g.log.Error("retention purge failed", "err", err)
 		}
 	}

@@ -14,26 +14,61 @@ import (
 )
 
 // Purged is what retention destroyed (or, in a dry run, would destroy)
-// for one package.
+// for one package, or for one quarantined message (Quarantine set).
 type Purged struct {
-	PackageID string
-	Due       time.Time
-	Envelopes int      // queued envelopes destroyed
-	Files     []string // delivered Maildir copies destroyed
+	PackageID  string
+	Due        time.Time
+	Envelopes  int      // queued envelopes destroyed
+	Files      []string // delivered Maildir copies destroyed
+	Quarantine int64    // a quarantined message whose bytes were destroyed
 }
 
 // PurgeExpired destroys the stored copies of every package whose
 // retention clock has run out (retention rule; MoU Annex A, Description of
 // method of sharing: kept only as long as necessary, then destroyed
 // securely): the envelopes of its finished queue items, and its delivered
-// Maildir copies. Metadata stays (the queue record, the replay cache, the
-// audit trail, which records the purge). With dry set it only reports.
-func PurgeExpired(ctx context.Context, cfg *config.Config, st store.Store, aud Auditor, now time.Time, dry bool) ([]Purged, error) {
+// Maildir copies; and every quarantined message kept longer than the
+// retention period (quarantine, the policy's retention days). Metadata
+// stays (the queue and quarantine records, the replay cache, the audit
+// trail, which records the purge). With dry set it only reports.
+//
+// This deletes (SQLite's secure_delete overwrites the pages) rather than
+// crypto-shreds: the queued and quarantined copies are envelopes encrypted
+// to a partner's key or to this agency's own long-lived key, which cannot
+// be destroyed per package, and the Maildir copies are the agency's mail.
+func PurgeExpired(ctx context.Context, cfg *config.Config, st store.Store, aud Auditor, now time.Time, quarantine time.Duration, dry bool) ([]Purged, error) {
 	ds, err := st.Deadlines(ctx, now, false)
 	if err != nil {
 		return nil, err
 	}
 	var out []Purged
+	if quarantine > 0 {
+		for _, state := range []store.QState{store.Held, store.Released} {
+			qs, err := st.ListQuarantine(ctx, state)
+			if err != nil {
+				return out, err
+			}
+			for _, q := range qs {
+				due := q.Received.Add(quarantine)
+				if due.After(now) {
+					continue
+				}
+				out = append(out, Purged{PackageID: q.PackageID, Due: due, Quarantine: q.ID})
+				if dry {
+					continue
+				}
+				if err := st.SetQuarantineState(ctx, q.ID, store.Purged, "retention: kept the retention period"); err != nil {
+					return out, err
+				}
+				if aud != nil {
+					if _, err := aud.Append(ctx, audit.Event{Agency: cfg.Agency, Kind: audit.Purged, Package: q.PackageID, Rule: "retention",
+						Actor: "gateway", Time: now.UTC(), Detail: fmt.Sprintf("Q%d: retention ran out %s; its bytes destroyed", q.ID, due.UTC().Format(time.RFC3339))}); err != nil {
+						return out, err
+					}
+				}
+			}
+		}
+	}
 	for _, d := range ds {
 		if d.Kind != policy.DeadlineRetention || d.Due.After(now) {
 			continue

@@ -477,6 +477,13 @@ func TestRetentionDestroysStoredCopiesAndAuditsIt(t *testing.T) {
 	if n := len(b.AllDelivered("hmp-northgate")); n != 1 {
 		t.Fatalf("%d delivered copies", n)
 	}
+	// A tampered envelope, quarantined at the prison: kept whole, until its
+	// own retention period ends too.
+	env := bytes.Replace(sealAs(t, b, "northshire-pio", "hmp-northgate", "Tampered"),
+		[]byte("SIO-Label: marking=OFFICIAL-SENSITIVE"), []byte("SIO-Label: marking=OFFICIAL"), 1)
+	if _, err := b.Inject(ctx, "hmp-northgate", "conduit@northshire-pio.example", []string{mailboxOf(t, b, "hmp-northgate")}, env); err == nil {
+		t.Fatal("tampered envelope accepted")
+	}
 	// Stop the prison, look at what a purge would do 2191 days from now.
 	tcheck(t, b.Stop("hmp-northgate"), "stop")
 	if out := mustRun(t, b.Dir, nil, nil, conduitBin, "purge", "--dry-run", "--config", ngCfg); !strings.Contains(out, "nothing has reached") {
@@ -493,6 +500,11 @@ func TestRetentionDestroysStoredCopiesAndAuditsIt(t *testing.T) {
 		return strings.Contains(run(t, b.Dir, nil, nil, conduitBin, "queue", "show", "1", "--config", pioCfg).stdout, "envelope:      0 bytes")
 	}) {
 		t.Fatalf("the sender's envelope was not destroyed:\n%s", run(t, b.Dir, nil, nil, conduitBin, "queue", "show", "1", "--config", pioCfg).stdout)
+	}
+	if !testbed.WaitFor(ctx, 20*time.Second, func() bool {
+		return strings.Contains(run(t, b.Dir, nil, nil, conduitBin, "quarantine", "list", "--state", "purged", "--config", ngCfg).stdout, "marking-mismatch")
+	}) {
+		t.Fatalf("the quarantined message was not purged:\n%s", run(t, b.Dir, nil, nil, conduitBin, "quarantine", "list", "--config", ngCfg).stdout)
 	}
 	for _, cfg := range []string{pioCfg, ngCfg} {
 		q := mustRun(t, b.Dir, nil, nil, conduitBin, "audit", "query", "--kind", "purged", "--config", cfg)

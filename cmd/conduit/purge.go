@@ -6,8 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/gateway"
+	"github.com/conduit-gateway/conduit/policy"
 )
 
 func init() {
@@ -24,10 +24,11 @@ would go and destroys nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			cfg, err := config.Load(cfgPath)
+			pol, cfg, err := policy.Load(cfgPath)
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
+			keep := time.Duration(pol.Params.Retention.Days) * 24 * time.Hour
 			st, err := openStore(ctx, cfgPath)
 			if err != nil {
 				return err
@@ -42,7 +43,7 @@ would go and destroys nothing.`,
 				defer trail.Close()
 				aud = trail
 			}
-			ps, err := gateway.PurgeExpired(ctx, cfg, st, aud, time.Now(), dry)
+			ps, err := gateway.PurgeExpired(ctx, cfg, st, aud, time.Now(), keep, dry)
 			if err != nil {
 				return err
 			}
@@ -51,6 +52,10 @@ would go and destroys nothing.`,
 				verb = "would purge"
 			}
 			for _, p := range ps {
+				if p.Quarantine != 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s quarantined message Q%d (retention ran out %s)\n", verb, p.Quarantine, p.Due.UTC().Format(time.RFC3339))
+					continue
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s package %s (retention ran out %s): %d envelope(s), %d delivered copy(ies)\n",
 					verb, p.PackageID, p.Due.UTC().Format(time.RFC3339), p.Envelopes, len(p.Files))
 			}
