@@ -343,35 +343,13 @@ required. A delivery already under way when the item is dropped may still
 complete; the item is then recorded as sent.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseID(args[0])
-			if err != nil {
-				return err
-			}
-			if strings.TrimSpace(reason) == "" {
-				return &exitError{exitUsage, errors.New("queue drop needs --reason TEXT: say why the item is removed from delivery (it is kept with the record)")}
-			}
-			ctx := cmd.Context()
-			st, err := openStore(ctx, cfgPath)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			it, err := st.Get(ctx, id)
-			if err != nil {
-				return storeError(err, "queue item", id)
-			}
-			who := administrator()
-			if err := st.Drop(ctx, id, who+": "+oneLine(reason)); err != nil {
-				return storeError(err, "queue item", id)
-			}
-			adminLog(ctx, "queue item dropped", "item", id, "package", it.PackageID, "destination", it.Destination, "by", who)
-			if err := adminAudit(ctx, cfgPath, audit.Event{Kind: audit.Dropped, Package: it.PackageID, Destination: it.Destination,
-				Detail: fmt.Sprintf("queue item %d: %s", id, oneLine(reason))}); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "dropped queue item %d (package %s to %s); it will not be sent. Reason recorded: %s: %s\n",
-				id, it.PackageID, it.Destination, who, oneLine(reason))
-			return nil
+			return reasonedAction(cmd, cfgPath, args[0], reason, queueAction{
+				verb: "drop", why: "say why the item is removed from delivery",
+				do: func(st *store.SQLite, ctx context.Context, id int64, note string) error {
+					return st.Drop(ctx, id, note)
+				},
+				event: audit.Dropped, done: "dropped queue item %d (package %s to %s); it will not be sent",
+			})
 		},
 	}
 	drop.Flags().StringVar(&reason, "reason", "", "why the item is dropped (required; kept with the record)")
@@ -387,35 +365,13 @@ that envelope. --reason is required and kept with who released it: say what
 made the release lawful (the originator's consent, the training record).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseID(args[0])
-			if err != nil {
-				return err
-			}
-			if strings.TrimSpace(relReason) == "" {
-				return &exitError{exitUsage, errors.New("queue release needs --reason TEXT: say what makes sending it lawful now (it is kept with the record)")}
-			}
-			ctx := cmd.Context()
-			st, err := openStore(ctx, cfgPath)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			it, err := st.Get(ctx, id)
-			if err != nil {
-				return storeError(err, "queue item", id)
-			}
-			who := administrator()
-			if err := st.Release(ctx, id, who+": "+oneLine(relReason)); err != nil {
-				return storeError(err, "queue item", id)
-			}
-			adminLog(ctx, "queue item released", "item", id, "package", it.PackageID, "destination", it.Destination, "by", who)
-			if err := adminAudit(ctx, cfgPath, audit.Event{Kind: audit.Released, Package: it.PackageID, Destination: it.Destination,
-				Rule: "hold", Detail: fmt.Sprintf("queue item %d: %s", id, oneLine(relReason))}); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "released queue item %d (package %s to %s); the running gateway sends it on its next pass\n",
-				id, it.PackageID, it.Destination)
-			return nil
+			return reasonedAction(cmd, cfgPath, args[0], relReason, queueAction{
+				verb: "release", why: "say what makes sending it lawful now", rule: "hold",
+				do: func(st *store.SQLite, ctx context.Context, id int64, note string) error {
+					return st.Release(ctx, id, note)
+				},
+				event: audit.Released, done: "released queue item %d (package %s to %s); the running gateway sends it on its next pass",
+			})
 		},
 	}
 	release.Flags().StringVar(&relReason, "reason", "", "what makes sending it lawful now (required; kept with the record)")
@@ -430,6 +386,48 @@ made the release lawful (the originator's consent, the training record).`,
 // agencies and the administrator's name only.
 func adminLog(ctx context.Context, msg string, args ...any) {
 	slog.Default().Log(ctx, slog.LevelWarn, "admin: "+msg, args...)
+}
+
+// queueAction is an administrator's change to one queue item that needs a
+// reason: drop, release.
+type queueAction struct {
+	verb, why, rule string
+	do              func(st *store.SQLite, ctx context.Context, id int64, note string) error
+	event           audit.Kind
+	done            string // printf: id, package, destination
+}
+
+// reasonedAction does a queueAction: the reason is required, kept with the
+// item with who gave it, logged and audited.
+func reasonedAction(cmd *cobra.Command, cfgPath, arg, reason string, a queueAction) error {
+	id, err := parseID(arg)
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(reason) == "" {
+		return &exitError{exitUsage, fmt.Errorf("queue %s needs --reason TEXT: %s (it is kept with the record)", a.verb, a.why)}
+	}
+	ctx := cmd.Context()
+	st, err := openStore(ctx, cfgPath)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	it, err := st.Get(ctx, id)
+	if err != nil {
+		return storeError(err, "queue item", id)
+	}
+	who := administrator()
+	if err := a.do(st, ctx, id, who+": "+oneLine(reason)); err != nil {
+		return storeError(err, "queue item", id)
+	}
+	adminLog(ctx, "queue item "+a.verb, "item", id, "package", it.PackageID, "destination", it.Destination, "by", who)
+	if err := adminAudit(ctx, cfgPath, audit.Event{Kind: a.event, Package: it.PackageID, Destination: it.Destination,
+		Rule: a.rule, Detail: fmt.Sprintf("queue item %d: %s", id, oneLine(reason))}); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), a.done+". Reason recorded: %s: %s\n", id, it.PackageID, it.Destination, who, oneLine(reason))
+	return nil
 }
 
 // adminAudit writes an administrator's action to the gateway's audit
