@@ -16,6 +16,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/conduit-gateway/conduit/sqlschema"
 )
 
 // SQLite is the audit trail in the gateway's SQLite database, in tables of
@@ -160,36 +162,7 @@ CREATE TABLE audit_meta (
 }
 
 func (s *SQLite) migrate(ctx context.Context) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS audit_schema (version INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	var v int
-	err = tx.QueryRowContext(ctx, `SELECT version FROM audit_schema`).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_schema (version) VALUES (0)`); err != nil {
-			return fmt.Errorf("migrate: %w", err)
-		}
-		v = 0
-	} else if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	if v > len(migrations) {
-		return fmt.Errorf("the audit schema version %d is newer than this conduit knows (%d): upgrade conduit", v, len(migrations))
-	}
-	for ; v < len(migrations); v++ {
-		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
-			return fmt.Errorf("migrate audit schema to version %d: %w", v+1, err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE audit_schema SET version = ?`, v); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	return tx.Commit()
+	return sqlschema.Migrate(ctx, s.w, "audit_schema", "the audit trail", migrations)
 }
 
 // checkMode checks the key against the mode the log was created with

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -53,7 +54,7 @@ func (g *Gateway) startOutboundClocks(ctx context.Context, pkgID string, dec pol
 	}
 	now := g.Now()
 	for _, d := range dec.Deliveries {
-		if d.Priority != policy.Immediate || !containsStr(sent, d.Agency) {
+		if d.Priority != policy.Immediate || !slices.Contains(sent, d.Agency) {
 			continue
 		}
 		if err := g.store.AddDeadline(ctx, store.Deadline{PackageID: pkgID, Kind: policy.DeadlineAcknowledge, Agency: d.Agency,
@@ -76,15 +77,6 @@ func (g *Gateway) startInboundClocks(ctx context.Context, pkgID, originator stri
 		Started: now, Due: now.Add(time.Duration(hours) * time.Hour)}); err != nil {
 		g.log.Error("triage clock not started", "package", pkgID, "err", err)
 	}
-}
-
-func containsStr(xs []string, s string) bool {
-	for _, x := range xs {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // runDeadlines raises an alert for each clock that runs out: a log line

@@ -97,10 +97,7 @@ type received struct {
 // only checks: the package is recorded once it has been delivered, so that
 // a crash between the check and the delivery loses nothing (the sender
 // retries, and the Maildir file names make the delivery happen once).
-type replayCheck struct {
-	g   *Gateway
-	ctx context.Context
-}
+type replayCheck struct{ g *Gateway }
 
 func (rc replayCheck) CheckReplay(ctx context.Context, k envelope.ReplayKey) error {
 	seen, err := rc.g.store.Delivered(ctx, k.Originator, k.PackageID)
@@ -127,7 +124,7 @@ func (g *Gateway) receive(ctx context.Context, m received) error { return g.proc
 func (g *Gateway) process(ctx context.Context, m received) outcome {
 	var opened bytes.Buffer
 	start := time.Now()
-	o, err := envelope.Open(ctx, &opened, bytes.NewReader(m.raw), g.openParams(replayCheck{g, ctx}))
+	o, err := envelope.Open(ctx, &opened, bytes.NewReader(m.raw), g.openParams(replayCheck{g}))
 	g.metrics.ObserveOpen(time.Since(start))
 	if err != nil {
 		var ce *envelope.CheckError

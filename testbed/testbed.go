@@ -70,9 +70,6 @@ type Bed struct {
 
 // Options shape a bed.
 type Options struct {
-	// Agencies limits the bed to these directory agencies (nil: all of the
-	// example directory). Agencies outside the UK are never given a gateway.
-	Agencies []string
 	// Queue tunes retries for tests (short by default).
 	RetryMin, RetryMax string
 	// MaxAge is how long a package is retried before its sender is told
@@ -88,7 +85,11 @@ type Options struct {
 	Directory func(b *Bed, d *config.Directory)
 }
 
-// Create makes a bed in dir from the example directory and policy.
+// Create makes a bed in dir from the example directory and policy. Every
+// UK agency gets a key, a certificate and a config, since any rule may route
+// a package to it; which gateways run is StartAll's choice, and a package
+// for one that does not run waits in the queue. Agencies outside the UK are
+// never given a gateway.
 func Create(dir, bin string, opt Options) (*Bed, error) {
 	dirDoc, err := config.LoadDirectory("examples/directory.yaml", examples.Directory)
 	if err != nil {
@@ -110,10 +111,6 @@ func Create(dir, bin string, opt Options) (*Bed, error) {
 	}
 	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), ca.PEM, 0o644); err != nil {
 		return nil, err
-	}
-	want := map[string]bool{}
-	for _, id := range opt.Agencies {
-		want[id] = true
 	}
 	retryMin, retryMax := or(opt.RetryMin, "1s"), or(opt.RetryMax, "4s")
 	maxAge := ""
@@ -138,10 +135,6 @@ func Create(dir, bin string, opt Options) (*Bed, error) {
 			// gateway (the uk-eea-only rule refuses it before sealing).
 			a.Gateway = "127.0.0.1:1"
 			continue
-		}
-		if len(want) > 0 && !want[a.ID] {
-			// In the directory with a key but no running gateway: packages
-			// for it wait in the queue.
 		}
 		n := &Node{ID: a.ID, Dir: filepath.Join(dir, a.ID)}
 		if err := os.MkdirAll(filepath.Join(n.Dir, "keys"), 0o700); err != nil {

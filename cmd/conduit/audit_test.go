@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,22 +23,7 @@ import (
 // with key (nil: unkeyed).
 func auditBed(t *testing.T, key []byte) (dir, cfg string, a *audit.SQLite) {
 	t.Helper()
-	dir = t.TempDir()
-	abs := func(p string) string {
-		a, err := filepath.Abs(filepath.Join("..", "..", "examples", p))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return a
-	}
-	cfg = filepath.Join(dir, "conduit.yaml")
-	src := "agency: northshire-pio\n" +
-		"directory: " + strconv.Quote(abs("directory.yaml")) + "\n" +
-		"policy: " + strconv.Quote(abs("policy.yaml")) + "\n" +
-		"store: {path: conduit.db}\n"
-	if err := os.WriteFile(cfg, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir, cfg = writeStoreConfig(t)
 	a, err := audit.OpenSQLite(context.Background(), filepath.Join(dir, "conduit.db"), key)
 	if err != nil {
 		t.Fatal(err)

@@ -109,7 +109,7 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 	say("Conduit demo: %d agency gateways on loopback, real SMTP with TLS, real packages", len(demoAgencies))
 	say("(working directory %s)", dir)
 	say("")
-	bed, err := testbed.Create(dir, bin, testbed.Options{Agencies: demoAgencies, RetryMin: "500ms", RetryMax: "2s"})
+	bed, err := testbed.Create(dir, bin, testbed.Options{RetryMin: "500ms", RetryMax: "2s"})
 	if err != nil {
 		return err
 	}

@@ -16,9 +16,9 @@ import (
 	"github.com/conduit-gateway/conduit/gateway/store"
 )
 
-// storeBed writes a gateway config (the example directory and policy, a
-// database beside the config) and opens the store it names.
-func storeBed(t *testing.T) (dir, cfg string, st *store.SQLite) {
+// writeStoreConfig writes a gateway config in a new folder: the example
+// directory and policy, and a database beside the config (not created).
+func writeStoreConfig(t *testing.T) (dir, cfg string) {
 	t.Helper()
 	dir = t.TempDir()
 	abs := func(p string) string {
@@ -36,6 +36,14 @@ func storeBed(t *testing.T) (dir, cfg string, st *store.SQLite) {
 	if err := os.WriteFile(cfg, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return dir, cfg
+}
+
+// storeBed writes a gateway config (the example directory and policy, a
+// database beside the config) and opens the store it names.
+func storeBed(t *testing.T) (dir, cfg string, st *store.SQLite) {
+	t.Helper()
+	dir, cfg = writeStoreConfig(t)
 	st, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "conduit.db"))
 	if err != nil {
 		t.Fatal(err)

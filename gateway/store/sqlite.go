@@ -13,6 +13,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/conduit-gateway/conduit/sqlschema"
 )
 
 // SQLite is the embedded Store: one database file in WAL mode with
@@ -199,36 +201,7 @@ CREATE INDEX deadlines_due ON deadlines (done, alerted, due);
 }
 
 func (s *SQLite) migrate(ctx context.Context) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	var v int
-	err = tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
-			return fmt.Errorf("migrate: %w", err)
-		}
-		v = 0
-	} else if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	if v > len(migrations) {
-		return fmt.Errorf("the database's schema version %d is newer than this conduit knows (%d): upgrade conduit", v, len(migrations))
-	}
-	for ; v < len(migrations); v++ {
-		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
-			return fmt.Errorf("migrate to schema version %d: %w", v+1, err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, v); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	return tx.Commit()
+	return sqlschema.Migrate(ctx, s.w, "schema_version", "the store", migrations)
 }
 
 // SchemaVersion reports the database's schema version.
