@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -122,6 +123,8 @@ func Create(dir, bin string, opt Options) (*Bed, error) {
 	// to a month ago, so that trained and untrained mailboxes stay what the
 	// example means whatever the date.
 	trained := now.AddDate(0, -1, 0).Format("2006-01-02")
+	var pp ports
+	defer pp.release()
 	for _, a := range dirDoc.Agencies {
 		for _, list := range [][]config.Mailbox{a.Mailboxes, a.Escalation} {
 			for i := range list {
@@ -151,13 +154,13 @@ func Create(dir, bin string, opt Options) (*Bed, error) {
 			return nil, err
 		}
 		a.Fingerprint = id.Fingerprint()
-		if n.Submission, err = freePort(); err != nil {
+		if n.Submission, err = pp.next(); err != nil {
 			return nil, err
 		}
-		if n.Inbound, err = freePort(); err != nil {
+		if n.Inbound, err = pp.next(); err != nil {
 			return nil, err
 		}
-		if n.Admin, err = freePort(); err != nil {
+		if n.Admin, err = pp.next(); err != nil {
 			return nil, err
 		}
 		a.Gateway = n.Inbound
@@ -245,16 +248,32 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// freePort asks the kernel for a free loopback port. Another process could
-// take it before the gateway binds it; on loopback in a test that is rare,
-// and Start reports it plainly.
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+// ports hands out loopback ports for one bed. They come from below the
+// kernel's ephemeral range (32768 and up on Linux), where no outgoing
+// connection is ever given a port, so a client socket of a running gateway
+// cannot take one between Create and Start. Each port is held (listened
+// on) until the bed is laid out, so a bed never hands out one port twice;
+// release frees them all just before the gateways need them.
+type ports struct{ held []net.Listener }
+
+func (p *ports) next() (string, error) {
+	for range 200 {
+		port := 20000 + mathrand.IntN(12000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue // in use: another
+		}
+		p.held = append(p.held, l)
+		return l.Addr().String(), nil
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return "", errors.New("testbed: no free loopback port below the ephemeral range")
+}
+
+func (p *ports) release() {
+	for _, l := range p.held {
+		l.Close()
+	}
+	p.held = nil
 }
 
 // Start runs a node's gateway as a separate process and waits until both
