@@ -33,6 +33,7 @@ type Gateway struct {
 	cfg      *config.Config
 	self     *config.Agency
 	id       *keys.Identity
+	keys     keys.Backend
 	partners *keys.Partners
 	engine   *policy.Engine
 	store    store.Store
@@ -87,7 +88,11 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 			return nil, err
 		}
 	}
-	id, err := (&keys.File{Path: cfg.Keys.Secret, Passphrase: pass}).Identity(ctx)
+	backend, err := OpenKeyBackend(ctx, cfg, pass, log)
+	if err != nil {
+		return nil, err
+	}
+	id, err := backend.Identity(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("keys: %w", err)
 	}
@@ -109,7 +114,7 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 		return nil, errors.New("gateway: no policy")
 	}
 	g := &Gateway{
-		cfg: cfg, self: cfg.Self(), id: id, partners: partners,
+		cfg: cfg, self: cfg.Self(), id: id, keys: backend, partners: partners,
 		engine: policy.NewEngine(opt.Policy, log), store: opt.Store, auditor: opt.Audit, metrics: opt.Metrics, log: log,
 		serverTLS: serverTLS, clientTLS: clientTLS,
 		Now:  time.Now,
@@ -126,6 +131,12 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 		g.Now = offsetClock(f)
 	}
 	return g, nil
+}
+
+// OpenKeyBackend returns the backend the config names for this gateway's
+// own secret key.
+func OpenKeyBackend(ctx context.Context, cfg *config.Config, pass []byte, log *slog.Logger) (keys.Backend, error) {
+	return &keys.File{Path: cfg.Keys.Secret, Passphrase: pass}, nil
 }
 
 func passphrase(file string) ([]byte, error) {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -311,12 +312,26 @@ func Pin(c *Cert, agency, fingerprint string) error {
 	return nil
 }
 
+// ErrUnavailable is wrapped by a backend that cannot be used now (Vault
+// sealed, unreachable, or the token expired). Callers fail closed on it: no
+// package is sealed or opened, and the work waits.
+var ErrUnavailable = errors.New("key backend unavailable")
+
 // Backend is where this gateway's own secret key lives: a file here, Vault
-// in a deployment that keeps keys off the gateway's disk. Identity may block
-// (a network call for Vault) and must fail closed: an error, never a
+// in a deployment that keeps keys off the gateway's disk. Every method may
+// block (a network call for Vault) and must fail closed: an error, never a
 // weaker key.
 type Backend interface {
+	// Identity returns the current identity. After a rotation it holds the
+	// new encryption subkey and every earlier one, so packages sealed to an
+	// old subkey still open.
 	Identity(ctx context.Context) (*Identity, error)
+	// Store makes id the current identity (a rotation). The earlier one is
+	// kept where the backend can (Vault KV versions).
+	Store(ctx context.Context, id *Identity) error
+	// Check reports whether the backend answers now; an error wraps
+	// ErrUnavailable.
+	Check(ctx context.Context) error
 }
 
 // File is the file keyring backend: an armored secret key file, encrypted
@@ -341,6 +356,53 @@ func (f *File) Identity(ctx context.Context) (*Identity, error) {
 		return nil, fmt.Errorf("%s: %w", f.Path, err)
 	}
 	return id, nil
+}
+
+// Store replaces the secret key file atomically (a temporary file in the
+// same directory, synced, then renamed), so a crash leaves the old key or
+// the new one, never half of either. The previous file is kept beside it
+// as PATH.prev for the operator's records.
+func (f *File) Store(ctx context.Context, id *Identity) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(f.Path), ".secret-*.tmp")
+	if err != nil {
+		return fmt.Errorf("store secret key: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("store secret key: %w", err)
+	}
+	if err := id.WriteSecret(tmp, f.Passphrase); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("store secret key: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("store secret key: %w", err)
+	}
+	if old, err := os.ReadFile(f.Path); err == nil {
+		if err := os.WriteFile(f.Path+".prev", old, 0o600); err != nil {
+			return fmt.Errorf("store secret key: keep previous: %w", err)
+		}
+	}
+	if err := os.Rename(tmp.Name(), f.Path); err != nil {
+		return fmt.Errorf("store secret key: %w", err)
+	}
+	return nil
+}
+
+// Check reports whether the key file can be read.
+func (f *File) Check(ctx context.Context) error {
+	if _, err := os.Stat(f.Path); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return ctx.Err()
 }
 
 // Partners holds the partner certificates this gateway trusts, each pinned
