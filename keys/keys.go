@@ -115,11 +115,16 @@ func ProfileOf(e *openpgp.Entity) Profile {
 
 // Generate creates a new agency identity.
 func Generate(agency, email string, profile Profile, now time.Time) (*Identity, error) {
+	return generate(agency, email, profile, now, 0)
+}
+
+func generate(agency, email string, profile Profile, now time.Time, lifetimeSecs uint32) (*Identity, error) {
 	if agency == "" || strings.ContainsAny(agency, "()<>\x00 ") {
 		return nil, fmt.Errorf("generate key: agency id %q is not usable in a user ID", agency)
 	}
 	cfg := profile.Config()
 	cfg.Time = func() time.Time { return now }
+	cfg.KeyLifetimeSecs = lifetimeSecs
 	e, err := openpgp.NewEntity(agency, userIDComment, email, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("generate key for %s: %w", agency, err)
@@ -264,7 +269,10 @@ func ReadCert(r io.Reader) (*Cert, error) {
 		return nil, fmt.Errorf("read certificate: want one certificate, found %d", len(el))
 	}
 	e := el[0]
-	if _, err := e.VerifyPrimaryKey(time.Now(), nil); err != nil {
+	// An expired or revoked certificate is read, so that it can be pinned
+	// and reported (deliveries to it are held with the reason); a broken
+	// one is not.
+	if _, err := e.VerifyPrimaryKey(time.Time{}, nil); err != nil && !e.Revoked(time.Now()) {
 		return nil, fmt.Errorf("read certificate %s: %w", Fingerprint(e), err)
 	}
 	pub, err := publicOnly(e)
