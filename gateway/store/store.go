@@ -145,6 +145,7 @@ var (
 
 // Store is the gateway's durable state.
 type Store interface {
+	PartnerKeys
 	// Enqueue stores items in one transaction: either all are durable or
 	// none is. An item whose (PackageID, Destination) is already stored, in
 	// whatever state, is not stored again; its existing id is returned
