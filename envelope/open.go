@@ -117,49 +117,11 @@ func Open(ctx context.Context, w io.Writer, r io.Reader, p OpenParams) (*Opened,
 		legacy = DefaultLegacyMarkings
 	}
 
-	lim := &headerLimit{r: &ctxReader{ctx: ctx, r: r}, n: maxHeaderBytes}
-	br := bufio.NewReaderSize(lim, 16<<10)
-	outer, err := textproto.ReadHeader(br)
+	part, err := encryptedPart(ctx, r)
 	if err != nil {
-		return nil, structural("outer header", err)
+		return nil, err
 	}
-	lim.n = -1
-	mt, params, err := mime.ParseMediaType(outer.Get("Content-Type"))
-	if err != nil || mt != "multipart/encrypted" || !strings.EqualFold(params["protocol"], "application/pgp-encrypted") || params["boundary"] == "" {
-		return nil, checkErr(ErrMalformed, "not a PGP/MIME multipart/encrypted message (RFC 3156 section 4)", err)
-	}
-	mr := textproto.NewMultipartReader(br, params["boundary"])
-	ver, err := mr.NextPart()
-	if err != nil {
-		return nil, structural("version part", err)
-	}
-	if vt, _, _ := mime.ParseMediaType(ver.Header.Get("Content-Type")); vt != "application/pgp-encrypted" {
-		return nil, checkErr(ErrMalformed, "first part is not application/pgp-encrypted", nil)
-	}
-	vb, err := io.ReadAll(io.LimitReader(ver, 1024))
-	if err != nil {
-		return nil, structural("version part", err)
-	}
-	if !bytes.Contains(vb, []byte("Version: 1")) {
-		return nil, checkErr(ErrMalformed, "version part does not say Version: 1", nil)
-	}
-	data, err := mr.NextPart()
-	if err != nil {
-		return nil, structural("encrypted part", err)
-	}
-	if dt, _, _ := mime.ParseMediaType(data.Header.Get("Content-Type")); dt != "application/octet-stream" {
-		return nil, checkErr(ErrMalformed, "second part is not application/octet-stream", nil)
-	}
-	// Remember how the transport part ended: a truncated message shows
-	// there as an unexpected EOF, while OpenPGP only sees its data stop.
-	dataRec := &errRecorder{r: data}
-	block, err := armor.Decode(dataRec)
-	if err != nil {
-		return nil, structural("armor", orTruncated(dataRec, err))
-	}
-	if block.Type != "PGP MESSAGE" {
-		return nil, checkErr(ErrMalformed, "armor block is "+block.Type+", not PGP MESSAGE", nil)
-	}
+	outer, block, dataRec, data, mr := part.outer, part.block, part.rec, part.data, part.mr
 
 	keyring := append(openpgp.EntityList{p.Identity.Entity}, p.Partners.Entities()...)
 	cfg := &packet.Config{Time: now}
@@ -243,6 +205,90 @@ func Open(ctx context.Context, w io.Writer, r io.Reader, p OpenParams) (*Opened,
 		return nil, fmt.Errorf("open: write opened message: %w", err)
 	}
 	return res, nil
+}
+
+// pgpPart is the encrypted part of a PGP/MIME message, and what reads
+// the rest of the message after it.
+type pgpPart struct {
+	outer textproto.Header
+	block *armor.Block
+	rec   *errRecorder
+	data  io.Reader
+	mr    *textproto.MultipartReader
+}
+
+// encryptedPart reads the outer header of a PGP/MIME message (RFC 3156
+// section 4) and returns its armored OpenPGP message, positioned at the
+// first packet.
+func encryptedPart(ctx context.Context, r io.Reader) (*pgpPart, error) {
+	lim := &headerLimit{r: &ctxReader{ctx: ctx, r: r}, n: maxHeaderBytes}
+	br := bufio.NewReaderSize(lim, 16<<10)
+	outer, err := textproto.ReadHeader(br)
+	if err != nil {
+		return nil, structural("outer header", err)
+	}
+	lim.n = -1
+	mt, params, err := mime.ParseMediaType(outer.Get("Content-Type"))
+	if err != nil || mt != "multipart/encrypted" || !strings.EqualFold(params["protocol"], "application/pgp-encrypted") || params["boundary"] == "" {
+		return nil, checkErr(ErrMalformed, "not a PGP/MIME multipart/encrypted message (RFC 3156 section 4)", err)
+	}
+	mr := textproto.NewMultipartReader(br, params["boundary"])
+	ver, err := mr.NextPart()
+	if err != nil {
+		return nil, structural("version part", err)
+	}
+	if vt, _, _ := mime.ParseMediaType(ver.Header.Get("Content-Type")); vt != "application/pgp-encrypted" {
+		return nil, checkErr(ErrMalformed, "first part is not application/pgp-encrypted", nil)
+	}
+	vb, err := io.ReadAll(io.LimitReader(ver, 1024))
+	if err != nil {
+		return nil, structural("version part", err)
+	}
+	if !bytes.Contains(vb, []byte("Version: 1")) {
+		return nil, checkErr(ErrMalformed, "version part does not say Version: 1", nil)
+	}
+	data, err := mr.NextPart()
+	if err != nil {
+		return nil, structural("encrypted part", err)
+	}
+	if dt, _, _ := mime.ParseMediaType(data.Header.Get("Content-Type")); dt != "application/octet-stream" {
+		return nil, checkErr(ErrMalformed, "second part is not application/octet-stream", nil)
+	}
+	// Remember how the transport part ended: a truncated message shows
+	// there as an unexpected EOF, while OpenPGP only sees its data stop.
+	dataRec := &errRecorder{r: data}
+	block, err := armor.Decode(dataRec)
+	if err != nil {
+		return nil, structural("armor", orTruncated(dataRec, err))
+	}
+	if block.Type != "PGP MESSAGE" {
+		return nil, checkErr(ErrMalformed, "armor block is "+block.Type+", not PGP MESSAGE", nil)
+	}
+
+	return &pgpPart{outer: outer, block: block, rec: dataRec, data: data, mr: mr}, nil
+}
+
+// RecipientKeyIDs lists the key ids an envelope is encrypted to (its
+// PKESK packets), without decrypting anything: the relay uses it to see
+// whether a queued envelope can still be read by the partner's current key.
+func RecipientKeyIDs(ctx context.Context, r io.Reader) ([]uint64, error) {
+	part, err := encryptedPart(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	pr := packet.NewReader(part.block.Body)
+	var ids []uint64
+	for {
+		p, err := pr.Next()
+		if err != nil {
+			return nil, structural("encrypted part", err)
+		}
+		ek, ok := p.(*packet.EncryptedKey)
+		if !ok {
+			return ids, nil // the encrypted data follows the PKESKs
+		}
+		ids = append(ids, ek.KeyId)
+	}
 }
 
 func orDefault(d, def time.Duration) time.Duration {

@@ -102,6 +102,18 @@ func TestRotationKeepsTheFingerprintAndOldPackagesOpen(t *testing.T) {
 				t.Fatalf("after rotation want the second of two subkeys current: %+v", st.Subkeys)
 			}
 			afterwards := seal(t, met, newCert)
+			// The relay reads whom an envelope is sealed to without
+			// decrypting it.
+			for env, sk := range map[*[]byte]int{&inFlight: 0, &afterwards: 1} {
+				ids, err := envelope.RecipientKeyIDs(context.Background(), bytes.NewReader(*env))
+				want := rotated.Entity.Subkeys[sk].PublicKey.KeyId
+				if err != nil || len(ids) != 1 || ids[0] != want {
+					t.Errorf("RecipientKeyIDs: %x, %v; want [%x]", ids, err, want)
+				}
+				if !newCert.HasValidSubkey(want, now) {
+					t.Errorf("subkey %d of the rotated certificate is not valid", sk)
+				}
+			}
 			if err := open(t, afterwards, ng, mustPublic(t, met)); err == nil {
 				t.Fatal("the old identity opened a package sealed to the new subkey")
 			}
