@@ -250,6 +250,8 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown top-level field", "agency: pas\ndirectory: directory.yaml\npolicy: p.yaml\nlistne: 25\n", `unknown field "listne"`, 4},
 		{"legacy marking to a non-classification", "agency: pas\ndirectory: directory.yaml\npolicy: p.yaml\nlegacy-markings: {RESTRICTED: SORTA-SECRET}\n", "not a classification", 4},
 		{"syntax error", "agency: pas\ndirectory: [\n", "", 2},
+		{"administrator not an address", "agency: pas\ndirectory: directory.yaml\npolicy: p.yaml\nalerts:\n  administrators: [ops@pas.example, Duty Admin]\n", `"Duty Admin" is not a mailbox address`, 5},
+		{"negative expiry warning", "agency: pas\ndirectory: directory.yaml\npolicy: p.yaml\nkeys:\n  expiry-warning: -24h\n", "must not be negative", 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, "conduit.yaml")

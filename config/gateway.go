@@ -23,6 +23,16 @@ type Gateway struct {
 	Delivery Delivery `yaml:"delivery,omitempty"`
 	Limits   Limits   `yaml:"limits,omitempty"`
 	Queue    Queue    `yaml:"queue,omitempty"`
+	Alerts   Alerts   `yaml:"alerts,omitempty"`
+}
+
+// Alerts says who is told, by mail, of what needs an administrator: a
+// partner key change waiting for approval, a key about to expire, a key
+// that can no longer be used.
+type Alerts struct {
+	// Administrators are local mailbox addresses (delivered like
+	// packages, to the Maildir or by LMTP).
+	Administrators []string `yaml:"administrators,omitempty"`
 }
 
 // Keys: this agency's OpenPGP identity and its partners' certificates.
@@ -37,6 +47,10 @@ type Keys struct {
 	Partners string `yaml:"partners"`
 	// Profile is rfc4880 (default) or rfc9580.
 	Profile string `yaml:"profile,omitempty"`
+	// ExpiryWarning is how long before a key (this agency's or a
+	// partner's) expires that administrators are warned, daily until it
+	// is rotated or extended (default 30 days).
+	ExpiryWarning Duration `yaml:"expiry-warning,omitempty"`
 }
 
 // TLS is the gateway's TLS identity, used by the submission and inbound
@@ -214,6 +228,14 @@ func (c *Config) checkGateway(doc *Doc) error {
 		if _, _, err := net.SplitHostPort(l); err != nil {
 			return doc.Errorf("$.delivery.lmtp", "%q is neither unix:/path nor host:port", l)
 		}
+	}
+	for i, a := range g.Alerts.Administrators {
+		if at := strings.LastIndexByte(a, '@'); at < 1 || at == len(a)-1 || strings.ContainsAny(a, " <>\t") {
+			return doc.Errorf("$.alerts.administrators["+strconv.Itoa(i)+"]", "%q is not a mailbox address (name@domain)", a)
+		}
+	}
+	if g.Keys.ExpiryWarning < 0 {
+		return doc.Errorf("$.keys.expiry-warning", "must not be negative")
 	}
 	if g.Limits.MessageBytes < 0 || g.Limits.Recipients < 0 || g.Limits.Connections < 0 || g.Limits.Commands < 0 {
 		return doc.Errorf("$.limits", "limits must not be negative")

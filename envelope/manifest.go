@@ -210,12 +210,16 @@ const (
 	// KindNotice is a notice about a package already exchanged:
 	// rectification, breach, subject-access consultation (MoU Annex A).
 	KindNotice = "notice"
+	// KindKeyChange carries the sender's public certificate after a
+	// rotation, a new expiry or a revocation; it is signed by the key
+	// the receiver has pinned.
+	KindKeyChange = "key-change"
 )
 
 // check validates everything but label completeness.
 func (m *Manifest) check() error {
-	if m.Kind != "" && m.Kind != KindReceipt && m.Kind != KindNotice {
-		return &ManifestError{Field: "kind", Value: m.Kind, Reason: "is not a message kind", Allowed: []string{KindReceipt, KindNotice}}
+	if m.Kind != "" && m.Kind != KindReceipt && m.Kind != KindNotice && m.Kind != KindKeyChange {
+		return &ManifestError{Field: "kind", Value: m.Kind, Reason: "is not a message kind", Allowed: []string{KindReceipt, KindNotice, KindKeyChange}}
 	}
 	if !isAgencyID(m.From) {
 		return &ManifestError{Field: "from", Value: m.From, Reason: "must be the sending agency's directory id"}

@@ -15,9 +15,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/conduit-gateway/conduit/config"
@@ -32,10 +32,14 @@ import (
 type Gateway struct {
 	cfg      *config.Config
 	self     *config.Agency
-	id       *keys.Identity
-	keys     keys.Backend
-	partners *keys.Partners
-	engine   *policy.Engine
+	// id and partnerSet are swapped whole when a key changes (a
+	// rotation, an approved partner key change): readers take one
+	// snapshot per use.
+	id         atomic.Pointer[keys.Identity]
+	keys       keys.Backend
+	partnerSet atomic.Pointer[keys.Partners]
+	keyWatch   keyWatch
+	engine     *policy.Engine
 	store    store.Store
 	auditor  Auditor
 	auditCh  chan auditReq    // group commit, when the auditor can batch
@@ -102,10 +106,6 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 	if pin := cfg.Self().Fingerprint; pin != "" && keys.NormalizeFingerprint(pin) != id.Fingerprint() {
 		return nil, fmt.Errorf("keys: this gateway's key %s is not the one the directory pins for %s (%s)", id.Fingerprint(), cfg.Agency, keys.NormalizeFingerprint(pin))
 	}
-	partners, err := loadPartners(cfg, log)
-	if err != nil {
-		return nil, err
-	}
 	serverTLS, clientTLS, err := loadTLS(cfg)
 	if err != nil {
 		return nil, err
@@ -114,11 +114,15 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 		return nil, errors.New("gateway: no policy")
 	}
 	g := &Gateway{
-		cfg: cfg, self: cfg.Self(), id: id, keys: backend, partners: partners,
+		cfg: cfg, self: cfg.Self(), keys: backend,
 		engine: policy.NewEngine(opt.Policy, log), store: opt.Store, auditor: opt.Audit, metrics: opt.Metrics, log: log,
 		serverTLS: serverTLS, clientTLS: clientTLS,
 		Now:  time.Now,
 		wake: make(chan struct{}, 1),
+	}
+	g.id.Store(id)
+	if err := g.loadPartners(ctx); err != nil {
+		return nil, err
 	}
 	if b, ok := opt.Audit.(batchAuditor); ok {
 		// The writer lives as long as the process: the CLI's short-lived
@@ -151,41 +155,6 @@ func passphrase(file string) ([]byte, error) {
 		return nil, fmt.Errorf("keys: passphrase file: %w", err)
 	}
 	return []byte(strings.TrimRight(string(b), "\r\n")), nil
-}
-
-// loadPartners reads AGENCY.pub.asc for every directory agency that has
-// one, and pins it by the directory's fingerprint. A certificate whose
-// fingerprint is not the pinned one is not used, and says so.
-func loadPartners(cfg *config.Config, log *slog.Logger) (*keys.Partners, error) {
-	ps := keys.NewPartners()
-	for _, a := range cfg.Directory.Agencies {
-		if a.ID == cfg.Agency {
-			continue
-		}
-		path := filepath.Join(cfg.Keys.Partners, a.ID+".pub.asc")
-		f, err := os.Open(path)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("partner certificate: %w", err)
-		}
-		c, err := keys.ReadCert(f)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("partner certificate %s: %w", path, err)
-		}
-		if a.Fingerprint == "" {
-			log.Warn("partner certificate not used: the directory pins no fingerprint", "partner", a.ID)
-			continue
-		}
-		if err := ps.Add(c, a.ID, a.Fingerprint); err != nil {
-			// Never used silently: the administrator must see it.
-			log.Error("partner certificate not used", "partner", a.ID, "err", err)
-			continue
-		}
-	}
-	return ps, nil
 }
 
 func loadTLS(cfg *config.Config) (server, client *tls.Config, err error) {
@@ -257,6 +226,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	go func() { g.runReleases(ctx); close(releasesDone) }()
 	deadlinesDone := make(chan struct{})
 	go func() { g.runDeadlines(ctx); close(deadlinesDone) }()
+	keysDone := make(chan struct{})
+	go func() { g.runKeyWatch(ctx); close(keysDone) }()
 
 	var err error
 	select {
@@ -272,6 +243,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	<-relayDone
 	<-releasesDone
 	<-deadlinesDone
+	<-keysDone
 	return err
 }
 
@@ -279,6 +251,12 @@ type smtpServer interface {
 	Serve(net.Listener) error
 	Close() error
 }
+
+// identity is this gateway's own key as it stands now.
+func (g *Gateway) identity() *keys.Identity { return g.id.Load() }
+
+// partners are the partner certificates in force now.
+func (g *Gateway) partners() *keys.Partners { return g.partnerSet.Load() }
 
 // Policy is the engine in force, for reloads.
 func (g *Gateway) Policy() *policy.Engine { return g.engine }
@@ -326,7 +304,7 @@ func (c *limitedConn) Close() error {
 // openParams are the envelope checks' parameters for this gateway.
 func (g *Gateway) openParams(replay envelope.ReplayChecker) envelope.OpenParams {
 	return envelope.OpenParams{
-		Identity: g.id, Partners: g.partners, Replay: replay, Now: g.Now,
+		Identity: g.identity(), Partners: g.partners(), Replay: replay, Now: g.Now,
 		Legacy: g.cfg.Legacy(), MaxSize: g.cfg.Limits.MessageBytesOr() * 2,
 	}
 }

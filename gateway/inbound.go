@@ -150,6 +150,9 @@ func (g *Gateway) process(ctx context.Context, m received) outcome {
 		// delivered to anyone, and not judged as intelligence.
 		return g.takeReceipt(ctx, m, o, opened.Bytes())
 	}
+	if o.Manifest.Kind == envelope.KindKeyChange {
+		return g.takeKeyChange(ctx, m, o, opened.Bytes())
+	}
 	dec := g.engine.DecideInboundFor(ctx, &o.Manifest, o.Signer.Agency, m.rcpts)
 	var mailboxes []string
 	for _, d := range dec.Deliveries {

@@ -100,14 +100,29 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 		byAgency[h.Agency] = []policy.Delivery{{Agency: h.Agency, Mailbox: mb.Address, Priority: policy.Normal, Rule: h.Rule}}
 	}
 	var items []store.Item
+	self := g.identity()
+	keyHeld := map[string]string{}
 	for _, agency := range order {
-		cert, ok := g.partners.Get(agency)
+		cert, ok := g.partners().Get(agency)
 		if !ok {
 			// Fail closed: no package leaves unencrypted, and none is sealed
 			// to a key the directory does not pin.
 			g.log.Error("admin alert: no pinned certificate for a destination", "destination", agency)
 			return reply(550, smtp.EnhancedCode{5, 7, 0}, fmt.Sprintf(
 				"Package refused: this gateway has no pinned key for %s, so it cannot be sealed to them; nothing was sent. Your administrator has been alerted", agency))
+		}
+		if err := cert.Usable(g.Now()); err != nil {
+			// The partner's key has expired or been revoked: the package
+			// is sealed to this gateway's own key and held, and sealed
+			// again to the partner's key once a usable one is in force.
+			// Never sent to an unusable key, never dropped.
+			pub, perr := self.Public()
+			if perr != nil {
+				return errTempStore
+			}
+			keyHeld[agency] = g.keyHoldReason(agency, err)
+			g.log.Error("admin alert: package held for a partner key", "destination", agency, "err", err)
+			cert = pub
 		}
 		body, err := sub.msg.Reader()
 		if err != nil {
@@ -125,8 +140,8 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 		var buf bytes.Buffer
 		start := time.Now()
 		_, err = envelope.Seal(ctx, &buf, body, envelope.SealParams{
-			Signer: g.id, Recipients: []*keys.Cert{cert}, Label: m.Label, Manifest: &dm,
-			PackageID: pkgID, Now: g.Now, Profile: keys.ProfileOf(g.id.Entity),
+			Signer: self, Recipients: []*keys.Cert{cert}, Label: m.Label, Manifest: &dm,
+			PackageID: pkgID, Now: g.Now, Profile: keys.ProfileOf(self.Entity),
 		})
 		g.metrics.ObserveSeal(time.Since(start))
 		if err != nil {
@@ -138,7 +153,7 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 			return reply(451, smtp.EnhancedCode{4, 7, 0}, "Temporary failure sealing the package; nothing was sent, try again shortly")
 		}
 		it := store.Item{
-			PackageID: pkgID, Destination: agency, MailFrom: emailOfIdentity(g.id), Submitter: sub.from,
+			PackageID: pkgID, Destination: agency, MailFrom: emailOfIdentity(self), Submitter: sub.from,
 			Marking: m.Label.Marking(), Envelope: buf.Bytes(), Priority: store.Normal,
 		}
 		for _, d := range byAgency[agency] {
@@ -151,6 +166,8 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 		}
 		if h, ok := held[agency]; ok {
 			it.State, it.Reason = store.OnHold, h.Rule+": "+h.Reason
+		} else if why, ok := keyHeld[agency]; ok {
+			it.State, it.Reason = store.OnHold, why
 		}
 		items = append(items, it)
 	}
@@ -162,6 +179,9 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 	g.nudge()
 	for _, it := range items {
 		detail := "sealed to " + it.Destination + "'s pinned key for " + strings.Join(it.Recipients, ", ")
+		if _, ok := keyHeld[it.Destination]; ok {
+			detail = "sealed to this gateway's own key, held for " + it.Destination + "'s key, for " + strings.Join(it.Recipients, ", ")
+		}
 		g.audit(ctx, audit.Event{Kind: audit.Sealed, Package: pkgID, Destination: it.Destination, Actor: sub.from, Detail: detail})
 		detail = "priority " + it.Priority.String()
 		if it.State == store.OnHold {
@@ -175,11 +195,19 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 	g.startRetention(ctx, pkgID, g.cfg.Agency, dec)
 	var sendNow []string
 	for _, a := range order {
-		if _, ok := held[a]; !ok {
+		_, h := held[a]
+		_, k := keyHeld[a]
+		if !h && !k {
 			sendNow = append(sendNow, a)
 		}
 	}
-	return acceptReply(pkgID, sendNow, byAgency, dec)
+	ok := acceptReply(pkgID, sendNow, byAgency, dec).(*smtp.SMTPError)
+	for _, a := range order {
+		if _, held := keyHeld[a]; held {
+			ok.Message += fmt.Sprintf("; held for %s: its key cannot be used now, so nothing is sent to it until a valid key is in force (your administrator has been alerted)", a)
+		}
+	}
+	return ok
 }
 
 // manifestFromHeader builds the package manifest from a submitted message.

@@ -73,7 +73,7 @@ func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, e
 	id := envelope.NewPackageID()
 	from := n.Sender
 	if !strings.Contains(from, "@") {
-		from, n.Sender = emailOfIdentity(g.id), ""
+		from, n.Sender = emailOfIdentity(g.identity()), ""
 	}
 	var items []store.Item
 	var dests []string
@@ -81,7 +81,7 @@ func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, e
 		if slices.Contains(dests, d.Agency) {
 			continue
 		}
-		cert, ok := g.partners.Get(d.Agency)
+		cert, ok := g.partners().Get(d.Agency)
 		if !ok {
 			return "", nil, fmt.Errorf("no pinned certificate for %s; nothing was sent", d.Agency)
 		}
@@ -89,7 +89,7 @@ func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, e
 			from, d.Mailbox, n.Kind, n.PackageID, g.Now().Format(time.RFC1123Z), NoticeHeader, n.Kind, n.PackageID)
 		var buf bytes.Buffer
 		if _, err := envelope.Seal(ctx, &buf, io.MultiReader(strings.NewReader(msg), bytes.NewReader(text)), envelope.SealParams{
-			Signer: g.id, Recipients: []*keys.Cert{cert}, Label: l, PackageID: id, Now: g.Now,
+			Signer: g.identity(), Recipients: []*keys.Cert{cert}, Label: l, PackageID: id, Now: g.Now,
 			Manifest: &envelope.Manifest{From: g.cfg.Agency, To: []string{d.Agency}, Kind: envelope.KindNotice},
 		}); err != nil {
 			return "", nil, err
@@ -99,7 +99,7 @@ func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, e
 			prio = store.Immediate
 		}
 		items = append(items, store.Item{PackageID: id, Destination: d.Agency, Recipients: []string{d.Mailbox},
-			MailFrom: emailOfIdentity(g.id), Submitter: n.Sender, Marking: l.Marking(), Envelope: buf.Bytes(), Priority: prio})
+			MailFrom: emailOfIdentity(g.identity()), Submitter: n.Sender, Marking: l.Marking(), Envelope: buf.Bytes(), Priority: prio})
 		dests = append(dests, d.Agency)
 	}
 	if len(items) == 0 {

@@ -83,6 +83,10 @@ func (e *relayError) Unwrap() error { return e.err }
 
 func (g *Gateway) deliverItem(ctx context.Context, it store.Item) {
 	log := g.log.With("package", it.PackageID, "destination", it.Destination, "attempt", it.Attempts)
+	it, ok := g.checkSealedTo(ctx, it)
+	if !ok {
+		return
+	}
 	release := g.holdLease(ctx, it)
 	remoteID, err := g.send(ctx, it)
 	release()

@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -461,5 +462,15 @@ func (p *Partners) Entities() openpgp.EntityList {
 	for _, c := range p.byAgency {
 		out = append(out, c.Entity)
 	}
+	return out
+}
+
+// Certs returns the pinned certificates, ordered by agency.
+func (p *Partners) Certs() []*Cert {
+	out := make([]*Cert, 0, len(p.byAgency))
+	for _, c := range p.byAgency {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b *Cert) int { return strings.Compare(a.Agency, b.Agency) })
 	return out
 }

@@ -43,6 +43,7 @@ type Metrics struct {
 	quarantined *prometheus.CounterVec
 	alerts      *prometheus.CounterVec
 	auditFailed prometheus.Counter
+	keyExpiry   *prometheus.GaugeVec
 	seal, open  prometheus.Histogram
 	log         *slog.Logger
 }
@@ -84,6 +85,10 @@ func New(log *slog.Logger) *Metrics {
 			Name: "conduit_audit_append_failures_total",
 			Help: "Audit events that could not be written (an administrator alert each).",
 		}),
+		keyExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "conduit_key_expiry_seconds",
+			Help: "Seconds until a key expires (negative once expired), by agency: this gateway's own and each partner's that has an expiry.",
+		}, []string{"agency"}),
 		seal: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "conduit_seal_duration_seconds",
 			Help:    "Time to sign and encrypt one envelope.",
@@ -95,7 +100,7 @@ func New(log *slog.Logger) *Metrics {
 			Buckets: latencyBuckets,
 		}),
 	}
-	m.reg.MustRegister(m.deliveries, m.refusals, m.quarantined, m.alerts, m.auditFailed, m.seal, m.open,
+	m.reg.MustRegister(m.deliveries, m.refusals, m.quarantined, m.alerts, m.auditFailed, m.keyExpiry, m.seal, m.open,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -141,6 +146,14 @@ func (m *Metrics) OverdueAlert(kind string) {
 		return
 	}
 	m.alerts.WithLabelValues(kind).Inc()
+}
+
+// KeyExpiry records how long the key of agency has until it expires.
+func (m *Metrics) KeyExpiry(agency string, left time.Duration) {
+	if m == nil {
+		return
+	}
+	m.keyExpiry.WithLabelValues(agency).Set(left.Seconds())
 }
 
 // AuditFailed counts an audit event that could not be appended.

@@ -59,8 +59,10 @@ func loadCert(path string) (*keys.Cert, error) {
 	return c, nil
 }
 
+// keysCmd is `conduit keys`; its lifecycle subcommands live in keys.go.
+var keysCmd = &cobra.Command{Use: "keys", Short: "Agency keys: generate, export, rotate, revoke; partner key changes"}
+
 func init() {
-	keysCmd := &cobra.Command{Use: "keys", Short: "Generate and export agency keys"}
 
 	var agency, email, out, passFile, profile string
 	gen := &cobra.Command{

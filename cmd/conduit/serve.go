@@ -88,6 +88,23 @@ stop it cleanly.`,
 				defer os.Remove(cfg.PIDFile)
 			}
 			g.Policy().WatchSIGHUP(ctx, cfgPath)
+			// SIGHUP also re-reads this gateway's own key (conduit keys
+			// rotate and revoke signal it), and announces a change.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						if _, err := g.ReloadIdentity(ctx); err != nil {
+							log.Error("admin alert: own key not reloaded; the key in force stays", "err", err)
+						}
+					}
+				}
+			}()
 			if cfg.Listen.Admin != "" {
 				admin := &metrics.Server{Addr: cfg.Listen.Admin, Metrics: m, Log: log}
 				// Ready only when the store answers and the key backend
