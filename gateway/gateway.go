@@ -30,8 +30,8 @@ import (
 
 // Gateway is one running agency gateway.
 type Gateway struct {
-	cfg      *config.Config
-	self     *config.Agency
+	cfg  *config.Config
+	self *config.Agency
 	// id and partnerSet are swapped whole when a key changes (a
 	// rotation, an approved partner key change): readers take one
 	// snapshot per use.
@@ -40,11 +40,11 @@ type Gateway struct {
 	partnerSet atomic.Pointer[keys.Partners]
 	keyWatch   keyWatch
 	engine     *policy.Engine
-	store    store.Store
-	auditor  Auditor
-	auditCh  chan auditReq    // group commit, when the auditor can batch
-	metrics  *metrics.Metrics // nil: none
-	log      *slog.Logger
+	store      store.Store
+	auditor    Auditor
+	auditCh    chan auditReq    // group commit, when the auditor can batch
+	metrics    *metrics.Metrics // nil: none
+	log        *slog.Logger
 
 	serverTLS *tls.Config
 	clientTLS *tls.Config

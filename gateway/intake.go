@@ -100,6 +100,7 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 		byAgency[h.Agency] = []policy.Delivery{{Agency: h.Agency, Mailbox: mb.Address, Priority: policy.Normal, Rule: h.Rule}}
 	}
 	var items []store.Item
+	g.syncPartners(ctx)
 	self := g.identity()
 	keyHeld := map[string]string{}
 	for _, agency := range order {

@@ -181,23 +181,32 @@ func (g *Gateway) runKeyWatch(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		v, err := g.store.PartnerKeysVersion(ctx)
-		if err != nil {
-			continue
-		}
-		g.keyWatch.mu.Lock()
-		changed := v != g.keyWatch.version
-		g.keyWatch.mu.Unlock()
-		if changed {
-			if err := g.loadPartners(ctx); err != nil {
-				g.log.Error("partner keys not reloaded; the keys in force stay", "err", err)
-				continue
-			}
-			g.log.Info("partner keys reloaded")
-		}
+		g.syncPartners(ctx)
 		g.liftKeyHolds(ctx)
 		g.warnExpiry(ctx)
 	}
+}
+
+// syncPartners reloads the partner keys when the store's record of them
+// changed (an administrator's decision made with the CLI). It is called
+// before sealing and before relaying, so that nothing is sealed or sent
+// with a key decision already superseded.
+func (g *Gateway) syncPartners(ctx context.Context) {
+	v, err := g.store.PartnerKeysVersion(ctx)
+	if err != nil {
+		return
+	}
+	g.keyWatch.mu.Lock()
+	changed := v != g.keyWatch.version
+	g.keyWatch.mu.Unlock()
+	if !changed {
+		return
+	}
+	if err := g.loadPartners(ctx); err != nil {
+		g.log.Error("partner keys not reloaded; the keys in force stay", "err", err)
+		return
+	}
+	g.log.Info("partner keys reloaded")
 }
 
 // liftKeyHolds queues again the items held for a partner key once that
@@ -294,6 +303,7 @@ func (g *Gateway) keyHoldReason(agency string, err error) string {
 // It returns the item to send, or ok false when it must not be sent now.
 func (g *Gateway) checkSealedTo(ctx context.Context, it store.Item) (store.Item, bool) {
 	log := g.log.With("package", it.PackageID, "destination", it.Destination)
+	g.syncPartners(ctx)
 	now := g.Now()
 	cert, ok := g.partners().Get(it.Destination)
 	hold := func(reason string) (store.Item, bool) {
@@ -565,3 +575,34 @@ func (g *Gateway) KeysInForce() []*keys.Cert {
 
 // Store is the gateway's store, for the CLI.
 func (g *Gateway) Store() store.Store { return g.store }
+
+// OfferPartnerCert takes a partner certificate an operator received out of
+// band (conduit keys offer): an update of the pinned key (same
+// fingerprint) is taken at once, any other key waits for approval.
+func (g *Gateway) OfferPartnerCert(ctx context.Context, c *keys.Cert, source string) (store.PartnerKey, error) {
+	if g.cfg.Directory.Agency(c.Agency) == nil || c.Agency == g.cfg.Agency {
+		return store.PartnerKey{}, fmt.Errorf("certificate %s names %q, which is not a partner agency in the directory", c.Fingerprint(), c.Agency)
+	}
+	pinned, ok := g.partners().Get(c.Agency)
+	if !ok {
+		rec, _ := g.offerPartnerKey(ctx, c, c.Agency, keys.NormalizeFingerprint(g.cfg.Directory.Agency(c.Agency).Fingerprint), source)
+		return rec, nil
+	}
+	updated, err := keys.UpdateCert(pinned, c)
+	if errors.Is(err, keys.ErrFingerprintMismatch) {
+		rec, _ := g.offerPartnerKey(ctx, c, c.Agency, pinned.Fingerprint(), source)
+		return rec, nil
+	} else if err != nil {
+		return store.PartnerKey{}, err
+	}
+	var pub bytes.Buffer
+	if err := keys.WritePublic(&pub, updated.Entity); err != nil {
+		return store.PartnerKey{}, err
+	}
+	rec, _, err := g.store.OfferPartnerKey(ctx, store.PartnerKey{Agency: c.Agency, Fingerprint: updated.Fingerprint(), Replaces: pinned.Fingerprint(),
+		Cert: pub.Bytes(), State: store.KeyApproved, Source: source, Seen: g.Now(), DecidedBy: "automatic: same pinned fingerprint", Reason: "update of the pinned key"})
+	if err == nil {
+		g.audit(ctx, audit.Event{Kind: audit.KeyChange, Destination: c.Agency, Rule: "update", Detail: "update of " + updated.Fingerprint() + " from " + source})
+	}
+	return rec, err
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -197,6 +198,35 @@ nothing more, until a new key is generated and the partners approve it.`,
 		},
 	}
 
+	offer := &cobra.Command{
+		Use:   "offer CERT-FILE --config FILE",
+		Short: "Record a partner certificate received out of band: an update is taken, a new key waits for approval",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			f, err := os.Open(args[0])
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
+			c, err := keys.ReadCert(f)
+			f.Close()
+			if err != nil {
+				return &exitError{exitCheck, err}
+			}
+			g, closeAll, err := cliGateway(ctx, cfgPath)
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			rec, err := g.OfferPartnerCert(ctx, c, "operator "+administrator()+": "+args[0])
+			if err != nil {
+				return &exitError{exitCheck, err}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "key %s of %s is %s\n", rec.Fingerprint, rec.Agency, rec.State)
+			return nil
+		},
+	}
+
 	decide := func(verb string, state store.KeyState) *cobra.Command {
 		var why string
 		c := &cobra.Command{
@@ -234,7 +264,7 @@ nothing more, until a new key is generated and the partners approve it.`,
 		return c
 	}
 
-	for _, c := range []*cobra.Command{rotate, revoke, list, pending, decide("approve", store.KeyApproved), decide("reject", store.KeyRejected)} {
+	for _, c := range []*cobra.Command{rotate, revoke, list, pending, offer, decide("approve", store.KeyApproved), decide("reject", store.KeyRejected)} {
 		c.Flags().StringVar(&cfgPath, "config", "", "the gateway's config file (required)")
 		_ = c.MarkFlagRequired("config")
 		keysCmd.AddCommand(c)
