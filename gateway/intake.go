@@ -102,6 +102,13 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 	var items []store.Item
 	g.syncPartners(ctx)
 	self := g.identity()
+	if _, err := self.Entity.VerifyPrimaryKey(g.Now(), nil); err != nil {
+		// Fail closed: a package this gateway cannot sign is not accepted.
+		why := keys.StatusOf(self.Entity, g.Now()).Usable
+		g.log.Error("admin alert: this gateway's own key cannot sign", "err", why)
+		return reply(451, smtp.EnhancedCode{4, 7, 0}, fmt.Sprintf(
+			"Package not accepted: this gateway's own key cannot sign (%v); nothing was sent. Your administrator has been alerted and must install a valid key; try again later", why))
+	}
 	keyHeld := map[string]string{}
 	for _, agency := range order {
 		cert, ok := g.partners().Get(agency)

@@ -329,3 +329,39 @@ func TestExpiredPartnerKeyHoldsDeliveryWithItsReason(t *testing.T) {
 }
 
 func readLog(t *testing.T, path string) string { return string(readAll(t, path)) }
+
+// TestRevokedKeyIsAnnouncedAndSignsNothingMore: an agency revokes its key;
+// the revocation reaches its partners signed while the key was valid (they
+// keep it pinned and unusable, so deliveries to it are held like those to
+// an expired key), and the agency's own gateway accepts nothing it can no
+// longer sign.
+func TestRevokedKeyIsAnnouncedAndSignsNothingMore(t *testing.T) {
+	b := newBed(t, testbed.Options{}, "northshire-pio", "hmp-northgate", "rpiu-north-east")
+	ctx := context.Background()
+	pio, ng := b.Nodes["northshire-pio"], b.Nodes["hmp-northgate"]
+	self := bedIdentity(t, b, "northshire-pio")
+	r := run(t, b.Dir, nil, nil, conduitBin, "keys", "revoke", "--config", pio.Config)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "--reason") {
+		t.Fatalf("revoke without a reason: exit %d %s", r.code, r.stderr)
+	}
+	out := mustRun(t, b.Dir, nil, nil, conduitBin, "keys", "revoke", "--reason", "force restructure: key retired", "--config", pio.Config)
+	if !strings.Contains(out, "revoked; the revocation is queued for") || !strings.Contains(out, "hmp-northgate") {
+		t.Fatalf("keys revoke:\n%s", out)
+	}
+	// The partner takes the revocation: the key stays pinned, unusable.
+	if !testbed.WaitFor(ctx, 20*time.Second, func() bool {
+		list := run(t, b.Dir, nil, nil, conduitBin, "keys", "list", "--config", ng.Config).stdout
+		return strings.Contains(list, self.Fingerprint()) && strings.Contains(list, "force restructure: key retired")
+	}) {
+		t.Fatalf("the revocation did not reach the prison:\n%s\n%s", b.Tail("northshire-pio", 8), b.Tail("hmp-northgate", 8))
+	}
+	// The revoked gateway accepts nothing it cannot sign.
+	_, err := b.Submit(ctx, "northshire-pio", []string{mailboxOf(t, b, "hmp-northgate")}, e2eMessage(e2eLabel, "After revocation"))
+	if err == nil || !strings.Contains(err.Error(), "451") || !strings.Contains(err.Error(), "own key cannot sign") {
+		t.Fatalf("a submission to the revoked gateway: %v", err)
+	}
+	q := mustRun(t, b.Dir, nil, nil, conduitBin, "audit", "query", "--rule", "update", "--config", ng.Config)
+	if !strings.Contains(q, "revoked") {
+		t.Errorf("the prison's audit trail does not show the revocation:\n%s", q)
+	}
+}
