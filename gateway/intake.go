@@ -111,7 +111,7 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 	}
 	keyHeld := map[string]string{}
 	for _, agency := range order {
-		cert, ok := g.partners().Get(agency)
+		cert, keyHold, ok := g.sealTarget(agency)
 		if !ok {
 			// Fail closed: no package leaves unencrypted, and none is sealed
 			// to a key the directory does not pin.
@@ -119,18 +119,12 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 			return reply(550, smtp.EnhancedCode{5, 7, 0}, fmt.Sprintf(
 				"Package refused: this gateway has no pinned key for %s, so it cannot be sealed to them; nothing was sent. Your administrator has been alerted", agency))
 		}
-		if err := cert.Usable(g.Now()); err != nil {
+		if keyHold != "" {
 			// The partner's key has expired or been revoked: the package
 			// is sealed to this gateway's own key and held, and sealed
 			// again to the partner's key once a usable one is in force.
 			// Never sent to an unusable key, never dropped.
-			pub, perr := self.Public()
-			if perr != nil {
-				return errTempStore
-			}
-			keyHeld[agency] = g.keyHoldReason(agency, err)
-			g.log.Error("admin alert: package held for a partner key", "destination", agency, "err", err)
-			cert = pub
+			keyHeld[agency] = keyHold
 		}
 		body, err := sub.msg.Reader()
 		if err != nil {

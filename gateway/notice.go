@@ -81,7 +81,7 @@ func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, e
 		if slices.Contains(dests, d.Agency) {
 			continue
 		}
-		cert, ok := g.partners().Get(d.Agency)
+		cert, hold, ok := g.sealTarget(d.Agency)
 		if !ok {
 			return "", nil, fmt.Errorf("no pinned certificate for %s; nothing was sent", d.Agency)
 		}
@@ -99,7 +99,7 @@ func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, e
 			prio = store.Immediate
 		}
 		items = append(items, store.Item{PackageID: id, Destination: d.Agency, Recipients: []string{d.Mailbox},
-			MailFrom: emailOfIdentity(g.identity()), Submitter: n.Sender, Marking: l.Marking(), Envelope: buf.Bytes(), Priority: prio})
+			MailFrom: emailOfIdentity(g.identity()), Submitter: n.Sender, Marking: l.Marking(), Envelope: buf.Bytes(), Priority: prio, State: heldIf(hold), Reason: hold})
 		dests = append(dests, d.Agency)
 	}
 	if len(items) == 0 {

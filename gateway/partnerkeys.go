@@ -606,3 +606,33 @@ func (g *Gateway) OfferPartnerCert(ctx context.Context, c *keys.Cert, source str
 	}
 	return rec, err
 }
+
+// sealTarget is the certificate to seal a message for agency to: the
+// partner's key in force, or, when that key cannot be used now (expired,
+// revoked), this gateway's own, with the reason the item is to be held
+// under until a usable key is in force. ok is false when the agency has
+// no key in force at all.
+func (g *Gateway) sealTarget(agency string) (cert *keys.Cert, holdReason string, ok bool) {
+	cert, ok = g.partners().Get(agency)
+	if !ok {
+		return nil, "", false
+	}
+	if err := cert.Usable(g.Now()); err != nil {
+		self, perr := g.identity().Public()
+		if perr != nil {
+			return nil, "", false
+		}
+		g.log.Error("admin alert: message held for a partner key", "destination", agency, "err", err)
+		return self, g.keyHoldReason(agency, err), true
+	}
+	return cert, "", true
+}
+
+// heldIf is the state of a new queue item: held when there is a hold
+// reason.
+func heldIf(reason string) store.State {
+	if reason != "" {
+		return store.OnHold
+	}
+	return store.Queued
+}

@@ -41,7 +41,7 @@ func (g *Gateway) sendReceipt(ctx context.Context, o *envelope.Opened, mailboxes
 	if to == g.cfg.Agency {
 		return nil
 	}
-	cert, ok := g.partners().Get(to)
+	cert, hold, ok := g.sealTarget(to)
 	if !ok {
 		return fmt.Errorf("no pinned certificate for %s", to)
 	}
@@ -71,7 +71,7 @@ func (g *Gateway) sendReceipt(ctx context.Context, o *envelope.Opened, mailboxes
 	}
 	if _, err := g.store.Enqueue(ctx, []store.Item{{
 		PackageID: id, Destination: to, Recipients: []string{rcpt}, MailFrom: emailOfIdentity(g.identity()),
-		Marking: l.Marking(), Envelope: buf.Bytes(), Priority: store.Normal,
+		Marking: l.Marking(), Envelope: buf.Bytes(), Priority: store.Normal, State: heldIf(hold), Reason: hold,
 	}}); err != nil {
 		return err
 	}
