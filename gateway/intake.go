@@ -172,6 +172,7 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 	}
 	g.log.Info("package queued", "package", pkgID, "destinations", order, "held", len(held))
 	g.startOutboundClocks(ctx, pkgID, dec, order)
+	g.startHoldClocks(ctx, pkgID, dec, held)
 	g.startRetention(ctx, pkgID, g.cfg.Agency, dec)
 	var sendNow []string
 	for _, a := range order {
