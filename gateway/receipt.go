@@ -59,7 +59,7 @@ func (g *Gateway) sendReceipt(ctx context.Context, o *envelope.Opened, mailboxes
 	}
 	l := o.Label
 	l.Originator, l.Created = g.cfg.Agency, g.Now().UTC().Truncate(time.Second)
-	id := "rcpt-" + o.PackageID
+	id := receiptID(o.PackageID)
 	msg := fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: Receipt for package %s\r\nDate: %s\r\nMessage-ID: <%s@%s>\r\nContent-Type: %s\r\n\r\n%s\r\n",
 		emailOfIdentity(g.id), rcpt, o.PackageID, g.Now().Format(time.RFC1123Z), id, g.hostname(), ReceiptType, body)
 	var buf bytes.Buffer
@@ -79,6 +79,10 @@ func (g *Gateway) sendReceipt(ctx context.Context, o *envelope.Opened, mailboxes
 	g.audit(ctx, audit.Event{Kind: audit.Receipt, Package: o.PackageID, Destination: to, Detail: "receipt sent for " + strings.Join(mailboxes, ", ")})
 	return nil
 }
+
+// receiptID is the package id of the receipt this gateway seals for a
+// package it received.
+func receiptID(pkgID string) string { return "rcpt-" + pkgID }
 
 // takeReceipt records a verified receipt for a package this gateway sent.
 // It is accepted only from the agency the package was sent to, and only

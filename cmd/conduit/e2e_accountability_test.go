@@ -5,8 +5,14 @@ package main
 // clocks the tests move (gateway.TestClockEnv).
 
 import (
+	"bytes"
 	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/hex"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -82,3 +88,112 @@ func TestHandlingCode5HoldClockAlertsWhenTheOriginatorDoesNotDecide(t *testing.T
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestRetentionCryptoShredsEveryStoredCopyWithAMovedClock: with a one-day
+// retention period (retention rule; MoU Annex A, Description of method of
+// sharing: data is kept "for the period necessary" and then destroyed "in
+// a secure manner"), a package sent by the PIO, delivered at the prison,
+// and a message quarantined at the prison are all destroyed once both
+// gateways' clocks are moved 25 hours on: afterwards no file under either
+// gateway's directory (database, WAL, Maildir, log) holds the package's
+// content, a stored copy's data key, or a stretch of its ciphertext, and
+// the audit trail of each records the purge.
+func TestRetentionCryptoShredsEveryStoredCopyWithAMovedClock(t *testing.T) {
+	const from, to = "days: 2190", "days: 1"
+	pol := e2ePolicy(t)
+	if !bytes.Contains(pol, []byte(from)) {
+		t.Fatalf("the example policy no longer says %q", from)
+	}
+	b := newBed(t, testbed.Options{Policy: bytes.Replace(pol, []byte(from), []byte(to), 1)}, "northshire-pio", "hmp-northgate", "rpiu-north-east")
+	ctx := context.Background()
+	resp, err := b.Submit(ctx, "northshire-pio", []string{mailboxOf(t, b, "hmp-northgate")}, e2eMessage(e2eLabel, "Wing C conveyance"))
+	tcheck(t, err, "submit")
+	pkg := packageOf(t, resp)
+	if _, ok := waitQueue(t, b, "northshire-pio", pkg, 30*time.Second, allSent); !ok {
+		t.Fatalf("package not sent:\n%s", b.Tail("northshire-pio", 8))
+	}
+	if !testbed.WaitFor(ctx, 20*time.Second, func() bool { return len(b.AllDelivered("hmp-northgate")) > 0 }) {
+		t.Fatalf("nothing delivered at hmp-northgate")
+	}
+	// A message in clear that fails every check: quarantined at the
+	// prison, kept under a data key of its own.
+	const qCanary = "QUARANTINE-CANARY-5d1e: a forged report in clear"
+	_, err = b.Inject(ctx, "hmp-northgate", pioFrom, []string{ngIntel},
+		[]byte("From: <conduit@northshire-pio.example>\r\nSubject: report\r\n\r\n"+qCanary+"\r\n"))
+	if code, _ := smtpCode(err); code != 550 {
+		t.Fatalf("the message in clear was not refused: %v", err)
+	}
+
+	// What must be gone afterwards: each stored copy's data key and a
+	// stretch of its ciphertext, read from the databases now.
+	secrets := map[string][]string{} // node -> byte strings
+	for _, id := range []string{"northshire-pio", "hmp-northgate"} {
+		db, err := sql.Open("sqlite", b.StorePath(id)+"?_pragma=query_only(1)&_pragma=busy_timeout(10000)")
+		tcheck(t, err, "open "+id)
+		for _, q := range []string{`SELECT key FROM data_keys`, `SELECT substr(data, 20, 48) FROM queue_envelope`,
+			`SELECT substr(raw, 20, 48) FROM quarantine WHERE length(raw) > 0`} {
+			rows, err := db.QueryContext(ctx, q)
+			tcheck(t, err, q)
+			for rows.Next() {
+				var v []byte
+				tcheck(t, rows.Scan(&v), q)
+				secrets[id] = append(secrets[id], string(v))
+			}
+			rows.Close()
+		}
+		db.Close()
+	}
+	if len(secrets["northshire-pio"]) < 2 || len(secrets["hmp-northgate"]) < 2 {
+		t.Fatalf("expected data keys and ciphertext at both gateways, got %d and %d", len(secrets["northshire-pio"]), len(secrets["hmp-northgate"]))
+	}
+
+	for _, id := range []string{"northshire-pio", "hmp-northgate"} {
+		tcheck(t, b.MoveClock(id, 25*time.Hour), "move clock "+id)
+	}
+	purged := func(id, want string) bool {
+		out := run(t, b.Dir, nil, nil, conduitBin, "audit", "query", "--kind", "purged", "--config", b.Nodes[id].Config).stdout
+		return strings.Contains(out, want)
+	}
+	if !testbed.WaitFor(ctx, 30*time.Second, func() bool {
+		return purged("northshire-pio", pkg) && purged("hmp-northgate", pkg) && purged("hmp-northgate", "crypto-shredded (data key and bytes destroyed)")
+	}) {
+		t.Fatalf("the purges are not in the audit trails:\n%s\n%s", b.Tail("northshire-pio", 6), b.Tail("hmp-northgate", 6))
+	}
+	for _, id := range []string{"northshire-pio", "hmp-northgate"} {
+		st, err := b.OpenStore(ctx, id)
+		tcheck(t, err, "store "+id)
+		n, err := st.DataKeyCount(ctx)
+		st.Close()
+		if err != nil || n != 0 {
+			t.Errorf("%s keeps %d data keys after the retention period (%v)", id, n, err)
+		}
+		if v := mustRun(t, b.Dir, nil, nil, conduitBin, "audit", "verify", "--config", b.Nodes[id].Config); !strings.Contains(v, "chain intact") {
+			t.Errorf("%s: audit verify: %s", id, v)
+		}
+	}
+	if n := len(b.AllDelivered("hmp-northgate")); n != 0 {
+		t.Errorf("%d delivered copies left at hmp-northgate", n)
+	}
+	// Nothing readable remains, in any file of either gateway, running.
+	for _, id := range []string{"northshire-pio", "hmp-northgate"} {
+		canaries := append([]string{e2eBody, qCanary, e2eSubjectID}, secrets[id]...)
+		for _, s := range secrets[id] {
+			canaries = append(canaries, hex.EncodeToString([]byte(s)), base64.StdEncoding.EncodeToString([]byte(s)))
+		}
+		filepath.WalkDir(b.Nodes[id].Dir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return nil
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return nil
+			}
+			for i, c := range canaries {
+				if bytes.Contains(data, []byte(c)) {
+					t.Errorf("%s: %s still holds secret %d (%d bytes) after the retention period", id, path, i, len(c))
+				}
+			}
+			return nil
+		})
+	}
+}

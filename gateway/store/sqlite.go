@@ -198,6 +198,22 @@ CREATE TABLE deadlines (
 );
 CREATE INDEX deadlines_due ON deadlines (done, alerted, due);
 `,
+	// 4: a data key per stored copy (crypto-shredding, datakey.go), and
+	// the audit outbox: events written in the same transaction as the
+	// state change they record, moved into the hash chain by the gateway's
+	// audit writer (audit.SQLite.Drain).
+	`
+CREATE TABLE data_keys (
+	kind    TEXT    NOT NULL CHECK (kind IN ('queue', 'quarantine')),
+	item_id INTEGER NOT NULL,
+	key     BLOB    NOT NULL,
+	PRIMARY KEY (kind, item_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit_outbox (
+	id    INTEGER PRIMARY KEY AUTOINCREMENT,
+	event TEXT    NOT NULL -- JSON of an audit.Event, without seq and hashes
+);
+`,
 }
 
 func (s *SQLite) migrate(ctx context.Context) error {
@@ -378,7 +394,11 @@ func (s *SQLite) Enqueue(ctx context.Context, items []Item) ([]int64, error) {
 			if ids[i], err = res.LastInsertId(); err != nil {
 				return err
 			}
-			if _, err := insEnv.ExecContext(ctx, ids[i], it.Envelope); err != nil {
+			sealed, err := storeAtRest(ctx, tx, keyQueue, ids[i], it.Envelope)
+			if err != nil {
+				return fmt.Errorf("item %d: %w", i, err)
+			}
+			if _, err := insEnv.ExecContext(ctx, ids[i], sealed); err != nil {
 				return fmt.Errorf("item %d: %w", i, err)
 			}
 		}
@@ -393,8 +413,12 @@ func (s *SQLite) Enqueue(ctx context.Context, items []Item) ([]int64, error) {
 const itemCols = `q.id, q.package_id, q.destination, q.recipients, q.mail_from, q.submitter, q.priority, q.marking, q.size,
 	q.state, q.attempts, q.next_attempt, q.last_error, q.remote_id, q.reason, q.created, q.updated`
 
-// withEnvelope is the FROM clause of a query that also reads the envelope.
-const withEnvelope = ` FROM queue q LEFT JOIN queue_envelope e ON e.item_id = q.id`
+// withEnvelope is the FROM clause of a query that also reads the envelope
+// (envelopeCols) and its data key.
+const withEnvelope = ` FROM queue q LEFT JOIN queue_envelope e ON e.item_id = q.id
+	LEFT JOIN data_keys k ON k.kind = 'queue' AND k.item_id = q.id`
+
+const envelopeCols = `, e.data, k.key`
 
 type scanner interface{ Scan(...any) error }
 
@@ -406,11 +430,18 @@ func scanItem(row scanner, withEnvelope bool) (Item, error) {
 	var next, created, updated int64
 	dest := []any{&it.ID, &it.PackageID, &it.Destination, &rcpts, &it.MailFrom, &it.Submitter, &prio, &it.Marking,
 		&it.Size, &it.State, &it.Attempts, &next, &it.LastError, &it.RemoteID, &it.Reason, &created, &updated}
+	var key []byte
 	if withEnvelope {
-		dest = append(dest, &it.Envelope)
+		dest = append(dest, &it.Envelope, &key)
 	}
 	if err := row.Scan(dest...); err != nil {
 		return Item{}, err
+	}
+	if withEnvelope {
+		var err error
+		if it.Envelope, err = openAtRest(key, keyQueue, it.Envelope); err != nil {
+			return Item{}, fmt.Errorf("item %d: %w", it.ID, err)
+		}
 	}
 	it.Priority = Priority(prio)
 	it.NextAttempt, it.Created, it.Updated = fromNanos(next), fromNanos(created), fromNanos(updated)
@@ -435,7 +466,7 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, limit int, lease time
 	stamp := s.now().UTC()
 	var items []Item
 	err := s.withLightTx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT `+itemCols+`, e.data`+withEnvelope+`
+		rows, err := tx.QueryContext(ctx, `SELECT `+itemCols+envelopeCols+withEnvelope+`
 			WHERE q.state = 'queued' AND q.next_attempt <= ?
 			ORDER BY q.priority DESC, q.next_attempt, q.id LIMIT ?`, now.UnixNano(), limit)
 		if err != nil {
@@ -597,7 +628,7 @@ func (s *SQLite) List(ctx context.Context, f Filter) ([]Item, error) {
 
 // Get returns one item with its envelope.
 func (s *SQLite) Get(ctx context.Context, id int64) (Item, error) {
-	it, err := scanItem(s.r.QueryRowContext(ctx, `SELECT `+itemCols+`, e.data`+withEnvelope+` WHERE q.id = ?`, id), true)
+	it, err := scanItem(s.r.QueryRowContext(ctx, `SELECT `+itemCols+envelopeCols+withEnvelope+` WHERE q.id = ?`, id), true)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
 	}
@@ -719,6 +750,12 @@ func (s *SQLite) Receipts(ctx context.Context, packageID string) ([]Receipt, err
 func (s *SQLite) ShredEnvelopes(ctx context.Context, packageID string) (int, error) {
 	var n int64
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		// The keys first: once they are gone, no copy of the envelopes
+		// can be read, wherever its bytes may linger.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM data_keys WHERE kind = 'queue' AND item_id IN
+			(SELECT id FROM queue WHERE package_id = ? AND state IN ('sent', 'failed', 'dropped'))`, packageID); err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM queue_envelope WHERE item_id IN
 			(SELECT id FROM queue WHERE package_id = ? AND state IN ('sent', 'failed', 'dropped'))`, packageID)
 		if err != nil {
@@ -732,7 +769,9 @@ func (s *SQLite) ShredEnvelopes(ctx context.Context, packageID string) (int, err
 	}
 	if n > 0 {
 		// Push the deleted pages out of the WAL too.
-		_, _ = s.w.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
+		if err := s.checkpoint(ctx); err != nil {
+			slog.Warn("store: after shredding", "package", packageID, "err", err)
+		}
 	}
 	return int(n), nil
 }
@@ -839,21 +878,29 @@ func (s *SQLite) Quarantine(ctx context.Context, q QItem) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("quarantine: %w", err)
 	}
-	raw := q.Raw
-	if raw == nil {
-		raw = []byte{} // NULL means purged
-	}
 	var id int64
 	err = s.withTx(ctx, func(tx *sql.Tx) error {
+		// The row first, for its id; then the message, under a data key of
+		// its own (NULL raw means purged, so an empty one is stored as it is).
 		res, err := tx.ExecContext(ctx, `INSERT INTO quarantine
 			(received, remote_addr, helo, mail_from, recipients, check_name, reason, package_id, raw, size, state, note, updated)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'held', '', ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, x'', ?, 'held', '', ?)`,
 			q.Received.UTC().UnixNano(), q.RemoteAddr, q.Helo, q.MailFrom, rcpts, q.Check, q.Reason, q.PackageID,
-			raw, len(q.Raw), now.UnixNano())
+			len(q.Raw), now.UnixNano())
 		if err != nil {
 			return err
 		}
-		id, err = res.LastInsertId()
+		if id, err = res.LastInsertId(); err != nil {
+			return err
+		}
+		if len(q.Raw) == 0 {
+			return nil
+		}
+		sealed, err := storeAtRest(ctx, tx, keyQuarantine, id, q.Raw)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE quarantine SET raw = ? WHERE id = ?`, sealed, id)
 		return err
 	})
 	if err != nil {
@@ -868,13 +915,20 @@ func scanQItem(row scanner, withRaw bool) (QItem, error) {
 	var q QItem
 	var received, updated int64
 	var rcpts string
+	var key []byte
 	dest := []any{&q.ID, &received, &q.RemoteAddr, &q.Helo, &q.MailFrom, &rcpts, &q.Check, &q.Reason, &q.PackageID,
 		&q.Size, &q.State, &q.Note, &updated}
 	if withRaw {
-		dest = append(dest, &q.Raw)
+		dest = append(dest, &q.Raw, &key)
 	}
 	if err := row.Scan(dest...); err != nil {
 		return QItem{}, err
+	}
+	if withRaw && q.State != Purged {
+		var err error
+		if q.Raw, err = openAtRest(key, keyQuarantine, q.Raw); err != nil {
+			return QItem{}, fmt.Errorf("Q%d: %w", q.ID, err)
+		}
 	}
 	q.Received, q.Updated = fromNanos(received), fromNanos(updated)
 	var err error
@@ -913,7 +967,8 @@ func (s *SQLite) ListQuarantine(ctx context.Context, state QState) ([]QItem, err
 
 // GetQuarantine returns one quarantined message with Raw (nil once purged).
 func (s *SQLite) GetQuarantine(ctx context.Context, id int64) (QItem, error) {
-	q, err := scanQItem(s.r.QueryRowContext(ctx, `SELECT `+qCols+`, raw FROM quarantine WHERE id = ?`, id), true)
+	q, err := scanQItem(s.r.QueryRowContext(ctx, `SELECT `+qCols+`, raw, (SELECT key FROM data_keys WHERE kind = 'quarantine' AND item_id = quarantine.id)
+		FROM quarantine WHERE id = ?`, id), true)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
 	}
@@ -949,6 +1004,10 @@ func (s *SQLite) SetQuarantineState(ctx context.Context, id int64, state QState,
 		}
 		now := s.now().UTC().UnixNano()
 		if state == Purged {
+			// The key first (crypto-shredding), then the bytes.
+			if _, err = tx.ExecContext(ctx, `DELETE FROM data_keys WHERE kind = 'quarantine' AND item_id = ?`, id); err != nil {
+				return err
+			}
 			_, err = tx.ExecContext(ctx, `UPDATE quarantine SET state = 'purged', raw = NULL, note = ?, updated = ? WHERE id = ?`, note, now, id)
 		} else {
 			_, err = tx.ExecContext(ctx, `UPDATE quarantine SET state = ?, note = ?, updated = ? WHERE id = ?`, string(state), note, now, id)
@@ -964,8 +1023,8 @@ func (s *SQLite) SetQuarantineState(ctx context.Context, id int64, state QState,
 		// zeroed the freed pages) and truncate it. Best effort: a reader
 		// in another process can hold the WAL, and the next checkpoint
 		// will complete the job.
-		if _, err := s.w.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
-			slog.Warn("store: checkpoint after purge", "quarantine", id, "err", err)
+		if err := s.checkpoint(ctx); err != nil {
+			slog.Warn("store: after purge", "quarantine", id, "err", err)
 		}
 	}
 	return nil
