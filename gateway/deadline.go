@@ -163,8 +163,11 @@ func (g *Gateway) alertOverdue(ctx context.Context, d store.Deadline, now time.T
 		}
 	}
 	g.metrics.OverdueAlert(d.Kind)
-	g.audit(ctx, audit.Event{Kind: audit.Alert, Package: d.PackageID, Destination: d.Agency, Rule: d.Kind, Detail: what})
-	if err := g.store.MarkAlerted(ctx, d.ID, now); err != nil {
+	ev := audit.Event{Kind: audit.Alert, Package: d.PackageID, Destination: d.Agency, Rule: d.Kind, Detail: what}
+	if err := g.store.MarkAlerted(g.stage(ctx, ev), d.ID, now); err != nil {
 		g.log.Error("overdue alert not recorded", "err", err)
+		g.audit(ctx, ev)
+		return
 	}
+	g.kickAudit()
 }

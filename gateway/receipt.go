@@ -69,14 +69,15 @@ func (g *Gateway) sendReceipt(ctx context.Context, o *envelope.Opened, mailboxes
 	}); err != nil {
 		return err
 	}
-	if _, err := g.store.Enqueue(ctx, []store.Item{{
+	ev := audit.Event{Kind: audit.Receipt, Package: o.PackageID, Destination: to, Detail: "receipt sent for " + strings.Join(mailboxes, ", ")}
+	if _, err := g.store.Enqueue(g.stage(ctx, ev), []store.Item{{
 		PackageID: id, Destination: to, Recipients: []string{rcpt}, MailFrom: emailOfIdentity(g.id),
 		Marking: l.Marking(), Envelope: buf.Bytes(), Priority: store.Normal,
 	}}); err != nil {
 		return err
 	}
+	g.kickAudit()
 	g.nudge()
-	g.audit(ctx, audit.Event{Kind: audit.Receipt, Package: o.PackageID, Destination: to, Detail: "receipt sent for " + strings.Join(mailboxes, ", ")})
 	return nil
 }
 

@@ -61,14 +61,10 @@ func PurgeExpired(ctx context.Context, cfg *config.Config, st store.Store, aud A
 				if dry {
 					continue
 				}
-				if err := st.SetQuarantineState(ctx, q.ID, store.Purged, "retention: kept the retention period"); err != nil {
+				ev := audit.Event{Agency: cfg.Agency, Kind: audit.Purged, Package: q.PackageID, Rule: "retention",
+					Actor: "gateway", Time: now.UTC(), Detail: fmt.Sprintf("Q%d: retention ran out %s; crypto-shredded (data key and bytes destroyed)", q.ID, due.UTC().Format(time.RFC3339))}
+				if err := st.SetQuarantineState(store.WithAudit(ctx, ev), q.ID, store.Purged, "retention: kept the retention period"); err != nil {
 					return out, err
-				}
-				if aud != nil {
-					if _, err := aud.Append(ctx, audit.Event{Agency: cfg.Agency, Kind: audit.Purged, Package: q.PackageID, Rule: "retention",
-						Actor: "gateway", Time: now.UTC(), Detail: fmt.Sprintf("Q%d: retention ran out %s; crypto-shredded (data key and bytes destroyed)", q.ID, due.UTC().Format(time.RFC3339))}); err != nil {
-						return out, err
-					}
 				}
 			}
 		}
@@ -110,17 +106,22 @@ func PurgeExpired(ctx context.Context, cfg *config.Config, st store.Store, aud A
 				return out, fmt.Errorf("retention: %w", err)
 			}
 		}
-		if _, err := st.CompleteDeadlines(ctx, d.PackageID, policy.DeadlineRetention, d.Agency, now, "purged"); err != nil {
+		// The purge's event is written with the clock's completion, the
+		// purge's last step, in one transaction.
+		ev := audit.Event{Agency: cfg.Agency, Kind: audit.Purged, Package: d.PackageID, Rule: "retention",
+			Actor: "gateway", Time: now.UTC(),
+			Detail: fmt.Sprintf("retention ran out %s: %d envelope(s) crypto-shredded (data keys destroyed) and %d delivered copy(ies) removed", d.Due.UTC().Format(time.RFC3339), p.Envelopes, len(p.Files))}
+		if _, err := st.CompleteDeadlines(store.WithAudit(ctx, ev), d.PackageID, policy.DeadlineRetention, d.Agency, now, "purged"); err != nil {
 			return out, err
 		}
-		if aud != nil {
-			if _, err := aud.Append(ctx, audit.Event{Agency: cfg.Agency, Kind: audit.Purged, Package: d.PackageID, Rule: "retention",
-				Actor: "gateway", Time: now.UTC(),
-				Detail: fmt.Sprintf("retention ran out %s: %d envelope(s) crypto-shredded (data keys destroyed) and %d delivered copy(ies) removed", d.Due.UTC().Format(time.RFC3339), p.Envelopes, len(p.Files))}); err != nil {
-				return out, err
-			}
-		}
 		out = append(out, p)
+	}
+	if dr, ok := aud.(interface {
+		Drain(context.Context) (int, error)
+	}); ok && len(out) > 0 && !dry {
+		if _, err := dr.Drain(ctx); err != nil {
+			return out, err
+		}
 	}
 	return out, nil
 }

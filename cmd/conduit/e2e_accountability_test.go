@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -197,3 +198,93 @@ func TestRetentionCryptoShredsEveryStoredCopyWithAMovedClock(t *testing.T) {
 		})
 	}
 }
+
+// TestTriageByReplyStopsTheClock: at the regional CCU (which receives a
+// report naming the governing governor: governor-to-regional-ccu, MoU 6.1
+// police responsibilities, bullet 5), the delivered report starts the
+// 72-hour triage clock (triage-72h, MoU 6.1 prison responsibilities) and
+// names the triage address in its Conduit-Triage header. A member of the
+// CCU's staff replies to it over the CCU gateway's submission port
+// (STARTTLS, AUTH PLAIN) addressed to the triage address: the clock stops,
+// the audit trail records the triage with the member of staff as actor,
+// and the reply's content is kept nowhere. Replies that name no package,
+// a package not received there, or one already triaged are refused with
+// the reason; so is a triage reply mixed with other recipients.
+func TestTriageByReplyStopsTheClock(t *testing.T) {
+	b := newBed(t, testbed.Options{}, "northshire-pio", "ccu-north", "rpiu-north-east")
+	ctx := context.Background()
+	gov := "Conduit-Subject: role=governing-governor; establishment=hmp-northgate"
+	resp, err := b.Submit(ctx, "northshire-pio", []string{mailboxOf(t, b, "hmp-northgate")},
+		e2eMessage(strings.Replace(e2eLabel, "NP-2026-0001", "NP-TR-1", 1), "Governor report", "Conduit-Topic: corruption", gov))
+	tcheck(t, err, "submit")
+	pkg := packageOf(t, resp)
+	ccu := b.Nodes["ccu-north"]
+	var delivered []byte
+	if !testbed.WaitFor(ctx, 20*time.Second, func() bool {
+		for _, files := range b.AllDelivered("ccu-north") {
+			delivered, _ = os.ReadFile(files[0])
+			return true
+		}
+		return false
+	}) {
+		t.Fatalf("nothing delivered at ccu-north:\n%s", b.Tail("ccu-north", 6))
+	}
+	hdr := string(delivered[:bytes.Index(delivered, []byte("\r\n\r\n"))])
+	triage := regexp.MustCompile(`(?m)^Conduit-Triage: reply to <([^>]+)> when triaged \(package (cdt-[a-z0-9]+)`).FindStringSubmatch(hdr)
+	msgID := regexp.MustCompile(`(?mi)^Message-ID: *(<[^>]+>)`).FindStringSubmatch(hdr)
+	if triage == nil || triage[2] != pkg || msgID == nil {
+		t.Fatalf("the delivered copy names no triage address for %s, or has no Message-ID:\n%s", pkg, hdr)
+	}
+	triageAddr := triage[1]
+	const replyCanary = "REPLY-CANARY-41b7: banding 2, source checked on Mercury"
+	replyMsg := func(extra string) []byte {
+		return []byte("From: " + ccu.Address + "\r\nTo: " + triageAddr + "\r\nSubject: Re: [OFFICIAL-SENSITIVE] Governor report\r\n" +
+			extra + "Content-Type: text/plain\r\n\r\n" + replyCanary + "\r\n")
+	}
+	other := strings.Replace(pkg, pkg[4:8], "zzzz", 1)
+	for _, tc := range []struct {
+		name  string
+		rcpts []string
+		msg   []byte
+		code  int
+		want  string
+	}{
+		{"a reply naming no package", []string{triageAddr}, replyMsg(""), 554, "names no package"},
+		{"a reply to a message not received here", []string{triageAddr}, replyMsg("In-Reply-To: <nobody@nowhere.example>\r\n"), 554, "names no package"},
+		{"a package id with no clock here", []string{triageAddr}, replyMsg("Conduit-Package: " + other + "\r\n"), 550, "no open triage clock"},
+		{"mixed with another recipient", []string{triageAddr, mailboxOf(t, b, "northshire-pio")}, replyMsg(""), 550, "alone"},
+		{"the reply to the delivered copy", []string{triageAddr}, replyMsg("In-Reply-To: " + msgID[1] + "\r\nReferences: " + msgID[1] + "\r\n"), 250, "Triage of package " + pkg + " recorded"},
+		{"the same reply again", []string{triageAddr}, replyMsg("In-Reply-To: " + msgID[1] + "\r\n"), 550, "no open triage clock"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := b.Submit(ctx, "ccu-north", tc.rcpts, tc.msg)
+			code, text := 250, resp
+			if err != nil {
+				code, text = smtpCode(err)
+			}
+			if code != tc.code || !strings.Contains(text, tc.want) {
+				t.Fatalf("got %d %s; want %d ...%s...", code, text, tc.code, tc.want)
+			}
+		})
+	}
+	if list := mustRun(t, b.Dir, nil, nil, conduitBin, "deadlines", "--config", ccu.Config); strings.Contains(list, "triage") {
+		t.Errorf("the triage clock is still open after the reply:\n%s", list)
+	}
+	q := mustRun(t, b.Dir, nil, nil, conduitBin, "audit", "query", "--kind", "triaged", "--config", ccu.Config)
+	if !strings.Contains(q, pkg) || !strings.Contains(q, ccu.Address) || strings.Count(q, "triaged:") != 1 {
+		t.Errorf("the audit trail should record one triage of %s by %s:\n%s", pkg, ccu.Address, q)
+	}
+	// The reply went nowhere and its content is kept nowhere.
+	b.StopAll()
+	for _, id := range b.IDs {
+		if items, _ := b.Queue(ctx, id, store.Filter{PackageID: ""}); id == "ccu-north" && len(items) > 1 {
+			t.Errorf("ccu-north queued %d items; only the receipt should be there:%s", len(items), describeItems(items))
+		}
+	}
+	noPlaintextAtRest(t, b, replyCanary)
+	if strings.Contains(string(fileOrEmpty(b.Nodes["ccu-north"].Log)), "REPLY-CANARY") {
+		t.Error("the reply's content is in the log")
+	}
+}
+
+func fileOrEmpty(path string) []byte { b, _ := os.ReadFile(path); return b }

@@ -14,6 +14,7 @@ import (
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
+	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/sqlschema"
 )
 
@@ -209,11 +210,7 @@ CREATE TABLE data_keys (
 	key     BLOB    NOT NULL,
 	PRIMARY KEY (kind, item_id)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS audit_outbox (
-	id    INTEGER PRIMARY KEY AUTOINCREMENT,
-	event TEXT    NOT NULL -- JSON of an audit.Event, without seq and hashes
-);
-`,
+` + audit.OutboxSchema,
 }
 
 func (s *SQLite) migrate(ctx context.Context) error {
@@ -296,8 +293,11 @@ func (s *SQLite) withLightTx(ctx context.Context, f func(*sql.Tx) error) error {
 // txSync runs f in a write transaction on the single writer connection,
 // pinned, with the given synchronous level for its commit. Every
 // transaction sets its level first, so a level left behind by a failure
-// never leaks into a durable commit.
+// never leaks into a durable commit. Audit events staged on ctx
+// (WithAudit) are written in the same transaction, so they are exactly as
+// durable as the change they record: both or neither, whatever the level.
 func (s *SQLite) txSync(ctx context.Context, level string, f func(*sql.Tx) error) error {
+	events := stagedEvents(ctx)
 	conn, err := s.w.Conn(ctx)
 	if err != nil {
 		return err
@@ -311,6 +311,10 @@ func (s *SQLite) txSync(ctx context.Context, level string, f func(*sql.Tx) error
 		return err
 	}
 	if err := f(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := stage(ctx, tx, events); err != nil {
 		tx.Rollback()
 		return err
 	}
@@ -679,7 +683,9 @@ func (s *SQLite) RecordDelivered(ctx context.Context, originator, packageID, mes
 	if originator == "" || packageID == "" {
 		return errors.New("record delivered: the originator and the package id are required")
 	}
-	err := s.withLightTx(ctx, func(tx *sql.Tx) error {
+	// Fully synced: the receiving gateway's 250 follows it, and with it
+	// the delivery's audit events (WithAudit) are a promise too.
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO delivered (originator, package_id, message_id, date, recorded)
 			VALUES (?, ?, ?, ?, ?) ON CONFLICT (originator, package_id) DO NOTHING`,
 			originator, packageID, messageID, nullNanos(date.UTC()), s.now().UTC().UnixNano())
@@ -689,6 +695,25 @@ func (s *SQLite) RecordDelivered(ctx context.Context, originator, packageID, mes
 		return fmt.Errorf("record delivered: %w", err)
 	}
 	return nil
+}
+
+// PackagesByMessageID returns the delivered packages whose signed
+// Message-ID is messageID, oldest first.
+func (s *SQLite) PackagesByMessageID(ctx context.Context, messageID string) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT package_id FROM delivered WHERE message_id = ? ORDER BY recorded`, strings.TrimSpace(messageID))
+	if err != nil {
+		return nil, fmt.Errorf("replay cache: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			return nil, fmt.Errorf("replay cache: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
 }
 
 // RecordReceipt keeps a destination's signed receipt; a second receipt
@@ -797,8 +822,12 @@ func (s *SQLite) AddDeadline(ctx context.Context, d Deadline) error {
 	return nil
 }
 
+// errNothingChanged rolls back a write that changed nothing.
+var errNothingChanged = errors.New("nothing changed")
+
 // CompleteDeadlines stops the open clocks of a package of one kind (and
 // one agency, unless agency is empty) and reports how many it stopped.
+// When it stops none, the audit events staged with it are not written.
 func (s *SQLite) CompleteDeadlines(ctx context.Context, packageID, kind, agency string, at time.Time, note string) (int, error) {
 	var n int64
 	err := s.withLightTx(ctx, func(tx *sql.Tx) error {
@@ -812,9 +841,16 @@ func (s *SQLite) CompleteDeadlines(ctx context.Context, packageID, kind, agency 
 		if err != nil {
 			return err
 		}
-		n, err = res.RowsAffected()
+		if n, err = res.RowsAffected(); err == nil && n == 0 {
+			// Nothing stopped: roll back, so that the events staged
+			// with the call (WithAudit) are not written either.
+			return errNothingChanged
+		}
 		return err
 	})
+	if errors.Is(err, errNothingChanged) {
+		return 0, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("complete deadline: %w", err)
 	}
@@ -868,7 +904,8 @@ func (s *SQLite) MarkAlerted(ctx context.Context, id int64, at time.Time) error 
 }
 
 // Quarantine keeps a message, held, and returns its id. A zero Received is
-// the current time.
+// the current time. In the details of the audit events staged with it
+// (WithAudit), QuarantineIDMark is replaced by the new id ("Q7").
 func (s *SQLite) Quarantine(ctx context.Context, q QItem) (int64, error) {
 	now := s.now().UTC()
 	if q.Received.IsZero() {
@@ -879,7 +916,10 @@ func (s *SQLite) Quarantine(ctx context.Context, q QItem) (int64, error) {
 		return 0, fmt.Errorf("quarantine: %w", err)
 	}
 	var id int64
-	err = s.withTx(ctx, func(tx *sql.Tx) error {
+	// The staged events are written here, not by txSync, so that they can
+	// name the new id.
+	events := stagedEvents(ctx)
+	err = s.withTx(WithoutAudit(ctx), func(tx *sql.Tx) error {
 		// The row first, for its id; then the message, under a data key of
 		// its own (NULL raw means purged, so an empty one is stored as it is).
 		res, err := tx.ExecContext(ctx, `INSERT INTO quarantine
@@ -891,6 +931,14 @@ func (s *SQLite) Quarantine(ctx context.Context, q QItem) (int64, error) {
 			return err
 		}
 		if id, err = res.LastInsertId(); err != nil {
+			return err
+		}
+		named := make([]audit.Event, len(events))
+		for i, e := range events {
+			e.Detail = strings.ReplaceAll(e.Detail, QuarantineIDMark, fmt.Sprintf("Q%d", id))
+			named[i] = e
+		}
+		if err := stage(ctx, tx, named); err != nil {
 			return err
 		}
 		if len(q.Raw) == 0 {

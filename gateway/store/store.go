@@ -186,6 +186,9 @@ type Store interface {
 	// RecordDelivered adds a package to the replay cache once it has been
 	// delivered; recording it twice is not an error.
 	RecordDelivered(ctx context.Context, originator, packageID, messageID string, date time.Time) error
+	// PackagesByMessageID returns the delivered packages whose signed
+	// Message-ID is messageID (a reply's In-Reply-To).
+	PackagesByMessageID(ctx context.Context, messageID string) ([]string, error)
 
 	// RecordReceipt keeps a destination's receipt for a package we sent;
 	// recording it twice changes nothing.
