@@ -8,7 +8,9 @@
 // processes sharing one database.
 //
 // The store holds only ciphertext envelopes and metadata: never a decrypted
-// package, a subject's identity or key material.
+// package, a subject's identity or key material other than the per-copy
+// data keys under which it encrypts what it keeps (crypto-shredding,
+// datakey.go). It also holds the audit outbox (outbox.go).
 package store
 
 import (
@@ -119,7 +121,7 @@ type Receipt struct {
 type Deadline struct {
 	ID        int64
 	PackageID string
-	Kind      string // "acknowledge", "triage"
+	Kind      string // policy.DeadlineAcknowledge, DeadlineTriage, DeadlineHold, DeadlineRetention
 	Agency    string // the other party: the destination that must acknowledge, the originator of what is triaged
 	Started   time.Time
 	Due       time.Time
