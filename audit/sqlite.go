@@ -103,6 +103,13 @@ func OpenSQLite(ctx context.Context, path string, key []byte) (*SQLite, error) {
 		s.Close()
 		return nil, fmt.Errorf("open audit log %s: %w", path, err)
 	}
+	// Events staged by a process that died before moving them are chained
+	// now: a crash between a state change and its chaining is repaired on
+	// the next open.
+	if _, err := s.Drain(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open audit log %s: %w", path, err)
+	}
 	return s, nil
 }
 
@@ -121,6 +128,20 @@ func (s *SQLite) SetClock(now func() time.Time) {
 
 // Keyed reports whether the chain is keyed (HMAC).
 func (s *SQLite) Keyed() bool { return s.key != nil }
+
+// OutboxSchema is the audit outbox: events written by the gateway's store
+// in the same transaction as the state change they record (store.WithAudit),
+// waiting to be moved into the chain. Both the store's migrations and these
+// create it, whichever opens the database first.
+const OutboxSchema = `
+CREATE TABLE IF NOT EXISTS audit_outbox (
+	id    INTEGER PRIMARY KEY AUTOINCREMENT,
+	event TEXT    NOT NULL -- JSON of an Event, without seq and hashes
+);
+`
+
+// maxDrain bounds the staged events one transaction moves into the chain.
+const maxDrain = 4096
 
 // migrations bring the audit schema forward; migrations[i] takes version i
 // to i+1. Never edit one that has shipped: append a new one. The version
@@ -159,6 +180,8 @@ CREATE TABLE audit_meta (
 	head_mac  BLOB
 );
 `,
+	// 2: the outbox.
+	OutboxSchema,
 }
 
 func (s *SQLite) migrate(ctx context.Context) error {
@@ -216,29 +239,72 @@ func (s *SQLite) Append(ctx context.Context, e Event) (Event, error) {
 
 // AppendAll appends events in order in one transaction: one disk sync for
 // all of them, which is how a busy gateway keeps up (group commit). Either
-// all are stored or none is; the errors are Append's.
+// all are stored or none is; the errors are Append's. Events staged in the
+// outbox are moved into the chain first, in the same transaction, so that
+// an event never overtakes one staged before it.
 func (s *SQLite) AppendAll(ctx context.Context, es []Event) ([]Event, error) {
 	if len(es) == 0 {
 		return nil, nil
 	}
 	out := make([]Event, len(es))
 	for i, e := range es {
-		if e.Time.IsZero() {
-			s.mu.Lock()
-			e.Time = s.now()
-			s.mu.Unlock()
-		}
-		e.Time = e.Time.UTC()
-		if err := e.check(); err != nil {
+		if err := s.prepare(&e); err != nil {
 			return nil, err
 		}
 		out[i] = e
 	}
+	_, out, err := s.appendTx(ctx, out)
+	return out, err
+}
+
+// Drain moves the events staged in the outbox into the chain, in the order
+// they were staged, and says how many it moved.
+func (s *SQLite) Drain(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, _, err := s.appendTx(ctx, nil)
+		total += n
+		if err != nil || n < maxDrain {
+			return total, err
+		}
+	}
+}
+
+// Staged counts the events waiting in the outbox.
+func (s *SQLite) Staged(ctx context.Context) (int, error) {
+	var n int
+	err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM audit_outbox`).Scan(&n)
+	return n, err
+}
+
+// prepare stamps a zero time and checks an event.
+func (s *SQLite) prepare(e *Event) error {
+	if e.Time.IsZero() {
+		s.mu.Lock()
+		e.Time = s.now()
+		s.mu.Unlock()
+	}
+	e.Time = e.Time.UTC()
+	return e.check()
+}
+
+// appendTx chains, in one transaction, the staged events (up to maxDrain)
+// and then es, and removes the staged ones from the outbox. It returns how
+// many staged events it moved and es as stored.
+func (s *SQLite) appendTx(ctx context.Context, es []Event) (int, []Event, error) {
 	tx, err := s.w.BeginTx(ctx, nil) // IMMEDIATE: the write lock first
 	if err != nil {
-		return nil, fmt.Errorf("audit append: %w", err)
+		return 0, nil, fmt.Errorf("audit append: %w", err)
 	}
 	defer tx.Rollback()
+	staged, lastID, err := s.staged(ctx, tx)
+	if err != nil {
+		return 0, nil, fmt.Errorf("audit append: %w", err)
+	}
+	if len(staged)+len(es) == 0 {
+		return 0, nil, nil
+	}
+	all := append(staged, es...)
 	var prevSeq int64
 	var prev []byte
 	err = tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&prevSeq, &prev)
@@ -246,7 +312,7 @@ func (s *SQLite) AppendAll(ctx context.Context, es []Event) ([]Event, error) {
 		prevSeq, prev, err = 0, Genesis, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("audit append: %w", err)
+		return 0, nil, fmt.Errorf("audit append: %w", err)
 	}
 	var keyed bool
 	var check, headHash []byte
@@ -261,46 +327,86 @@ func (s *SQLite) AppendAll(ctx context.Context, es []Event) ([]Event, error) {
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_meta (id, keyed, key_check, head_seq, head_hash) VALUES (1, ?, ?, 0, ?)`,
 			s.key != nil, kc, Genesis); err != nil {
-			return nil, fmt.Errorf("audit append: %w", err)
+			return 0, nil, fmt.Errorf("audit append: %w", err)
 		}
 	case errors.Is(err, sql.ErrNoRows):
-		return nil, fmt.Errorf("audit append: %w: the log has entries but its metadata (audit_meta) is gone", ErrBroken)
+		return 0, nil, fmt.Errorf("audit append: %w: the log has entries but its metadata (audit_meta) is gone", ErrBroken)
 	case err != nil:
-		return nil, fmt.Errorf("audit append: %w", err)
+		return 0, nil, fmt.Errorf("audit append: %w", err)
 	default:
 		if err := s.modeError(keyed, check); err != nil {
-			return nil, fmt.Errorf("audit append: %w", err)
+			return 0, nil, fmt.Errorf("audit append: %w", err)
 		}
 		if headSeq != prevSeq || !bytes.Equal(headHash, prev) {
 			// Chaining on would hide the removal of the newest entries.
-			return nil, fmt.Errorf("audit append: %w: the newest entry is %d but entry %d was written (run conduit audit verify)", ErrBroken, prevSeq, headSeq)
+			return 0, nil, fmt.Errorf("audit append: %w: the newest entry is %d but entry %d was written (run conduit audit verify)", ErrBroken, prevSeq, headSeq)
 		}
 	}
 	ins, err := tx.PrepareContext(ctx, `INSERT INTO audit_events (seq, time, agency, kind, package, destination, rule, actor, detail, prev_hash, hash)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
-		return nil, fmt.Errorf("audit append: %w", err)
+		return 0, nil, fmt.Errorf("audit append: %w", err)
 	}
 	defer ins.Close()
-	for i := range out {
-		e := &out[i]
+	for i := range all {
+		e := &all[i]
 		e.Seq = prevSeq + 1
 		e.PrevHash = prev
 		e.Hash = eventHash(s.key, e, e.Seq, prev)
 		if _, err := ins.ExecContext(ctx, e.Seq, e.Time.UnixNano(), e.Agency, string(e.Kind), e.Package, e.Destination, e.Rule,
 			e.Actor, e.Detail, []byte(e.PrevHash), []byte(e.Hash)); err != nil {
-			return nil, fmt.Errorf("audit append: %w", err)
+			return 0, nil, fmt.Errorf("audit append: %w", err)
 		}
 		prevSeq, prev = e.Seq, e.Hash
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE audit_meta SET head_seq = ?, head_hash = ?, head_mac = ? WHERE id = 1`,
 		prevSeq, prev, s.headMAC(prevSeq, prev)); err != nil {
-		return nil, fmt.Errorf("audit append: %w", err)
+		return 0, nil, fmt.Errorf("audit append: %w", err)
+	}
+	if len(staged) > 0 {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_outbox WHERE id <= ?`, lastID); err != nil {
+			return 0, nil, fmt.Errorf("audit append: %w", err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("audit append: %w", err)
+		return 0, nil, fmt.Errorf("audit append: %w", err)
 	}
-	return out, nil
+	return len(staged), all[len(staged):], nil
+}
+
+// staged reads the oldest staged events (up to maxDrain) and the outbox id
+// of the last one. A staged event that cannot be chained as it is (an
+// unknown kind, a time out of range: a bug in the code that staged it) is
+// not left to block the outbox: it is chained as an alert that says so.
+func (s *SQLite) staged(ctx context.Context, tx *sql.Tx) ([]Event, int64, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT id, event FROM audit_outbox ORDER BY id LIMIT ?`, maxDrain)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	var out []Event
+	var last int64
+	for rows.Next() {
+		var raw string
+		if err := rows.Scan(&last, &raw); err != nil {
+			return nil, 0, err
+		}
+		var e Event
+		jerr := json.Unmarshal([]byte(raw), &e)
+		e.Seq, e.PrevHash, e.Hash = 0, nil, nil
+		if jerr == nil {
+			jerr = s.prepare(&e)
+		}
+		if jerr != nil {
+			e = Event{Agency: e.Agency, Kind: Alert, Package: e.Package, Rule: "audit-outbox",
+				Detail: fmt.Sprintf("a staged %q event could not be chained as written: %v", e.Kind, jerr)}
+			if err := s.prepare(&e); err != nil {
+				return nil, 0, err
+			}
+		}
+		out = append(out, e)
+	}
+	return out, last, rows.Err()
 }
 
 const eventColumns = `seq, time, agency, kind, package, destination, rule, actor, detail, prev_hash, hash`

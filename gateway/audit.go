@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"time"
 
 	"github.com/conduit-gateway/conduit/audit"
+	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/policy"
 )
 
@@ -13,10 +15,17 @@ type Auditor interface {
 }
 
 // batchAuditor is an Auditor that can store many events with one disk
-// sync; the gateway then commits concurrent appends as a group.
+// sync, and move the events the store staged in its outbox into the chain
+// (audit.SQLite); the gateway then commits concurrent appends as a group,
+// and state changes carry their events in their own transactions (stage).
 type batchAuditor interface {
 	AppendAll(ctx context.Context, es []audit.Event) ([]audit.Event, error)
+	Drain(ctx context.Context) (int, error)
 }
+
+// auditDrainPoll is how often the writer looks for staged events nobody
+// told it about (the CLI's, or a write whose nudge it missed).
+const auditDrainPoll = time.Second
 
 type auditReq struct {
 	e    audit.Event
@@ -31,9 +40,21 @@ const maxAuditBatch = 256
 // go on, so an event is durable when g.audit returns, as with one append
 // per event, but a busy gateway pays one disk sync per group, not per
 // event.
+//
+// Staged events (stage) are moved into the chain by the same writer, in
+// groups as large as the load makes them; AppendAll moves the staged ones
+// first, so that a direct event never overtakes a staged one.
 func (g *Gateway) runAuditWriter(b batchAuditor) {
-	for req := range g.auditCh {
-		batch := []auditReq{req}
+	t := time.NewTicker(auditDrainPoll)
+	defer t.Stop()
+	for {
+		var batch []auditReq
+		select {
+		case req := <-g.auditCh:
+			batch = append(batch, req)
+		case <-g.auditKick:
+		case <-t.C:
+		}
 	more:
 		for len(batch) < maxAuditBatch {
 			select {
@@ -42,6 +63,13 @@ func (g *Gateway) runAuditWriter(b batchAuditor) {
 			default:
 				break more
 			}
+		}
+		if len(batch) == 0 {
+			if _, err := b.Drain(context.Background()); err != nil {
+				g.log.Error("admin alert: staged audit events not chained; retried", "err", err)
+				g.metrics.AuditFailed()
+			}
+			continue
 		}
 		es := make([]audit.Event, len(batch))
 		for i, r := range batch {
@@ -56,6 +84,46 @@ func (g *Gateway) runAuditWriter(b batchAuditor) {
 	}
 }
 
+// stage returns a context on which the next store write also writes the
+// events to the audit outbox, in the same transaction as the state change
+// they record (store.WithAudit): the change is never durable without its
+// events. The writer moves them into the chain soon after (kickAudit).
+func (g *Gateway) stage(ctx context.Context, es ...audit.Event) context.Context {
+	if g.auditor == nil || len(es) == 0 {
+		return ctx
+	}
+	for i := range es {
+		g.fill(&es[i])
+	}
+	return store.WithAudit(ctx, es...)
+}
+
+// kickAudit tells the writer that events were staged.
+func (g *Gateway) kickAudit() {
+	select {
+	case g.auditKick <- struct{}{}:
+	default:
+	}
+}
+
+// auditAll appends events that record no state change of the store (a
+// refusal, an alert about a failure) straight to the chain.
+func (g *Gateway) auditAll(ctx context.Context, es []audit.Event) {
+	for _, e := range es {
+		g.audit(ctx, e)
+	}
+}
+
+func (g *Gateway) fill(e *audit.Event) {
+	e.Agency = g.cfg.Agency
+	if e.Actor == "" {
+		e.Actor = "gateway"
+	}
+	if e.Time.IsZero() {
+		e.Time = g.Now().UTC()
+	}
+}
+
 // audit appends one event. Events carry metadata only (package id,
 // agencies, rules, mailbox addresses), never content or a subject's
 // identity. A failed append is an administrator alert; it does not undo
@@ -65,13 +133,7 @@ func (g *Gateway) audit(ctx context.Context, e audit.Event) {
 	if g.auditor == nil {
 		return
 	}
-	e.Agency = g.cfg.Agency
-	if e.Actor == "" {
-		e.Actor = "gateway"
-	}
-	if e.Time.IsZero() {
-		e.Time = g.Now().UTC()
-	}
+	g.fill(&e)
 	var err error
 	if g.auditCh != nil {
 		done := make(chan error, 1)
@@ -86,20 +148,22 @@ func (g *Gateway) audit(ctx context.Context, e audit.Event) {
 	}
 }
 
-// auditDecision records what the policy did to an outbound package: each
+// decisionEvents are what the policy did to an outbound package: each
 // redirection and each refusal, with its rule.
-func (g *Gateway) auditDecision(ctx context.Context, pkgID, actor string, d policy.Decision) {
+func (g *Gateway) decisionEvents(pkgID, actor string, d policy.Decision) []audit.Event {
+	var es []audit.Event
 	for _, s := range d.Trace {
 		switch s.Effect {
 		case policy.EffectRedirect:
-			g.audit(ctx, audit.Event{Kind: audit.Redirected, Package: pkgID, Rule: s.Rule, Actor: actor, Detail: s.Detail})
+			es = append(es, audit.Event{Kind: audit.Redirected, Package: pkgID, Rule: s.Rule, Actor: actor, Detail: s.Detail})
 		case policy.EffectDeny:
 			g.metrics.Refused(s.Rule)
-			g.audit(ctx, audit.Event{Kind: audit.Refused, Package: pkgID, Rule: s.Rule, Actor: actor, Detail: s.Detail})
+			es = append(es, audit.Event{Kind: audit.Refused, Package: pkgID, Rule: s.Rule, Actor: actor, Detail: s.Detail})
 		}
 	}
 	for _, r := range d.Refusals {
 		g.metrics.Refused(r.Rule)
-		g.audit(ctx, audit.Event{Kind: audit.Refused, Package: pkgID, Destination: r.Agency, Rule: r.Rule, Actor: actor, Detail: r.Reason})
+		es = append(es, audit.Event{Kind: audit.Refused, Package: pkgID, Destination: r.Agency, Rule: r.Rule, Actor: actor, Detail: r.Reason})
 	}
+	return es
 }

@@ -79,6 +79,27 @@ func (g *Gateway) startInboundClocks(ctx context.Context, pkgID, originator stri
 	}
 }
 
+// startHoldClocks starts the clock of each destination held under 5x5x5
+// handling code 5 (handling-code rule: "no further dissemination: refer
+// to the originator"): the originator must release or drop the held item
+// (`conduit queue release|drop`, which stop the clock) before it runs out.
+func (g *Gateway) startHoldClocks(ctx context.Context, pkgID string, dec policy.Decision, held map[string]policy.HoldEntry) {
+	hours, ok := dec.Deadline(policy.DeadlineHold)
+	if !ok {
+		return
+	}
+	now := g.Now()
+	for agency, h := range held {
+		if h.Rule != "handling-code" {
+			continue
+		}
+		if err := g.store.AddDeadline(ctx, store.Deadline{PackageID: pkgID, Kind: policy.DeadlineHold, Agency: agency,
+			Started: now, Due: now.Add(time.Duration(hours) * time.Hour)}); err != nil {
+			g.log.Error("hold clock not started", "package", pkgID, "destination", agency, "err", err)
+		}
+	}
+}
+
 // runDeadlines raises an alert for each clock that runs out: a log line
 // for the administrators and a notice in each escalation contact's
 // mailbox. Each clock is alerted once.
@@ -116,6 +137,7 @@ func (g *Gateway) alertOverdue(ctx context.Context, d store.Deadline, now time.T
 	what := map[string]string{
 		policy.DeadlineAcknowledge: fmt.Sprintf("%s has not acknowledged the immediate escalation", d.Agency),
 		policy.DeadlineTriage:      fmt.Sprintf("the report from %s has not been triaged", d.Agency),
+		policy.DeadlineHold:        fmt.Sprintf("the package held for %s (handling code 5) still waits for the originator's decision", d.Agency),
 	}[d.Kind]
 	if what == "" {
 		what = d.Kind + " is overdue"
@@ -131,6 +153,9 @@ func (g *Gateway) alertOverdue(ctx context.Context, d store.Deadline, now time.T
 	if d.Kind == policy.DeadlineTriage {
 		fmt.Fprintf(&b, "\r\nWhen it has been triaged: conduit triage done %s --config <this gateway's config>\r\n", d.PackageID)
 	}
+	if d.Kind == policy.DeadlineHold {
+		fmt.Fprintf(&b, "\r\nRefer it to the originator, then: conduit queue release|drop ID --reason TEXT --config <this gateway's config>\r\n")
+	}
 	for _, c := range g.self.Escalation {
 		if err := g.deliver(ctx, c.Address, g.cfg.Agency, fmt.Sprintf("overdue-%d", d.ID), nil, b.Bytes()); err != nil {
 			g.log.Error("overdue notice not delivered", "contact", c.Address, "err", err)
@@ -138,8 +163,11 @@ func (g *Gateway) alertOverdue(ctx context.Context, d store.Deadline, now time.T
 		}
 	}
 	g.metrics.OverdueAlert(d.Kind)
-	g.audit(ctx, audit.Event{Kind: audit.Alert, Package: d.PackageID, Destination: d.Agency, Rule: d.Kind, Detail: what})
-	if err := g.store.MarkAlerted(ctx, d.ID, now); err != nil {
+	ev := audit.Event{Kind: audit.Alert, Package: d.PackageID, Destination: d.Agency, Rule: d.Kind, Detail: what}
+	if err := g.store.MarkAlerted(g.stage(ctx, ev), d.ID, now); err != nil {
 		g.log.Error("overdue alert not recorded", "err", err)
+		g.audit(ctx, ev)
+		return
 	}
+	g.kickAudit()
 }

@@ -42,9 +42,11 @@ type Gateway struct {
 	engine     *policy.Engine
 	store      store.Store
 	auditor    Auditor
-	auditCh    chan auditReq    // group commit, when the auditor can batch
-	metrics    *metrics.Metrics // nil: none
-	log        *slog.Logger
+	auditCh    chan auditReq // group commit, when the auditor can batch
+	// auditKick tells the audit writer that events were staged.
+	auditKick chan struct{}
+	metrics   *metrics.Metrics // nil: none
+	log       *slog.Logger
 
 	serverTLS *tls.Config
 	clientTLS *tls.Config
@@ -128,6 +130,7 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 		// The writer lives as long as the process: the CLI's short-lived
 		// gateways (notice send) use it too.
 		g.auditCh = make(chan auditReq, maxAuditBatch)
+		g.auditKick = make(chan struct{}, 1)
 		go g.runAuditWriter(b)
 	}
 	if f := os.Getenv(TestClockEnv); f != "" {

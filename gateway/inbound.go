@@ -176,22 +176,26 @@ func (g *Gateway) process(ctx context.Context, m received) outcome {
 		return g.quarantine(ctx, m, "inbound-policy", why)
 	}
 	for _, mb := range mailboxes {
-		hdr := fmt.Sprintf("Conduit-Delivered-To: %s\r\nConduit-Decision: %s\r\n", mb, strings.Join(ruleIDs(dec), ", "))
+		hdr := fmt.Sprintf("Conduit-Delivered-To: %s\r\nConduit-Decision: %s\r\n%s", mb, strings.Join(ruleIDs(dec), ", "), g.triageHeader(o.PackageID, dec))
 		if err := g.deliver(ctx, mb, o.Label.Originator, o.PackageID, []byte(hdr), opened.Bytes()); err != nil {
 			g.log.Error("delivery failed", "package", o.PackageID, "mailbox", mb, "err", err)
 			return outcome{reply: reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure delivering the package; try again shortly")}
 		}
 	}
-	if err := g.store.RecordDelivered(ctx, o.Label.Originator, o.PackageID, o.MessageID, o.Date); err != nil {
+	// The replay record and the delivery's events in one transaction.
+	events := []audit.Event{{Kind: audit.Received, Package: o.PackageID, Destination: o.Label.Originator, Actor: o.Signer.Agency,
+		Detail: fmt.Sprintf("verified: signed by %s, %s, reference %s", o.Signer.Fingerprint, o.Label.Marking(), o.Label.Reference)}}
+	for _, mb := range mailboxes {
+		g.metrics.Delivery(o.Label.Originator, metrics.Delivered)
+		events = append(events, audit.Event{Kind: audit.Delivered, Package: o.PackageID, Destination: o.Label.Originator, Rule: strings.Join(ruleIDs(dec), ","), Detail: "to " + mb})
+	}
+	if err := g.store.RecordDelivered(g.stage(ctx, events...), o.Label.Originator, o.PackageID, o.MessageID, o.Date); err != nil {
 		// Delivered already; the Maildir names keep a retry from
 		// delivering twice, so this is logged, not refused.
 		g.log.Error("replay cache not updated", "package", o.PackageID, "err", err)
-	}
-	g.audit(ctx, audit.Event{Kind: audit.Received, Package: o.PackageID, Destination: o.Label.Originator, Actor: o.Signer.Agency,
-		Detail: fmt.Sprintf("verified: signed by %s, %s, reference %s", o.Signer.Fingerprint, o.Label.Marking(), o.Label.Reference)})
-	for _, mb := range mailboxes {
-		g.metrics.Delivery(o.Label.Originator, metrics.Delivered)
-		g.audit(ctx, audit.Event{Kind: audit.Delivered, Package: o.PackageID, Destination: o.Label.Originator, Rule: strings.Join(ruleIDs(dec), ","), Detail: "to " + mb})
+		g.auditAll(ctx, events)
+	} else {
+		g.kickAudit()
 	}
 	g.startInboundClocks(ctx, o.PackageID, o.Label.Originator, dec)
 	g.startRetention(ctx, o.PackageID, o.Label.Originator, dec)
@@ -213,16 +217,17 @@ func (g *Gateway) quarantine(ctx context.Context, m received, check, reason stri
 		Check: check, Reason: reason, Raw: m.raw, Size: int64(len(m.raw)), State: store.Held,
 		PackageID: outerPackageID(m.raw),
 	}
-	id, err := g.store.Quarantine(ctx, q)
+	// Kept with its event in one transaction; the store names the id.
+	id, err := g.store.Quarantine(g.stage(ctx, audit.Event{Kind: audit.Quarantined, Package: q.PackageID, Rule: check, Actor: m.remote,
+		Detail: store.QuarantineIDMark + ": " + reason}), q)
 	if err != nil {
 		g.log.Error("quarantine failed", "err", err)
 		return outcome{reply: errTempStore}
 	}
+	g.kickAudit()
 	g.log.Error("admin alert: package quarantined", "quarantine", id, "check", check, "reason", reason,
 		"remote", m.remote, "package", q.PackageID)
 	g.metrics.Quarantined(check)
-	g.audit(ctx, audit.Event{Kind: audit.Quarantined, Package: q.PackageID, Rule: check, Actor: m.remote,
-		Detail: fmt.Sprintf("Q%d: %s", id, reason)})
 	return outcome{qid: id, reply: reply(550, smtp.EnhancedCode{5, 7, 1}, fmt.Sprintf("Package refused and quarantined as Q%d at %s: %s", id, g.cfg.Agency, reason))}
 }
 

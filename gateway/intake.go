@@ -62,9 +62,18 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 	}
 	pkgID := envelope.NewPackageID()
 	dec := g.engine.Decide(ctx, m, policy.Sender{Agency: g.cfg.Agency, OriginatorConsent: hdr.Get(hdrConsent)})
-	g.audit(ctx, audit.Event{Kind: audit.Received, Package: pkgID, Actor: sub.from,
-		Detail: fmt.Sprintf("submitted by %s, reference %s, %s, decision %s", sub.user.Name, m.Label.Reference, m.Label.Marking(), dec.Decision)})
-	g.auditDecision(ctx, pkgID, sub.from, dec)
+	// The events of the intake are written with the envelopes, in the
+	// transaction that stores them (stage); a package refused or not
+	// stored has its events written straight to the trail.
+	events := append([]audit.Event{{Kind: audit.Received, Package: pkgID, Actor: sub.from,
+		Detail: fmt.Sprintf("submitted by %s, reference %s, %s, decision %s", sub.user.Name, m.Label.Reference, m.Label.Marking(), dec.Decision)}},
+		g.decisionEvents(pkgID, sub.from, dec)...)
+	stored := false
+	defer func() {
+		if !stored {
+			g.auditAll(ctx, events)
+		}
+	}()
 	g.log.Info("intake decision", "user", sub.user.Name, "reference", m.Label.Reference, "decision", dec.Decision,
 		"deliveries", len(dec.Deliveries), "refusals", len(dec.Refusals), "holds", len(dec.Holds), "rules", ruleIDs(dec))
 	if len(dec.Deliveries) == 0 && len(dec.Holds) == 0 {
@@ -173,27 +182,31 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 		}
 		items = append(items, it)
 	}
-	// Security invariant 3: durable before the 250.
-	if _, err := g.store.Enqueue(ctx, items); err != nil {
-		g.log.Error("enqueue failed", "package", pkgID, "err", err)
-		return errTempStore
-	}
-	g.nudge()
+	stagedEvents := slices.Clone(events)
 	for _, it := range items {
 		detail := "sealed to " + it.Destination + "'s pinned key for " + strings.Join(it.Recipients, ", ")
 		if _, ok := keyHeld[it.Destination]; ok {
 			detail = "sealed to this gateway's own key, held for " + it.Destination + "'s key, for " + strings.Join(it.Recipients, ", ")
 		}
-		g.audit(ctx, audit.Event{Kind: audit.Sealed, Package: pkgID, Destination: it.Destination, Actor: sub.from, Detail: detail})
+		stagedEvents = append(stagedEvents, audit.Event{Kind: audit.Sealed, Package: pkgID, Destination: it.Destination, Actor: sub.from, Detail: detail})
 		detail = "priority " + it.Priority.String()
 		if it.State == store.OnHold {
 			detail = "held: " + it.Reason
 		}
-		g.audit(ctx, audit.Event{Kind: audit.Queued, Package: pkgID, Destination: it.Destination,
+		stagedEvents = append(stagedEvents, audit.Event{Kind: audit.Queued, Package: pkgID, Destination: it.Destination,
 			Rule: byAgency[it.Destination][0].Rule, Actor: sub.from, Detail: detail})
 	}
+	// Security invariant 3: durable before the 250, with its audit events.
+	if _, err := g.store.Enqueue(g.stage(ctx, stagedEvents...), items); err != nil {
+		g.log.Error("enqueue failed", "package", pkgID, "err", err)
+		return errTempStore
+	}
+	stored = true
+	g.kickAudit()
+	g.nudge()
 	g.log.Info("package queued", "package", pkgID, "destinations", order, "held", len(held))
 	g.startOutboundClocks(ctx, pkgID, dec, order)
+	g.startHoldClocks(ctx, pkgID, dec, held)
 	g.startRetention(ctx, pkgID, g.cfg.Agency, dec)
 	var sendNow []string
 	for _, a := range order {

@@ -59,7 +59,7 @@ func (g *Gateway) sendReceipt(ctx context.Context, o *envelope.Opened, mailboxes
 	}
 	l := o.Label
 	l.Originator, l.Created = g.cfg.Agency, g.Now().UTC().Truncate(time.Second)
-	id := "rcpt-" + o.PackageID
+	id := receiptID(o.PackageID)
 	msg := fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: Receipt for package %s\r\nDate: %s\r\nMessage-ID: <%s@%s>\r\nContent-Type: %s\r\n\r\n%s\r\n",
 		emailOfIdentity(g.identity()), rcpt, o.PackageID, g.Now().Format(time.RFC1123Z), id, g.hostname(), ReceiptType, body)
 	var buf bytes.Buffer
@@ -69,16 +69,21 @@ func (g *Gateway) sendReceipt(ctx context.Context, o *envelope.Opened, mailboxes
 	}); err != nil {
 		return err
 	}
-	if _, err := g.store.Enqueue(ctx, []store.Item{{
+	ev := audit.Event{Kind: audit.Receipt, Package: o.PackageID, Destination: to, Detail: "receipt sent for " + strings.Join(mailboxes, ", ")}
+	if _, err := g.store.Enqueue(g.stage(ctx, ev), []store.Item{{
 		PackageID: id, Destination: to, Recipients: []string{rcpt}, MailFrom: emailOfIdentity(g.identity()),
 		Marking: l.Marking(), Envelope: buf.Bytes(), Priority: store.Normal, State: heldIf(hold), Reason: hold,
 	}}); err != nil {
 		return err
 	}
+	g.kickAudit()
 	g.nudge()
-	g.audit(ctx, audit.Event{Kind: audit.Receipt, Package: o.PackageID, Destination: to, Detail: "receipt sent for " + strings.Join(mailboxes, ", ")})
 	return nil
 }
+
+// receiptID is the package id of the receipt this gateway seals for a
+// package it received.
+func receiptID(pkgID string) string { return "rcpt-" + pkgID }
 
 // takeReceipt records a verified receipt for a package this gateway sent.
 // It is accepted only from the agency the package was sent to, and only

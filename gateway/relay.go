@@ -91,13 +91,14 @@ func (g *Gateway) deliverItem(ctx context.Context, it store.Item) {
 	remoteID, err := g.send(ctx, it)
 	release()
 	if err == nil {
-		if err := g.store.MarkSent(ctx, it.ID, remoteID); err != nil {
+		sent := audit.Event{Kind: audit.Sent, Package: it.PackageID, Destination: it.Destination, Detail: "accepted by the destination gateway: " + remoteID}
+		if err := g.store.MarkSent(g.stage(ctx, sent), it.ID, remoteID); err != nil {
 			log.Error("sent but not recorded; it will be sent again and deduplicated by the receiver", "err", err)
 			return
 		}
+		g.kickAudit()
 		log.Info("package sent", "remote_id", remoteID)
 		g.metrics.Delivery(it.Destination, metrics.Sent)
-		g.audit(ctx, audit.Event{Kind: audit.Sent, Package: it.PackageID, Destination: it.Destination, Detail: "accepted by the destination gateway: " + remoteID})
 		return
 	}
 	var re *relayError

@@ -32,10 +32,14 @@ type Purged struct {
 // stays (the queue and quarantine records, the replay cache, the audit
 // trail, which records the purge). With dry set it only reports.
 //
-// This deletes (SQLite's secure_delete overwrites the pages) rather than
-// crypto-shreds: the queued and quarantined copies are envelopes encrypted
-// to a partner's key or to this agency's own long-lived key, which cannot
-// be destroyed per package, and the Maildir copies are the agency's mail.
+// The queued and quarantined copies are crypto-shredded: each is stored
+// under a data key of its own (store.SQLite, datakey.go), and the purge
+// destroys the key, then the bytes, in one transaction, with secure_delete
+// on and the WAL checkpointed and truncated after it. The delivered Maildir
+// copies are the hand-over to the agency's own mail system, not a copy the
+// gateway keeps (it keeps no delivered archive): they are removed at the
+// end of the period as well, since the Maildir is this gateway's delivery
+// store until the agency's mail system takes them.
 func PurgeExpired(ctx context.Context, cfg *config.Config, st store.Store, aud Auditor, now time.Time, quarantine time.Duration, dry bool) ([]Purged, error) {
 	ds, err := st.Deadlines(ctx, now, false)
 	if err != nil {
@@ -57,14 +61,10 @@ func PurgeExpired(ctx context.Context, cfg *config.Config, st store.Store, aud A
 				if dry {
 					continue
 				}
-				if err := st.SetQuarantineState(ctx, q.ID, store.Purged, "retention: kept the retention period"); err != nil {
+				ev := audit.Event{Agency: cfg.Agency, Kind: audit.Purged, Package: q.PackageID, Rule: "retention",
+					Actor: "gateway", Time: now.UTC(), Detail: fmt.Sprintf("Q%d: retention ran out %s; crypto-shredded (data key and bytes destroyed)", q.ID, due.UTC().Format(time.RFC3339))}
+				if err := st.SetQuarantineState(store.WithAudit(ctx, ev), q.ID, store.Purged, "retention: kept the retention period"); err != nil {
 					return out, err
-				}
-				if aud != nil {
-					if _, err := aud.Append(ctx, audit.Event{Agency: cfg.Agency, Kind: audit.Purged, Package: q.PackageID, Rule: "retention",
-						Actor: "gateway", Time: now.UTC(), Detail: fmt.Sprintf("Q%d: retention ran out %s; its bytes destroyed", q.ID, due.UTC().Format(time.RFC3339))}); err != nil {
-						return out, err
-					}
 				}
 			}
 		}
@@ -80,7 +80,11 @@ func PurgeExpired(ctx context.Context, cfg *config.Config, st store.Store, aud A
 			if err != nil {
 				return out, err
 			}
-			for _, it := range items {
+			receipts, err := st.List(ctx, store.Filter{PackageID: receiptID(d.PackageID)})
+			if err != nil {
+				return out, err
+			}
+			for _, it := range append(items, receipts...) {
 				if it.State == store.Sent || it.State == store.Failed || it.State == store.Dropped {
 					p.Envelopes++
 				}
@@ -88,25 +92,36 @@ func PurgeExpired(ctx context.Context, cfg *config.Config, st store.Store, aud A
 			out = append(out, p)
 			continue
 		}
-		if p.Envelopes, err = st.ShredEnvelopes(ctx, d.PackageID); err != nil {
-			return out, err
+		// The package's envelopes, and the receipt this gateway sealed for
+		// it (receipt.go): a receipt is kept as long as its package.
+		for _, id := range []string{d.PackageID, receiptID(d.PackageID)} {
+			n, err := st.ShredEnvelopes(ctx, id)
+			if err != nil {
+				return out, err
+			}
+			p.Envelopes += n
 		}
 		for _, f := range p.Files {
 			if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
 				return out, fmt.Errorf("retention: %w", err)
 			}
 		}
-		if _, err := st.CompleteDeadlines(ctx, d.PackageID, policy.DeadlineRetention, d.Agency, now, "purged"); err != nil {
+		// The purge's event is written with the clock's completion, the
+		// purge's last step, in one transaction.
+		ev := audit.Event{Agency: cfg.Agency, Kind: audit.Purged, Package: d.PackageID, Rule: "retention",
+			Actor: "gateway", Time: now.UTC(),
+			Detail: fmt.Sprintf("retention ran out %s: %d envelope(s) crypto-shredded (data keys destroyed) and %d delivered copy(ies) removed", d.Due.UTC().Format(time.RFC3339), p.Envelopes, len(p.Files))}
+		if _, err := st.CompleteDeadlines(store.WithAudit(ctx, ev), d.PackageID, policy.DeadlineRetention, d.Agency, now, "purged"); err != nil {
 			return out, err
 		}
-		if aud != nil {
-			if _, err := aud.Append(ctx, audit.Event{Agency: cfg.Agency, Kind: audit.Purged, Package: d.PackageID, Rule: "retention",
-				Actor: "gateway", Time: now.UTC(),
-				Detail: fmt.Sprintf("retention ran out %s: %d envelope(s) and %d delivered copy(ies) destroyed", d.Due.UTC().Format(time.RFC3339), p.Envelopes, len(p.Files))}); err != nil {
-				return out, err
-			}
-		}
 		out = append(out, p)
+	}
+	if dr, ok := aud.(interface {
+		Drain(context.Context) (int, error)
+	}); ok && len(out) > 0 && !dry {
+		if _, err := dr.Drain(ctx); err != nil {
+			return out, err
+		}
 	}
 	return out, nil
 }

@@ -61,6 +61,8 @@ type subSession struct {
 	from  string
 	rcpts []string
 	cmds  int
+	// triage: the message is a reply to the triage address (triage.go).
+	triage bool
 }
 
 func (s *subSession) tls() bool {
@@ -132,6 +134,14 @@ func (s *subSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if s.from == "" {
 		return reply(503, smtp.EnhancedCode{5, 5, 1}, "MAIL FROM first")
 	}
+	if s.g.isTriageAddress(to) || s.triage {
+		if !s.g.isTriageAddress(to) || len(s.rcpts) > 0 {
+			return reply(550, smtp.EnhancedCode{5, 5, 3}, "A triage reply goes to "+s.g.triageAddress()+" alone; send anything else separately")
+		}
+		s.triage = true
+		s.rcpts = append(s.rcpts, to)
+		return nil
+	}
 	a := s.g.agencyOfMailbox(to)
 	if a == nil {
 		// Security invariant 5: a recipient not in the directory is refused.
@@ -148,6 +158,9 @@ func (s *subSession) Data(r io.Reader) error {
 	if err := s.count(); err != nil {
 		io.Copy(io.Discard, r)
 		return err
+	}
+	if s.triage {
+		return s.g.triageReply(context.Background(), s.user, r)
 	}
 	sp, err := envelope.NewSpool("", s.g.cfg.Limits.MessageBytesOr())
 	if err != nil {
@@ -169,7 +182,7 @@ func (s *subSession) Data(r io.Reader) error {
 }
 
 func (s *subSession) Reset() {
-	s.from, s.rcpts = "", nil
+	s.from, s.rcpts, s.triage = "", nil, false
 }
 
 func (s *subSession) Logout() error { return nil }

@@ -165,6 +165,12 @@ func (p *Params) merge(doc *config.Doc, dir *config.Directory, f *Params) error 
 		}
 		p.TrainedRecipients.ValidDays = v
 	}
+	if h := f.HandlingCode.HoldHours; h != 0 {
+		if h < 1 || h > 24*30 {
+			return doc.Errorf(at+".handling-code.hold-hours", "must be 1 to 720 (30 days)")
+		}
+		p.HandlingCode.HoldHours = h
+	}
 	if d := f.Retention.Days; d != 0 {
 		if d < 1 {
 			return doc.Errorf(at+".retention.days", "must be positive")

@@ -101,6 +101,7 @@ const (
 	DeadlineAcknowledge = "acknowledge" // imminent-risk-escalation
 	DeadlineTriage      = "triage"      // triage-72h
 	DeadlineRetention   = "retention"   // retention
+	DeadlineHold        = "hold"        // handling-code 5: the originator must decide
 )
 
 // Deadline is a clock the gateway starts with the decision; an overdue

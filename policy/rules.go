@@ -47,7 +47,7 @@ func builtins(p *Params) []Rule {
 		&ukEEAOnly{meta{"uk-eea-only", mou + "Annex A (Data handling)",
 			"no destination outside the UK/EEA"}},
 		&handlingCode{meta{"handling-code", "NIM 5x5x5 / 3x5x2 handling codes (" + stmt + "Appendix D reference); " + mou + "Annex A (Data handling)",
-			"5x5x5: 4 stays in the originating agency, 5 is held for the originator, 3 has no lawful destination, 2 needs an authorisation; 3x5x2 C needs its conditions"}},
+			"5x5x5: 4 stays in the originating agency, 5 is held for the originator, 3 has no lawful destination, 2 needs an authorisation; 3x5x2 C needs its conditions"}, &p.HandlingCode},
 		&sanitisedToDisseminate{meta{"sanitised-to-disseminate", mou + "6.1 (prison and probation responsibilities, sanitisation); Annex B (Sanitisation & dissemination)",
 			"a package crossing from one agency to another must be marked sanitised"}},
 		&noOnwardDisclosure{meta{"no-onward-disclosure", mou + "Annex A (Data handling: no onward disclosure except in accordance with the arrangements)",
@@ -271,7 +271,10 @@ func (r *ukEEAOnly) destGate(e *eval, d *dest) {
 
 // --- handling-code ----------------------------------------------------
 
-type handlingCode struct{ meta }
+type handlingCode struct {
+	meta
+	p *HandlingParams
+}
 
 func (r *handlingCode) gate(e *eval) {
 	l := &e.m.Label
@@ -309,6 +312,13 @@ func (r *handlingCode) destGate(e *eval, d *dest) {
 			e.refuse(d, r, why)
 		} else {
 			e.hold(d, r, why)
+			// The originator must act on a held package (DESIGN.md,
+			// handling: "5 no further dissemination: refer to the
+			// originator"). Neither seed sets a period for that, so the
+			// clock is a parameter (HandlingParams.HoldHours, default
+			// 72 hours by analogy with MoU 6.1's 72-hour triage);
+			// overdue, the administrators are alerted.
+			e.deadline(r, DeadlineHold, r.p.HoldHours, "a package held for the originator's decision is alerted when it waits too long")
 		}
 	}
 }

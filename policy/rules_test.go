@@ -174,6 +174,26 @@ func TestHandlingCodes(t *testing.T) {
 		if len(d.Deliveries) != 0 {
 			t.Errorf("code 5 delivered: %v", d.Deliveries)
 		}
+		// The originator must decide; the seeds set no period, so the
+		// clock is the handling-code.hold-hours parameter (default 72).
+		if h, ok := d.Deadline(DeadlineHold); !ok || h != 72 {
+			t.Errorf("hold deadline = %d, %v; want 72 hours:\n%s", h, ok, dump(d))
+		}
+		wantTrace(t, d, "handling-code", EffectDeadline, "hold within 72 hours")
+	})
+	t.Run("code 5 hold clock is a parameter", func(t *testing.T) {
+		p2, err := compilePolicy(t, "northshire-pio", "parameters:\n  handling-code: {hold-hours: 24}\n")
+		tcheck(t, err, "policy")
+		m := pkg("northshire-pio", "hmp-northgate")
+		m.Label.Grading.Handling = "5"
+		if h, ok := decide(p2, m).Deadline(DeadlineHold); !ok || h != 24 {
+			t.Errorf("hold deadline = %d, %v; want 24 hours", h, ok)
+		}
+	})
+	t.Run("other codes start no hold clock", func(t *testing.T) {
+		if _, ok := decide(p, pkg("northshire-pio", "hmp-northgate")).Deadline(DeadlineHold); ok {
+			t.Error("handling code 1 started a hold clock")
+		}
 	})
 	t.Run("code 3 has no lawful destination", func(t *testing.T) {
 		m := pkg("northshire-pio", "hmp-northgate")

@@ -17,8 +17,11 @@ func init() {
 		Use:   "purge --config FILE [--dry-run]",
 		Short: "Destroy the stored copies of packages whose retention period has run out",
 		Long: `Purge destroys, for every package whose retention clock (the policy's
-retention rule) has run out, the envelopes of its finished queue items and its
-delivered Maildir copies, and records each purge in the audit trail. The
+retention rule) has run out, the envelopes of its finished queue items (and
+the receipt sealed for it) and its delivered Maildir copies, and every
+quarantined message kept longer than the period, and records each purge in
+the audit trail. Stored copies are crypto-shredded: each one's data key is
+destroyed with its bytes, and the WAL is checkpointed and truncated. The
 running gateway does this by itself; purge does it now. --dry-run lists what
 would go and destroys nothing.`,
 		Args: cobra.NoArgs,

@@ -19,6 +19,7 @@ import (
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/gateway/store"
+	"github.com/conduit-gateway/conduit/policy"
 )
 
 // openStore opens the store named by a gateway config file. It refuses to
@@ -422,6 +423,13 @@ func reasonedAction(cmd *cobra.Command, cfgPath, arg, reason string, a queueActi
 		return storeError(err, "queue item", id)
 	}
 	adminLog(ctx, "queue item "+a.verb, "item", id, "package", it.PackageID, "destination", it.Destination, "by", who)
+	if it.State == store.OnHold {
+		// Released or dropped, a held item no longer waits for the
+		// originator: its hold clock (handling code 5) stops.
+		if _, err := st.CompleteDeadlines(ctx, it.PackageID, policy.DeadlineHold, it.Destination, time.Now(), who+": "+a.verb); err != nil {
+			return fmt.Errorf("queue %s done, but its hold clock was not stopped: %w", a.verb, err)
+		}
+	}
 	if err := adminAudit(ctx, cfgPath, audit.Event{Kind: a.event, Package: it.PackageID, Destination: it.Destination,
 		Rule: a.rule, Detail: fmt.Sprintf("queue item %d: %s", id, oneLine(reason))}); err != nil {
 		return err

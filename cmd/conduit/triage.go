@@ -22,7 +22,8 @@ func init() {
 		Short: "Stop a received package's triage clock",
 		Long: `Done records that a received report has been triaged, stopping its 72-hour
 clock (MoU 6.1: reports are triaged within 72 hours). Who did it and the note
-are kept with the clock.`,
+are kept with the clock. Staff can do the same by replying to the delivered
+package, addressed to the gateway address its Conduit-Triage header names.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()

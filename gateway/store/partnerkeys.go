@@ -269,7 +269,21 @@ func (s *SQLite) ResealItem(ctx context.Context, id int64, envelope []byte, note
 		if st != Queued && st != OnHold {
 			return fmt.Errorf("%w (it is %s)", ErrWrongState, st)
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE queue_envelope SET data = ? WHERE item_id = ?`, envelope, id)
+		// Under the item's own data key, like the envelope it replaces,
+		// so that retention's crypto-shredding covers it.
+		var key []byte
+		var data []byte
+		err = tx.QueryRowContext(ctx, `SELECT key FROM data_keys WHERE kind = ? AND item_id = ?`, keyQueue, id).Scan(&key)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			data, err = storeAtRest(ctx, tx, keyQueue, id, envelope)
+		case err == nil:
+			data, err = sealAtRest(key, keyQueue, envelope)
+		}
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE queue_envelope SET data = ? WHERE item_id = ?`, data, id)
 		if err != nil {
 			return err
 		}

@@ -103,6 +103,11 @@ func TestHoldAndResealKeepTheItem(t *testing.T) {
 	if it.State != Queued || string(it.Envelope) != "new ciphertext" || it.Size != int64(len("new ciphertext")) {
 		t.Fatalf("resealed item: %s %q size %d", it.State, it.Envelope, it.Size)
 	}
+	var raw []byte
+	tcheck(t, s.r.QueryRowContext(ctx, `SELECT data FROM queue_envelope WHERE item_id = ?`, id).Scan(&raw), "raw")
+	if string(raw) == "new ciphertext" {
+		t.Fatal("the resealed envelope is stored without its data key (retention could not shred it)")
+	}
 	tcheck(t, s.MarkSent(ctx, id, "Q1"), "sent")
 	if err := s.ResealItem(ctx, id, []byte("x"), "n"); !errors.Is(err, ErrWrongState) {
 		t.Errorf("resealing a sent item: %v", err)

@@ -14,6 +14,7 @@ import (
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
+	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/sqlschema"
 )
 
@@ -202,6 +203,18 @@ CREATE TABLE deadlines (
 );
 CREATE INDEX deadlines_due ON deadlines (done, alerted, due);
 `,
+	// 4: a data key per stored copy (crypto-shredding, datakey.go), and
+	// the audit outbox: events written in the same transaction as the
+	// state change they record, moved into the hash chain by the gateway's
+	// audit writer (audit.SQLite.Drain).
+	`
+CREATE TABLE data_keys (
+	kind    TEXT    NOT NULL CHECK (kind IN ('queue', 'quarantine')),
+	item_id INTEGER NOT NULL,
+	key     BLOB    NOT NULL,
+	PRIMARY KEY (kind, item_id)
+) WITHOUT ROWID;
+` + audit.OutboxSchema,
 }
 
 func (s *SQLite) migrate(ctx context.Context) error {
@@ -284,8 +297,11 @@ func (s *SQLite) withLightTx(ctx context.Context, f func(*sql.Tx) error) error {
 // txSync runs f in a write transaction on the single writer connection,
 // pinned, with the given synchronous level for its commit. Every
 // transaction sets its level first, so a level left behind by a failure
-// never leaks into a durable commit.
+// never leaks into a durable commit. Audit events staged on ctx
+// (WithAudit) are written in the same transaction, so they are exactly as
+// durable as the change they record: both or neither, whatever the level.
 func (s *SQLite) txSync(ctx context.Context, level string, f func(*sql.Tx) error) error {
+	events := stagedEvents(ctx)
 	conn, err := s.w.Conn(ctx)
 	if err != nil {
 		return err
@@ -299,6 +315,10 @@ func (s *SQLite) txSync(ctx context.Context, level string, f func(*sql.Tx) error
 		return err
 	}
 	if err := f(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := stage(ctx, tx, events); err != nil {
 		tx.Rollback()
 		return err
 	}
@@ -382,7 +402,11 @@ func (s *SQLite) Enqueue(ctx context.Context, items []Item) ([]int64, error) {
 			if ids[i], err = res.LastInsertId(); err != nil {
 				return err
 			}
-			if _, err := insEnv.ExecContext(ctx, ids[i], it.Envelope); err != nil {
+			sealed, err := storeAtRest(ctx, tx, keyQueue, ids[i], it.Envelope)
+			if err != nil {
+				return fmt.Errorf("item %d: %w", i, err)
+			}
+			if _, err := insEnv.ExecContext(ctx, ids[i], sealed); err != nil {
 				return fmt.Errorf("item %d: %w", i, err)
 			}
 		}
@@ -397,8 +421,12 @@ func (s *SQLite) Enqueue(ctx context.Context, items []Item) ([]int64, error) {
 const itemCols = `q.id, q.package_id, q.destination, q.recipients, q.mail_from, q.submitter, q.priority, q.marking, q.size,
 	q.state, q.attempts, q.next_attempt, q.last_error, q.remote_id, q.reason, q.created, q.updated`
 
-// withEnvelope is the FROM clause of a query that also reads the envelope.
-const withEnvelope = ` FROM queue q LEFT JOIN queue_envelope e ON e.item_id = q.id`
+// withEnvelope is the FROM clause of a query that also reads the envelope
+// (envelopeCols) and its data key.
+const withEnvelope = ` FROM queue q LEFT JOIN queue_envelope e ON e.item_id = q.id
+	LEFT JOIN data_keys k ON k.kind = 'queue' AND k.item_id = q.id`
+
+const envelopeCols = `, e.data, k.key`
 
 type scanner interface{ Scan(...any) error }
 
@@ -410,11 +438,18 @@ func scanItem(row scanner, withEnvelope bool) (Item, error) {
 	var next, created, updated int64
 	dest := []any{&it.ID, &it.PackageID, &it.Destination, &rcpts, &it.MailFrom, &it.Submitter, &prio, &it.Marking,
 		&it.Size, &it.State, &it.Attempts, &next, &it.LastError, &it.RemoteID, &it.Reason, &created, &updated}
+	var key []byte
 	if withEnvelope {
-		dest = append(dest, &it.Envelope)
+		dest = append(dest, &it.Envelope, &key)
 	}
 	if err := row.Scan(dest...); err != nil {
 		return Item{}, err
+	}
+	if withEnvelope {
+		var err error
+		if it.Envelope, err = openAtRest(key, keyQueue, it.Envelope); err != nil {
+			return Item{}, fmt.Errorf("item %d: %w", it.ID, err)
+		}
 	}
 	it.Priority = Priority(prio)
 	it.NextAttempt, it.Created, it.Updated = fromNanos(next), fromNanos(created), fromNanos(updated)
@@ -439,7 +474,7 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, limit int, lease time
 	stamp := s.now().UTC()
 	var items []Item
 	err := s.withLightTx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT `+itemCols+`, e.data`+withEnvelope+`
+		rows, err := tx.QueryContext(ctx, `SELECT `+itemCols+envelopeCols+withEnvelope+`
 			WHERE q.state = 'queued' AND q.next_attempt <= ?
 			ORDER BY q.priority DESC, q.next_attempt, q.id LIMIT ?`, now.UnixNano(), limit)
 		if err != nil {
@@ -601,7 +636,7 @@ func (s *SQLite) List(ctx context.Context, f Filter) ([]Item, error) {
 
 // Get returns one item with its envelope.
 func (s *SQLite) Get(ctx context.Context, id int64) (Item, error) {
-	it, err := scanItem(s.r.QueryRowContext(ctx, `SELECT `+itemCols+`, e.data`+withEnvelope+` WHERE q.id = ?`, id), true)
+	it, err := scanItem(s.r.QueryRowContext(ctx, `SELECT `+itemCols+envelopeCols+withEnvelope+` WHERE q.id = ?`, id), true)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
 	}
@@ -652,7 +687,9 @@ func (s *SQLite) RecordDelivered(ctx context.Context, originator, packageID, mes
 	if originator == "" || packageID == "" {
 		return errors.New("record delivered: the originator and the package id are required")
 	}
-	err := s.withLightTx(ctx, func(tx *sql.Tx) error {
+	// Fully synced: the receiving gateway's 250 follows it, and with it
+	// the delivery's audit events (WithAudit) are a promise too.
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO delivered (originator, package_id, message_id, date, recorded)
 			VALUES (?, ?, ?, ?, ?) ON CONFLICT (originator, package_id) DO NOTHING`,
 			originator, packageID, messageID, nullNanos(date.UTC()), s.now().UTC().UnixNano())
@@ -662,6 +699,25 @@ func (s *SQLite) RecordDelivered(ctx context.Context, originator, packageID, mes
 		return fmt.Errorf("record delivered: %w", err)
 	}
 	return nil
+}
+
+// PackagesByMessageID returns the delivered packages whose signed
+// Message-ID is messageID, oldest first.
+func (s *SQLite) PackagesByMessageID(ctx context.Context, messageID string) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT package_id FROM delivered WHERE message_id = ? ORDER BY recorded`, strings.TrimSpace(messageID))
+	if err != nil {
+		return nil, fmt.Errorf("replay cache: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			return nil, fmt.Errorf("replay cache: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
 }
 
 // RecordReceipt keeps a destination's signed receipt; a second receipt
@@ -723,6 +779,12 @@ func (s *SQLite) Receipts(ctx context.Context, packageID string) ([]Receipt, err
 func (s *SQLite) ShredEnvelopes(ctx context.Context, packageID string) (int, error) {
 	var n int64
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		// The keys first: once they are gone, no copy of the envelopes
+		// can be read, wherever its bytes may linger.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM data_keys WHERE kind = 'queue' AND item_id IN
+			(SELECT id FROM queue WHERE package_id = ? AND state IN ('sent', 'failed', 'dropped'))`, packageID); err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM queue_envelope WHERE item_id IN
 			(SELECT id FROM queue WHERE package_id = ? AND state IN ('sent', 'failed', 'dropped'))`, packageID)
 		if err != nil {
@@ -736,7 +798,9 @@ func (s *SQLite) ShredEnvelopes(ctx context.Context, packageID string) (int, err
 	}
 	if n > 0 {
 		// Push the deleted pages out of the WAL too.
-		_, _ = s.w.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
+		if err := s.checkpoint(ctx); err != nil {
+			slog.Warn("store: after shredding", "package", packageID, "err", err)
+		}
 	}
 	return int(n), nil
 }
@@ -762,8 +826,12 @@ func (s *SQLite) AddDeadline(ctx context.Context, d Deadline) error {
 	return nil
 }
 
+// errNothingChanged rolls back a write that changed nothing.
+var errNothingChanged = errors.New("nothing changed")
+
 // CompleteDeadlines stops the open clocks of a package of one kind (and
 // one agency, unless agency is empty) and reports how many it stopped.
+// When it stops none, the audit events staged with it are not written.
 func (s *SQLite) CompleteDeadlines(ctx context.Context, packageID, kind, agency string, at time.Time, note string) (int, error) {
 	var n int64
 	err := s.withLightTx(ctx, func(tx *sql.Tx) error {
@@ -777,9 +845,16 @@ func (s *SQLite) CompleteDeadlines(ctx context.Context, packageID, kind, agency 
 		if err != nil {
 			return err
 		}
-		n, err = res.RowsAffected()
+		if n, err = res.RowsAffected(); err == nil && n == 0 {
+			// Nothing stopped: roll back, so that the events staged
+			// with the call (WithAudit) are not written either.
+			return errNothingChanged
+		}
 		return err
 	})
+	if errors.Is(err, errNothingChanged) {
+		return 0, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("complete deadline: %w", err)
 	}
@@ -833,7 +908,8 @@ func (s *SQLite) MarkAlerted(ctx context.Context, id int64, at time.Time) error 
 }
 
 // Quarantine keeps a message, held, and returns its id. A zero Received is
-// the current time.
+// the current time. In the details of the audit events staged with it
+// (WithAudit), QuarantineIDMark is replaced by the new id ("Q7").
 func (s *SQLite) Quarantine(ctx context.Context, q QItem) (int64, error) {
 	now := s.now().UTC()
 	if q.Received.IsZero() {
@@ -843,21 +919,40 @@ func (s *SQLite) Quarantine(ctx context.Context, q QItem) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("quarantine: %w", err)
 	}
-	raw := q.Raw
-	if raw == nil {
-		raw = []byte{} // NULL means purged
-	}
 	var id int64
-	err = s.withTx(ctx, func(tx *sql.Tx) error {
+	// The staged events are written here, not by txSync, so that they can
+	// name the new id.
+	events := stagedEvents(ctx)
+	err = s.withTx(WithoutAudit(ctx), func(tx *sql.Tx) error {
+		// The row first, for its id; then the message, under a data key of
+		// its own (NULL raw means purged, so an empty one is stored as it is).
 		res, err := tx.ExecContext(ctx, `INSERT INTO quarantine
 			(received, remote_addr, helo, mail_from, recipients, check_name, reason, package_id, raw, size, state, note, updated)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'held', '', ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, x'', ?, 'held', '', ?)`,
 			q.Received.UTC().UnixNano(), q.RemoteAddr, q.Helo, q.MailFrom, rcpts, q.Check, q.Reason, q.PackageID,
-			raw, len(q.Raw), now.UnixNano())
+			len(q.Raw), now.UnixNano())
 		if err != nil {
 			return err
 		}
-		id, err = res.LastInsertId()
+		if id, err = res.LastInsertId(); err != nil {
+			return err
+		}
+		named := make([]audit.Event, len(events))
+		for i, e := range events {
+			e.Detail = strings.ReplaceAll(e.Detail, QuarantineIDMark, fmt.Sprintf("Q%d", id))
+			named[i] = e
+		}
+		if err := stage(ctx, tx, named); err != nil {
+			return err
+		}
+		if len(q.Raw) == 0 {
+			return nil
+		}
+		sealed, err := storeAtRest(ctx, tx, keyQuarantine, id, q.Raw)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE quarantine SET raw = ? WHERE id = ?`, sealed, id)
 		return err
 	})
 	if err != nil {
@@ -872,13 +967,20 @@ func scanQItem(row scanner, withRaw bool) (QItem, error) {
 	var q QItem
 	var received, updated int64
 	var rcpts string
+	var key []byte
 	dest := []any{&q.ID, &received, &q.RemoteAddr, &q.Helo, &q.MailFrom, &rcpts, &q.Check, &q.Reason, &q.PackageID,
 		&q.Size, &q.State, &q.Note, &updated}
 	if withRaw {
-		dest = append(dest, &q.Raw)
+		dest = append(dest, &q.Raw, &key)
 	}
 	if err := row.Scan(dest...); err != nil {
 		return QItem{}, err
+	}
+	if withRaw && q.State != Purged {
+		var err error
+		if q.Raw, err = openAtRest(key, keyQuarantine, q.Raw); err != nil {
+			return QItem{}, fmt.Errorf("Q%d: %w", q.ID, err)
+		}
 	}
 	q.Received, q.Updated = fromNanos(received), fromNanos(updated)
 	var err error
@@ -917,7 +1019,8 @@ func (s *SQLite) ListQuarantine(ctx context.Context, state QState) ([]QItem, err
 
 // GetQuarantine returns one quarantined message with Raw (nil once purged).
 func (s *SQLite) GetQuarantine(ctx context.Context, id int64) (QItem, error) {
-	q, err := scanQItem(s.r.QueryRowContext(ctx, `SELECT `+qCols+`, raw FROM quarantine WHERE id = ?`, id), true)
+	q, err := scanQItem(s.r.QueryRowContext(ctx, `SELECT `+qCols+`, raw, (SELECT key FROM data_keys WHERE kind = 'quarantine' AND item_id = quarantine.id)
+		FROM quarantine WHERE id = ?`, id), true)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
 	}
@@ -953,6 +1056,10 @@ func (s *SQLite) SetQuarantineState(ctx context.Context, id int64, state QState,
 		}
 		now := s.now().UTC().UnixNano()
 		if state == Purged {
+			// The key first (crypto-shredding), then the bytes.
+			if _, err = tx.ExecContext(ctx, `DELETE FROM data_keys WHERE kind = 'quarantine' AND item_id = ?`, id); err != nil {
+				return err
+			}
 			_, err = tx.ExecContext(ctx, `UPDATE quarantine SET state = 'purged', raw = NULL, note = ?, updated = ? WHERE id = ?`, note, now, id)
 		} else {
 			_, err = tx.ExecContext(ctx, `UPDATE quarantine SET state = ?, note = ?, updated = ? WHERE id = ?`, string(state), note, now, id)
@@ -968,8 +1075,8 @@ func (s *SQLite) SetQuarantineState(ctx context.Context, id int64, state QState,
 		// zeroed the freed pages) and truncate it. Best effort: a reader
 		// in another process can hold the WAL, and the next checkpoint
 		// will complete the job.
-		if _, err := s.w.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
-			slog.Warn("store: checkpoint after purge", "quarantine", id, "err", err)
+		if err := s.checkpoint(ctx); err != nil {
+			slog.Warn("store: after purge", "quarantine", id, "err", err)
 		}
 	}
 	return nil

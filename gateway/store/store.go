@@ -8,7 +8,9 @@
 // processes sharing one database.
 //
 // The store holds only ciphertext envelopes and metadata: never a decrypted
-// package, a subject's identity or key material.
+// package, a subject's identity or key material other than the per-copy
+// data keys under which it encrypts what it keeps (crypto-shredding,
+// datakey.go). It also holds the audit outbox (outbox.go).
 package store
 
 import (
@@ -119,7 +121,7 @@ type Receipt struct {
 type Deadline struct {
 	ID        int64
 	PackageID string
-	Kind      string // "acknowledge", "triage"
+	Kind      string // policy.DeadlineAcknowledge, DeadlineTriage, DeadlineHold, DeadlineRetention
 	Agency    string // the other party: the destination that must acknowledge, the originator of what is triaged
 	Started   time.Time
 	Due       time.Time
@@ -187,6 +189,9 @@ type Store interface {
 	// RecordDelivered adds a package to the replay cache once it has been
 	// delivered; recording it twice is not an error.
 	RecordDelivered(ctx context.Context, originator, packageID, messageID string, date time.Time) error
+	// PackagesByMessageID returns the delivered packages whose signed
+	// Message-ID is messageID (a reply's In-Reply-To).
+	PackagesByMessageID(ctx context.Context, messageID string) ([]string, error)
 
 	// RecordReceipt keeps a destination's receipt for a package we sent;
 	// recording it twice changes nothing.

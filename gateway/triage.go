@@ -1,0 +1,139 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+
+	"github.com/emersion/go-message/textproto"
+	"github.com/emersion/go-smtp"
+
+	"github.com/conduit-gateway/conduit/audit"
+	"github.com/conduit-gateway/conduit/config"
+	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/policy"
+)
+
+// Triage by reply (triage-72h; MoU 6.1 prison and probation
+// responsibilities: corruption reports "analysed and triaged at a local
+// level within 72 hours"). A member of the receiving agency's staff
+// records the triage of a delivered report by replying to it, from their
+// mail client through this gateway's submission port (STARTTLS, AUTH), to
+// the gateway's own address, the triage address that the delivered copy's
+// Conduit-Triage header names. The reply is not a package: it goes nowhere
+// and its content is read only as far as its header, then discarded, never
+// stored or logged. Its package is found by
+//
+//  1. a Conduit-Package header, or a package id (cdt-...) in the subject;
+//  2. otherwise its In-Reply-To, the Message-ID of the delivered copy
+//     (the replay cache keeps it), or the last of its References.
+//
+// Only an authenticated user of this gateway may do so, and the config
+// holds only this agency's staff (each user's address must be one of its
+// mailboxes): so only the agency that received the package can mark it. The
+// clock is stopped and the triage audited with the user as its actor.
+
+// hdrTriage, on a delivered copy with a triage clock, names the triage
+// address and the package.
+const hdrTriage = "Conduit-Triage"
+
+// packageIDRE finds a package id: "cdt-" and 24 base32 characters
+// (envelope.NewPackageID).
+var packageIDRE = regexp.MustCompile(`\bcdt-[a-z2-7]{24}\b`)
+
+// triageAddress is where staff reply to record a triage: the gateway's
+// own address.
+func (g *Gateway) triageAddress() string { return emailOfIdentity(g.identity()) }
+
+// isTriageAddress reports whether a recipient is the triage address.
+func (g *Gateway) isTriageAddress(addr string) bool {
+	return strings.EqualFold(strings.TrimSpace(addr), g.triageAddress())
+}
+
+// triageHeader is the header line a delivered copy with a triage clock
+// carries.
+func (g *Gateway) triageHeader(pkgID string, dec policy.Decision) string {
+	hours, ok := dec.Deadline(policy.DeadlineTriage)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("%s: reply to <%s> when triaged (package %s, within %d hours)\r\n", hdrTriage, g.triageAddress(), pkgID, hours)
+}
+
+// triageReply takes a reply sent to the triage address and stops the
+// triage clock of the package it answers.
+func (g *Gateway) triageReply(ctx context.Context, user *config.User, r io.Reader) error {
+	// Only the header is read; the rest is discarded unread (go-smtp needs
+	// the data consumed).
+	defer io.Copy(io.Discard, r)
+	hdr, err := textproto.ReadHeader(bufio.NewReader(&strictCRLF{r: r}))
+	if err != nil {
+		return reply(554, smtp.EnhancedCode{5, 6, 0}, "Triage reply refused: its header cannot be read")
+	}
+	pkgs, err := g.repliedPackages(ctx, hdr)
+	if err != nil {
+		g.log.Error("triage reply: package lookup failed", "user", user.Name, "err", err)
+		return errTempStore
+	}
+	if len(pkgs) == 0 {
+		return reply(554, smtp.EnhancedCode{5, 6, 0}, fmt.Sprintf(
+			"Triage reply refused: it names no package received by %s. Reply to the delivered package itself (In-Reply-To), or put its id (cdt-...) in the subject", g.cfg.Agency))
+	}
+	var done []string
+	for _, pkg := range pkgs {
+		ev := audit.Event{Kind: audit.Triaged, Package: pkg, Rule: "triage-72h", Actor: user.Address,
+			Detail: "triaged: recorded by a reply to the triage address"}
+		n, err := g.store.CompleteDeadlines(g.stage(ctx, ev), pkg, policy.DeadlineTriage, "", g.Now(), user.Address+": triaged by reply")
+		if err != nil {
+			g.log.Error("triage reply: clock not stopped", "package", pkg, "err", err)
+			return errTempStore
+		}
+		if n > 0 {
+			g.kickAudit()
+			done = append(done, pkg)
+			g.log.Info("triage recorded by reply", "package", pkg, "user", user.Name)
+		}
+	}
+	if len(done) == 0 {
+		return reply(550, smtp.EnhancedCode{5, 7, 1}, fmt.Sprintf(
+			"Triage reply refused: package %s has no open triage clock at %s (already triaged, or not a report received here)", strings.Join(pkgs, ", "), g.cfg.Agency))
+	}
+	return reply(250, smtp.EnhancedCode{2, 0, 0}, fmt.Sprintf("Triage of package %s recorded; the 72-hour clock is stopped. Your reply was not kept or sent on", strings.Join(done, ", ")))
+}
+
+// repliedPackages finds the packages a reply answers (see above).
+func (g *Gateway) repliedPackages(ctx context.Context, h textproto.Header) ([]string, error) {
+	var ids []string
+	add := func(id string) {
+		for _, x := range ids {
+			if x == id {
+				return
+			}
+		}
+		ids = append(ids, id)
+	}
+	for _, v := range h.Values(envelope.PackageHeader) {
+		for _, id := range packageIDRE.FindAllString(strings.ToLower(v), -1) {
+			add(id)
+		}
+	}
+	for _, id := range packageIDRE.FindAllString(strings.ToLower(h.Get("Subject")), -1) {
+		add(id)
+	}
+	if len(ids) > 0 {
+		return ids, nil
+	}
+	parent := strings.TrimSpace(h.Get("In-Reply-To"))
+	if parent == "" {
+		if refs := strings.Fields(h.Get("References")); len(refs) > 0 {
+			parent = refs[len(refs)-1]
+		}
+	}
+	if parent == "" {
+		return nil, nil
+	}
+	return g.store.PackagesByMessageID(ctx, parent)
+}
