@@ -59,7 +59,7 @@ package, addressed to the gateway address its Conduit-Triage header names.`,
 	var dlCfg string
 	dl := &cobra.Command{
 		Use:   "deadlines --config FILE",
-		Short: "List the open clocks: acknowledgements awaited, reports to triage",
+		Short: "List the open clocks: acknowledgements awaited, reports to triage, holds waiting for the originator, retention",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
