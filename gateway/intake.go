@@ -68,6 +68,9 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 	events := append([]audit.Event{{Kind: audit.Received, Package: pkgID, Actor: sub.from,
 		Detail: fmt.Sprintf("submitted by %s, reference %s, %s, decision %s", sub.user.Name, m.Label.Reference, m.Label.Marking(), dec.Decision)}},
 		g.decisionEvents(pkgID, sub.from, dec)...)
+	for i := range events {
+		g.fill(&events[i]) // stamped now, whenever they are written
+	}
 	stored := false
 	defer func() {
 		if !stored {

@@ -108,11 +108,14 @@ func (g *Gateway) takeReceipt(ctx context.Context, m received, o *envelope.Opene
 	if !slices.ContainsFunc(items, func(it store.Item) bool { return it.State == store.Sent || it.State == store.Queued }) {
 		return g.quarantine(ctx, m, "receipt-unknown", fmt.Sprintf("a receipt from %s for package %s, which was not sent to them", rb.Agency, rb.Package))
 	}
-	if err := g.store.RecordReceipt(ctx, store.Receipt{PackageID: rb.Package, Agency: rb.Agency, Mailboxes: rb.Mailboxes,
+	ev := audit.Event{Kind: audit.Receipt, Package: rb.Package, Destination: rb.Agency, Actor: o.Signer.Agency,
+		Detail: "receipt received: delivered to " + strings.Join(rb.Mailboxes, ", ")}
+	if err := g.store.RecordReceipt(g.stage(ctx, ev), store.Receipt{PackageID: rb.Package, Agency: rb.Agency, Mailboxes: rb.Mailboxes,
 		Delivered: rb.Delivered, Signer: o.Signer.Fingerprint}); err != nil {
 		g.log.Error("receipt not recorded", "package", rb.Package, "err", err)
 		return outcome{reply: errTempStore}
 	}
+	g.kickAudit()
 	if err := g.store.RecordDelivered(ctx, o.Label.Originator, o.PackageID, o.MessageID, o.Date); err != nil {
 		g.log.Error("receipt replay record", "err", err)
 	}
@@ -122,7 +125,5 @@ func (g *Gateway) takeReceipt(ctx context.Context, m received, o *envelope.Opene
 		g.log.Info("immediate escalation acknowledged", "package", rb.Package, "agency", rb.Agency)
 	}
 	g.log.Info("receipt recorded", "package", rb.Package, "agency", rb.Agency, "mailboxes", len(rb.Mailboxes))
-	g.audit(ctx, audit.Event{Kind: audit.Receipt, Package: rb.Package, Destination: rb.Agency, Actor: o.Signer.Agency,
-		Detail: "receipt received: delivered to " + strings.Join(rb.Mailboxes, ", ")})
 	return outcome{delivered: true, reply: reply(250, smtp.EnhancedCode{2, 0, 0}, "Receipt for package "+rb.Package+" recorded")}
 }

@@ -115,26 +115,30 @@ func (g *Gateway) deliverItem(ctx context.Context, it store.Item) {
 		if !re.permanent {
 			reason = fmt.Sprintf("not delivered within %s: %s", maxAge, err)
 		}
-		if ferr := g.store.MarkFailed(ctx, it.ID, reason); ferr != nil {
+		failed := audit.Event{Kind: audit.Failed, Package: it.PackageID, Destination: it.Destination, Detail: reason}
+		if ferr := g.store.MarkFailed(g.stage(ctx, failed), it.ID, reason); ferr != nil {
 			log.Error("failure not recorded", "err", ferr)
 			return
 		}
+		g.kickAudit()
 		log.Error("package failed", "reason", reason)
 		g.metrics.Delivery(it.Destination, metrics.Failed)
-		g.audit(ctx, audit.Event{Kind: audit.Failed, Package: it.PackageID, Destination: it.Destination, Detail: reason})
 		g.notifyFailure(it, reason)
 		return
 	}
 	next := g.Now().Add(backoff(it.Attempts, g.cfg.Queue.RetryMin.Or(30*time.Second), g.cfg.Queue.RetryMax.Or(30*time.Minute)))
-	if rerr := g.store.MarkRetry(ctx, it.ID, next, err.Error()); rerr != nil {
+	events := []audit.Event{{Kind: audit.Retried, Package: it.PackageID, Destination: it.Destination, Detail: err.Error()}}
+	if re.alert {
+		events = append(events, audit.Event{Kind: audit.Alert, Package: it.PackageID, Destination: it.Destination, Rule: "tls", Detail: err.Error()})
+	}
+	if rerr := g.store.MarkRetry(g.stage(ctx, events...), it.ID, next, err.Error()); rerr != nil {
 		log.Error("retry not recorded", "err", rerr)
+		g.auditAll(ctx, events)
+	} else {
+		g.kickAudit()
 	}
 	log.Warn("delivery deferred", "err", err, "next", next.UTC().Format(time.RFC3339))
 	g.metrics.Delivery(it.Destination, metrics.Deferred)
-	g.audit(ctx, audit.Event{Kind: audit.Retried, Package: it.PackageID, Destination: it.Destination, Detail: err.Error()})
-	if re.alert {
-		g.audit(ctx, audit.Event{Kind: audit.Alert, Package: it.PackageID, Destination: it.Destination, Rule: "tls", Detail: err.Error()})
-	}
 }
 
 // holdLease renews an item's claim every third of the lease while it is

@@ -21,6 +21,10 @@ type Purged struct {
 	Envelopes  int      // queued envelopes destroyed
 	Files      []string // delivered Maildir copies destroyed
 	Quarantine int64    // a quarantined message whose bytes were destroyed
+	// Pending counts the package's queue items still queued or held: its
+	// period has run out but nothing is destroyed until they leave the
+	// queue (sent, failed or dropped).
+	Pending int
 }
 
 // PurgeExpired destroys the stored copies of every package whose
@@ -75,23 +79,36 @@ func PurgeExpired(ctx context.Context, cfg *config.Config, st store.Store, aud A
 		}
 		p := Purged{PackageID: d.PackageID, Due: d.Due}
 		p.Files = maildirCopies(cfg, d.Agency, d.PackageID)
-		if dry {
-			items, err := st.List(ctx, store.Filter{PackageID: d.PackageID})
-			if err != nil {
-				return out, err
+		items, err := st.List(ctx, store.Filter{PackageID: d.PackageID})
+		if err != nil {
+			return out, err
+		}
+		receipts, err := st.List(ctx, store.Filter{PackageID: receiptID(d.PackageID)})
+		if err != nil {
+			return out, err
+		}
+		pending := 0
+		for _, it := range append(items, receipts...) {
+			switch it.State {
+			case store.Sent, store.Failed, store.Dropped:
+				p.Envelopes++
+			default:
+				pending++
 			}
-			receipts, err := st.List(ctx, store.Filter{PackageID: receiptID(d.PackageID)})
-			if err != nil {
-				return out, err
-			}
-			for _, it := range append(items, receipts...) {
-				if it.State == store.Sent || it.State == store.Failed || it.State == store.Dropped {
-					p.Envelopes++
-				}
-			}
+		}
+		if pending > 0 {
+			// Still queued or held (a hold nobody decided): its copies
+			// wait until it is sent, fails or is dropped, so that the
+			// clock is not closed with an envelope left behind.
+			p.Pending, p.Envelopes = pending, 0
 			out = append(out, p)
 			continue
 		}
+		if dry {
+			out = append(out, p)
+			continue
+		}
+		p.Envelopes = 0
 		// The package's envelopes, and the receipt this gateway sealed for
 		// it (receipt.go): a receipt is kept as long as its package.
 		for _, id := range []string{d.PackageID, receiptID(d.PackageID)} {

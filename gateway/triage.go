@@ -106,7 +106,16 @@ func (g *Gateway) triageReply(ctx context.Context, user *config.User, r io.Reade
 
 // repliedPackages finds the packages a reply answers (see above).
 func (g *Gateway) repliedPackages(ctx context.Context, h textproto.Header) ([]string, error) {
-	var ids []string
+	ids, parent := replyRefs(h)
+	if len(ids) > 0 || parent == "" {
+		return ids, nil
+	}
+	return g.store.PackagesByMessageID(ctx, parent)
+}
+
+// replyRefs reads what a reply says it answers: the package ids it names
+// (Conduit-Package, the subject), or else the Message-ID it replies to.
+func replyRefs(h textproto.Header) (ids []string, parent string) {
 	add := func(id string) {
 		for _, x := range ids {
 			if x == id {
@@ -124,16 +133,13 @@ func (g *Gateway) repliedPackages(ctx context.Context, h textproto.Header) ([]st
 		add(id)
 	}
 	if len(ids) > 0 {
-		return ids, nil
+		return ids, ""
 	}
-	parent := strings.TrimSpace(h.Get("In-Reply-To"))
+	parent = strings.TrimSpace(h.Get("In-Reply-To"))
 	if parent == "" {
 		if refs := strings.Fields(h.Get("References")); len(refs) > 0 {
 			parent = refs[len(refs)-1]
 		}
 	}
-	if parent == "" {
-		return nil, nil
-	}
-	return g.store.PackagesByMessageID(ctx, parent)
+	return nil, parent
 }

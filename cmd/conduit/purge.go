@@ -59,6 +59,11 @@ would go and destroys nothing.`,
 					fmt.Fprintf(cmd.OutOrStdout(), "%s quarantined message Q%d (retention ran out %s)\n", verb, p.Quarantine, p.Due.UTC().Format(time.RFC3339))
 					continue
 				}
+				if p.Pending > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "kept package %s (retention ran out %s): %d queue item(s) still queued or held; purged once they are sent, fail or are dropped\n",
+						p.PackageID, p.Due.UTC().Format(time.RFC3339), p.Pending)
+					continue
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s package %s (retention ran out %s): %d envelope(s), %d delivered copy(ies)\n",
 					verb, p.PackageID, p.Due.UTC().Format(time.RFC3339), p.Envelopes, len(p.Files))
 			}

@@ -238,16 +238,20 @@ func setQState(cmd *cobra.Command, cfgPath, arg string, to store.QState, reason 
 	}
 	who := administrator()
 	note := who + ": " + oneLine(reason)
-	if err := st.SetQuarantineState(ctx, id, to, note); err != nil {
-		return storeError(err, "quarantined message", id)
-	}
-	adminLog(ctx, "quarantined message "+string(to), "quarantine", id, "check", q.Check, "by", who)
 	kind := audit.Released
 	if to == store.Purged {
 		kind = audit.Purged
 	}
-	if err := adminAudit(ctx, cfgPath, audit.Event{Kind: kind, Package: q.PackageID, Rule: q.Check,
-		Detail: fmt.Sprintf("Q%d: %s", id, oneLine(reason))}); err != nil {
+	sctx, err := adminStage(ctx, cfgPath, audit.Event{Kind: kind, Package: q.PackageID, Rule: q.Check,
+		Detail: fmt.Sprintf("Q%d: %s", id, oneLine(reason))})
+	if err != nil {
+		return err
+	}
+	if err := st.SetQuarantineState(sctx, id, to, note); err != nil {
+		return storeError(err, "quarantined message", id)
+	}
+	adminLog(ctx, "quarantined message "+string(to), "quarantine", id, "check", q.Check, "by", who)
+	if err := chainStaged(ctx, cfgPath); err != nil {
 		return err
 	}
 	w := cmd.OutOrStdout()

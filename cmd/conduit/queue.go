@@ -322,11 +322,15 @@ counts from when the package was first queued.`,
 				return err
 			}
 			defer st.Close()
-			if err := st.RetryNow(ctx, id); err != nil {
+			sctx, err := adminStage(ctx, cfgPath, audit.Event{Kind: audit.Retried, Detail: fmt.Sprintf("queue item %d made due by an administrator", id)})
+			if err != nil {
+				return err
+			}
+			if err := st.RetryNow(sctx, id); err != nil {
 				return storeError(err, "queue item", id)
 			}
 			adminLog(ctx, "queue item retried", "item", id)
-			if err := adminAudit(ctx, cfgPath, audit.Event{Kind: audit.Retried, Detail: fmt.Sprintf("queue item %d made due by an administrator", id)}); err != nil {
+			if err := chainStaged(ctx, cfgPath); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "queue item %d is due now; the running gateway will try it on its next pass\n", id)
@@ -419,7 +423,12 @@ func reasonedAction(cmd *cobra.Command, cfgPath, arg, reason string, a queueActi
 		return storeError(err, "queue item", id)
 	}
 	who := administrator()
-	if err := a.do(st, ctx, id, who+": "+oneLine(reason)); err != nil {
+	sctx, err := adminStage(ctx, cfgPath, audit.Event{Kind: a.event, Package: it.PackageID, Destination: it.Destination,
+		Rule: a.rule, Detail: fmt.Sprintf("queue item %d: %s", id, oneLine(reason))})
+	if err != nil {
+		return err
+	}
+	if err := a.do(st, sctx, id, who+": "+oneLine(reason)); err != nil {
 		return storeError(err, "queue item", id)
 	}
 	adminLog(ctx, "queue item "+a.verb, "item", id, "package", it.PackageID, "destination", it.Destination, "by", who)
@@ -430,30 +439,35 @@ func reasonedAction(cmd *cobra.Command, cfgPath, arg, reason string, a queueActi
 			return fmt.Errorf("queue %s done, but its hold clock was not stopped: %w", a.verb, err)
 		}
 	}
-	if err := adminAudit(ctx, cfgPath, audit.Event{Kind: a.event, Package: it.PackageID, Destination: it.Destination,
-		Rule: a.rule, Detail: fmt.Sprintf("queue item %d: %s", id, oneLine(reason))}); err != nil {
+	if err := chainStaged(ctx, cfgPath); err != nil {
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), a.done+". Reason recorded: %s: %s\n", id, it.PackageID, it.Destination, who, oneLine(reason))
 	return nil
 }
 
-// adminAudit writes an administrator's action to the gateway's audit
-// trail. The action is done already; a trail that cannot be written is
-// an error the administrator sees (exit 1), so it is never silent.
-func adminAudit(ctx context.Context, cfgPath string, e audit.Event) error {
+// adminStage returns a context on which the store write that does an
+// administrator's action also writes its audit event, in the same
+// transaction (store.WithAudit): the action is never done without its
+// record. chainStaged then moves it into the chain.
+func adminStage(ctx context.Context, cfgPath string, e audit.Event) (context.Context, error) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
-		return err
+		return nil, &exitError{exitUsage, err}
 	}
+	e.Agency, e.Actor, e.Time = cfg.Agency, administrator(), time.Now().UTC()
+	return store.WithAudit(ctx, e), nil
+}
+
+// chainStaged opens the gateway's audit trail, which moves the events
+// staged with the action into the hash chain (the running gateway would
+// do it within a second too). A trail that cannot be opened is an error
+// the administrator sees (exit 1), so it is never silent; the event stays
+// staged, and is chained at the next open.
+func chainStaged(ctx context.Context, cfgPath string) error {
 	a, err := openAudit(ctx, cfgPath, "")
 	if err != nil {
-		return fmt.Errorf("the action was done but not audited: %w", err)
+		return fmt.Errorf("the action was done and its audit event recorded, but not yet chained: %w", err)
 	}
-	defer a.Close()
-	e.Agency, e.Actor = cfg.Agency, administrator()
-	if _, err := a.Append(ctx, e); err != nil {
-		return fmt.Errorf("the action was done but not audited: %w", err)
-	}
-	return nil
+	return a.Close()
 }

@@ -32,7 +32,12 @@ package, addressed to the gateway address its Conduit-Triage header names.`,
 				return err
 			}
 			defer st.Close()
-			n, err := st.CompleteDeadlines(ctx, args[0], policy.DeadlineTriage, "", time.Now(), administrator()+": "+oneLine(note))
+			sctx, err := adminStage(ctx, cfgPath, audit.Event{Kind: audit.Triaged, Package: args[0], Rule: "triage-72h", Detail: "triaged: " + oneLine(note)})
+			if err != nil {
+				return err
+			}
+			// No clock stopped, no event written (CompleteDeadlines).
+			n, err := st.CompleteDeadlines(sctx, args[0], policy.DeadlineTriage, "", time.Now(), administrator()+": "+oneLine(note))
 			if err != nil {
 				return err
 			}
@@ -40,7 +45,7 @@ package, addressed to the gateway address its Conduit-Triage header names.`,
 				return &exitError{exitUsage, fmt.Errorf("package %s has no open triage clock here", args[0])}
 			}
 			adminLog(ctx, "triage recorded", "package", args[0])
-			if err := adminAudit(ctx, cfgPath, audit.Event{Kind: audit.Triaged, Package: args[0], Rule: "triage-72h", Detail: "triaged: " + oneLine(note)}); err != nil {
+			if err := chainStaged(ctx, cfgPath); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "triage of package %s recorded\n", args[0])
@@ -54,7 +59,7 @@ package, addressed to the gateway address its Conduit-Triage header names.`,
 	var dlCfg string
 	dl := &cobra.Command{
 		Use:   "deadlines --config FILE",
-		Short: "List the open clocks: acknowledgements awaited, reports to triage",
+		Short: "List the open clocks: acknowledgements awaited, reports to triage, holds waiting for the originator, retention",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
