@@ -245,15 +245,19 @@ nothing more, until a new key is generated and the partners approve it.`,
 				defer st.Close()
 				agency, fp := args[0], keys.NormalizeFingerprint(args[1])
 				who := administrator()
-				k, err := st.DecidePartnerKey(ctx, agency, fp, state, who, oneLine(why))
-				if errors.Is(err, store.ErrKeyNotPending) {
+				// The decision and its audit event are one transaction.
+				sctx, err := adminStage(ctx, cfgPath, audit.Event{Kind: audit.KeyChange, Destination: agency, Rule: verb,
+					Detail: fmt.Sprintf("key %s of %s %sd: %s", fp, agency, verb, oneLine(why))})
+				if err != nil {
+					return err
+				}
+				if _, err := st.DecidePartnerKey(sctx, agency, fp, state, who, oneLine(why)); errors.Is(err, store.ErrKeyNotPending) {
 					return &exitError{exitUsage, fmt.Errorf("%s has no pending key %s (see conduit keys pending)", agency, fp)}
 				} else if err != nil {
 					return err
 				}
 				adminLog(ctx, "partner key "+verb, "partner", agency, "fingerprint", fp, "by", who)
-				if err := adminAudit(ctx, cfgPath, audit.Event{Kind: audit.KeyChange, Destination: agency, Rule: verb,
-					Detail: fmt.Sprintf("key %s of %s %sd (it replaces %s): %s", fp, agency, verb, k.Replaces, oneLine(why))}); err != nil {
+				if err := chainStaged(ctx, cfgPath); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "key %s of %s %sd by %s; the running gateway takes it within seconds\n", fp, agency, verb, who)
@@ -320,11 +324,22 @@ func parseLifetime(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// keyAudit records a change of this agency's key in its audit trail.
+// keyAudit records a change of this agency's key in its audit trail. The
+// key lives outside the store (a file, Vault), so the event is appended
+// after the change; a trail that cannot be written is an error the
+// administrator sees.
 func keyAudit(ctx context.Context, cfg *config.Config, rule, detail string) error {
 	who := administrator()
 	adminLog(ctx, "own key "+rule, "by", who)
-	return adminAudit(ctx, cfg.File, audit.Event{Kind: audit.KeyChange, Rule: rule, Detail: detail})
+	a, err := openAudit(ctx, cfg.File, "")
+	if err != nil {
+		return fmt.Errorf("the key was changed but the audit trail cannot be opened: %w", err)
+	}
+	defer a.Close()
+	if _, err := a.Append(ctx, audit.Event{Agency: cfg.Agency, Kind: audit.KeyChange, Actor: who, Time: time.Now().UTC(), Rule: rule, Detail: detail}); err != nil {
+		return fmt.Errorf("the key was changed but not audited: %w", err)
+	}
+	return nil
 }
 
 // signalGateway tells the running gateway (pid-file) to reload its key.
