@@ -365,3 +365,45 @@ func TestRevokedKeyIsAnnouncedAndSignsNothingMore(t *testing.T) {
 		t.Errorf("the prison's audit trail does not show the revocation:\n%s", q)
 	}
 }
+
+// TestKeyChangeNoticeWithANewFingerprintIsPending: a partner's key-change
+// message, signed by its pinned key, offering a different key (a new
+// primary key, not a rotation) is recorded as pending, not used; the same
+// offer signed by the new key itself is quarantined (its signer is not
+// pinned).
+func TestKeyChangeNoticeWithANewFingerprintIsPending(t *testing.T) {
+	b := newBed(t, testbed.Options{}, "northshire-pio")
+	ctx := context.Background()
+	pio := b.Nodes["northshire-pio"]
+	old := bedIdentity(t, b, "hmp-northgate")
+	nid, err := keys.Generate("hmp-northgate", "conduit@hmp-northgate.example", keys.ProfileRFC4880, time.Now().Add(-time.Minute))
+	tcheck(t, err, "generate")
+	offer := func(signer *keys.Identity) (string, error) {
+		var cert bytes.Buffer
+		tcheck(t, keys.WritePublic(&cert, nid.Entity), "cert")
+		l, err := envelope.ParseLabel(`v=1; classification=OFFICIAL; grading=3x5x2; source=1; intelligence=A; handling=P; basis=fact; subjects=other; purpose=prison-security; sanitised=no; originator=hmp-northgate; reference=keys-1; created="` + time.Now().UTC().Format(time.RFC3339) + `"`)
+		tcheck(t, err, "label")
+		msg := "From: <conduit@hmp-northgate.example>\r\nTo: <" + mailboxOf(t, b, "northshire-pio") + ">\r\nSubject: Key change\r\nContent-Type: application/pgp-keys\r\n\r\n" + cert.String()
+		var env bytes.Buffer
+		_, err = envelope.Seal(ctx, &env, strings.NewReader(msg), envelope.SealParams{
+			Signer: signer, Recipients: []*keys.Cert{bedCert(t, b, "northshire-pio")}, Label: l, Now: time.Now,
+			Manifest: &envelope.Manifest{From: "hmp-northgate", To: []string{"northshire-pio"}, Kind: envelope.KindKeyChange},
+		})
+		tcheck(t, err, "seal")
+		return b.Inject(ctx, "northshire-pio", "conduit@hmp-northgate.example", []string{mailboxOf(t, b, "northshire-pio")}, env.Bytes())
+	}
+	if _, err := offer(nid); err == nil || !strings.Contains(err.Error(), "quarantined") {
+		t.Fatalf("an offer signed by the unpinned new key: %v", err)
+	}
+	resp, err := offer(old)
+	if err != nil || !strings.Contains(resp, "is pending here until an administrator") {
+		t.Fatalf("an offer signed by the pinned key: %q %v", resp, err)
+	}
+	pending := mustRun(t, b.Dir, nil, nil, conduitBin, "keys", "pending", "--config", pio.Config)
+	if !strings.Contains(pending, nid.Fingerprint()) || !strings.Contains(pending, "key-change notice") {
+		t.Fatalf("keys pending:\n%s", pending)
+	}
+	if !keyOfIs(t, b, "northshire-pio", "hmp-northgate", old.Fingerprint(), "1") {
+		t.Error("the pinned key is no longer in force after an offer")
+	}
+}
