@@ -124,7 +124,7 @@ func (g *Gateway) alertOverdue(ctx context.Context, d store.Deadline, now time.T
 		"due", d.Due.UTC().Format(time.RFC3339), "overdue", now.Sub(d.Due).Round(time.Minute).String())
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "From: Conduit gateway <%s>\r\nSubject: [Conduit] Overdue: %s, package %s\r\nDate: %s\r\n",
-		emailOfIdentity(g.id), d.Kind, d.PackageID, now.Format(time.RFC1123Z))
+		emailOfIdentity(g.id()), d.Kind, d.PackageID, now.Format(time.RFC1123Z))
 	fmt.Fprintf(&b, "Auto-Submitted: auto-generated\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n")
 	fmt.Fprintf(&b, "Package %s: %s.\r\nThe clock started %s and ran out %s.\r\n", d.PackageID, what,
 		d.Started.UTC().Format(time.RFC3339), d.Due.UTC().Format(time.RFC3339))

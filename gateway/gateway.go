@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/conduit-gateway/conduit/config"
@@ -32,8 +33,9 @@ import (
 type Gateway struct {
 	cfg      *config.Config
 	self     *config.Agency
-	id       *keys.Identity
+	ident    atomic.Pointer[keys.Identity] // the agency key in force: id()
 	keys     keys.Backend
+	gate     *keyGate // fail closed while the key backend is unavailable
 	partners *keys.Partners
 	engine   *policy.Engine
 	store    store.Store
@@ -96,12 +98,6 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 	if err != nil {
 		return nil, fmt.Errorf("keys: %w", err)
 	}
-	if id.Agency != cfg.Agency {
-		return nil, fmt.Errorf("keys: %s is the key of %q, this gateway is %q", cfg.Keys.Secret, id.Agency, cfg.Agency)
-	}
-	if pin := cfg.Self().Fingerprint; pin != "" && keys.NormalizeFingerprint(pin) != id.Fingerprint() {
-		return nil, fmt.Errorf("keys: this gateway's key %s is not the one the directory pins for %s (%s)", id.Fingerprint(), cfg.Agency, keys.NormalizeFingerprint(pin))
-	}
 	partners, err := loadPartners(cfg, log)
 	if err != nil {
 		return nil, err
@@ -114,12 +110,17 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 		return nil, errors.New("gateway: no policy")
 	}
 	g := &Gateway{
-		cfg: cfg, self: cfg.Self(), id: id, keys: backend, partners: partners,
+		cfg: cfg, self: cfg.Self(), keys: backend, partners: partners,
 		engine: policy.NewEngine(opt.Policy, log), store: opt.Store, auditor: opt.Audit, metrics: opt.Metrics, log: log,
 		serverTLS: serverTLS, clientTLS: clientTLS,
 		Now:  time.Now,
 		wake: make(chan struct{}, 1),
 	}
+	if err := g.acceptIdentity(id); err != nil {
+		return nil, err
+	}
+	g.ident.Store(id)
+	g.gate = newKeyGate(g, backend, cfg.Vault.CheckInterval.Or(DefaultKeyCheckInterval))
 	if b, ok := opt.Audit.(batchAuditor); ok {
 		// The writer lives as long as the process: the CLI's short-lived
 		// gateways (notice send) use it too.
@@ -136,6 +137,9 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 // OpenKeyBackend returns the backend the config names for this gateway's
 // own secret key.
 func OpenKeyBackend(ctx context.Context, cfg *config.Config, pass []byte, log *slog.Logger) (keys.Backend, error) {
+	if cfg.Keys.KeyBackend() == config.BackendVault {
+		return openVault(cfg, log)
+	}
 	return &keys.File{Path: cfg.Keys.Secret, Passphrase: pass}, nil
 }
 
@@ -251,6 +255,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err := start("inbound", g.cfg.Listen.Inbound, false, g.newInboundServer()); err != nil {
 		return err
 	}
+	gateDone := make(chan struct{})
+	go func() { g.gate.run(ctx); close(gateDone) }()
 	relayDone := make(chan struct{})
 	go func() { g.runRelay(ctx); close(relayDone) }()
 	releasesDone := make(chan struct{})
@@ -272,6 +278,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	<-relayDone
 	<-releasesDone
 	<-deadlinesDone
+	<-gateDone
 	return err
 }
 
@@ -326,7 +333,7 @@ func (c *limitedConn) Close() error {
 // openParams are the envelope checks' parameters for this gateway.
 func (g *Gateway) openParams(replay envelope.ReplayChecker) envelope.OpenParams {
 	return envelope.OpenParams{
-		Identity: g.id, Partners: g.partners, Replay: replay, Now: g.Now,
+		Identity: g.id(), Partners: g.partners, Replay: replay, Now: g.Now,
 		Legacy: g.cfg.Legacy(), MaxSize: g.cfg.Limits.MessageBytesOr() * 2,
 	}
 }

@@ -48,6 +48,13 @@ var subjectMarking = regexp.MustCompile(`^\s*\[?\s*((?:NOT PROTECTIVELY MARKED|O
 // them all durably. It returns the SMTP reply: nil only when every envelope
 // is stored, so the 250 that follows is a promise.
 func (g *Gateway) intake(ctx context.Context, sub submission) error {
+	if err := g.keysReady(ctx); err != nil {
+		// Fail closed: nothing is sealed without the key backend; the
+		// sender's system keeps the message and retries.
+		g.log.Warn("submission deferred: key backend unavailable", "user", sub.user.Name)
+		return errKeysUnavailable
+	}
+	signer := g.id()
 	r, err := sub.msg.Reader()
 	if err != nil {
 		return errTempStore
@@ -125,8 +132,8 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 		var buf bytes.Buffer
 		start := time.Now()
 		_, err = envelope.Seal(ctx, &buf, body, envelope.SealParams{
-			Signer: g.id, Recipients: []*keys.Cert{cert}, Label: m.Label, Manifest: &dm,
-			PackageID: pkgID, Now: g.Now, Profile: keys.ProfileOf(g.id.Entity),
+			Signer: signer, Recipients: []*keys.Cert{cert}, Label: m.Label, Manifest: &dm,
+			PackageID: pkgID, Now: g.Now, Profile: keys.ProfileOf(signer.Entity),
 		})
 		g.metrics.ObserveSeal(time.Since(start))
 		if err != nil {
@@ -134,11 +141,16 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 			if errors.As(err, &le) {
 				return reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: "+le.Error())
 			}
+			if errors.Is(err, keys.ErrUnavailable) {
+				// Transit refused to sign: nothing goes out unsigned.
+				g.log.Error("seal failed: key backend unavailable", "destination", agency, "err", err)
+				return errKeysUnavailable
+			}
 			g.log.Error("seal failed", "destination", agency, "err", err)
 			return reply(451, smtp.EnhancedCode{4, 7, 0}, "Temporary failure sealing the package; nothing was sent, try again shortly")
 		}
 		it := store.Item{
-			PackageID: pkgID, Destination: agency, MailFrom: emailOfIdentity(g.id), Submitter: sub.from,
+			PackageID: pkgID, Destination: agency, MailFrom: emailOfIdentity(signer), Submitter: sub.from,
 			Marking: m.Label.Marking(), Envelope: buf.Bytes(), Priority: store.Normal,
 		}
 		for _, d := range byAgency[agency] {

@@ -37,6 +37,9 @@ type Notice struct {
 // destination receipts it. It returns the notice's id and its
 // destination agencies.
 func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, error) {
+	if err := g.keysReady(ctx); err != nil {
+		return "", nil, fmt.Errorf("notice not sealed: %w", err)
+	}
 	var recipients []string
 	if n.Originator == g.cfg.Agency {
 		// Every agency this gateway sent the package to.
@@ -73,7 +76,7 @@ func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, e
 	id := envelope.NewPackageID()
 	from := n.Sender
 	if !strings.Contains(from, "@") {
-		from, n.Sender = emailOfIdentity(g.id), ""
+		from, n.Sender = emailOfIdentity(g.id()), ""
 	}
 	var items []store.Item
 	var dests []string
@@ -89,7 +92,7 @@ func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, e
 			from, d.Mailbox, n.Kind, n.PackageID, g.Now().Format(time.RFC1123Z), NoticeHeader, n.Kind, n.PackageID)
 		var buf bytes.Buffer
 		if _, err := envelope.Seal(ctx, &buf, io.MultiReader(strings.NewReader(msg), bytes.NewReader(text)), envelope.SealParams{
-			Signer: g.id, Recipients: []*keys.Cert{cert}, Label: l, PackageID: id, Now: g.Now,
+			Signer: g.id(), Recipients: []*keys.Cert{cert}, Label: l, PackageID: id, Now: g.Now,
 			Manifest: &envelope.Manifest{From: g.cfg.Agency, To: []string{d.Agency}, Kind: envelope.KindNotice},
 		}); err != nil {
 			return "", nil, err
@@ -99,7 +102,7 @@ func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, e
 			prio = store.Immediate
 		}
 		items = append(items, store.Item{PackageID: id, Destination: d.Agency, Recipients: []string{d.Mailbox},
-			MailFrom: emailOfIdentity(g.id), Submitter: n.Sender, Marking: l.Marking(), Envelope: buf.Bytes(), Priority: prio})
+			MailFrom: emailOfIdentity(g.id()), Submitter: n.Sender, Marking: l.Marking(), Envelope: buf.Bytes(), Priority: prio})
 		dests = append(dests, d.Agency)
 	}
 	if len(items) == 0 {

@@ -41,6 +41,9 @@ func (g *Gateway) sendReceipt(ctx context.Context, o *envelope.Opened, mailboxes
 	if to == g.cfg.Agency {
 		return nil
 	}
+	if err := g.keysReady(ctx); err != nil {
+		return err
+	}
 	cert, ok := g.partners.Get(to)
 	if !ok {
 		return fmt.Errorf("no pinned certificate for %s", to)
@@ -61,16 +64,16 @@ func (g *Gateway) sendReceipt(ctx context.Context, o *envelope.Opened, mailboxes
 	l.Originator, l.Created = g.cfg.Agency, g.Now().UTC().Truncate(time.Second)
 	id := "rcpt-" + o.PackageID
 	msg := fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: Receipt for package %s\r\nDate: %s\r\nMessage-ID: <%s@%s>\r\nContent-Type: %s\r\n\r\n%s\r\n",
-		emailOfIdentity(g.id), rcpt, o.PackageID, g.Now().Format(time.RFC1123Z), id, g.hostname(), ReceiptType, body)
+		emailOfIdentity(g.id()), rcpt, o.PackageID, g.Now().Format(time.RFC1123Z), id, g.hostname(), ReceiptType, body)
 	var buf bytes.Buffer
 	if _, err := envelope.Seal(ctx, &buf, strings.NewReader(msg), envelope.SealParams{
-		Signer: g.id, Recipients: []*keys.Cert{cert}, Label: l, PackageID: id, Now: g.Now,
+		Signer: g.id(), Recipients: []*keys.Cert{cert}, Label: l, PackageID: id, Now: g.Now,
 		Manifest: &envelope.Manifest{From: g.cfg.Agency, To: []string{to}, Kind: envelope.KindReceipt},
 	}); err != nil {
 		return err
 	}
 	if _, err := g.store.Enqueue(ctx, []store.Item{{
-		PackageID: id, Destination: to, Recipients: []string{rcpt}, MailFrom: emailOfIdentity(g.id),
+		PackageID: id, Destination: to, Recipients: []string{rcpt}, MailFrom: emailOfIdentity(g.id()),
 		Marking: l.Marking(), Envelope: buf.Bytes(), Priority: store.Normal,
 	}}); err != nil {
 		return err
