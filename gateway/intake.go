@@ -51,7 +51,7 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 	if err := g.keysReady(ctx); err != nil {
 		// Fail closed: nothing is sealed without the key backend; the
 		// sender's system keeps the message and retries.
-		g.log.Warn("submission deferred: key backend unavailable", "user", sub.user.Name)
+		g.log.Warn("submission deferred: key backend unavailable", "from", sub.from)
 		return errKeysUnavailable
 	}
 	signer := g.id()
