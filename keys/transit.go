@@ -248,9 +248,16 @@ func (v *Vault) GenerateTransit(ctx context.Context, agency, email string, now t
 	if now.Before(s.created) {
 		now = s.created
 	}
+	return identityOnSigner(agency, email, pub, s, now)
+}
+
+// identityOnSigner builds an agency identity whose primary key is an
+// external crypto.Signer (its OpenPGP public key packet pub), with a user
+// ID and a new ECDH P-384 encryption subkey, both self-signed by signer.
+func identityOnSigner(agency, email string, pub *packet.PublicKey, signer crypto.Signer, now time.Time) (*Identity, error) {
 	e := &openpgp.Entity{
 		PrimaryKey: pub,
-		PrivateKey: &packet.PrivateKey{PublicKey: *pub, PrivateKey: s},
+		PrivateKey: &packet.PrivateKey{PublicKey: *pub, PrivateKey: signer},
 		Identities: map[string]*openpgp.Identity{},
 	}
 	cfg := transitConfig(now)
