@@ -170,9 +170,15 @@ func (g *Gateway) keysReady(ctx context.Context) error {
 	return g.gate.ready(ctx)
 }
 
-// KeysReady is the readiness check of the admin listener (`keys`): an
-// error while nothing can be sealed or opened.
-func (g *Gateway) KeysReady(ctx context.Context) error { return g.keysReady(ctx) }
+// KeysReady is the readiness check of the admin listener (`keys`): it
+// checks the backend now (not the cached answer), so /readyz tells the
+// truth at once, and an error means nothing can be sealed or opened.
+func (g *Gateway) KeysReady(ctx context.Context) error {
+	if g.gate == nil {
+		return nil
+	}
+	return g.gate.check(ctx)
+}
 
 // id is the agency identity in force; a rotation replaces it while the
 // gateway runs.
