@@ -160,6 +160,14 @@ func yamlError(file string, src []byte, field string, err error) *Error {
 			e.Source = quoteLine(src, e.Line)
 		}
 	}
+	if e.Line == 0 {
+		// A value's own parser (a duration's UnmarshalText) fails without
+		// the token: find the line that holds the value it quotes.
+		e.Line = lineOfQuotedValue(src, e.Reason)
+		if e.Line > 0 {
+			e.Source = quoteLine(src, e.Line)
+		}
+	}
 	if e.Field != "" && e.Line > 0 {
 		// The decoder reports the exact token; the path would only
 		// name the section it was decoding.
@@ -170,6 +178,36 @@ func yamlError(file string, src []byte, field string, err error) *Error {
 		e.Field = uf.Token.Value
 	}
 	return e
+}
+
+// lineOfQuotedValue finds the one line of src whose value is the string
+// msg quotes (`invalid duration "soon"` → the line `timeout: soon`); 0
+// when there is no such line or more than one.
+func lineOfQuotedValue(src []byte, msg string) int {
+	i := strings.IndexByte(msg, '"')
+	if i < 0 {
+		return 0
+	}
+	j := strings.IndexByte(msg[i+1:], '"')
+	if j <= 0 {
+		return 0
+	}
+	val := msg[i+1 : i+1+j]
+	found := 0
+	for n, l := range strings.Split(string(src), "\n") {
+		_, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		v = strings.Trim(strings.TrimSpace(v), `"'`)
+		if v == val {
+			if found != 0 {
+				return 0
+			}
+			found = n + 1
+		}
+	}
+	return found
 }
 
 // quoteLine returns the line with one line of context before it and a

@@ -24,6 +24,8 @@ type Gateway struct {
 	Limits   Limits   `yaml:"limits,omitempty"`
 	Queue    Queue    `yaml:"queue,omitempty"`
 	Alerts   Alerts   `yaml:"alerts,omitempty"`
+	// Vault is the Vault key backend's section (keys.backend: vault).
+	Vault Vault `yaml:"vault,omitempty"`
 }
 
 // Alerts says who is told, by mail, of what needs an administrator: a
@@ -37,8 +39,11 @@ type Alerts struct {
 
 // Keys: this agency's OpenPGP identity and its partners' certificates.
 type Keys struct {
+	// Backend is where the secret key lives: file (default, Secret) or
+	// vault (the vault: section).
+	Backend string `yaml:"backend,omitempty"`
 	// Secret is the armored secret key file (conduit keys generate).
-	Secret string `yaml:"secret"`
+	Secret string `yaml:"secret,omitempty"`
 	// PassphraseFile holds the passphrase that decrypts Secret;
 	// CONDUIT_PASSPHRASE overrides it.
 	PassphraseFile string `yaml:"passphrase-file,omitempty"`
@@ -193,6 +198,9 @@ func (c *Config) checkGateway(doc *Doc) error {
 	if g.Keys.Profile != "" && g.Keys.Profile != "rfc4880" && g.Keys.Profile != "rfc9580" {
 		return doc.Errorf("$.keys.profile", "%q is not a profile; allowed: rfc4880, rfc9580", g.Keys.Profile)
 	}
+	if err := c.checkVault(doc); err != nil {
+		return err
+	}
 	for name, addr := range map[string]string{"submission": g.Listen.Submission, "submission-tls": g.Listen.SubmissionTLS, "inbound": g.Listen.Inbound, "admin": g.Listen.Admin} {
 		if addr == "" {
 			continue
@@ -283,7 +291,7 @@ func (c *Config) MissingForServe() []string {
 			out = append(out, what)
 		}
 	}
-	need(g.Keys.Secret != "", "keys.secret: the agency's secret key file")
+	need(g.Keys.Secret != "" || g.Keys.KeyBackend() == BackendVault, "keys.secret: the agency's secret key file (or keys.backend: vault)")
 	need(g.Keys.Partners != "", "keys.partners: the folder of partner certificates")
 	need(g.TLS.Cert != "" && g.TLS.Key != "", "tls.cert and tls.key: the gateway's TLS certificate")
 	need(g.TLS.CA != "", "tls.ca: the CA that signs partner gateways' certificates")

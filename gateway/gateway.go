@@ -37,6 +37,7 @@ type Gateway struct {
 	// snapshot per use.
 	id         atomic.Pointer[keys.Identity]
 	keys       keys.Backend
+	gate       *keyGate // fail closed while the key backend is unavailable
 	partnerSet atomic.Pointer[keys.Partners]
 	keyWatch   keyWatch
 	engine     *policy.Engine
@@ -102,12 +103,6 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 	if err != nil {
 		return nil, fmt.Errorf("keys: %w", err)
 	}
-	if id.Agency != cfg.Agency {
-		return nil, fmt.Errorf("keys: %s is the key of %q, this gateway is %q", cfg.Keys.Secret, id.Agency, cfg.Agency)
-	}
-	if pin := cfg.Self().Fingerprint; pin != "" && keys.NormalizeFingerprint(pin) != id.Fingerprint() {
-		return nil, fmt.Errorf("keys: this gateway's key %s is not the one the directory pins for %s (%s)", id.Fingerprint(), cfg.Agency, keys.NormalizeFingerprint(pin))
-	}
 	serverTLS, clientTLS, err := loadTLS(cfg)
 	if err != nil {
 		return nil, err
@@ -122,7 +117,11 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 		Now:  time.Now,
 		wake: make(chan struct{}, 1),
 	}
+	if err := g.acceptIdentity(id); err != nil {
+		return nil, err
+	}
 	g.id.Store(id)
+	g.gate = newKeyGate(g, backend, cfg.Vault.CheckInterval.Or(DefaultKeyCheckInterval))
 	if err := g.loadPartners(ctx); err != nil {
 		return nil, err
 	}
@@ -143,6 +142,9 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 // OpenKeyBackend returns the backend the config names for this gateway's
 // own secret key.
 func OpenKeyBackend(ctx context.Context, cfg *config.Config, pass []byte, log *slog.Logger) (keys.Backend, error) {
+	if cfg.Keys.KeyBackend() == config.BackendVault {
+		return openVault(cfg, log)
+	}
 	return &keys.File{Path: cfg.Keys.Secret, Passphrase: pass}, nil
 }
 
@@ -223,6 +225,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err := start("inbound", g.cfg.Listen.Inbound, false, g.newInboundServer()); err != nil {
 		return err
 	}
+	gateDone := make(chan struct{})
+	go func() { g.gate.run(ctx); close(gateDone) }()
 	relayDone := make(chan struct{})
 	go func() { g.runRelay(ctx); close(relayDone) }()
 	releasesDone := make(chan struct{})
@@ -247,6 +251,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	<-releasesDone
 	<-deadlinesDone
 	<-keysDone
+	<-gateDone
 	return err
 }
 

@@ -122,6 +122,9 @@ type outcome struct {
 func (g *Gateway) receive(ctx context.Context, m received) error { return g.process(ctx, m).reply }
 
 func (g *Gateway) process(ctx context.Context, m received) outcome {
+	if err := g.keysReady(ctx); err != nil {
+		return outcome{reply: errKeysUnavailable} // fail closed: the sender keeps it queued
+	}
 	var opened bytes.Buffer
 	start := time.Now()
 	o, err := envelope.Open(ctx, &opened, bytes.NewReader(m.raw), g.openParams(replayCheck{g}))

@@ -48,6 +48,12 @@ var subjectMarking = regexp.MustCompile(`^\s*\[?\s*((?:NOT PROTECTIVELY MARKED|O
 // them all durably. It returns the SMTP reply: nil only when every envelope
 // is stored, so the 250 that follows is a promise.
 func (g *Gateway) intake(ctx context.Context, sub submission) error {
+	if err := g.keysReady(ctx); err != nil {
+		// Fail closed: nothing is sealed without the key backend; the
+		// sender's system keeps the message and retries.
+		g.log.Warn("submission deferred: key backend unavailable", "from", sub.from)
+		return errKeysUnavailable
+	}
 	r, err := sub.msg.Reader()
 	if err != nil {
 		return errTempStore
@@ -162,6 +168,11 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 			var le *envelope.LabelError
 			if errors.As(err, &le) {
 				return reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: "+le.Error())
+			}
+			if errors.Is(err, keys.ErrUnavailable) {
+				// Transit refused to sign: nothing goes out unsigned.
+				g.log.Error("seal failed: key backend unavailable", "destination", agency, "err", err)
+				return errKeysUnavailable
 			}
 			g.log.Error("seal failed", "destination", agency, "err", err)
 			return reply(451, smtp.EnhancedCode{4, 7, 0}, "Temporary failure sealing the package; nothing was sent, try again shortly")

@@ -37,6 +37,9 @@ type Notice struct {
 // destination receipts it. It returns the notice's id and its
 // destination agencies.
 func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, error) {
+	if err := g.keysReady(ctx); err != nil {
+		return "", nil, fmt.Errorf("notice not sealed: %w", err)
+	}
 	var recipients []string
 	if n.Originator == g.cfg.Agency {
 		// Every agency this gateway sent the package to.

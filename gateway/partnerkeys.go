@@ -520,11 +520,16 @@ func (g *Gateway) ReloadIdentity(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("reload key: %w", err)
 	}
-	old := g.identity()
-	if nid.Fingerprint() != old.Fingerprint() || nid.Agency != old.Agency {
-		return false, fmt.Errorf("reload key: the backend now holds %s (%s), not %s: a new primary key needs a restart and the partners' approval",
-			nid.Fingerprint(), nid.Agency, old.Fingerprint())
+	return g.adoptIdentity(ctx, nid, "SIGHUP")
+}
+
+// adoptIdentity puts a reloaded key in force (the same agency and pinned
+// fingerprint only), audits the change and announces the certificate.
+func (g *Gateway) adoptIdentity(ctx context.Context, nid *keys.Identity, actor string) (bool, error) {
+	if err := g.acceptIdentity(nid); err != nil {
+		return false, fmt.Errorf("reload key: %w (a new primary key needs a restart and the partners' approval)", err)
 	}
+	old := g.identity()
 	var a, b bytes.Buffer
 	if err := keys.WritePublic(&a, old.Entity); err != nil {
 		return false, err
@@ -542,7 +547,7 @@ func (g *Gateway) ReloadIdentity(ctx context.Context) (bool, error) {
 		detail += "; " + st.Usable.Error()
 	}
 	g.log.Info("own key reloaded", "fingerprint", nid.Fingerprint(), "subkeys", len(st.Subkeys), "usable", st.Usable == nil)
-	g.audit(ctx, audit.Event{Kind: audit.KeyChange, Rule: "reload", Actor: "SIGHUP", Detail: detail})
+	g.audit(ctx, audit.Event{Kind: audit.KeyChange, Rule: "reload", Actor: actor, Detail: detail})
 	if st.Revoked {
 		// Announced by conduit keys revoke, signed while the key was
 		// still valid: a revoked key signs nothing more.
@@ -550,7 +555,10 @@ func (g *Gateway) ReloadIdentity(ctx context.Context) (bool, error) {
 	}
 	dests, err := g.announceKey(ctx, nid, nid, detail)
 	if err != nil {
-		return true, fmt.Errorf("announce the updated key: %w", err)
+		// The key is in force either way; partners without the update go
+		// on encrypting to a subkey still kept.
+		g.log.Error("admin alert: the updated key was not announced to the partners", "err", err)
+		return true, nil
 	}
 	g.log.Info("updated key announced", "partners", dests)
 	return true, nil

@@ -41,6 +41,9 @@ func (g *Gateway) sendReceipt(ctx context.Context, o *envelope.Opened, mailboxes
 	if to == g.cfg.Agency {
 		return nil
 	}
+	if err := g.keysReady(ctx); err != nil {
+		return err
+	}
 	cert, hold, ok := g.sealTarget(to)
 	if !ok {
 		return fmt.Errorf("no pinned certificate for %s", to)

@@ -45,6 +45,7 @@ type Metrics struct {
 	auditFailed prometheus.Counter
 	keyExpiry   *prometheus.GaugeVec
 	seal, open  prometheus.Histogram
+	keysUp      prometheus.Gauge
 	log         *slog.Logger
 }
 
@@ -99,8 +100,12 @@ func New(log *slog.Logger) *Metrics {
 			Help:    "Time to decrypt and verify one envelope.",
 			Buckets: latencyBuckets,
 		}),
+		keysUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "conduit_key_backend_up",
+			Help: "1 when the key backend (file or Vault) answers and holds the agency key; 0 while it does not: nothing is sealed or opened then.",
+		}),
 	}
-	m.reg.MustRegister(m.deliveries, m.refusals, m.quarantined, m.alerts, m.auditFailed, m.keyExpiry, m.seal, m.open,
+	m.reg.MustRegister(m.deliveries, m.refusals, m.quarantined, m.alerts, m.auditFailed, m.keyExpiry, m.seal, m.open, m.keysUp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -110,10 +110,9 @@ stop it cleanly.`,
 				// Ready only when the store answers and the key backend
 				// still holds the agency's key.
 				admin.AddCheck("store", func(ctx context.Context) error { _, err := st.Depth(ctx); return err })
-				admin.AddCheck("keys", func(ctx context.Context) error {
-					_, err := os.Stat(cfg.Keys.Secret)
-					return err
-				})
+				// Not ready while nothing can be sealed or opened (the
+				// key gate: Vault sealed, unreachable, token refused).
+				admin.AddCheck("keys", g.KeysReady)
 				ln, err := admin.Listen()
 				if err != nil {
 					return err
