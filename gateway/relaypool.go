@@ -39,8 +39,11 @@ const (
 	// maxIdleTotal bounds the idle sessions of the whole cache.
 	maxIdleTotal = 32
 	// probeTimeout bounds the RSET and EHLO that check a cached session
-	// before it is used again, and the QUIT that closes it.
+	// before it is used again.
 	probeTimeout = 10 * time.Second
+	// quitTimeout bounds the QUIT that closes a session, so that a
+	// wedged peer cannot hold up the gateway's shutdown.
+	quitTimeout = 2 * time.Second
 )
 
 // sessionKey names what a cached session was established under. A session
@@ -76,7 +79,7 @@ type relaySession struct {
 // close ends the session: QUIT when the peer still answers, and the
 // connection closed in every case.
 func (s *relaySession) close() {
-	s.c.CommandTimeout = probeTimeout
+	s.c.CommandTimeout = quitTimeout
 	if err := s.c.Quit(); err != nil {
 		s.c.Close()
 	}
