@@ -45,6 +45,9 @@ type relayPeer struct {
 	conns    map[net.Conn]bool // open
 	closed   chan struct{}     // one value per closed connection
 	got      map[string]int
+	// clientCN is the verified client certificate's name each body came
+	// with ("" without one).
+	clientCN map[string]string
 }
 
 var errDrop = errors.New("drop the connection")
@@ -55,12 +58,17 @@ func startRelayPeer(t *testing.T, ca *pki.CA) *relayPeer {
 	tcheck(t, err, "issue peer certificate")
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	tcheck(t, err, "peer key pair")
-	p := &relayPeer{conns: map[net.Conn]bool{}, closed: make(chan struct{}, 1000), got: map[string]int{}}
+	p := &relayPeer{conns: map[net.Conn]bool{}, closed: make(chan struct{}, 1000), got: map[string]int{}, clientCN: map[string]string{}}
 	p.srv = smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		return &peerSession{p: p, conn: c}, nil
 	}))
 	p.srv.Domain = "127.0.0.1"
-	p.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	// As loadTLS sets up a gateway's inbound listener: a client
+	// certificate, when given, is verified against the agencies' CA.
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	p.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: roots}
 	p.srv.ReadTimeout = time.Minute
 	p.srv.WriteTimeout = time.Minute
 	p.srv.ErrorLog = nopSMTPLog{}
@@ -139,8 +147,12 @@ func (s *peerSession) Data(r io.Reader) error {
 			return err
 		}
 	}
+	st, _ := s.conn.TLSConnectionState()
 	s.p.mu.Lock()
 	s.p.got[body]++
+	if len(st.VerifiedChains) > 0 {
+		s.p.clientCN[body] = st.VerifiedChains[0][0].Subject.CommonName
+	}
 	s.p.mu.Unlock()
 	return nil
 }
@@ -432,22 +444,32 @@ func TestRelaySessionNotReusedAfterSettingsChange(t *testing.T) {
 	}
 }
 
+// A new connection resumes TLS with a ticket from an earlier one, and the
+// resumed connection still carries this gateway's verified client
+// certificate (what a mutual-TLS route checks at the receiver).
 func TestRelaySessionResumesTLS(t *testing.T) {
-	_, g, pool := relaySetup(t)
-	key := g.sessionKey(g.cfg.Directory.Agency("hmp-northgate"), "127.0.0.1")
+	peer, g, pool := relaySetup(t)
 	a := g.cfg.Directory.Agency("hmp-northgate")
+	key := g.sessionKey(a, "127.0.0.1")
 	var resumed []bool
-	for range 2 {
+	for i := range 2 {
 		s, err := g.dialRelay(context.Background(), pool, a, "127.0.0.1", key)
 		tcheck(t, err, "dial")
 		st, _ := s.c.TLSConnectionState()
 		resumed = append(resumed, st.DidResume)
 		// A session ticket arrives after the handshake: one exchange reads it.
-		_, err = s.transact(g.hostname(), false, "conduit@northshire-pio.example", []string{"intel@northgate.hmpps.example"}, []byte("x\r\n"))
+		_, err = s.transact(g.hostname(), false, "conduit@northshire-pio.example", []string{"intel@northgate.hmpps.example"}, []byte(fmt.Sprintf("r%d\r\n", i)))
 		tcheck(t, err, "transact")
 		s.close()
 	}
 	if resumed[0] || !resumed[1] {
 		t.Errorf("resumed = %v, want a full handshake and then a resumption", resumed)
+	}
+	peer.mu.Lock()
+	defer peer.mu.Unlock()
+	for _, body := range []string{"r0", "r1"} {
+		if peer.clientCN[body] != "northshire-pio" {
+			t.Errorf("%s came with client certificate %q, want northshire-pio's", body, peer.clientCN[body])
+		}
 	}
 }
