@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -39,6 +38,10 @@ func (g *Gateway) runRelay(ctx context.Context) {
 		workers = 4
 	}
 	sem := make(chan struct{}, workers)
+	// Closed last, once every worker is done: Run returns with no
+	// session to a partner left open.
+	pool := newRelayPool(workers, sessionIdle)
+	defer pool.close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	t := time.NewTicker(relayPoll)
@@ -55,7 +58,7 @@ func (g *Gateway) runRelay(ctx context.Context) {
 				wg.Add(1)
 				go func(it store.Item) {
 					defer func() { <-sem; wg.Done(); g.nudge() }()
-					g.deliverItem(ctx, it)
+					g.deliverItem(ctx, pool, it)
 				}(it)
 			}
 			if len(items) == free {
@@ -81,14 +84,14 @@ type relayError struct {
 func (e *relayError) Error() string { return e.err.Error() }
 func (e *relayError) Unwrap() error { return e.err }
 
-func (g *Gateway) deliverItem(ctx context.Context, it store.Item) {
+func (g *Gateway) deliverItem(ctx context.Context, pool *relayPool, it store.Item) {
 	log := g.log.With("package", it.PackageID, "destination", it.Destination, "attempt", it.Attempts)
 	it, ok := g.checkSealedTo(ctx, it)
 	if !ok {
 		return
 	}
 	release := g.holdLease(ctx, it)
-	remoteID, err := g.send(ctx, it)
+	remoteID, err := g.send(ctx, pool, it)
 	release()
 	if err == nil {
 		sent := audit.Event{Kind: audit.Sent, Package: it.PackageID, Destination: it.Destination, Detail: "accepted by the destination gateway: " + remoteID}
@@ -181,10 +184,15 @@ func backoff(attempts int, min, max time.Duration) time.Duration {
 	return d + j
 }
 
-// send delivers one item: STARTTLS is required and the destination's
-// certificate must verify against the agencies' CA for the host named in
-// the directory. There is no plaintext fallback.
-func (g *Gateway) send(ctx context.Context, it store.Item) (string, error) {
+// send delivers one item over a verified session to the destination's
+// gateway: one from the pool when an idle one made under the same settings
+// is there, else a new one (dialRelay: STARTTLS required, the certificate
+// verified for the directory's host; no plaintext fallback). A session
+// that fails in any way is closed, never put back; one that completes the
+// transaction goes back to the pool for the next item. A cached session
+// that turns out dead before the item was handed over (the peer closed it
+// while idle, or ended it with 421) is replaced by a new one at once.
+func (g *Gateway) send(ctx context.Context, pool *relayPool, it store.Item) (string, error) {
 	a := g.cfg.Directory.Agency(it.Destination)
 	if a == nil || a.Gateway == "" {
 		return "", &relayError{err: fmt.Errorf("%s has no gateway in the directory", it.Destination), permanent: true}
@@ -193,58 +201,27 @@ func (g *Gateway) send(ctx context.Context, it store.Item) (string, error) {
 	if err != nil {
 		return "", &relayError{err: fmt.Errorf("gateway address %q: %w", a.Gateway, err), permanent: true}
 	}
-	d := net.Dialer{Timeout: dialTimeout}
-	conn, err := d.DialContext(ctx, "tcp", a.Gateway)
-	if err != nil {
-		return "", &relayError{err: fmt.Errorf("connect %s: %w", a.Gateway, err)}
-	}
-	tc := g.relayTLS(a, host)
-	// go-smtp sends EHLO, insists on STARTTLS being offered, and starts
-	// TLS; the handshake itself happens with the next command, so the
-	// explicit Hello below is where a bad certificate shows.
-	c, err := smtp.NewClientStartTLS(conn, tc)
-	if err != nil {
-		conn.Close()
-		var smtpErr *smtp.SMTPError
-		if errors.As(err, &smtpErr) {
-			return "", classify(err)
+	key := g.sessionKey(a, host)
+	s := pool.get(key, len(it.Recipients))
+	reused := s != nil
+	for {
+		if s == nil {
+			if s, err = g.dialRelay(ctx, pool, a, host, key); err != nil {
+				return "", err
+			}
 		}
-		return "", &relayError{err: fmt.Errorf("%s: no TLS, so nothing was sent: %w", a.Gateway, err), alert: true}
-	}
-	defer c.Close()
-	c.CommandTimeout = 5 * time.Minute
-	c.SubmissionTimeout = 10 * time.Minute
-	if err := c.Hello(g.hostname()); err != nil {
-		var smtpErr *smtp.SMTPError
-		if errors.As(err, &smtpErr) {
-			return "", classify(err)
+		id, terr := s.transact(g.hostname(), reused, it.MailFrom, it.Recipients, it.Envelope)
+		if terr == nil {
+			pool.put(s)
+			return id, nil
 		}
-		return "", &relayError{err: fmt.Errorf("TLS with %s failed, so nothing was sent: %w", a.Gateway, err), alert: true}
-	}
-	if st, ok := c.TLSConnectionState(); !ok || st.Version < tls.VersionTLS12 {
-		return "", &relayError{err: fmt.Errorf("TLS with %s is below 1.2; nothing was sent", a.Gateway), alert: true}
-	}
-	if err := c.Mail(it.MailFrom, nil); err != nil {
-		return "", classify(err)
-	}
-	for _, r := range it.Recipients {
-		if err := c.Rcpt(r, nil); err != nil {
-			return "", classify(err)
+		s.c.Close() // no QUIT: the session's state is not known
+		if !errors.Is(terr, errStale) {
+			return "", terr
 		}
+		g.log.Debug("cached relay session not usable; opening a new one", "destination", it.Destination, "err", terr)
+		s, reused = nil, false
 	}
-	w, err := c.Data()
-	if err != nil {
-		return "", classify(err)
-	}
-	if _, err := w.Write(it.Envelope); err != nil {
-		return "", classify(err)
-	}
-	resp, err := w.CloseWithResponse()
-	if err != nil {
-		return "", classify(err)
-	}
-	c.Quit()
-	return remoteQueueID(resp.StatusText), nil
 }
 
 func remoteQueueID(text string) string {
