@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,19 +26,43 @@ import (
 	"github.com/conduit-gateway/conduit/vaulttest/vaultsrv"
 )
 
-// buildConduit builds the product's binary from its own module (its own
-// go.mod, not this test module's larger dependency graph).
+var (
+	buildOnce sync.Once
+	binPath   string
+	binErr    error
+)
+
+// buildConduit builds the product's binary once, from its own module (its
+// own go.mod, not this test module's larger dependency graph).
 func buildConduit(t *testing.T) string {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..")
-	bin := filepath.Join(t.TempDir(), "conduit")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/conduit")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build conduit: %v\n%s", err, out)
+	buildOnce.Do(func() {
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..")
+		dir, err := os.MkdirTemp("", "conduit-bin")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "conduit")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/conduit")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("build conduit: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
 	}
-	return bin
+	return binPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
 }
 
 func readyz(addr string) (int, string) {
