@@ -118,7 +118,8 @@ func TestSealedVaultHoldsWorkInQueuesAndDrainsOnceUnsealed(t *testing.T) {
 	keyFile := filepath.Join(n.Dir, "keys", receiver+".key")
 	id, err := (&keys.File{Path: keyFile}).Identity(ctx)
 	tcheck(t, err, "read the receiver's key")
-	_, err = operator(t, s, false).StoreAt(ctx, id, 0)
+	op := operator(t, s, false)
+	_, err = op.StoreAt(ctx, id, 0)
 	tcheck(t, err, "store the receiver's key in vault")
 	tcheck(t, os.Remove(keyFile), "remove the key file")
 	roleID, secretID := s.AppRole(t, "northgate", time.Hour, 2*time.Hour)
@@ -197,6 +198,25 @@ func TestSealedVaultHoldsWorkInQueuesAndDrainsOnceUnsealed(t *testing.T) {
 	if got := bed.Delivered(receiver, to); len(got) != 1 {
 		t.Fatalf("delivered %d times after unseal, want exactly once", len(got))
 	}
+
+	// A rotation written to Vault while the gateway runs: it loads the new
+	// version at its next check, and packages sealed to the subkey the
+	// partner has pinned still open.
+	cur, err := op.Identity(ctx)
+	tcheck(t, err, "read for rotation")
+	tcheck(t, cur.Entity.AddEncryptionSubkey(keys.ProfileRFC4880.Config()), "add a subkey")
+	tcheck(t, op.Store(ctx, cur), "store the rotation")
+	if !testbed.WaitFor(ctx, 20*time.Second, func() bool {
+		b, _ := os.ReadFile(n.Log)
+		return bytes.Contains(b, []byte("agency key reloaded after a rotation"))
+	}) {
+		t.Fatal("the running gateway did not load the rotated key")
+	}
+	_, err = bed.Submit(ctx, sender, []string{to}, e2eMessage(to))
+	tcheck(t, err, "submit after the rotation")
+	if !testbed.WaitFor(ctx, 30*time.Second, func() bool { return len(bed.Delivered(receiver, to)) == 2 }) {
+		t.Fatalf("package after the rotation not delivered: %d in the mailbox", len(bed.Delivered(receiver, to)))
+	}
 	bed.StopAll()
 
 	// The alert and the recovery: in the log and in the audit trail.
@@ -221,9 +241,30 @@ func TestSealedVaultHoldsWorkInQueuesAndDrainsOnceUnsealed(t *testing.T) {
 		t.Errorf("audit trail key-backend events: %q", alerts)
 	}
 
+	changes, err := auditKind(ctx, bed.StorePath(receiver), audit.KeyChange)
+	tcheck(t, err, "key-change events")
+	if len(changes) != 1 || !strings.Contains(changes[0], "version 2") {
+		t.Errorf("audit key-change events %q, want the reload of version 2", changes)
+	}
+
 	// The secret key never touched the receiver's disk: no armored secret
-	// key and none of its secret scalars anywhere under its folder.
-	noSecretOnDisk(t, n.Dir, id)
+	// key and none of its secret scalars (the rotated subkey's included)
+	// anywhere under its folder.
+	noSecretOnDisk(t, n.Dir, cur)
+}
+
+func auditKind(ctx context.Context, db string, k audit.Kind) ([]string, error) {
+	trail, err := audit.OpenSQLite(ctx, db, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer trail.Close()
+	evs, err := trail.Query(ctx, audit.Filter{Kind: k})
+	var out []string
+	for _, e := range evs {
+		out = append(out, e.Detail)
+	}
+	return out, err
 }
 
 func packageID(t *testing.T, resp string) string {
