@@ -28,6 +28,12 @@ fi
 go vet ./...
 go test -count=1 ./...
 
+# The Vault key backend against Vault's own in-process server (real core,
+# real TLS, the policies in docs/): a module of its own, vaulttest/go.mod,
+# so that Vault's large dependency graph stays out of the product's. Its
+# first build takes several minutes.
+(cd vaulttest && go vet ./... && go test -count=1 -timeout 20m ./...)
+
 # Each fuzz target for a bounded number of executions (FUZZTIME, default
 # 20000x), seeded by its corpus under testdata/fuzz. A count, not a
 # duration: Go 1.26's fuzz coordinator can report a spurious "context

@@ -169,8 +169,9 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 			if errors.As(err, &le) {
 				return reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: "+le.Error())
 			}
-			if errors.Is(err, keys.ErrUnavailable) {
-				// Transit refused to sign: nothing goes out unsigned.
+			if errors.Is(err, keys.ErrUnavailable) || g.keysDown(ctx) {
+				// Transit refused to sign (go-crypto loses an RSA signer's
+				// error, so the gate is asked): nothing goes out unsigned.
 				g.log.Error("seal failed: key backend unavailable", "destination", agency, "err", err)
 				return errKeysUnavailable
 			}

@@ -165,6 +165,12 @@ func (g *Gateway) keysReady(ctx context.Context) error {
 	return g.gate.ready(ctx)
 }
 
+// keysDown checks the backend now, after a seal failed: true when the
+// failure was the backend's (Transit unreachable mid-seal).
+func (g *Gateway) keysDown(ctx context.Context) bool {
+	return g.gate != nil && g.gate.check(ctx) != nil
+}
+
 // KeysReady is the readiness check of the admin listener (`keys`): it
 // checks the backend now (not the cached answer), so /readyz tells the
 // truth at once, and an error means nothing can be sealed or opened.
