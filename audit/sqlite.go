@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -26,7 +24,7 @@ import (
 // Appends go through one connection whose transactions begin IMMEDIATE:
 // the write lock is taken before the last hash is read, so appends from
 // goroutines, from several handles and from several processes sharing
-// the file form one chain (a second writer waits up to busyTimeout).
+// the file form one chain (a second writer waits up to sqlschema.BusyTimeout).
 // With WAL and synchronous=FULL an event is on disk when Append returns.
 // Triggers refuse UPDATE and DELETE on audit_events, so that no code path
 // of ours can change history by mistake; someone with the file can drop
@@ -40,57 +38,19 @@ type SQLite struct {
 	now func() time.Time
 }
 
-// busyTimeout is how long an append waits for another writer (the store,
-// another gateway process, the CLI).
-const busyTimeout = 10 * time.Second
-
 // OpenSQLite opens the audit trail in the database at path, creating the
 // file (mode 0600) and the audit tables if needed. key, when not nil, is
 // the HMAC key (at least 16 bytes) that chains the events; a log keeps
 // the mode it was created with, and opening it with the wrong key, or
 // without its key, fails with ErrKeyMismatch.
 func OpenSQLite(ctx context.Context, path string, key []byte) (*SQLite, error) {
-	if path == "" {
-		return nil, errors.New("open audit log: no database path")
-	}
-	if strings.ContainsAny(path, "?#") || strings.HasPrefix(path, "file:") {
-		return nil, fmt.Errorf("open audit log %s: the path must not contain '?' or '#' or start with file:", path)
-	}
 	if key != nil && len(key) < 16 {
 		return nil, fmt.Errorf("open audit log %s: the key is %d bytes, fewer than 16", path, len(key))
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open audit log: %w", err)
-	}
-	f.Close()
-
-	q := url.Values{}
-	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(FULL)")
-	wq := url.Values{}
-	for k, v := range q {
-		wq[k] = append([]string(nil), v...)
-	}
-	wq.Set("_txlock", "immediate")
-	w, err := sql.Open("sqlite", path+"?"+wq.Encode())
+	w, r, err := sqlschema.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open audit log %s: %w", path, err)
 	}
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	w.SetConnMaxIdleTime(0)
-	q.Add("_pragma", "query_only(1)")
-	r, err := sql.Open("sqlite", path+"?"+q.Encode())
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("open audit log %s: %w", path, err)
-	}
-	r.SetMaxOpenConns(4)
-	r.SetMaxIdleConns(4)
-
 	s := &SQLite{w: w, r: r, now: time.Now}
 	if key != nil {
 		s.key = append([]byte(nil), key...)

@@ -119,13 +119,7 @@ func (g *Gateway) loadPartners(ctx context.Context) error {
 // pinned one as a pending change, and alerts the administrators the first
 // time it is seen.
 func (g *Gateway) offerPartnerKey(ctx context.Context, c *keys.Cert, agency, pinned, source string) (store.PartnerKey, bool) {
-	var pub bytes.Buffer
-	if err := keys.WritePublic(&pub, c.Entity); err != nil {
-		g.log.Error("partner key change not recorded", "partner", agency, "err", err)
-		return store.PartnerKey{}, false
-	}
-	rec, isNew, err := g.store.OfferPartnerKey(ctx, store.PartnerKey{Agency: agency, Fingerprint: c.Fingerprint(), Replaces: pinned,
-		Cert: pub.Bytes(), State: store.KeyPending, Source: source, Seen: g.Now()})
+	rec, isNew, err := g.recordKey(ctx, c, store.PartnerKey{Agency: agency, Replaces: pinned, State: store.KeyPending, Source: source})
 	if err != nil {
 		g.log.Error("partner key change not recorded", "partner", agency, "err", err)
 		return rec, false
@@ -141,6 +135,17 @@ func (g *Gateway) offerPartnerKey(ctx context.Context, c *keys.Cert, agency, pin
 		"\r\n\r\nCheck the new fingerprint with "+agency+" by a trusted channel, then:\r\n  conduit keys approve "+agency+" "+c.Fingerprint()+
 		" --reason \"...\"\r\nor\r\n  conduit keys reject "+agency+" "+c.Fingerprint()+" --reason \"...\"\r\n")
 	return rec, true
+}
+
+// recordKey stores a partner certificate offered for k.Agency (k says
+// in what state, from where, replacing what).
+func (g *Gateway) recordKey(ctx context.Context, c *keys.Cert, k store.PartnerKey) (store.PartnerKey, bool, error) {
+	var pub bytes.Buffer
+	if err := keys.WritePublic(&pub, c.Entity); err != nil {
+		return store.PartnerKey{}, false, err
+	}
+	k.Fingerprint, k.Cert, k.Seen = c.Fingerprint(), pub.Bytes(), g.Now()
+	return g.store.OfferPartnerKey(ctx, k)
 }
 
 func orNone(s string) string {
@@ -481,18 +486,13 @@ func (g *Gateway) takeKeyChange(ctx context.Context, m received, o *envelope.Ope
 	if err != nil {
 		return g.quarantine(ctx, m, "key-change-invalid", err.Error())
 	}
-	var pub bytes.Buffer
-	if err := keys.WritePublic(&pub, updated.Entity); err != nil {
-		return outcome{reply: errTempStore}
-	}
 	st := keys.StatusOf(updated.Entity, g.Now())
 	detail := fmt.Sprintf("update of %s signed by the key itself: %d encryption subkeys", updated.Fingerprint(), len(st.Subkeys))
 	if st.Usable != nil {
 		detail += "; " + st.Usable.Error()
 	}
-	if _, _, err := g.store.OfferPartnerKey(ctx, store.PartnerKey{Agency: agency, Fingerprint: updated.Fingerprint(), Replaces: pinned.Fingerprint(),
-		Cert: pub.Bytes(), State: store.KeyApproved, Source: "key-change notice " + o.PackageID, Seen: g.Now(),
-		DecidedBy: "automatic: signed by the pinned key", Reason: detail}); err != nil {
+	if _, _, err := g.recordKey(ctx, updated, store.PartnerKey{Agency: agency, Replaces: pinned.Fingerprint(), State: store.KeyApproved,
+		Source: "key-change notice " + o.PackageID, DecidedBy: "automatic: signed by the pinned key", Reason: detail}); err != nil {
 		g.log.Error("partner key update not recorded", "partner", agency, "err", err)
 		return outcome{reply: errTempStore}
 	}
@@ -603,12 +603,8 @@ func (g *Gateway) OfferPartnerCert(ctx context.Context, c *keys.Cert, source str
 	} else if err != nil {
 		return store.PartnerKey{}, err
 	}
-	var pub bytes.Buffer
-	if err := keys.WritePublic(&pub, updated.Entity); err != nil {
-		return store.PartnerKey{}, err
-	}
-	rec, _, err := g.store.OfferPartnerKey(ctx, store.PartnerKey{Agency: c.Agency, Fingerprint: updated.Fingerprint(), Replaces: pinned.Fingerprint(),
-		Cert: pub.Bytes(), State: store.KeyApproved, Source: source, Seen: g.Now(), DecidedBy: "automatic: same pinned fingerprint", Reason: "update of the pinned key"})
+	rec, _, err := g.recordKey(ctx, updated, store.PartnerKey{Agency: c.Agency, Replaces: pinned.Fingerprint(), State: store.KeyApproved,
+		Source: source, DecidedBy: "automatic: same pinned fingerprint", Reason: "update of the pinned key"})
 	if err == nil {
 		g.audit(ctx, audit.Event{Kind: audit.KeyChange, Destination: c.Agency, Rule: "update", Detail: "update of " + updated.Fingerprint() + " from " + source})
 	}

@@ -108,7 +108,14 @@ func usable(e *openpgp.Entity, now time.Time, st Status) error {
 // Usable says whether a partner certificate can be encrypted to now; the
 // error names the key and why (expired on a date, revoked with its
 // reason), for the hold that the caller records.
-func (c *Cert) Usable(now time.Time) error { return StatusOf(c.Entity, now).Usable }
+func (c *Cert) Usable(now time.Time) error {
+	// The relay and intake ask for every package: the full status (and
+	// its reason) is built only when the key cannot be used.
+	if _, err := c.Entity.EncryptionKeyWithError(now, nil); err == nil {
+		return nil
+	}
+	return StatusOf(c.Entity, now).Usable
+}
 
 // HasValidSubkey reports whether keyID is one of the certificate's
 // encryption keys that is still valid at now (not expired, not revoked):

@@ -49,17 +49,8 @@ func openTrail(ctx context.Context, cfg *config.Config) (*audit.SQLite, error) {
 // openAudit opens the audit trail in the database named by a gateway
 // config file. Like openStore, it refuses to create a database.
 func openAudit(ctx context.Context, cfgPath, keyFile string) (*audit.SQLite, error) {
-	cfg, err := config.Load(cfgPath)
+	cfg, err := existingDatabase(cfgPath)
 	if err != nil {
-		return nil, &exitError{exitUsage, err}
-	}
-	if cfg.Store.Path == "" {
-		return nil, &exitError{exitUsage, fmt.Errorf("%s: store.path is not set: the gateway's database", cfgPath)}
-	}
-	if _, err := os.Stat(cfg.Store.Path); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("no database at %s (store.path in %s): has the gateway run yet?", cfg.Store.Path, cfgPath)
-		}
 		return nil, err
 	}
 	key, err := auditKey(cfg, keyFile)

@@ -25,6 +25,17 @@ import (
 // openStore opens the store named by a gateway config file. It refuses to
 // create a database: an administrator's typo must not make an empty one.
 func openStore(ctx context.Context, cfgPath string) (*store.SQLite, error) {
+	cfg, err := existingDatabase(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	return store.OpenSQLite(ctx, cfg.Store.Path)
+}
+
+// existingDatabase loads a gateway config whose database (store.path)
+// exists already, for the commands that work on a gateway's store or
+// audit trail.
+func existingDatabase(cfgPath string) (*config.Config, error) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return nil, &exitError{exitUsage, err}
@@ -38,7 +49,7 @@ func openStore(ctx context.Context, cfgPath string) (*store.SQLite, error) {
 		}
 		return nil, err
 	}
-	return store.OpenSQLite(ctx, cfg.Store.Path)
+	return cfg, nil
 }
 
 // administrator names who runs an administrative command, for the note

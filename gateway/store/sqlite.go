@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -37,62 +35,15 @@ type SQLite struct {
 
 var _ Store = (*SQLite)(nil)
 
-// busyTimeout is how long a writer waits for another writer (another
-// gateway process, or the CLI) before it reports the database busy.
-const busyTimeout = 10 * time.Second
-
-// readConns bounds the read pool.
-const readConns = 4
-
 // OpenSQLite opens (creating it if needed, readable by its owner only) the
 // database at path and brings its schema up to date.
 func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
-	if path == "" {
-		return nil, errors.New("open store: no database path")
-	}
-	if strings.ContainsAny(path, "?#") || strings.HasPrefix(path, "file:") {
-		// The driver would read what follows as connection parameters.
-		return nil, fmt.Errorf("open store %s: the path must not contain '?' or '#' or start with file:", path)
-	}
-	// Create the file ourselves so that it is 0600: SQLite gives the WAL
-	// and shared-memory files the database file's permissions.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
-	f.Close()
-
-	q := url.Values{}
-	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(FULL)")
-	q.Add("_pragma", "foreign_keys(1)")
 	// Freed pages are zeroed, so that a purged message's bytes do not
 	// linger in the file.
-	q.Add("_pragma", "secure_delete(1)")
-	wq := url.Values{}
-	for k, v := range q {
-		wq[k] = append([]string(nil), v...)
-	}
-	wq.Set("_txlock", "immediate")
-	w, err := sql.Open("sqlite", path+"?"+wq.Encode())
+	w, r, err := sqlschema.Open(path, "foreign_keys(1)", "secure_delete(1)")
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	w.SetConnMaxIdleTime(0)
-
-	q.Add("_pragma", "query_only(1)")
-	r, err := sql.Open("sqlite", path+"?"+q.Encode())
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
-	}
-	r.SetMaxOpenConns(readConns)
-	r.SetMaxIdleConns(readConns)
-
 	s := &SQLite{w: w, r: r, now: time.Now}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()

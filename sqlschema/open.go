@@ -1,0 +1,72 @@
+package sqlschema
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// BusyTimeout is how long a writer waits for another writer (another
+// gateway process, the CLI, the store and the audit trail sharing a file)
+// before the database is reported busy.
+const BusyTimeout = 10 * time.Second
+
+// readConns bounds a read pool.
+const readConns = 4
+
+// Open opens a SQLite database file (created readable by its owner only)
+// as a single pinned writer connection, which takes its write lock at BEGIN
+// (immediate), and a query-only read pool. Both run WAL with
+// synchronous=FULL and the busy timeout, plus the given pragmas ("name(v)").
+// It does not name the database in errors: the caller does.
+func Open(path string, pragmas ...string) (w, r *sql.DB, err error) {
+	if path == "" {
+		return nil, nil, errors.New("no database path")
+	}
+	if strings.ContainsAny(path, "?#") || strings.HasPrefix(path, "file:") {
+		// The driver would read what follows as connection parameters.
+		return nil, nil, errors.New("the path must not contain '?' or '#' or start with file:")
+	}
+	// Create the file ourselves so that it is 0600: SQLite gives the WAL
+	// and shared-memory files the database file's permissions.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	f.Close()
+
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds()))
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	for _, p := range pragmas {
+		q.Add("_pragma", p)
+	}
+	wq := url.Values{}
+	for k, v := range q {
+		wq[k] = append([]string(nil), v...)
+	}
+	wq.Set("_txlock", "immediate")
+	if w, err = sql.Open("sqlite", path+"?"+wq.Encode()); err != nil {
+		return nil, nil, err
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+
+	q.Add("_pragma", "query_only(1)")
+	if r, err = sql.Open("sqlite", path+"?"+q.Encode()); err != nil {
+		w.Close()
+		return nil, nil, err
+	}
+	r.SetMaxOpenConns(readConns)
+	r.SetMaxIdleConns(readConns)
+	return w, r, nil
+}
