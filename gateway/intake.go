@@ -68,6 +68,7 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 	}
 	pkgID := envelope.NewPackageID()
 	dec := g.engine.Decide(ctx, m, policy.Sender{Agency: g.cfg.Agency, OriginatorConsent: hdr.Get(hdrConsent)})
+	g.recordDecision(ctx, pkgID, m, dec)
 	// The events of the intake are written with the envelopes, in the
 	// transaction that stores them (stage); a package refused or not
 	// stored has its events written straight to the trail.
