@@ -31,6 +31,9 @@ type SubmitError struct {
 
 func (e *SubmitError) Error() string { return e.Message }
 
+// Reply is the SMTP reply code and enhanced status code.
+func (e *SubmitError) Reply() (code int, enhanced string) { return e.Code, e.Enhanced }
+
 // DecisionsKept is how many decisions the decision log keeps for an
 // administrator's dry runs.
 const DecisionsKept = 1000

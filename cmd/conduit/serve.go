@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/conduit-gateway/conduit/audit"
+	"github.com/conduit-gateway/conduit/console"
 	"github.com/conduit-gateway/conduit/gateway"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/metrics"
@@ -73,7 +75,7 @@ stop it cleanly.`,
 				return &exitError{exitUsage, err}
 			}
 			g.Policy().OnReload = func(rerr error) {
-				e := audit.Event{Agency: cfg.Agency, Kind: audit.PolicyReload, Actor: "SIGHUP", Detail: "policy reloaded"}
+				e := audit.Event{Agency: cfg.Agency, Kind: audit.PolicyReload, Actor: "gateway", Detail: "policy reloaded"}
 				if rerr != nil {
 					e.Detail = "reload refused, the policy in force stays: " + rerr.Error()
 				}
@@ -118,6 +120,21 @@ stop it cleanly.`,
 					return err
 				}
 				go admin.Serve(ctx, ln)
+			}
+			if cfg.Listen.Console != "" {
+				con, err := console.New(console.Options{Config: cfg, Gateway: g, Store: st, Trail: trail, Log: log})
+				if err != nil {
+					return err
+				}
+				ln, err := net.Listen("tcp", cfg.Listen.Console)
+				if err != nil {
+					return fmt.Errorf("listen console %s: %w", cfg.Listen.Console, err)
+				}
+				go func() {
+					if err := con.Serve(ctx, ln); err != nil {
+						log.Error("console stopped", "err", err)
+					}
+				}()
 			}
 			log.Info("gateway starting", "agency", cfg.Agency)
 			err = g.Run(ctx)
