@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -122,7 +123,8 @@ stop it cleanly.`,
 				go admin.Serve(ctx, ln)
 			}
 			if cfg.Listen.Console != "" {
-				con, err := console.New(console.Options{Config: cfg, Gateway: g, Store: st, Trail: trail, Log: log})
+				con, err := console.New(console.Options{Config: cfg, Gateway: g, Store: st, Trail: trail, Log: log,
+					Now: func() time.Time { return g.Now() }, SpoolDir: filepath.Dir(cfg.Store.Path)})
 				if err != nil {
 					return err
 				}
