@@ -188,7 +188,7 @@ func (s *Server) decideKey(ctx context.Context, ss *session, agency, fp, op, rea
 		return "", http.StatusBadRequest, fmt.Errorf("give a reason: how the fingerprint was checked with the partner")
 	}
 	fp = keys.NormalizeFingerprint(fp)
-	e := audit.Event{Kind: audit.KeyChange, Destination: agency, Rule: op, Detail: fmt.Sprintf("key %s of %s %sd in the console: %s", fp, agency, op, reason)}
+	e := audit.Event{Kind: audit.KeyChange, Destination: agency, Rule: op, Detail: fmt.Sprintf("key %s of %s %s in the console: %s", fp, agency, map[string]string{"approve": "approved", "reject": "rejected"}[op], reason)}
 	s.fill(ss, &e)
 	if _, err := s.opt.Store.DecidePartnerKey(store.WithAudit(ctx, e), agency, fp, state, actor(ss.user), reason); err != nil {
 		if err == store.ErrKeyNotPending {
@@ -197,7 +197,8 @@ func (s *Server) decideKey(ctx context.Context, ss *session, agency, fp, op, rea
 		return "", http.StatusInternalServerError, err
 	}
 	s.log.Info("console: partner key "+op, "user", ss.user.Name, "partner", agency, "fingerprint", fp)
-	return fmt.Sprintf("Key %s of %s %sd; the gateway takes it within seconds.", fp, agency, op), http.StatusOK, nil
+	past := map[string]string{"approve": "approved: the gateway takes it within seconds", "reject": "rejected: it is never used"}[op]
+	return fmt.Sprintf("Key %s of %s %s.", fp, agency, past), http.StatusOK, nil
 }
 
 func (s *Server) keysForm(w http.ResponseWriter, r *http.Request, ss *session) {
