@@ -52,12 +52,12 @@ type Node struct {
 	// over HTTPS; every role has an account there: User (sender),
 	// User+"-receiver", User+"-supervisor" and User+"-admin", all with
 	// Password.
-	Console string
-	User       string // submission account
-	Password   string
-	Address    string // the account's mailbox
-	Maildir    string
-	Log        string // the process's log file
+	Console  string
+	User     string // submission account
+	Password string
+	Address  string // the account's mailbox
+	Maildir  string
+	Log      string // the process's log file
 
 	cmd  *exec.Cmd
 	done chan error
