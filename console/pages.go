@@ -26,6 +26,7 @@ var funcs = template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04 UTC")
 	},
 	"join": strings.Join,
+	"inc":  func(i int) int { return i + 1 },
 	"has": func(xs []string, x string) bool {
 		for _, v := range xs {
 			if v == x {
