@@ -211,9 +211,9 @@ func (cb *consoleBed) check(s *browserSession, name string) {
 	}
 }
 
-// apiClient signs in to a console's JSON API with a cookie jar (no
+// consoleAPIClient signs in to a console's JSON API with a cookie jar (no
 // bearer token), so that the CSRF rule applies to it.
-func apiClient(t *testing.T, base, user, password string) (*http.Client, string) {
+func consoleAPIClient(t *testing.T, base, user, password string) (*http.Client, string) {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar, Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
@@ -336,6 +336,43 @@ func TestConsoleInTheBrowser(t *testing.T) {
 		cb.check(s, "sent")
 	})
 
+	t.Run("conduit send: manifest and attachment through the API", func(t *testing.T) {
+		dir := t.TempDir()
+		manifest := `from: northshire-pio
+to: [hmp-northgate]
+label: {classification: OFFICIAL-SENSITIVE, grading: 5x5x5, source: B, intelligence: 2, handling: 1,
+        basis: assessment, subjects: [suspected], purpose: corruption-prison, sanitised: true,
+        originator: northshire-pio, reference: CLI-0001}
+subjects: [{role: governing-governor, establishment: hmp-northgate}]
+topic: corruption
+body: body.txt
+attachments: [notes.bin]
+`
+		os.WriteFile(filepath.Join(dir, "package.yaml"), []byte(manifest), 0o600)
+		os.WriteFile(filepath.Join(dir, "body.txt"), []byte(e2eBody), 0o600)
+		writeCanaryFile(t, filepath.Join(dir, "notes.bin"), "notes", 8<<20)
+		cmd := exec.Command(conduitBin, "send", filepath.Join(dir, "package.yaml"), "--console", base, "--user", pio.User, "--ca", filepath.Join(b.Dir, "ca.crt"))
+		cmd.Env = append(os.Environ(), "CONDUIT_PASSWORD="+pio.Password)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("conduit send: %v\n%s%s", err, stdout.String(), stderr.String())
+		}
+		if !regexp.MustCompile(`package cdt-[a-z2-7]{24} accepted`).MatchString(stdout.String()) || !strings.Contains(stdout.String(), "by governor-to-regional-ccu") {
+			t.Errorf("conduit send printed:\n%s", stdout.String())
+		}
+		if !strings.Contains(stderr.String(), "notes.bin") || !strings.Contains(stderr.String(), "100%") {
+			t.Errorf("no progress bar: %q", stderr.String())
+		}
+		// A wrong password is refused with the console's reason.
+		cmd = exec.Command(conduitBin, "send", filepath.Join(dir, "package.yaml"), "--console", base, "--user", pio.User, "--ca", filepath.Join(b.Dir, "ca.crt"))
+		cmd.Env = append(os.Environ(), "CONDUIT_PASSWORD=wrong")
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "the name or the password is wrong") {
+			t.Errorf("a wrong password: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("held by a rule, sent through the API, dropped by a supervisor", func(t *testing.T) {
 		// A case-management system signs in with its own account and a
 		// bearer token (no cookie, so no CSRF token either).
@@ -392,10 +429,8 @@ func TestConsoleInTheBrowser(t *testing.T) {
 		s.open("/received")
 		s.waitText("main table", 5*time.Second, pkg, "OFFICIAL-SENSITIVE", "rcca@ccu-north.hmpps.example", "due")
 		cb.check(s, "received")
-		s.do(chromedp.Click(chromedp.CSS("form.inline button")), chromedp.WaitVisible(chromedp.CSS(".notice")))
-		if !strings.Contains(s.text(".notice"), "Triage of "+pkg+" recorded") {
-			t.Errorf("triage not confirmed: %s", s.text("main"))
-		}
+		s.do(chromedp.Click(chromedp.Search(`//tr[td[1][normalize-space()="` + pkg + `"]]//button`)))
+		s.waitText(".notice", 20*time.Second, "Triage of "+pkg+" recorded")
 	})
 
 	t.Run("100 MiB attachment with progress, held encrypted", func(t *testing.T) {
@@ -578,7 +613,7 @@ func TestConsoleInTheBrowser(t *testing.T) {
 			t.Errorf("a sender reached an administrator page: %q", h)
 		}
 		cb.check(s, "forbidden")
-		c, csrf := apiClient(t, base, pio.User, pio.Password)
+		c, csrf := consoleAPIClient(t, base, pio.User, pio.Password)
 		for _, p := range []string{"/admin/policy", "/admin/keys", "/api/v1/policy", "/api/v1/keys", "/api/v1/audit", "/api/v1/held"} {
 			if code := status(t, c, "GET", base+p, nil, nil); code != http.StatusForbidden {
 				t.Errorf("a sender got %d from %s, want 403", code, p)
