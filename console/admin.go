@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -190,8 +191,14 @@ func (s *Server) decideKey(ctx context.Context, ss *session, agency, fp, op, rea
 	fp = keys.NormalizeFingerprint(fp)
 	e := audit.Event{Kind: audit.KeyChange, Destination: agency, Rule: op, Detail: fmt.Sprintf("key %s of %s %s in the console: %s", fp, agency, map[string]string{"approve": "approved", "reject": "rejected"}[op], reason)}
 	s.fill(ss, &e)
-	if _, err := s.opt.Store.DecidePartnerKey(store.WithAudit(ctx, e), agency, fp, state, actor(ss.user), reason); err != nil {
-		if err == store.ErrKeyNotPending {
+	err := s.opt.Store.Update(ctx, func(tx store.Tx) error {
+		if _, err := tx.DecidePartnerKey(agency, fp, state, actor(ss.user), reason); err != nil {
+			return err
+		}
+		return tx.Audit(e)
+	})
+	if err != nil {
+		if errors.Is(err, store.ErrKeyNotPending) {
 			return "", http.StatusConflict, fmt.Errorf("%s has no pending key %s", agency, fp)
 		}
 		return "", http.StatusInternalServerError, err

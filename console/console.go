@@ -55,13 +55,12 @@ type Store interface {
 	List(ctx context.Context, f store.Filter) ([]store.Item, error)
 	Receipts(ctx context.Context, packageID string) ([]store.Receipt, error)
 	Deadlines(ctx context.Context, now time.Time, overdue bool) ([]store.Deadline, error)
-	CompleteDeadlines(ctx context.Context, packageID, kind, agency string, at time.Time, note string) (int, error)
-	Release(ctx context.Context, id int64, reason string) error
-	Drop(ctx context.Context, id int64, reason string) error
+	// Update runs one write transaction: an action and its audit event
+	// commit together or not at all.
+	Update(ctx context.Context, f func(store.Tx) error) error
 	Depth(ctx context.Context) (map[string]int, error)
 	ListQuarantine(ctx context.Context, state store.QState) ([]store.QItem, error)
 	ListPartnerKeys(ctx context.Context, agency string, state store.KeyState) ([]store.PartnerKey, error)
-	DecidePartnerKey(ctx context.Context, agency, fingerprint string, state store.KeyState, by, reason string) (store.PartnerKey, error)
 	RecentDecided(ctx context.Context, n int) ([]store.Decided, error)
 }
 

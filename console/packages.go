@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -300,22 +301,24 @@ func (s *Server) triage(ctx context.Context, ss *session, pkg, note string) erro
 		e.Detail += ": " + note
 	}
 	s.fill(ss, &e)
-	n, err := s.opt.Store.CompleteDeadlines(store.WithAudit(ctx, e), pkg, policy.DeadlineTriage, "", s.now(), actor(ss.user)+": triaged")
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return errNoClock
-	}
-	return nil
+	return s.opt.Store.Update(ctx, func(tx store.Tx) error {
+		n, err := tx.CompleteDeadlines(pkg, policy.DeadlineTriage, "", s.now(), actor(ss.user)+": triaged")
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return errNoClock // nothing done, nothing audited
+		}
+		return tx.Audit(e)
+	})
 }
 
-var errNoClock = fmt.Errorf("this package has no open triage clock")
+var errNoClock = errors.New("this package has no open triage clock")
 
 func (s *Server) triageForm(w http.ResponseWriter, r *http.Request, ss *session) {
 	pkg := r.PathValue("pkg")
 	if err := s.triage(r.Context(), ss, pkg, r.PostFormValue("note")); err != nil {
-		if err == errNoClock {
+		if errors.Is(err, errNoClock) {
 			rs, _ := s.received(r.Context())
 			s.render(w, r, ss, http.StatusConflict, "received", "Received packages", rs, "", pkg+": "+err.Error()+".")
 			return
@@ -337,7 +340,7 @@ func (s *Server) apiTriage(w http.ResponseWriter, r *http.Request, ss *session) 
 		}
 	}
 	if err := s.triage(r.Context(), ss, r.PathValue("pkg"), req.Note); err != nil {
-		if err == errNoClock {
+		if errors.Is(err, errNoClock) {
 			writeError(w, http.StatusConflict, err.Error())
 			return
 		}
@@ -394,21 +397,30 @@ func (s *Server) heldAction(ctx context.Context, ss *session, idText, op, reason
 	note := actor(ss.user) + ": " + reason
 	e := audit.Event{Package: it.PackageID, Destination: it.Destination, Rule: "hold", Detail: reason}
 	s.fill(ss, &e)
+	var do func(tx store.Tx) error
 	switch op {
 	case "release":
 		e.Kind = audit.Released
-		err = s.opt.Store.Release(store.WithAudit(ctx, e), id, note)
+		do = func(tx store.Tx) error { return tx.Release(id, note) }
 	case "drop":
 		e.Kind = audit.Dropped
-		err = s.opt.Store.Drop(store.WithAudit(ctx, e), id, note)
+		do = func(tx store.Tx) error { return tx.Drop(id, note) }
 	default:
 		return "", http.StatusNotFound, fmt.Errorf("%q: the actions are release and drop", op)
 	}
+	// The action, the hold clock it stops and its audit event: one
+	// transaction.
+	err = s.opt.Store.Update(ctx, func(tx store.Tx) error {
+		if err := do(tx); err != nil {
+			return err
+		}
+		if _, err := tx.CompleteDeadlines(it.PackageID, policy.DeadlineHold, it.Destination, s.now(), note); err != nil {
+			return err
+		}
+		return tx.Audit(e)
+	})
 	if err != nil {
 		return "", http.StatusConflict, fmt.Errorf("item %d: %w", id, err)
-	}
-	if _, err := s.opt.Store.CompleteDeadlines(ctx, it.PackageID, policy.DeadlineHold, it.Destination, s.now(), note); err != nil {
-		s.log.Warn("console: hold clock not stopped", "item", id, "err", err)
 	}
 	s.log.Info("console: held item "+op, "user", ss.user.Name, "item", id, "package", it.PackageID)
 	verb := map[string]string{"release": "released: the gateway sends it on its next pass", "drop": "dropped: it will not be sent"}[op]
