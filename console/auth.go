@@ -92,6 +92,9 @@ func (a *authenticator) signIn(name, password, addr string) (*config.User, error
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err != nil || u == nil {
+		if len(a.fails) > maxTracked {
+			a.prune()
+		}
 		for _, k := range keys {
 			f := a.fails[k]
 			if f == nil {
@@ -112,6 +115,19 @@ func (a *authenticator) signIn(name, password, addr string) (*config.User, error
 		delete(a.fails, k)
 	}
 	return u, nil
+}
+
+// maxTracked bounds the failure records kept: beyond it, records whose
+// wait is over are forgotten first.
+const maxTracked = 10000
+
+func (a *authenticator) prune() {
+	now := a.now()
+	for k, f := range a.fails {
+		if now.After(f.until) && f.n < lockAfter {
+			delete(a.fails, k)
+		}
+	}
 }
 
 func (a *authenticator) throttled(keys []string) error {

@@ -220,6 +220,10 @@ func (s *Server) sendForm(w http.ResponseWriter, r *http.Request, ss *session) {
 		p := s.preview(r.Context(), d)
 		cd := s.composeData(r.PostForm, ss)
 		cd.Preview = &p
+		if len(probs) == 0 {
+			// Refused by the gateway: show every field problem too.
+			_, probs = d.manifest(s.cfg, s.now())
+		}
 		for _, f := range probs {
 			if _, dup := cd.Problems[f.Field]; !dup {
 				cd.Problems[f.Field] = f.Message

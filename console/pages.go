@@ -162,10 +162,7 @@ type signInData struct {
 func (s *Server) showSignIn(w http.ResponseWriter, r *http.Request, code int, problem string) {
 	tok := randomToken()
 	http.SetCookie(w, &http.Cookie{Name: preCookie, Value: tok, Path: "/signin", Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
-	next := r.FormValue("next")
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
-		next = "/"
-	}
+	next := safeNext(r.FormValue("next"))
 	s.render(w, r, nil, code, "signin", "Sign in", signInData{Next: next, Expired: r.FormValue("expired") != "", Token: tok}, "", problem)
 }
 
@@ -190,11 +187,16 @@ func (s *Server) signInForm(w http.ResponseWriter, r *http.Request) {
 	s.sweep()
 	s.newSession(w, u)
 	s.log.Info("console sign-in", "user", u.Name, "role", u.RoleOr(), "remote", remoteAddr(r))
-	next := r.PostFormValue("next")
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || next == "/signin" {
-		next = "/"
+	http.Redirect(w, r, safeNext(r.PostFormValue("next")), http.StatusSeeOther)
+}
+
+// safeNext keeps a redirect after sign-in on this console: a path, never
+// another site ("//host", "/\\host") or the sign-in page itself.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") || strings.HasPrefix(next, "/signin") {
+		return "/"
 	}
-	http.Redirect(w, r, next, http.StatusSeeOther)
+	return next
 }
 
 func (s *Server) signOut(w http.ResponseWriter, r *http.Request, ss *session) {

@@ -279,6 +279,16 @@ func TestConsoleInTheBrowser(t *testing.T) {
 		s := cb.signIn("northshire-pio", pio.User)
 		s.t = t
 		s.open("/compose")
+		// Sent empty: refused, nothing sent, each problem tied to its field.
+		s.do(chromedp.Click(chromedp.CSS("#send")), chromedp.WaitVisible(chromedp.CSS("#to-error")))
+		if _, err := chromedp.Run(s.ctx, chromedp.Text(chromedp.CSS(`#to[aria-describedby="to-error"]`))); err != nil {
+			t.Errorf("the recipients' error is not tied to them: %v", err)
+		}
+		if !strings.Contains(s.text("#problem"), "not sent") {
+			t.Errorf("no alert: %s", s.text("main"))
+		}
+		cb.check(s, "compose-errors")
+		s.open("/compose")
 		s.do(
 			chromedp.SetValue(chromedp.CSS("#source5"), "B"),
 			chromedp.SetValue(chromedp.CSS("#intelligence5"), "2"),
