@@ -2,7 +2,7 @@ package main
 
 // End-to-end tests of issue 5's accountability (deadlines, triage by reply,
 // retention by crypto-shredding), across real gateway processes whose
-// clocks the tests move (gateway.TestClockEnv).
+// clocks the tests move (testbed.ClockEnv).
 
 import (
 	"bytes"

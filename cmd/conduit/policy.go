@@ -19,7 +19,8 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() {
+// newPolicyCmd builds `conduit policy`.
+func newPolicyCmd() *cobra.Command {
 	policyCmd := &cobra.Command{
 		Use:   "policy",
 		Short: "Check, explain and reload the sharing policy",
@@ -153,7 +154,7 @@ the gateway refuses it anyway and keeps the policy in force.`,
 		},
 	}
 	policyCmd.AddCommand(check, explain, reload)
-	rootCmd.AddCommand(policyCmd)
+	return policyCmd
 }
 
 func readPID(path string) (int, error) {
@@ -172,7 +173,8 @@ func printCheck(w io.Writer, p *policy.Policy, cfg *config.Config) {
 	fmt.Fprintf(w, "config %s: OK\n", cfg.File)
 	fmt.Fprintf(w, "  this gateway: %s (%s, %s)\n", cfg.Self().ID, cfg.Self().Name, cfg.Self().Kind)
 	fmt.Fprintf(w, "  directory %s: %d agencies\n", cfg.DirectoryFile, len(cfg.Directory.Agencies))
-	fmt.Fprintf(w, "  policy %s: %d administrator rules\n\n", cfg.Policy, len(p.AdminRules()))
+	fmt.Fprintf(w, "  policy %s: %d administrator rules\n", cfg.Policy, len(p.AdminRules()))
+	fmt.Fprintf(w, "  settings in force, every default filled in: conduit config show --config %s\n\n", cfg.File)
 	fmt.Fprintln(w, "Rules in force, in order of precedence within each phase:")
 	for _, r := range p.Rules() {
 		sum := ""
