@@ -13,7 +13,7 @@ import (
 	"github.com/conduit-gateway/conduit/keys"
 )
 
-// keyGate is the fail-closed gate in front of the key backend (DESIGN.md,
+// keyGate is the fail-closed gate in front of the key backend (docs/design.md,
 // Keys: "Vault unreachable: fail closed"). Every seal (intake, receipts,
 // notices) and every open (inbound) asks it first; while the backend does
 // not answer, nothing is sealed or opened: submission and inbound answer
