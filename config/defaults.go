@@ -34,9 +34,9 @@ const (
 	// from an outage is tried again within half an hour.
 	DefaultRetryMax = 30 * time.Minute
 	// DefaultMaxAge is how long a package is retried before its sender
-	// is told it could not be delivered: the 72 hours within which a
-	// received report must be triaged (MoU 6.1), after which late
-	// intelligence needs a person's decision.
+	// is told it could not be delivered: three days ride out a partner
+	// gateway down over a weekend; beyond that the intelligence may be
+	// stale and a person should decide how else to pass it on.
 	DefaultMaxAge = 72 * time.Hour
 	// DefaultWorkers is the number of concurrent deliveries: each waits
 	// mostly on the receiver's fsyncs, so a few overlap those waits

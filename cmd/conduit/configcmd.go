@@ -22,7 +22,9 @@ errors that name the file, line and field) and prints the configuration in
 force as YAML: every setting the file leaves out appears with its default,
 and paths are resolved against the config file's folder. The agency
 directory is shown by its file name when it has one. Nothing secret is in
-it: the file names key and password files, never their content.`,
+it: the config names key and passphrase files, never their content, and
+the users' password hashes are shown as redacted, since the output tends
+to travel (a support ticket, a change record).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(cfgPath)
@@ -38,6 +40,9 @@ it: the file names key and password files, never their content.`,
 	return configCmd
 }
 
+// redacted stands for a password hash in the shown configuration.
+const redacted = "(redacted)"
+
 // writeEffectiveConfig writes cfg in the config file's own form.
 func writeEffectiveConfig(w io.Writer, cfg *config.Config) error {
 	type shown struct {
@@ -45,6 +50,11 @@ func writeEffectiveConfig(w io.Writer, cfg *config.Config) error {
 		Directory     any `yaml:"directory"`
 	}
 	s := shown{Config: *cfg, Directory: cfg.DirectoryFile}
+	s.Users = make([]config.User, len(cfg.Users))
+	for i, u := range cfg.Users {
+		u.PasswordHash = redacted
+		s.Users[i] = u
+	}
 	if cfg.DirectoryFile == cfg.File {
 		s.Directory = cfg.Directory
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/goccy/go-yaml"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/conduit-gateway/conduit/config"
 )
@@ -54,7 +55,12 @@ func TestConfigShowPrintsTheSetValue(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	cfg := string(src) + "shutdown-timeout: 2m\nhousekeeping-interval: 15s\n"
+	hash, err := bcrypt.GenerateFromPassword([]byte("correct horse"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := string(src) + "shutdown-timeout: 2m\nhousekeeping-interval: 15s\n" +
+		"users:\n  - {name: dpatel, address: pio@northshire-pio.example, password-hash: \"" + string(hash) + "\"}\n"
 	cfg = strings.Replace(cfg, "directory: directory.yaml", "directory: "+mustAbs(t, "../../examples/directory.yaml"), 1)
 	cfg = strings.Replace(cfg, "policy: policy.yaml", "policy: "+mustAbs(t, "../../examples/policy.yaml"), 1)
 	path := filepath.Join(dir, "conduit.yaml")
@@ -72,6 +78,9 @@ func TestConfigShowPrintsTheSetValue(t *testing.T) {
 	}
 	if strings.Contains(out, "shutdown-timeout: 30s") {
 		t.Errorf("the default shows instead of the set value:\n%s", out)
+	}
+	if strings.Contains(out, string(hash)) || !strings.Contains(out, "password-hash: "+redacted) {
+		t.Errorf("the password hash is not redacted:\n%s", out)
 	}
 }
 
