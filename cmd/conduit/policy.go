@@ -34,7 +34,8 @@ func newPolicyCmd() *cobra.Command {
 		Short: "Validate the config, the agency directory and the policy file",
 		Long: `Check loads the gateway's config file, its agency directory and its policy
 file, type-checks every administrator rule, and lists the rules in force with
-their citations. Any error names the file, line and field.`,
+their citations. Any error names the file, line and field. The gateway's
+other settings, every default filled in, are what conduit config show prints.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, cfg, err := policy.Load(configPath)
