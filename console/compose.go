@@ -163,7 +163,7 @@ type composeData struct {
 func (s *Server) composeData(f url.Values, ss *session) composeData {
 	cd := composeData{Form: f, Problems: map[string]string{}, Gradings: envelope.Gradings, Classes: envelope.Classifications,
 		Descs: envelope.Descriptors, Purposes: envelope.Purposes, DSubjects: envelope.DataSubjects, Roles: envelope.Roles,
-		Flags: envelope.Flags, Risks: envelope.Risks, Topics: envelope.Topics, MaxUpload: s.cfg.Limits.MessageBytesOr()}
+		Flags: envelope.Flags, Risks: envelope.Risks, Topics: envelope.Topics, MaxUpload: s.cfg.Limits.MessageBytes}
 	for i := 0; i < subjectRows; i++ {
 		cd.Rows = append(cd.Rows, i)
 	}
@@ -331,7 +331,7 @@ func (s *Server) apiUpload(w http.ResponseWriter, r *http.Request, ss *session) 
 		writeError(w, http.StatusConflict, fmt.Sprintf("at most %d attachments per package", maxUploads))
 		return
 	}
-	limit := s.cfg.Limits.MessageBytesOr()
+	limit := s.cfg.Limits.MessageBytes
 	sp, err := envelope.NewSpool(s.spoolDir(), limit)
 	if err != nil {
 		s.log.Error("console: spool", "err", err)

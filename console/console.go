@@ -108,9 +108,6 @@ type Server struct {
 //go:embed templates static
 var files embed.FS
 
-// DefaultIdleTimeout signs out a user idle this long.
-const DefaultIdleTimeout = 15 * time.Minute
-
 // New builds the console.
 func New(opt Options) (*Server, error) {
 	if opt.Config == nil || opt.Gateway == nil || opt.Store == nil || opt.Trail == nil {
@@ -126,7 +123,10 @@ func New(opt Options) (*Server, error) {
 		opt.DryRunRecent = 200
 	}
 	s := &Server{opt: opt, cfg: opt.Config, log: opt.Log.With("part", "console"), now: opt.Now,
-		idle: opt.Config.Console.IdleTimeout.Or(DefaultIdleTimeout)}
+		idle: time.Duration(opt.Config.Console.IdleTimeout)}
+	if s.idle <= 0 {
+		s.idle = config.DefaultConsoleIdleTimeout
+	}
 	s.sessions.byID = map[string]*session{}
 	var err error
 	if s.auth, err = newAuthenticator(opt.Config.Users, opt.Now); err != nil {

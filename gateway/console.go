@@ -59,7 +59,7 @@ func (g *Gateway) Submit(ctx context.Context, user *config.User, rcpts []string,
 			return "", "", &SubmitError{Code: 550, Enhanced: "5.1.6", Message: to + " is in your own agency; use your internal mail"}
 		}
 	}
-	sp, err := envelope.NewSpool("", g.cfg.Limits.MessageBytesOr())
+	sp, err := envelope.NewSpool("", g.cfg.Limits.MessageBytes)
 	if err != nil {
 		return "", "", smtpToSubmit(errTempStore)
 	}

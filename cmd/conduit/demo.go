@@ -16,7 +16,8 @@ import (
 	"github.com/conduit-gateway/conduit/keys"
 )
 
-func init() {
+// newDemoCmd builds `conduit demo`.
+func newDemoCmd() *cobra.Command {
 	var envelopeOnly, keep, stay bool
 	c := &cobra.Command{
 		Use:   "demo",
@@ -49,7 +50,7 @@ replayed copy refused.`,
 	c.Flags().BoolVar(&envelopeOnly, "envelope-only", false, "show the envelope alone, in one process")
 	c.Flags().BoolVar(&stay, "stay", false, "keep the gateways and their web consoles running after the demo, until Ctrl-C")
 	c.Flags().BoolVar(&keep, "keep", false, "keep the working directory (keys, configs, stores, Maildirs) for inspection")
-	rootCmd.AddCommand(c)
+	return c
 }
 
 const demoMessage = "From: DS Patel <analyst@met.example>\r\n" +

@@ -22,7 +22,8 @@ import (
 	"github.com/conduit-gateway/conduit/envelope"
 )
 
-func init() {
+// newSendCmd builds `conduit send`.
+func newSendCmd() *cobra.Command {
 	var consoleURL, user, passFile, caFile string
 	c := &cobra.Command{
 		Use:   "send PACKAGE.yaml --console URL --user NAME [--password-file FILE] [--ca FILE]",
@@ -80,7 +81,7 @@ Exit status: 0 sent, 1 refused or failed, 2 a usage or manifest error.`,
 	c.Flags().StringVar(&caFile, "ca", "", "the CA certificate that signed the console's certificate")
 	c.MarkFlagRequired("console")
 	c.MarkFlagRequired("user")
-	rootCmd.AddCommand(c)
+	return c
 }
 
 // draftFromManifest reads a package manifest and its body; it returns the

@@ -22,7 +22,8 @@ import (
 	"github.com/conduit-gateway/conduit/policy"
 )
 
-func init() {
+// newServeCmd builds `conduit serve`.
+func newServeCmd() *cobra.Command {
 	var cfgPath, logFormat, logLevel string
 	c := &cobra.Command{
 		Use:   "serve --config FILE",
@@ -71,7 +72,7 @@ stop it cleanly.`,
 				}
 				return out, nil
 			})
-			g, err := gateway.New(ctx, cfg, gateway.Options{Store: st, Audit: trail, Metrics: m, Policy: pol, Log: log})
+			g, err := gateway.New(ctx, cfg, gatewayOptions(gateway.Options{Store: st, Audit: trail, Metrics: m, Policy: pol, Log: log}))
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
@@ -132,11 +133,17 @@ stop it cleanly.`,
 				if err != nil {
 					return fmt.Errorf("listen console %s: %w", cfg.Listen.Console, err)
 				}
+				// The console stops with the gateway, and before the store
+				// and the audit trail close under it.
+				cctx, stopConsole := context.WithCancel(ctx)
+				done := make(chan struct{})
 				go func() {
-					if err := con.Serve(ctx, ln); err != nil {
+					defer close(done)
+					if err := con.Serve(cctx, ln); err != nil {
 						log.Error("console stopped", "err", err)
 					}
 				}()
+				defer func() { stopConsole(); <-done }()
 			}
 			log.Info("gateway starting", "agency", cfg.Agency)
 			err = g.Run(ctx)
@@ -148,7 +155,7 @@ stop it cleanly.`,
 	c.Flags().StringVar(&logFormat, "log-format", "json", "json or text")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	c.MarkFlagRequired("config")
-	rootCmd.AddCommand(c)
+	return c
 }
 
 func newLogger(format, level string) (*slog.Logger, error) {
