@@ -42,6 +42,9 @@ type Gateway interface {
 	Submit(ctx context.Context, user *config.User, rcpts []string, msg io.Reader) (pkgID, reply string, err error)
 	// Explain decides a draft without sending or storing anything.
 	Explain(ctx context.Context, m *envelope.Manifest) policy.Decision
+	// Rectify sends a rectification notice about a package this
+	// gateway sent to every agency it went to.
+	Rectify(ctx context.Context, user *config.User, pkgID string, text io.Reader) (notice string, dests []string, err error)
 	// ReloadPolicy reads the policy file again and puts it in force.
 	ReloadPolicy() error
 	// Policy is the engine in force (its rules, for listing and dry runs).

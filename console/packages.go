@@ -161,7 +161,7 @@ func (s *Server) sentPackagePage(w http.ResponseWriter, r *http.Request, ss *ses
 		s.errorPage(w, r, ss, http.StatusNotFound, "No such package", "You have sent no package with this id.")
 		return
 	}
-	notice := ""
+	notice := r.URL.Query().Get("done")
 	if r.URL.Query().Get("sent") != "" {
 		notice = "Package " + ps[0].Package + " accepted: it is stored and will be delivered as shown below."
 	}
@@ -205,6 +205,57 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, ss *session, err e
 func (s *Server) apiFail(w http.ResponseWriter, err error) {
 	s.log.Error("console API: request failed", "err", err)
 	writeError(w, http.StatusInternalServerError, "the gateway could not answer just now; nothing was changed")
+}
+
+// rectify sends a rectification of one of the user's own packages.
+func (s *Server) rectify(ctx context.Context, ss *session, pkg, text string) (string, int, error) {
+	if strings.TrimSpace(text) == "" {
+		return "", http.StatusBadRequest, errors.New("write the rectification: what was wrong and what is right")
+	}
+	ps, err := s.sentPackages(ctx, ss, pkg)
+	if err != nil {
+		return "", http.StatusInternalServerError, err
+	}
+	if len(ps) != 1 {
+		return "", http.StatusNotFound, errors.New("you have sent no package with this id")
+	}
+	id, dests, err := s.opt.Gateway.Rectify(ctx, ss.user, pkg, strings.NewReader(text))
+	if err != nil {
+		return "", http.StatusUnprocessableEntity, err
+	}
+	s.log.Info("console: rectification sent", "user", ss.user.Name, "package", pkg, "notice", id)
+	return fmt.Sprintf("Rectification %s of package %s queued for %s.", id, pkg, strings.Join(dests, ", ")), http.StatusOK, nil
+}
+
+func (s *Server) rectifyForm(w http.ResponseWriter, r *http.Request, ss *session) {
+	pkg := r.PathValue("pkg")
+	msg, code, err := s.rectify(r.Context(), ss, pkg, r.PostFormValue("text"))
+	if err != nil {
+		ps, _ := s.sentPackages(r.Context(), ss, pkg)
+		if len(ps) != 1 {
+			s.errorPage(w, r, ss, code, "Not sent", err.Error())
+			return
+		}
+		s.render(w, r, ss, code, "package", "Package "+pkg, ps[0], "", err.Error())
+		return
+	}
+	http.Redirect(w, r, "/sent/"+url.PathEscape(pkg)+"?done="+url.QueryEscape(msg), http.StatusSeeOther)
+}
+
+func (s *Server) apiRectify(w http.ResponseWriter, r *http.Request, ss *session) {
+	var req struct {
+		Text string `json:"text"`
+	}
+	if err := jsonDecoder(w, r, 1<<20).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "give {\"text\": ...}: "+err.Error())
+		return
+	}
+	msg, code, err := s.rectify(r.Context(), ss, r.PathValue("pkg"), req.Text)
+	if err != nil {
+		writeError(w, code, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"result": msg})
 }
 
 // Received is a package delivered here, as metadata only.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -103,6 +104,36 @@ func (g *Gateway) Explain(ctx context.Context, m *envelope.Manifest) policy.Deci
 		d.Label.Created = g.Now().UTC().Truncate(1e9)
 	}
 	return g.engine.Policy().Decide(ctx, &d, policy.Sender{Agency: g.cfg.Agency})
+}
+
+// Rectify sends a rectification notice about a package this gateway
+// sent, to every agency it went to (MoU Annex A, Accuracy), marked like
+// the package it corrects (its label, from the decision log, with a
+// reference of its own). It returns the notice's id and destinations.
+func (g *Gateway) Rectify(ctx context.Context, user *config.User, pkgID string, text io.Reader) (string, []string, error) {
+	dl, ok := g.store.(store.DecisionLog)
+	if !ok {
+		return "", nil, errors.New("this gateway's store keeps no decisions: use conduit notice send")
+	}
+	recent, err := dl.RecentDecided(ctx, DecisionsKept)
+	if err != nil {
+		return "", nil, err
+	}
+	for _, d := range recent {
+		if d.PackageID != pkgID {
+			continue
+		}
+		var m envelope.Manifest
+		if err := json.Unmarshal(d.Manifest, &m); err != nil {
+			return "", nil, fmt.Errorf("the package's label cannot be read: %w", err)
+		}
+		l := m.Label
+		l.Reference = strings.TrimSuffix(l.Reference, "-RECT") + "-RECT"
+		l.Created = time.Time{}
+		return g.SendNotice(ctx, Notice{Kind: policy.NoticeRectification, PackageID: pkgID, Originator: g.cfg.Agency,
+			Label: l, Text: text, Sender: user.Address})
+	}
+	return "", nil, fmt.Errorf("package %s is not among the last %d this gateway decided: use conduit notice send with its label", pkgID, DecisionsKept)
 }
 
 // ReloadPolicy reads the config's directory and policy file again and

@@ -339,6 +339,22 @@ func TestConsoleInTheBrowser(t *testing.T) {
 			time.Sleep(time.Second)
 		}
 		cb.check(s, "package")
+		// A rectification from the package's page reaches the CCU too.
+		before := 0
+		for _, files := range b.AllDelivered("ccu-north") {
+			before += len(files)
+		}
+		s.do(chromedp.SetValue(chromedp.CSS("#rect-text"), "The wing is D, not C."), chromedp.Click(chromedp.CSS(`form[action$="/rectify"] button`)))
+		s.waitText(".notice", 20*time.Second, "Rectification", "of package "+pkg+" queued for ccu-north")
+		if !testbed.WaitFor(context.Background(), 60*time.Second, func() bool {
+			n := 0
+			for _, files := range b.AllDelivered("ccu-north") {
+				n += len(files)
+			}
+			return n > before
+		}) {
+			t.Errorf("the rectification never reached ccu-north")
+		}
 		s.open("/sent")
 		if !strings.Contains(s.text("main"), pkg) {
 			t.Errorf("the Sent page does not list %s", pkg)
