@@ -243,6 +243,9 @@ func (c *Config) checkGateway(doc *Doc) error {
 			return doc.Errorf("$.listen."+name, "%q has no numeric port", addr)
 		}
 	}
+	if (g.Console.Cert == "") != (g.Console.Key == "") {
+		return doc.Errorf("$.console", "give console.cert and console.key together (or neither: the console then uses tls.cert and tls.key)")
+	}
 	self := c.Self()
 	seen := map[string]bool{}
 	for i, u := range g.Users {

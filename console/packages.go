@@ -271,10 +271,15 @@ type Received struct {
 	Triaged    bool      `json:"triaged"`
 }
 
+// receivedWindow is how far back the Received page looks (the audit
+// trail holds years).
+const receivedWindow = 90 * 24 * time.Hour
+
 var verifiedRE = regexp.MustCompile(`^verified: signed by \S+, (.+), reference (.+)$`)
 
 func (s *Server) received(ctx context.Context) ([]Received, error) {
-	evs, err := s.opt.Trail.Query(ctx, audit.Filter{Kind: audit.Received})
+	since := s.now().Add(-receivedWindow)
+	evs, err := s.opt.Trail.Query(ctx, audit.Filter{Kind: audit.Received, Since: since})
 	if err != nil {
 		return nil, err
 	}
@@ -289,7 +294,7 @@ func (s *Server) received(ctx context.Context) ([]Received, error) {
 		idx[e.Package] = len(out)
 		out = append(out, Received{Package: e.Package, Originator: e.Destination, Name: s.agencyName(e.Destination), Marking: m[1], Reference: m[2], When: e.Time})
 	}
-	dels, err := s.opt.Trail.Query(ctx, audit.Filter{Kind: audit.Delivered})
+	dels, err := s.opt.Trail.Query(ctx, audit.Filter{Kind: audit.Delivered, Since: since})
 	if err != nil {
 		return nil, err
 	}
@@ -301,7 +306,7 @@ func (s *Server) received(ctx context.Context) ([]Received, error) {
 			}
 		}
 	}
-	triaged, err := s.opt.Trail.Query(ctx, audit.Filter{Kind: audit.Triaged})
+	triaged, err := s.opt.Trail.Query(ctx, audit.Filter{Kind: audit.Triaged, Since: since})
 	if err != nil {
 		return nil, err
 	}
