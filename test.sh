@@ -12,6 +12,7 @@ command -v sq >/dev/null 2>&1 || need+=(sq)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
 # The console's browser tests drive headless Chromium.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if ((${#need[@]})); then
 	if [ "$(id -u)" = 0 ]; then
 		echo "test.sh: installing ${need[*]}"
