@@ -264,7 +264,7 @@ func (s *Server) send(ctx context.Context, ss *session, d *Draft) (pkg, reply st
 		u := ss.uploads[id]
 		if u == nil {
 			ss.mu.Unlock()
-			return "", "", []Field{{"upload", "an attachment is no longer held (the session was renewed?): upload it again"}}, nil
+			return "", "", []Field{{"attach", "an attachment is no longer held (the session was renewed?): upload it again"}}, nil
 		}
 		ups = append(ups, u)
 	}

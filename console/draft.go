@@ -125,10 +125,7 @@ func draftFromForm(f url.Values) *Draft {
 const subjectRows = 3
 
 // labelFieldOf maps a label field to the form field that sets it.
-var labelFieldOf = map[string]string{
-	"source": "source", "intelligence": "intelligence", "handling": "handling",
-	"subjects": "datasubjects", "sanitised-by": "sanitised_by",
-}
+var labelFieldOf = map[string]string{"subjects": "datasubjects", "sanitised-by": "sanitised_by"}
 
 // quoteParam writes a label value as an RFC 2045 token or quoted string.
 func quoteParam(v string) string {
@@ -182,21 +179,32 @@ func (d *Draft) label(originator string, now time.Time) (envelope.Label, []Field
 	l, err := envelope.ParseLabelPartial(raw)
 	var probs []Field
 	if err != nil {
-		probs = append(probs, labelProblem(err))
+		probs = append(probs, labelProblem(err, dl.Grading))
 		return l, probs
 	}
 	if err := l.Validate(); err != nil {
-		probs = append(probs, labelProblem(err))
+		probs = append(probs, labelProblem(err, dl.Grading))
 	}
 	return l, probs
 }
 
-func labelProblem(err error) Field {
+// labelProblem names the form field of a label error: the grading codes
+// have a field per scheme (source5, source3...).
+func labelProblem(err error, scheme string) Field {
 	var le *envelope.LabelError
 	if errors.As(err, &le) {
 		f := le.Field
-		if m, ok := labelFieldOf[f]; ok {
-			f = m
+		switch f {
+		case "source", "intelligence", "handling":
+			sfx := "5"
+			if scheme == string(envelope.Scheme3x5x2) {
+				sfx = "3"
+			}
+			f += sfx
+		default:
+			if m, ok := labelFieldOf[f]; ok {
+				f = m
+			}
 		}
 		return Field{Field: f, Message: le.Error()}
 	}
@@ -235,7 +243,7 @@ func (d *Draft) manifest(cfg *config.Config, now time.Time) (*envelope.Manifest,
 		}
 		m.Subjects = append(m.Subjects, envelope.Subject{Role: envelope.Role(s.Role), Establishment: s.Establishment, Region: s.Region, Flags: s.Flags, ID: s.ID})
 	}
-	if err := m.ValidateFacts(); err != nil {
+	if err := m.ValidateFacts(); err != nil && !(len(m.To) == 0 && strings.Contains(err.Error(), `"to"`)) {
 		probs = append(probs, Field{"facts", err.Error()})
 	}
 	if strings.ContainsAny(d.Title, "\r\n") {

@@ -54,7 +54,7 @@ func TestDraftProblemsNameTheirField(t *testing.T) {
 		{"no recipient", func(d *Draft) { d.To = nil }, "to"},
 		{"own agency", func(d *Draft) { d.To = []string{"northshire-pio"} }, "to"},
 		{"unknown agency", func(d *Draft) { d.To = []string{"hmp-nowhere"} }, "to"},
-		{"3x5x2 code under 5x5x5", func(d *Draft) { d.Label.Source = "1" }, "source"},
+		{"3x5x2 code under 5x5x5", func(d *Draft) { d.Label.Source = "1" }, "source5"},
 		{"unknown purpose", func(d *Draft) { d.Label.Purpose = "curiosity" }, "purpose"},
 		{"unknown data subject", func(d *Draft) { d.Label.Subjects = []string{"bystander"} }, "datasubjects"},
 		{"quote in the authorisation", func(d *Draft) { d.Label.Handling = "2"; d.Label.Authorisation = `A"; purpose=crime` }, "authorisation"},
