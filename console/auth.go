@@ -261,6 +261,17 @@ func (s *Server) sweep() {
 	}
 }
 
+// endAll ends every session and destroys their uploads (at shutdown).
+func (s *Server) endAll() {
+	s.sessions.mu.Lock()
+	all := s.sessions.byID
+	s.sessions.byID = map[string]*session{}
+	s.sessions.mu.Unlock()
+	for _, ss := range all {
+		ss.dropUploads()
+	}
+}
+
 func csrfOK(want, got string) bool {
 	return want != "" && subtle.ConstantTimeCompare([]byte(want), []byte(got)) == 1
 }

@@ -99,22 +99,15 @@ func (s *Server) preview(ctx context.Context, d *Draft) Preview {
 		}
 	}
 	p := Preview{Problems: probs, Outcome: string(dec.Decision), Deadlines: dec.Deadlines, Trace: dec.Trace, Decision: dec}
-	byAgency := map[string]*PreviewDest{}
+	byAgency := map[string]int{}
 	for _, dl := range dec.Deliveries {
-		pd := byAgency[dl.Agency]
-		if pd == nil {
+		if _, ok := byAgency[dl.Agency]; !ok {
+			byAgency[dl.Agency] = len(p.Goes)
 			p.Goes = append(p.Goes, PreviewDest{Agency: dl.Agency, Name: s.agencyName(dl.Agency), Priority: string(policy.Normal)})
-			pd = &p.Goes[len(p.Goes)-1]
-			byAgency[dl.Agency] = pd
-			// p.Goes may grow: keep pointers valid by re-pointing below.
 		}
-		_ = pd
-	}
-	for i := range p.Goes {
-		byAgency[p.Goes[i].Agency] = &p.Goes[i]
 	}
 	for _, dl := range dec.Deliveries {
-		pd := byAgency[dl.Agency]
+		pd := &p.Goes[byAgency[dl.Agency]]
 		if !slices.Contains(pd.Mailboxes, dl.Mailbox) {
 			pd.Mailboxes = append(pd.Mailboxes, dl.Mailbox)
 		}

@@ -186,10 +186,21 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		<-ctx.Done()
+		// Idle sessions end, and their uploads are destroyed, even when
+		// nobody signs in.
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for ctx.Err() == nil {
+			select {
+			case <-t.C:
+				s.sweep()
+			case <-ctx.Done():
+			}
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = hs.Shutdown(sctx)
+		s.endAll()
 	}()
 	s.log.Info("console listening", "addr", "https://"+ln.Addr().String()+"/")
 	err = hs.ServeTLS(ln, "", "")

@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -679,7 +678,6 @@ attachments: [notes.bin]
 	if t.Failed() {
 		t.Logf("log of northshire-pio:\n%s", b.Tail("northshire-pio", 30))
 	}
-	_ = url.Values{}
 }
 
 func randHex(n int) string {
