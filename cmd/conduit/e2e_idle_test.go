@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"database/sql"
 	"fmt"
 	"os"
@@ -33,17 +32,14 @@ func TestIdleGatewayDoesNotReadWhatItKeeps(t *testing.T) {
 		bound   = 1 << 20 // bytes read in the window
 	)
 	b := newE2EBed(t, testbed.Options{Extra: "housekeeping-interval: 1s\n"}, id)
-	ctx := context.Background()
 	tcheck(t, b.Stop(id), "stop")
 	fillKept(t, b.StorePath(id), records, time.Now())
 	st, err := os.Stat(b.StorePath(id))
 	tcheck(t, err, "store size")
 	p := startServe(t, b, id)
 	pid := p.cmd.Process.Pid
-	// Let it start and do its first round, then watch it idle.
-	if !testbed.WaitFor(ctx, 10*time.Second, func() bool { return strings.Contains(b.Tail(id, 20), `"listening"`) }) {
-		t.Fatalf("no start:\n%s", b.Tail(id, 10))
-	}
+	// What it reads at start (keys, certificates, the schema, a first
+	// round) is not counted: the window opens two intervals later.
 	time.Sleep(2 * time.Second)
 	before := readBytes(t, pid)
 	time.Sleep(window) // the idle period itself is what is measured

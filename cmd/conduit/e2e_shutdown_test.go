@@ -99,10 +99,10 @@ func TestShutdownWithSlowPeersEndsWithinTheTimeoutAndLosesNothing(t *testing.T) 
 	}
 	t.Logf("exited in %s: %v", took.Round(10*time.Millisecond), state)
 
-	// The cut submission got no 250: its connection closed, or a 421.
+	// The cut submission got no 250: its connection closed, or a 4xx.
 	slow.conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if code, msg, err := slow.tp.ReadResponse(0); err == nil || code == 250 {
-		t.Errorf("the submission cut mid-DATA was answered %d %s", code, msg)
+	if code, msg, err := slow.tp.ReadResponse(0); code/100 == 2 {
+		t.Errorf("the submission cut mid-DATA was answered %d %s (%v)", code, msg, err)
 	}
 
 	// The next start, with the prison's real gateway in place of the
