@@ -270,6 +270,22 @@ func TestConsoleInTheBrowser(t *testing.T) {
 		s := &browserSession{t: t, ctx: cb.tab(), base: base}
 		s.open("/signin")
 		cb.check(s, "signin")
+		// Keyboard only: the name field has the focus, Tab moves to the
+		// password and then the button; Enter signs in.
+		focus := func() string {
+			v, _ := chromedp.Run(s.ctx, chromedp.Evaluate[string](`document.activeElement.id || document.activeElement.tagName`))
+			return v
+		}
+		order := []string{focus()}
+		for range 2 {
+			s.do(chromedp.KeyEvent("\t"))
+			order = append(order, focus())
+		}
+		if strings.Join(order, ",") != "name,password,BUTTON" {
+			t.Errorf("keyboard focus order %v, want name, password, the button", order)
+		}
+		s.do(chromedp.Focus(chromedp.CSS("#name")), chromedp.KeyEvent(pio.User), chromedp.Focus(chromedp.CSS("#password")),
+			chromedp.KeyEvent(pio.Password+"\r"), chromedp.WaitVisible(chromedp.CSS("nav")))
 	}
 	signin()
 
@@ -278,6 +294,16 @@ func TestConsoleInTheBrowser(t *testing.T) {
 		s := cb.signIn("northshire-pio", pio.User)
 		s.t = t
 		s.open("/compose")
+		// The first Tab reaches the skip link, which takes the focus past
+		// the navigation to the page's content.
+		s.do(chromedp.KeyEvent("\t"))
+		if v, _ := chromedp.Run(s.ctx, chromedp.Evaluate[string](`document.activeElement.className`)); v != "skip" {
+			t.Errorf("the first Tab reaches %q, not the skip link", v)
+		}
+		s.do(chromedp.KeyEvent("\r"))
+		if v, _ := chromedp.Run(s.ctx, chromedp.Evaluate[string](`document.activeElement.id`)); v != "main" {
+			t.Errorf("the skip link moved the focus to %q, not the main content", v)
+		}
 		// Sent empty: refused, nothing sent, each problem tied to its field.
 		s.do(chromedp.Click(chromedp.CSS("#send")), chromedp.WaitVisible(chromedp.CSS("#to-error")))
 		if _, err := chromedp.Run(s.ctx, chromedp.Text(chromedp.CSS(`#to[aria-describedby="to-error"]`))); err != nil {
