@@ -424,7 +424,7 @@ attachments: [notes.bin]
 		}
 	})
 
-	t.Run("held by a rule, sent through the API, dropped by a supervisor", func(t *testing.T) {
+	t.Run("held by a rule, sent through the API, released and dropped by a supervisor", func(t *testing.T) {
 		// A case-management system signs in with its own account and a
 		// bearer token (no cookie, so no CSRF token either).
 		c := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
@@ -456,6 +456,29 @@ attachments: [notes.bin]
 		if resp.StatusCode != http.StatusCreated || !strings.Contains(sent.Reply, "witness-review") {
 			t.Fatalf("API send: %s %+v", resp.Status, sent)
 		}
+		// Another, released through the API by a supervisor's system.
+		req, _ = http.NewRequest("POST", base+"/api/v1/packages", strings.NewReader(strings.Replace(draft, "API-0001", "API-0002", 1)))
+		req.Header.Set("Authorization", "Bearer "+sess.Token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err = c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var second struct{ Package string }
+		json.NewDecoder(resp.Body).Decode(&second)
+		resp.Body.Close()
+		items, err := b.Queue(context.Background(), "northshire-pio", store.Filter{PackageID: second.Package})
+		if err != nil || len(items) != 1 || items[0].State != store.OnHold {
+			t.Fatalf("the second package is not held: %+v %v", items, err)
+		}
+		sup, supCSRF := consoleAPIClient(t, base, pio.User+"-supervisor", pio.Password)
+		if code := status(t, sup, "POST", fmt.Sprintf("%s/api/v1/held/%d/release", base, items[0].ID), map[string]string{"X-CSRF-Token": supCSRF, "Content-Type": "application/json"},
+			strings.NewReader(`{"reason": "the witness is not identifiable"}`)); code != http.StatusOK {
+			t.Fatalf("release through the API: %d", code)
+		}
+		if items, _ := b.Queue(context.Background(), "northshire-pio", store.Filter{PackageID: second.Package}); len(items) != 1 || items[0].State == store.OnHold {
+			t.Errorf("the released item is still held: %+v", items)
+		}
 		s := cb.signIn("northshire-pio", pio.User+"-supervisor")
 		s.t = t
 		s.open("/held")
@@ -464,7 +487,7 @@ attachments: [notes.bin]
 		s.do(chromedp.SetValue(chromedp.CSS("main table input[name=reason]"), "the supervisor found the witness identifiable"),
 			chromedp.Click(chromedp.CSS("main table button.danger")))
 		s.waitText(".notice", 20*time.Second, "dropped")
-		items, err := b.Queue(context.Background(), "northshire-pio", store.Filter{PackageID: sent.Package})
+		items, err = b.Queue(context.Background(), "northshire-pio", store.Filter{PackageID: sent.Package})
 		if err != nil || len(items) != 1 || items[0].State != store.Dropped || !strings.Contains(items[0].Reason, "witness identifiable") {
 			t.Errorf("the held item was not dropped with its reason: %+v %v", items, err)
 		}
@@ -639,12 +662,18 @@ attachments: [notes.bin]
 	})
 
 	t.Run("other administrator pages", func(t *testing.T) {
+		// A message that is no envelope, at the inbound port: quarantined,
+		// and listed by headers and reason.
+		junk := "From: <conduit@ccu-north.example>\r\nTo: <pio@northshire-pio.example>\r\nSubject: not an envelope\r\n\r\n" + e2eBody + "\r\n"
+		if _, err := b.Inject(context.Background(), "northshire-pio", "conduit@ccu-north.example", []string{"pio@northshire-pio.example"}, []byte(junk)); err == nil || !strings.Contains(err.Error(), "quarantined") {
+			t.Fatalf("a message that is no envelope was not quarantined: %v", err)
+		}
 		s := cb.signIn("northshire-pio", pio.User+"-admin")
 		s.t = t
 		for _, p := range []struct{ path, name, want string }{
 			{"/admin/directory", "directory", "HMP Northgate"},
 			{"/admin/queue", "queue", "rpiu-north-east"},
-			{"/admin/quarantine", "quarantine", "quarantined"},
+			{"/admin/quarantine", "quarantine", "conduit@ccu-north.example"},
 			{"/admin/deadlines", "deadlines", ""},
 			{"/admin/health", "health", "The gateway is ready"},
 		} {
