@@ -118,3 +118,16 @@ func FuzzDecodeDraft(f *testing.F) {
 		}
 	})
 }
+
+func TestDryRunDifferenceNamesWhatChanges(t *testing.T) {
+	before := []string{"decision: deliver", "to ccu-north rcca@x by governor-to-regional-ccu"}
+	after := []string{"decision: deliver", "to ccu-north rcca@x by governor-to-regional-ccu", "to pas pas@y by corruption-to-pas"}
+	removed, added := difference(before, after)
+	if len(removed) != 0 || len(added) != 1 || added[0] != "to pas pas@y by corruption-to-pas" {
+		t.Fatalf("removed %v added %v", removed, added)
+	}
+	removed, added = difference(after, before)
+	if len(removed) != 1 || len(added) != 0 {
+		t.Fatalf("reversed: removed %v added %v", removed, added)
+	}
+}

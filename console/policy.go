@@ -48,6 +48,9 @@ type Change struct {
 	Sample string `json:"sample"` // an example package, or a package this gateway decided
 	Before string `json:"before"`
 	After  string `json:"after"`
+	// Removed and Added are what the draft takes away and adds.
+	Removed []string `json:"removed"`
+	Added   []string `json:"added"`
 }
 
 // DryRun is what a draft would change.
@@ -101,44 +104,46 @@ func (s *Server) compile(src []byte) (*policy.Policy, CheckResult) {
 	return p, CheckResult{OK: true, Rules: len(p.AdminRules())}
 }
 
-// summary is a decision in one line, for before/after.
-func summary(d policy.Decision) string {
-	var parts []string
-	var to []string
+// facts lists a decision's outcome as separate statements ("to AGENCY
+// MAILBOX by RULE", "refused AGENCY by RULE", "held ..."), sorted, so that
+// two decisions can be compared and their difference shown.
+func facts(d policy.Decision) []string {
+	out := []string{"decision: " + string(d.Decision)}
 	for _, dl := range d.Deliveries {
-		x := dl.Agency + " " + dl.Mailbox
+		x := "to " + dl.Agency + " " + dl.Mailbox
 		if dl.Priority == policy.Immediate {
 			x += " (immediate)"
 		}
-		to = append(to, x+" by "+dl.Rule)
+		out = append(out, x+" by "+dl.Rule)
 	}
-	sort.Strings(to)
-	parts = append(parts, string(d.Decision))
-	if len(to) > 0 {
-		parts = append(parts, "to "+strings.Join(to, ", "))
-	}
-	var ref []string
 	for _, r := range d.Refusals {
-		ref = append(ref, r.Agency+" by "+r.Rule)
+		out = append(out, "refused "+r.Agency+" by "+r.Rule)
 	}
 	for _, st := range d.Trace {
 		if st.Effect == policy.EffectDeny {
-			ref = append(ref, "the package by "+st.Rule)
+			out = append(out, "refused the package by "+st.Rule)
 		}
 	}
-	sort.Strings(ref)
-	if len(ref) > 0 {
-		parts = append(parts, "refused: "+strings.Join(ref, ", "))
-	}
-	var held []string
 	for _, h := range d.Holds {
-		held = append(held, h.Agency+" by "+h.Rule)
+		out = append(out, "held "+h.Agency+" by "+h.Rule)
 	}
-	sort.Strings(held)
-	if len(held) > 0 {
-		parts = append(parts, "held: "+strings.Join(held, ", "))
+	sort.Strings(out[1:])
+	return slices.Compact(out)
+}
+
+// difference lists what is only in a and only in b.
+func difference(a, b []string) (onlyA, onlyB []string) {
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			onlyA = append(onlyA, x)
+		}
 	}
-	return strings.Join(parts, "; ")
+	for _, x := range b {
+		if !slices.Contains(a, x) {
+			onlyB = append(onlyB, x)
+		}
+	}
+	return onlyA, onlyB
 }
 
 type sample struct {
@@ -198,11 +203,12 @@ func (s *Server) dryRun(ctx context.Context, draft *policy.Policy) (*DryRun, err
 				continue
 			}
 		}
-		before := summary(a.Decide(ctx, x.m, policy.Sender{Agency: x.m.From}))
-		after := summary(b.Decide(ctx, x.m, policy.Sender{Agency: x.m.From}))
+		before := facts(a.Decide(ctx, x.m, policy.Sender{Agency: x.m.From}))
+		after := facts(b.Decide(ctx, x.m, policy.Sender{Agency: x.m.From}))
 		dr.Tried++
-		if before != after {
-			dr.Changes = append(dr.Changes, Change{Sample: x.name, Before: before, After: after})
+		if removed, added := difference(before, after); len(removed)+len(added) > 0 {
+			dr.Changes = append(dr.Changes, Change{Sample: x.name, Before: strings.Join(before, "; "), After: strings.Join(after, "; "),
+				Removed: removed, Added: added})
 		}
 	}
 	return dr, nil

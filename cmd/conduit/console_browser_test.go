@@ -589,7 +589,7 @@ attachments: [notes.bin]
 		if pkg != "" && !strings.Contains(dry, "package "+pkg) {
 			t.Errorf("the dry run does not list the package sent (%s):\n%s", pkg, dry)
 		}
-		if !strings.Contains(dry, "example governor-subject.yaml") || !strings.Contains(dry, "pas pas@") {
+		if !strings.Contains(dry, "example governor-subject.yaml") || !strings.Contains(dry, "to pas pas@pas.hmpps.example by corruption-to-pas") {
 			t.Errorf("the dry run does not show the copy to PAS:\n%s", dry)
 		}
 		cb.check(s, "policy-dry-run")
