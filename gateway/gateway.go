@@ -203,17 +203,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 		if addr == "" {
 			return nil
 		}
-		var l net.Listener
-		var err error
-		if implicitTLS {
-			l, err = tls.Listen("tcp", addr, g.serverTLS)
-		} else {
-			l, err = net.Listen("tcp", addr)
-		}
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("listen %s %s: %w", name, addr, err)
 		}
 		l = limitListener(l, g.cfg.Limits.Connections)
+		if implicitTLS {
+			// TLS on top of the limiter, never under it: go-smtp tells a
+			// TLS connection by conn.(*tls.Conn), which a wrapper around
+			// the TLS connection would hide (AUTH would answer 538).
+			l = tls.NewListener(l, g.serverTLS)
+		}
 		g.mu.Lock()
 		g.servers = append(g.servers, srv)
 		g.mu.Unlock()
