@@ -138,7 +138,11 @@ func Seal(ctx context.Context, w io.Writer, msg io.Reader, p SealParams) (*Seale
 	if man == nil {
 		man = &Manifest{From: p.Signer.Agency}
 		for _, c := range p.Recipients {
-			man.To = append(man.To, c.Agency)
+			// A certificate no agency was given for (an ordinary user ID)
+			// adds no addressee: the pin, not the key, names agencies.
+			if c.Agency != "" {
+				man.To = append(man.To, c.Agency)
+			}
 		}
 	} else {
 		cp := *man

@@ -88,12 +88,16 @@ func (g *Gateway) loadPartners(ctx context.Context) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("partner certificate: %w", err)
+			g.partnerUnusable(ctx, ps, a.ID, fmt.Sprintf("its certificate file %s cannot be read: %v", path, err))
+			continue
 		}
 		c, err := keys.ReadCert(f)
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("partner certificate %s: %w", path, err)
+			// One partner's unusable certificate does not stop the gateway:
+			// what is for that partner is held with the reason (sealTarget).
+			g.partnerUnusable(ctx, ps, a.ID, fmt.Sprintf("its certificate file %s cannot be used: %v", path, err))
+			continue
 		}
 		if pin == "" {
 			g.log.Warn("partner certificate not used: the directory pins no fingerprint", "partner", a.ID)
@@ -113,6 +117,15 @@ func (g *Gateway) loadPartners(ctx context.Context) error {
 	g.keyWatch.version = version
 	g.keyWatch.mu.Unlock()
 	return nil
+}
+
+// partnerUnusable records that a partner's certificate cannot be used and
+// alerts the administrators.
+func (g *Gateway) partnerUnusable(ctx context.Context, ps *keys.Partners, agency, why string) {
+	ps.SetUnusable(agency, why)
+	g.log.Error("admin alert: partner certificate not usable; deliveries to it are held", "partner", agency, "err", why)
+	g.alertAdmins(ctx, "partner certificate for "+agency+" not usable", agency+": "+why+
+		"\r\nPackages for "+agency+" are held until a usable certificate is installed (conduit keys offer).\r\n")
 }
 
 // offerPartnerKey records a certificate with a fingerprint other than the
@@ -581,6 +594,10 @@ func (g *Gateway) KeysInForce() []*keys.Cert {
 	return append(out, g.partners().Certs()...)
 }
 
+// PartnersUnusable lists the partners whose certificate cannot be used,
+// with the reason, for conduit keys list.
+func (g *Gateway) PartnersUnusable() map[string]string { return g.partners().UnusableAll() }
+
 // Store is the gateway's store, for the CLI.
 func (g *Gateway) Store() store.Store { return g.store }
 
@@ -619,6 +636,11 @@ func (g *Gateway) OfferPartnerCert(ctx context.Context, c *keys.Cert, source str
 func (g *Gateway) sealTarget(agency string) (cert *keys.Cert, holdReason string, ok bool) {
 	cert, ok = g.partners().Get(agency)
 	if !ok {
+		if why, bad := g.partners().Unusable(agency); bad {
+			if self, err := g.identity().Public(); err == nil {
+				return self, holdKeyPrefix + agency + "'s key cannot be used: " + why + "; held until a usable key is in force", true
+			}
+		}
 		return nil, "", false
 	}
 	if err := cert.Usable(g.Now()); err != nil {

@@ -180,6 +180,14 @@ nothing more, until a new key is generated and the partners approve it.`,
 				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", k.Agency, st.Fingerprint, len(st.Subkeys), exp, state)
 			}
 			tw.Flush()
+			for _, k := range g.KeysInForce() {
+				if w := k.NameWarning(k.Agency); w != "" {
+					fmt.Fprintln(cmd.OutOrStdout(), "warning: "+w)
+				}
+			}
+			for a, why := range g.PartnersUnusable() {
+				fmt.Fprintf(cmd.OutOrStdout(), "warning: %s has no usable key: %s; packages for it are held\n", a, why)
+			}
 			return printPending(ctx, cmd.OutOrStdout(), g.Store())
 		},
 	}
@@ -198,6 +206,7 @@ nothing more, until a new key is generated and the partners approve it.`,
 		},
 	}
 
+	var offerAgency string
 	offer := &cobra.Command{
 		Use:   "offer CERT-FILE --config FILE",
 		Short: "Record a partner certificate received out of band: an update is taken, a new key waits for approval",
@@ -213,6 +222,14 @@ nothing more, until a new key is generated and the partners approve it.`,
 			if err != nil {
 				return &exitError{exitCheck, err}
 			}
+			// The agency is the operator's to say: a key made with gpg or sq
+			// for a partner names no agency id in its user ID.
+			if offerAgency != "" {
+				c.Agency = offerAgency
+			}
+			if c.Agency == "" {
+				return &exitError{exitUsage, fmt.Errorf("%s: certificate %s names no agency: give --agency", args[0], c.Fingerprint())}
+			}
 			g, closeAll, err := cliGateway(ctx, cfgPath)
 			if err != nil {
 				return err
@@ -226,6 +243,8 @@ nothing more, until a new key is generated and the partners approve it.`,
 			return nil
 		},
 	}
+
+	offer.Flags().StringVar(&offerAgency, "agency", "", "the agency the certificate is for (default: the agency its user ID names)")
 
 	decide := func(verb string, state store.KeyState) *cobra.Command {
 		var why string
