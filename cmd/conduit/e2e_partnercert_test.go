@@ -59,4 +59,3 @@ func TestGatewayWithOneBadPartnerCertificateServesTheOthers(t *testing.T) {
 		t.Errorf("no alert in the log:\n%s", log)
 	}
 }
-
