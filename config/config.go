@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/goccy/go-yaml/ast"
@@ -40,6 +39,10 @@ type Config struct {
 	DirectoryFile string `yaml:"-"`
 	// Directory is the agency directory, inline or from its own file.
 	Directory *Directory `yaml:"-"`
+
+	// legacyLines is the line of each legacy-markings entry, for the
+	// trace entry that cites the table a mapping came from.
+	legacyLines map[string]int
 }
 
 // fileConfig is the on-disk form: Config plus the directory, which is
@@ -149,11 +152,19 @@ func (c *Config) check(doc *Doc) error {
 	if err := c.checkGateway(doc); err != nil {
 		return err
 	}
+	c.legacyLines = map[string]int{}
+	if mn, ok := doc.Node("$.legacy-markings").(*ast.MappingNode); ok {
+		for _, kv := range mn.Values {
+			if kv.Key != nil && kv.Key.GetToken() != nil {
+				c.legacyLines[envelope.NormalizeMarking(kv.Key.GetToken().Value)] = kv.Key.GetToken().Position.Line
+			}
+		}
+	}
 	for k, v := range c.LegacyMarkings {
 		if !slices.Contains(envelope.Classifications, v) {
 			return doc.Errorf("$.legacy-markings", "%q maps to %q, which is not a classification", k, v)
 		}
-		if slices.Contains(envelope.Classifications, envelope.Classification(strings.ToUpper(k))) {
+		if envelope.IsCurrent(k) {
 			return doc.Errorf("$.legacy-markings", "%q is a current classification, not a legacy marking", k)
 		}
 	}
@@ -168,9 +179,22 @@ func (c *Config) Legacy() envelope.LegacyMarkings {
 	}
 	m := make(envelope.LegacyMarkings, len(c.LegacyMarkings))
 	for k, v := range c.LegacyMarkings {
-		m[strings.ToUpper(strings.TrimSpace(k))] = v
+		m[envelope.NormalizeMarking(k)] = v
 	}
 	return m
+}
+
+// LegacySource says where the mapping of a legacy marking comes from, for
+// the decision's trace and the audit trail: the config file and line of
+// the administrator's entry, or the built-in table.
+func (c *Config) LegacySource(marking string) string {
+	if c == nil || len(c.LegacyMarkings) == 0 {
+		return "built-in legacy-marking table (DESIGN.md, The handling label)"
+	}
+	if line, ok := c.legacyLines[envelope.NormalizeMarking(marking)]; ok {
+		return fmt.Sprintf("legacy-markings in %s, line %d", c.File, line)
+	}
+	return "legacy-markings in " + c.File
 }
 
 // Self returns this gateway's own agency.

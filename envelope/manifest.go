@@ -91,7 +91,16 @@ type Manifest struct {
 // with its line. The label is checked value by value but not for
 // completeness; call Validate for that (the policy reports an incomplete
 // label under its label-required rule).
+//
+// Legacy markings are mapped with DefaultLegacyMarkings; a caller with a
+// configuration uses ParseManifestWith and the configured table.
 func ParseManifest(r io.Reader) (*Manifest, error) {
+	return ParseManifestWith(r, DefaultLegacyMarkings)
+}
+
+// ParseManifestWith is ParseManifest mapping a legacy marking with the
+// given table (config.Config.Legacy): a marking outside it is refused.
+func ParseManifestWith(r io.Reader, legacy LegacyMarkings) (*Manifest, error) {
 	// A manifest is a few hundred bytes; the limit keeps a hostile one from
 	// exhausting memory, and holding it lets errors quote the line.
 	src, err := io.ReadAll(io.LimitReader(r, maxManifest+1))
@@ -104,6 +113,9 @@ func ParseManifest(r io.Reader) (*Manifest, error) {
 	var m Manifest
 	if err := decodeYAML(src, &m); err != nil {
 		return nil, fmt.Errorf("package manifest: %s", yaml.FormatError(err, false, true))
+	}
+	if err := m.Label.MapLegacy(legacy); err != nil {
+		return nil, &ManifestSourceError{Err: err, Source: annotate(src, err)}
 	}
 	if err := m.check(); err != nil {
 		return nil, &ManifestSourceError{Err: err, Source: annotate(src, err)}

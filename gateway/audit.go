@@ -156,6 +156,10 @@ func (g *Gateway) decisionEvents(pkgID, actor string, d policy.Decision) []audit
 		switch s.Effect {
 		case policy.EffectRedirect:
 			es = append(es, audit.Event{Kind: audit.Redirected, Package: pkgID, Rule: s.Rule, Actor: actor, Detail: s.Detail})
+		case policy.EffectRecord:
+			if s.Rule == policy.RuleLegacyMarking {
+				es = append(es, audit.Event{Kind: audit.Marking, Package: pkgID, Rule: s.Rule, Actor: actor, Detail: s.Detail})
+			}
 		case policy.EffectDeny:
 			g.metrics.Refused(s.Rule)
 			es = append(es, audit.Event{Kind: audit.Refused, Package: pkgID, Rule: s.Rule, Actor: actor, Detail: s.Detail})

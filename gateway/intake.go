@@ -249,7 +249,7 @@ func (g *Gateway) manifestFromHeader(h textproto.Header, rcpts []string) (*envel
 		}
 	}
 	if raw := h.Get(envelope.LabelHeader); raw != "" {
-		l, err := envelope.ParseLabelPartial(raw)
+		l, err := envelope.ParseLabelPartialWith(raw, g.cfg.Legacy())
 		if err != nil {
 			return nil, reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: the Handling-Label header is wrong: "+err.Error())
 		}
@@ -262,6 +262,9 @@ func (g *Gateway) manifestFromHeader(h textproto.Header, rcpts []string) (*envel
 			return nil, reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: "+err.Error())
 		}
 		m.Label.Classification = c
+		if !envelope.IsCurrent(mk[1]) {
+			m.Label.Marked = envelope.NormalizeMarking(mk[1])
+		}
 	}
 	if m.Label.Created.IsZero() {
 		m.Label.Created = g.Now().UTC().Truncate(1e9)

@@ -84,7 +84,8 @@ Nothing is sent. The sender is the package's "from" agency.
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			m, err := envelope.ParseManifest(f)
+			// The configured legacy-marking table, as the gateway reads it.
+			m, err := envelope.ParseManifestWith(f, cfg.Legacy())
 			f.Close()
 			if err != nil {
 				return &exitError{code: 2, err: fmt.Errorf("%s: %w", args[0], err)}
