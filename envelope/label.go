@@ -285,9 +285,9 @@ type Label struct {
 	// empty for a current marking. It is not part of the canonical form:
 	// the sending gateway records the mapping (policy trace, audit) and
 	// signs the classification it was read as.
-	Marked string
-	Created     time.Time
-	Review      time.Time // optional review or expiry date (zero if none)
+	Marked  string
+	Created time.Time
+	Review  time.Time // optional review or expiry date (zero if none)
 }
 
 // LabelVersion is the only version of the canonical form so far.
