@@ -62,6 +62,10 @@ type Subject struct {
 	Establishment string   `yaml:"establishment,omitempty" json:"establishment,omitempty"`
 	Region        string   `yaml:"region,omitempty" json:"region,omitempty"`
 	Flags         []string `yaml:"flags,omitempty" json:"flags,omitempty"`
+	// Post is the post the subject holds at Establishment (lccm,
+	// head-of-security, deputy-governor), as the directory declares it;
+	// the post, never the person, is what routing sees.
+	Post string `yaml:"post,omitempty" json:"post,omitempty"`
 	// ID is the subject's identity (a prison number, a name). It travels
 	// only inside the envelope and is never logged or audited.
 	ID string `yaml:"id,omitempty" json:"id,omitempty"`
@@ -247,10 +251,28 @@ func (m *Manifest) check() error {
 	if err := m.Label.ValidatePresent(); err != nil {
 		return err
 	}
-	for i, s := range m.Subjects {
+	for i := range m.Subjects {
+		s := &m.Subjects[i]
 		f := fmt.Sprintf("subjects[%d]", i)
+		// A post named where the role goes ("role: lccm") is a post held
+		// by a member of staff at the establishment; the directory says
+		// whether the establishment has it (the policy checks).
+		if s.Post == "" && s.Establishment != "" && !hasCode(Roles, string(s.Role)) && isAgencyID(string(s.Role)) {
+			s.Post, s.Role = string(s.Role), "staff"
+		}
+		if s.Post != "" {
+			if !isAgencyID(s.Post) {
+				return &ManifestError{Field: f + ".post", Value: s.Post, Reason: "is not a post id (lower-case letters, digits, hyphens, such as lccm or head-of-security)"}
+			}
+			if s.Establishment == "" {
+				return &ManifestError{Field: f + ".post", Value: s.Post, Reason: "needs establishment: the directory id of the establishment where the post is held"}
+			}
+			if s.Role == "" {
+				s.Role = "staff"
+			}
+		}
 		if !hasCode(Roles, string(s.Role)) {
-			return &ManifestError{Field: f + ".role", Value: string(s.Role), Reason: "is not a subject role", Allowed: codes(Roles)}
+			return &ManifestError{Field: f + ".role", Value: string(s.Role), Reason: "is not a subject role (for a post at an establishment, such as lccm, give post: and establishment:)", Allowed: codes(Roles)}
 		}
 		if s.Establishment != "" && !isAgencyID(s.Establishment) {
 			return &ManifestError{Field: f + ".establishment", Value: s.Establishment, Reason: "must be a directory agency id"}

@@ -299,7 +299,7 @@ func splitList(s string) []string {
 	return out
 }
 
-// parseSubjectHeader reads "role=...; establishment=...; region=...; flags=a,b".
+// parseSubjectHeader reads "role=...; post=...; establishment=...; region=...; flags=a,b".
 func parseSubjectHeader(v string) (envelope.Subject, error) {
 	var s envelope.Subject
 	for _, part := range strings.Split(v, ";") {
@@ -319,6 +319,8 @@ func parseSubjectHeader(v string) (envelope.Subject, error) {
 			s.Establishment = val
 		case "region":
 			s.Region = val
+		case "post":
+			s.Post = val
 		case "flags":
 			s.Flags = splitList(val)
 		case "id":
@@ -326,10 +328,10 @@ func parseSubjectHeader(v string) (envelope.Subject, error) {
 			// and is never logged or audited.
 			s.ID = val
 		default:
-			return s, fmt.Errorf("unknown field %q; allowed: role, establishment, region, flags, id", k)
+			return s, fmt.Errorf("unknown field %q; allowed: role, post, establishment, region, flags, id", k)
 		}
 	}
-	if s.Role == "" {
+	if s.Role == "" && s.Post == "" {
 		return s, errors.New("role is missing")
 	}
 	return s, nil

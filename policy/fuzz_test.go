@@ -112,8 +112,12 @@ func checkInvariants(t *testing.T, dir *config.Directory, m *envelope.Manifest, 
 				}
 			}
 		}
-		if m.Label.Grading.Scheme == envelope.Scheme5x5x5 && (m.Label.Grading.Handling == "3" || m.Label.Grading.Handling == "5") {
-			t.Fatalf("handling code %s delivered", m.Label.Grading.Handling)
+		if m.Label.Grading.Scheme == envelope.Scheme5x5x5 && m.Label.Grading.Handling == "3" {
+			t.Fatalf("handling code 3 delivered")
+		}
+		// Code 5: the originator is the one destination allowed.
+		if m.Label.Grading.Scheme == envelope.Scheme5x5x5 && m.Label.Grading.Handling == "5" && x.Agency != m.Label.Originator {
+			t.Fatalf("handling code 5 delivered to %s, not the originator %s", x.Agency, m.Label.Originator)
 		}
 		if from := dir.Agency(m.From); from != nil {
 			if from.Kind.Police() && (a.Kind == config.ProbationDivision || a.Kind == config.CRC) {

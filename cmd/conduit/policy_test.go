@@ -113,6 +113,9 @@ func TestExplainEveryExamplePackage(t *testing.T) {
 		"unknown-recipient":                {"deliver", "known-recipient", "refuse", nil},
 		"legacy-restricted":                {"deliver", "legacy-marking", "record", nil},
 		"legacy-protect":                   {"deliver", "legacy-marking", "record", nil},
+		"handling-code-5-referral":         {"deliver", "handling-code", "record", nil},
+		"lccm-subject":                     {"deliver", "governor-to-regional-ccu", "redirect", nil},
+		"officer-subject":                  {"deliver", "police-to-prison-via-pio", "redirect", []string{"--as", "northshire-police"}},
 	}
 	// Packages explained under another example config than conduit.yaml.
 	configs := map[string]string{"legacy-protect": "../../examples/conduit-legacy.yaml"}
