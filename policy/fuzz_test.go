@@ -73,11 +73,24 @@ func FuzzDecide(f *testing.F) {
 		if as, err := p.As(m.From); err == nil {
 			q = as
 		}
-		for _, d := range []Decision{
+		w := &world{dir: dir, policy: p}
+		for i, d := range []Decision{
 			q.Decide(context.Background(), m, Sender{Agency: m.From}),
 			p.DecideInbound(context.Background(), m, m.From),
 		} {
 			checkInvariants(t, dir, m, d)
+			if dir.Agency(m.From) != nil {
+				// The agreements' safety properties (properties_test.go).
+				c := &propCase{m: m, sender: m.From, self: q.Self.ID, inbound: i == 1}
+				if c.inbound {
+					c.self = p.Self.ID
+				}
+				for _, pr := range properties {
+					if why := pr.broken(w, c, d); why != "" {
+						t.Fatalf("property %s (%s): %s", pr.id, pr.source, why)
+					}
+				}
+			}
 			b, _ := json.Marshal(d)
 			if strings.Contains(string(b), secretID) {
 				t.Fatalf("subject identity in the decision: %s", b)
