@@ -481,4 +481,3 @@ func FuzzSafetyProperties(f *testing.F) {
 		}
 	})
 }
-
