@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/marking"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/keys"
 	"github.com/conduit-gateway/conduit/policy"
@@ -38,10 +38,6 @@ type submission struct {
 	rcpts []string
 	msg   *envelope.Spool
 }
-
-// subjectMarking finds a classification marking at the start of a subject:
-// "[OFFICIAL-SENSITIVE] ...", "OFFICIAL-SENSITIVE: ...", "OFFICIAL SENSITIVE - ...".
-var subjectMarking = regexp.MustCompile(`^\s*\[?\s*((?:NOT PROTECTIVELY MARKED|OFFICIAL[- ]SENSITIVE|OFFICIAL|TOP SECRET|SECRET|PROTECT|RESTRICTED|CONFIDENTIAL))\b`)
 
 // intake reads a submitted package's marking and manifest facts, asks the
 // sharing policy, seals one envelope per destination agency and stores
@@ -248,24 +244,14 @@ func (g *Gateway) manifestFromHeader(h textproto.Header, rcpts []string) (*envel
 			m.To = append(m.To, a.ID)
 		}
 	}
-	if raw := h.Get(envelope.LabelHeader); raw != "" {
-		l, err := envelope.ParseLabelPartialWith(raw, g.cfg.Legacy())
-		if err != nil {
-			return nil, reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: the Handling-Label header is wrong: "+err.Error())
-		}
-		m.Label = l
-	} else if mk := subjectMarking.FindStringSubmatch(strings.ToUpper(h.Get("Subject"))); mk != nil {
-		// Only the classification can be read from a subject; the policy
-		// then says which other fields the label needs.
-		c, err := g.cfg.Legacy().Map(mk[1])
-		if err != nil {
-			return nil, reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: "+err.Error())
-		}
-		m.Label.Classification = c
-		if !envelope.IsCurrent(mk[1]) {
-			m.Label.Marked = envelope.NormalizeMarking(mk[1])
-		}
+	// The marking: a Handling-Label header, a Purview sensitivity label or
+	// a subject marking, read through the configured tables.
+	mmsg := marking.Message{Label: h.Get(envelope.LabelHeader), Purview: h.Get(marking.PurviewHeader), Subject: h.Get("Subject")}
+	l, markedBy, err := marking.FromMessage(mmsg, g.cfg.Legacy(), g.cfg.Purview())
+	if err != nil {
+		return nil, reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: "+err.Error())
 	}
+	m.Label = l
 	if m.Label.Created.IsZero() {
 		m.Label.Created = g.Now().UTC().Truncate(1e9)
 	}
@@ -285,6 +271,11 @@ func (g *Gateway) manifestFromHeader(h textproto.Header, rcpts []string) (*envel
 	}
 	if err := m.ValidateFacts(); err != nil {
 		return nil, reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: "+err.Error())
+	}
+	if markedBy != nil && m.Label.Validate() != nil {
+		// A Purview label or a subject marking says how sensitive the
+		// package is, nothing else: ask for the rest, field by field.
+		return nil, reply(554, smtp.EnhancedCode{5, 6, 0}, marking.Refusal(*markedBy, m.Label, mmsg.SanitisedSaid()))
 	}
 	return m, nil
 }
