@@ -16,9 +16,9 @@ import (
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/envelope"
-	"github.com/conduit-gateway/conduit/marking"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/keys"
+	"github.com/conduit-gateway/conduit/marking"
 	"github.com/conduit-gateway/conduit/policy"
 )
 
