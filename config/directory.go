@@ -111,6 +111,18 @@ type Post struct {
 	Oversight bool `yaml:"oversight,omitempty"`
 }
 
+// EnvelopeProfile is the message format a partner's gateway speaks.
+type EnvelopeProfile string
+
+// The envelope profiles.
+const (
+	EnvelopeConduit EnvelopeProfile = "conduit"
+	EnvelopePGPMIME EnvelopeProfile = "pgp-mime"
+)
+
+// PlainPGPMIME reports whether the agency speaks standard PGP/MIME only.
+func (a *Agency) PlainPGPMIME() bool { return a.Envelope == EnvelopePGPMIME }
+
 // Agency is one entry of the directory.
 type Agency struct {
 	ID   string `yaml:"id"`
@@ -149,6 +161,12 @@ type Agency struct {
 	// certificate (verified by the agencies' CA, naming the agency, and
 	// matching TLSPin when there is one) when it delivers here.
 	MutualTLS bool      `yaml:"mutual-tls,omitempty"`
+	// Envelope is what the agency's gateway speaks: conduit (the default:
+	// Conduit envelopes with a manifest and signed receipts) or pgp-mime
+	// (a partner without Conduit: standard RFC 3156 PGP/MIME, read by
+	// GnuPG, Kleopatra, Thunderbird or a commercial gateway, which sends
+	// no receipts).
+	Envelope EnvelopeProfile `yaml:"envelope,omitempty"`
 	Mailboxes []Mailbox `yaml:"mailboxes"`
 	// Escalation lists the contacts that receive immediate copies of
 	// packages carrying a major or imminent risk (MoU 6.1).
@@ -354,6 +372,13 @@ func (d *Directory) check(doc *Doc, base string) error {
 					m.trained = t
 				}
 			}
+		}
+		switch a.Envelope {
+		case "":
+			a.Envelope = EnvelopeConduit
+		case EnvelopeConduit, EnvelopePGPMIME:
+		default:
+			return doc.Errorf(at(i, "envelope"), "%q is not an envelope profile; allowed: conduit (the default), pgp-mime (a partner without Conduit)", a.Envelope)
 		}
 		if len(a.Posts) > 0 && !slices.Contains([]Kind{Prison, ProbationDivision, CRC, PECS}, a.Kind) {
 			return doc.Errorf(at(i, "posts"), "only an establishment (a prison, probation division, CRC or PECS contractor) lists posts")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,6 +58,11 @@ type OpenParams struct {
 	SpoolDir string
 	// Legacy maps legacy markings in the inner label (default table if nil).
 	Legacy LegacyMarkings
+	// SubjectMarking reads a classification marking from a subject line
+	// (marking.FromSubject through the legacy table in force), for
+	// OpenPlain: a plain PGP/MIME partner may mark a message only in its
+	// protected subject. found is false when the subject has no marking.
+	SubjectMarking func(subject string) (l Label, found bool, err error)
 }
 
 // Signer says who signed an opened package.
@@ -76,6 +82,9 @@ type Opened struct {
 	// AEAD reports whether the payload was protected by SEIPD v2 (RFC
 	// 9580) rather than SEIPD v1 with MDC.
 	AEAD bool
+	// Plain reports a standard PGP/MIME message from a partner without
+	// Conduit (OpenPlain): no manifest, no receipt to expect.
+	Plain bool
 }
 
 // VerifiedHeader is added to the opened message: the receiving side's mail
@@ -98,23 +107,75 @@ const (
 // content) written to w. On any failure nothing is written to w and the
 // error is a *CheckError naming the check.
 func Open(ctx context.Context, w io.Writer, r io.Reader, p OpenParams) (*Opened, error) {
+	pl, err := openPayload(ctx, r, &p)
+	if err != nil {
+		return nil, err
+	}
+	defer pl.sp.Close()
+	outer, sp, signer, md, now := pl.outer, pl.sp, pl.signer, pl.md, p.Now
+	legacy := p.Legacy
+	if legacy == nil {
+		legacy = DefaultLegacyMarkings
+	}
+
+	res, innerHdr, err := checkInner(sp, outer, signer, legacy)
+	if err != nil {
+		return nil, err
+	}
+	res.Signer = signer
+	res.AEAD = md.DecryptedWithAlgorithm != 0 && isSEIPDv2(md)
+
+	t := now()
+	if res.Date.Before(t.Add(-orDefault(p.MaxAge, defaultMaxAge))) || res.Date.After(t.Add(orDefault(p.MaxSkew, defaultMaxSkew))) {
+		return nil, checkErr(ErrOutsideWindow, fmt.Sprintf("dated %s, now %s", res.Date.UTC().Format(time.RFC3339), t.UTC().Format(time.RFC3339)), nil)
+	}
+	if p.Replay != nil {
+		k := ReplayKey{Originator: res.Label.Originator, PackageID: res.PackageID, MessageID: res.MessageID, Date: res.Date}
+		if err := p.Replay.CheckReplay(ctx, k); err != nil {
+			if errors.Is(err, ErrReplay) {
+				return nil, checkErr(ErrReplay, "package "+res.PackageID+" from "+res.Label.Originator, err)
+			}
+			return nil, fmt.Errorf("open: replay cache: %w", err)
+		}
+	}
+	if err := release(w, sp, innerHdr, res); err != nil {
+		return nil, fmt.Errorf("open: write opened message: %w", err)
+	}
+	return res, nil
+}
+
+// payload is a decrypted, integrity-checked and signature-verified
+// PGP/MIME payload, spooled encrypted, with the pinned agency that signed
+// it.
+type payload struct {
+	outer  textproto.Header
+	sp     *spool
+	signer Signer
+	md     *openpgp.MessageDetails
+	// sum is the SHA-256 of the decrypted payload: the identity of a
+	// message that carries no signed Message-ID (plain PGP/MIME).
+	sum [sha256.Size]byte
+}
+
+// openPayload reads a PGP/MIME message (RFC 3156 section 4), decrypts its
+// OpenPGP message into an encrypted spool, and checks integrity
+// protection and a valid signature by a pinned key (by the pin: the
+// signer's user ID is not consulted). p.Now is set to the clock in use.
+// The caller closes pl.sp.
+func openPayload(ctx context.Context, r io.Reader, p *OpenParams) (pl *payload, err error) {
 	if p.Identity == nil {
 		return nil, errors.New("open: no identity to decrypt with")
 	}
 	if p.Partners == nil {
 		p.Partners = keys.NewPartners()
 	}
-	now := time.Now
-	if p.Now != nil {
-		now = p.Now
+	if p.Now == nil {
+		p.Now = time.Now
 	}
+	now := p.Now
 	maxSize := p.MaxSize
 	if maxSize <= 0 {
 		maxSize = defaultMaxSize
-	}
-	legacy := p.Legacy
-	if legacy == nil {
-		legacy = DefaultLegacyMarkings
 	}
 
 	part, err := encryptedPart(ctx, r)
@@ -136,8 +197,13 @@ func Open(ctx context.Context, w io.Writer, r io.Reader, p OpenParams) (*Opened,
 	if err != nil {
 		return nil, fmt.Errorf("open: %w", err)
 	}
-	defer sp.Close()
-	if _, err := io.Copy(sp, md.UnverifiedBody); err != nil {
+	defer func() {
+		if err != nil {
+			sp.Close()
+		}
+	}()
+	hash := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(sp, hash), md.UnverifiedBody); err != nil {
 		if errors.Is(err, ErrTooLarge) {
 			return nil, checkErr(ErrTooLarge, fmt.Sprintf("over %d bytes", maxSize), nil)
 		}
@@ -180,31 +246,9 @@ func Open(ctx context.Context, w io.Writer, r io.Reader, p OpenParams) (*Opened,
 	} else {
 		return nil, checkErr(ErrSignerNotPinned, "signer "+signer.Fingerprint+" is pinned for no agency", nil)
 	}
-
-	res, innerHdr, err := checkInner(sp, outer, signer, legacy)
-	if err != nil {
-		return nil, err
-	}
-	res.Signer = signer
-	res.AEAD = md.DecryptedWithAlgorithm != 0 && isSEIPDv2(md)
-
-	t := now()
-	if res.Date.Before(t.Add(-orDefault(p.MaxAge, defaultMaxAge))) || res.Date.After(t.Add(orDefault(p.MaxSkew, defaultMaxSkew))) {
-		return nil, checkErr(ErrOutsideWindow, fmt.Sprintf("dated %s, now %s", res.Date.UTC().Format(time.RFC3339), t.UTC().Format(time.RFC3339)), nil)
-	}
-	if p.Replay != nil {
-		k := ReplayKey{Originator: res.Label.Originator, PackageID: res.PackageID, MessageID: res.MessageID, Date: res.Date}
-		if err := p.Replay.CheckReplay(ctx, k); err != nil {
-			if errors.Is(err, ErrReplay) {
-				return nil, checkErr(ErrReplay, "package "+res.PackageID+" from "+res.Label.Originator, err)
-			}
-			return nil, fmt.Errorf("open: replay cache: %w", err)
-		}
-	}
-	if err := release(w, sp, innerHdr, res); err != nil {
-		return nil, fmt.Errorf("open: write opened message: %w", err)
-	}
-	return res, nil
+	pl = &payload{outer: outer, sp: sp, signer: signer, md: md}
+	hash.Sum(pl.sum[:0])
+	return pl, nil
 }
 
 // pgpPart is the encrypted part of a PGP/MIME message, and what reads

@@ -55,6 +55,11 @@ type SealParams struct {
 	OuterFrom string
 	OuterTo   []string
 	Now       func() time.Time
+	// Plain seals for a partner without Conduit: standard RFC 3156
+	// PGP/MIME with RFC 9788 protected headers (the label among them) and
+	// the subject marking, but no manifest part, which such a partner's
+	// reader (Thunderbird, Kleopatra, mutt) has no use for.
+	Plain bool
 }
 
 // Sealed describes a sealed envelope.
@@ -287,8 +292,12 @@ func Seal(ctx context.Context, w io.Writer, msg io.Reader, p SealParams) (*Seale
 	for _, f := range inner {
 		writeField(&hb, f)
 	}
-	fmt.Fprintf(&hb, "\r\n--%s\r\nContent-Type: %s; charset=utf-8\r\nContent-Disposition: attachment; filename=\"conduit-manifest.json\"\r\n\r\n%s\r\n--%s\r\n",
-		innerBoundary, ManifestType, manJSON, innerBoundary)
+	if p.Plain {
+		fmt.Fprintf(&hb, "\r\n--%s\r\n", innerBoundary)
+	} else {
+		fmt.Fprintf(&hb, "\r\n--%s\r\nContent-Type: %s; charset=utf-8\r\nContent-Disposition: attachment; filename=\"conduit-manifest.json\"\r\n\r\n%s\r\n--%s\r\n",
+			innerBoundary, ManifestType, manJSON, innerBoundary)
+	}
 	for _, c := range content {
 		hb.WriteString(c)
 	}

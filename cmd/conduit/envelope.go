@@ -15,6 +15,7 @@ import (
 
 	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/keys"
+	"github.com/conduit-gateway/conduit/marking"
 )
 
 // Exit statuses of seal and open, so scripts can branch on the failure.
@@ -162,6 +163,7 @@ func writeNew(path string, data []byte, mode os.FileMode) error {
 func sealCommand() *cobra.Command {
 	var signer, passFile, label, manifestPath, profile, pkgID string
 	var recipients, agencies []string
+	var plain bool
 	c := &cobra.Command{
 		Use:   "seal --signer PREFIX.key --recipient CERT.asc [--recipient CERT.asc ...] --label LABEL < message.eml > sealed.eml",
 		Short: "Sign and encrypt a message into a Conduit envelope",
@@ -183,7 +185,7 @@ risk flags and topic then travel inside the envelope.`,
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
-			p := envelope.SealParams{Signer: id, PackageID: pkgID}
+			p := envelope.SealParams{Signer: id, PackageID: pkgID, Plain: plain}
 			if profile != "" {
 				if p.Profile, err = keys.ParseProfile(profile); err != nil {
 					return &exitError{exitUsage, err}
@@ -265,6 +267,7 @@ risk flags and topic then travel inside the envelope.`,
 	c.Flags().StringVar(&manifestPath, "manifest", "", "a package manifest (YAML) whose label, subjects, risk and topic to seal")
 	c.Flags().StringVar(&profile, "profile", "", "rfc4880 or rfc9580 (default: the signer key's)")
 	c.Flags().StringVar(&pkgID, "package-id", "", "the opaque package id (default: random)")
+	c.Flags().BoolVar(&plain, "plain", false, "standard PGP/MIME for a partner without Conduit: no manifest part")
 	return c
 }
 
@@ -287,6 +290,7 @@ func recipientAgencies(cs []*keys.Cert) []string {
 func openCommand() *cobra.Command {
 	var key, passFile, manifestOut string
 	var senders, senderAgency []string
+	var plain bool
 	var maxAge time.Duration
 	c := &cobra.Command{
 		Use:   "open --key PREFIX.key --sender CERT.asc < sealed.eml > opened.eml",
@@ -337,9 +341,12 @@ not the user ID, decides whose signature it is.`,
 			// Open writes nothing until every check has passed, so stdout
 			// can take the message as it streams out of the spool.
 			out := bufio.NewWriter(cmd.OutOrStdout())
-			o, err := envelope.Open(ctx, out, cmd.InOrStdin(), envelope.OpenParams{
-				Identity: id, Partners: partners, MaxAge: maxAge,
-			})
+			op := envelope.OpenParams{Identity: id, Partners: partners, MaxAge: maxAge, SubjectMarking: subjectMarking(nil)}
+			open := envelope.Open
+			if plain {
+				open = envelope.OpenPlain
+			}
+			o, err := open(ctx, out, cmd.InOrStdin(), op)
 			if err != nil {
 				var ce *envelope.CheckError
 				if errors.As(err, &ce) {
@@ -357,6 +364,11 @@ not the user ID, decides whose signature it is.`,
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "verified: package %s signed by %s (%s); label %s\n",
 				o.PackageID, o.Signer.Agency, o.Signer.Fingerprint, o.Label.Marking())
+			if err := o.Label.Validate(); err != nil {
+				// A plain PGP/MIME partner may send a marking only; the
+				// sharing policy refuses an incomplete label.
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: the label is incomplete (%v); a gateway's inbound policy refuses it (label-required)\n", err)
+			}
 			return nil
 		},
 	}
@@ -366,5 +378,19 @@ not the user ID, decides whose signature it is.`,
 	c.Flags().StringArrayVar(&senderAgency, "sender-agency", nil, "the agency each --sender certificate is pinned for, in the same order (default: the agency its user ID names)")
 	c.Flags().StringVar(&manifestOut, "manifest-out", "", "write the package manifest (JSON) here")
 	c.Flags().DurationVar(&maxAge, "max-age", 0, "oldest signed date accepted (default 336h)")
+	c.Flags().BoolVar(&plain, "plain", false, "a standard signed and encrypted PGP/MIME message from a partner without Conduit")
 	return c
+}
+
+// subjectMarking reads a subject marking through a legacy table, for
+// envelope.OpenParams.SubjectMarking.
+func subjectMarking(legacy envelope.LegacyMarkings) func(string) (envelope.Label, bool, error) {
+	return func(subject string) (envelope.Label, bool, error) {
+		var l envelope.Label
+		m, found, err := marking.FromSubject(subject, legacy)
+		if err != nil || !found {
+			return l, found, err
+		}
+		return l, true, m.Apply(&l)
+	}
 }
