@@ -160,14 +160,14 @@ type Agency struct {
 	// MutualTLS requires the agency's gateway to present its TLS client
 	// certificate (verified by the agencies' CA, naming the agency, and
 	// matching TLSPin when there is one) when it delivers here.
-	MutualTLS bool      `yaml:"mutual-tls,omitempty"`
+	MutualTLS bool `yaml:"mutual-tls,omitempty"`
 	// Envelope is what the agency's gateway speaks: conduit (the default:
 	// Conduit envelopes with a manifest and signed receipts) or pgp-mime
 	// (a partner without Conduit: standard RFC 3156 PGP/MIME, read by
 	// GnuPG, Kleopatra, Thunderbird or a commercial gateway, which sends
 	// no receipts).
-	Envelope EnvelopeProfile `yaml:"envelope,omitempty"`
-	Mailboxes []Mailbox `yaml:"mailboxes"`
+	Envelope  EnvelopeProfile `yaml:"envelope,omitempty"`
+	Mailboxes []Mailbox       `yaml:"mailboxes"`
 	// Escalation lists the contacts that receive immediate copies of
 	// packages carrying a major or imminent risk (MoU 6.1).
 	Escalation []Mailbox `yaml:"escalation,omitempty"`
