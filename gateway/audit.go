@@ -84,18 +84,18 @@ func (g *Gateway) runAuditWriter(b batchAuditor) {
 	}
 }
 
-// stage returns a context on which the next store write also writes the
-// events to the audit outbox, in the same transaction as the state change
-// they record (store.WithAudit): the change is never durable without its
-// events. The writer moves them into the chain soon after (kickAudit).
-func (g *Gateway) stage(ctx context.Context, es ...audit.Event) context.Context {
+// stage writes events to the audit outbox in tx, the transaction of the
+// state change they record (store.Tx.Audit): the change is never durable
+// without its events. The writer moves them into the chain soon after
+// (kickAudit, once the transaction has committed).
+func (g *Gateway) stage(tx store.Tx, es ...audit.Event) error {
 	if g.auditor == nil || len(es) == 0 {
-		return ctx
+		return nil
 	}
 	for i := range es {
 		g.fill(&es[i])
 	}
-	return store.WithAudit(ctx, es...)
+	return tx.Audit(es...)
 }
 
 // kickAudit tells the writer that events were staged.

@@ -43,61 +43,84 @@ func offsetClock(path string) func() time.Time {
 	}
 }
 
-// startOutboundClocks starts the acknowledgement clock of each destination
-// an immediate escalation goes to (imminent-risk-escalation, MoU 6.1: "major
+// Clocks are started in the transaction that stores what they time (the
+// intake's queue items, the receiving side's delivery record), so a
+// package is never acknowledged without them. These functions say which
+// clocks a decision starts; the caller adds them (store.Tx.AddDeadline).
+
+// outboundClocks are the acknowledgement clocks of each destination an
+// immediate escalation goes to (imminent-risk-escalation, MoU 6.1: "major
 // or imminent risk ... escalated immediately"); the destination's signed
-// receipt stops it.
-func (g *Gateway) startOutboundClocks(ctx context.Context, pkgID string, dec policy.Decision, sent []string) {
+// receipt stops them.
+func outboundClocks(now time.Time, pkgID string, dec policy.Decision, sent []string) []store.Deadline {
 	hours, ok := dec.Deadline(policy.DeadlineAcknowledge)
 	if !ok {
-		return
+		return nil
 	}
-	now := g.Now()
+	var out []store.Deadline
 	for _, d := range dec.Deliveries {
 		if d.Priority != policy.Immediate || !slices.Contains(sent, d.Agency) {
 			continue
 		}
-		if err := g.store.AddDeadline(ctx, store.Deadline{PackageID: pkgID, Kind: policy.DeadlineAcknowledge, Agency: d.Agency,
-			Started: now, Due: now.Add(time.Duration(hours) * time.Hour)}); err != nil {
-			g.log.Error("acknowledgement clock not started", "package", pkgID, "destination", d.Agency, "err", err)
-		}
+		out = append(out, store.Deadline{PackageID: pkgID, Kind: policy.DeadlineAcknowledge, Agency: d.Agency,
+			Started: now, Due: now.Add(time.Duration(hours) * time.Hour)})
 	}
+	return out
 }
 
-// startInboundClocks starts the triage clock of a received report
-// (triage-72h, MoU 6.1 prison responsibilities: triage within 72 hours);
-// `conduit triage done` stops it.
-func (g *Gateway) startInboundClocks(ctx context.Context, pkgID, originator string, dec policy.Decision) {
+// inboundClocks are the triage clock of a received report (triage-72h,
+// MoU 6.1 prison responsibilities: triage within 72 hours); `conduit
+// triage done` or a triage reply stops it.
+func inboundClocks(now time.Time, pkgID, originator string, dec policy.Decision) []store.Deadline {
 	hours, ok := dec.Deadline(policy.DeadlineTriage)
 	if !ok {
-		return
+		return nil
 	}
-	now := g.Now()
-	if err := g.store.AddDeadline(ctx, store.Deadline{PackageID: pkgID, Kind: policy.DeadlineTriage, Agency: originator,
-		Started: now, Due: now.Add(time.Duration(hours) * time.Hour)}); err != nil {
-		g.log.Error("triage clock not started", "package", pkgID, "err", err)
-	}
+	return []store.Deadline{{PackageID: pkgID, Kind: policy.DeadlineTriage, Agency: originator,
+		Started: now, Due: now.Add(time.Duration(hours) * time.Hour)}}
 }
 
-// startHoldClocks starts the clock of each destination held under 5x5x5
+// holdClocks are the clocks of each destination held under 5x5x5
 // handling code 5 (handling-code rule: "no further dissemination: refer
 // to the originator"): the originator must release or drop the held item
 // (`conduit queue release|drop`, which stop the clock) before it runs out.
-func (g *Gateway) startHoldClocks(ctx context.Context, pkgID string, dec policy.Decision, held map[string]policy.HoldEntry) {
+func holdClocks(now time.Time, pkgID string, dec policy.Decision, held map[string]policy.HoldEntry) []store.Deadline {
 	hours, ok := dec.Deadline(policy.DeadlineHold)
 	if !ok {
-		return
+		return nil
 	}
-	now := g.Now()
+	var out []store.Deadline
 	for agency, h := range held {
 		if h.Rule != "handling-code" {
 			continue
 		}
-		if err := g.store.AddDeadline(ctx, store.Deadline{PackageID: pkgID, Kind: policy.DeadlineHold, Agency: agency,
-			Started: now, Due: now.Add(time.Duration(hours) * time.Hour)}); err != nil {
-			g.log.Error("hold clock not started", "package", pkgID, "destination", agency, "err", err)
+		out = append(out, store.Deadline{PackageID: pkgID, Kind: policy.DeadlineHold, Agency: agency,
+			Started: now, Due: now.Add(time.Duration(hours) * time.Hour)})
+	}
+	return out
+}
+
+// retentionClocks are a package's retention clock (retention rule; MoU
+// Annex A): its stored copies are destroyed when it runs out.
+func retentionClocks(now time.Time, pkgID, originator string, dec policy.Decision) []store.Deadline {
+	hours, ok := dec.Deadline(policy.DeadlineRetention)
+	if !ok {
+		return nil
+	}
+	return []store.Deadline{{PackageID: pkgID, Kind: policy.DeadlineRetention, Agency: originator,
+		Started: now, Due: now.Add(time.Duration(hours) * time.Hour)}}
+}
+
+// addClocks starts clocks in tx.
+func addClocks(tx store.Tx, ds ...[]store.Deadline) error {
+	for _, l := range ds {
+		for _, d := range l {
+			if err := tx.AddDeadline(d); err != nil {
+				return err
+			}
 		}
 	}
+	return nil
 }
 
 // runDeadlines raises an alert for each clock that runs out: a log line
@@ -164,7 +187,12 @@ func (g *Gateway) alertOverdue(ctx context.Context, d store.Deadline, now time.T
 	}
 	g.metrics.OverdueAlert(d.Kind)
 	ev := audit.Event{Kind: audit.Alert, Package: d.PackageID, Destination: d.Agency, Rule: d.Kind, Detail: what}
-	if err := g.store.MarkAlerted(g.stage(ctx, ev), d.ID, now); err != nil {
+	if err := g.store.Bookkeep(ctx, func(tx store.Tx) error {
+		if err := tx.MarkAlerted(d.ID, now); err != nil {
+			return err
+		}
+		return g.stage(tx, ev)
+	}); err != nil {
 		g.log.Error("overdue alert not recorded", "err", err)
 		g.audit(ctx, ev)
 		return

@@ -56,6 +56,9 @@ type Gateway struct {
 	Now func() time.Time
 
 	wake chan struct{} // nudges the relay after an enqueue
+	// housekeep nudges housekeeping after a clock was started, so that
+	// it sleeps until the earliest one.
+	housekeep chan struct{}
 
 	mu      sync.Mutex
 	servers []closer
@@ -115,7 +118,7 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 		engine: policy.NewEngine(opt.Policy, log), store: opt.Store, auditor: opt.Audit, metrics: opt.Metrics, log: log,
 		serverTLS: serverTLS, clientTLS: clientTLS,
 		Now:  time.Now,
-		wake: make(chan struct{}, 1),
+		wake: make(chan struct{}, 1), housekeep: make(chan struct{}, 1),
 	}
 	if err := g.acceptIdentity(id); err != nil {
 		return nil, err
@@ -272,6 +275,13 @@ func (g *Gateway) Policy() *policy.Engine { return g.engine }
 func (g *Gateway) nudge() {
 	select {
 	case g.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (g *Gateway) kickHousekeeping() {
+	select {
+	case g.housekeep <- struct{}{}:
 	default:
 	}
 }

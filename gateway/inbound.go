@@ -178,6 +178,17 @@ func (g *Gateway) process(ctx context.Context, m received) outcome {
 		}
 		return g.quarantine(ctx, m, "inbound-policy", why)
 	}
+	// The receipt is sealed before anything is delivered, so that it is
+	// stored with the delivery record below or the package is not
+	// delivered at all (the sender retries).
+	receipt, err := g.sealReceipt(ctx, o, mailboxes)
+	if err != nil {
+		g.log.Error("receipt not sealed; package not delivered, the sender retries", "package", o.PackageID, "originator", o.Label.Originator, "err", err)
+		if errors.Is(err, errKeysUnavailable) {
+			return outcome{reply: errKeysUnavailable}
+		}
+		return outcome{reply: reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure sealing the receipt; the package was not delivered, try again shortly")}
+	}
 	for _, mb := range mailboxes {
 		hdr := fmt.Sprintf("Conduit-Delivered-To: %s\r\nConduit-Decision: %s\r\n%s", mb, strings.Join(ruleIDs(dec), ", "), g.triageHeader(o.PackageID, dec))
 		if err := g.deliver(ctx, mb, o.Label.Originator, o.PackageID, []byte(hdr), opened.Bytes()); err != nil {
@@ -185,28 +196,41 @@ func (g *Gateway) process(ctx context.Context, m received) outcome {
 			return outcome{reply: reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure delivering the package; try again shortly")}
 		}
 	}
-	// The replay record and the delivery's events in one transaction.
+	// The replay record, the receipt, the clocks and the delivery's events
+	// in one transaction, fully synced before the 250.
 	events := []audit.Event{{Kind: audit.Received, Package: o.PackageID, Destination: o.Label.Originator, Actor: o.Signer.Agency,
 		Detail: fmt.Sprintf("verified: signed by %s, %s, reference %s", o.Signer.Fingerprint, o.Label.Marking(), o.Label.Reference)}}
 	for _, mb := range mailboxes {
 		g.metrics.Delivery(o.Label.Originator, metrics.Delivered)
 		events = append(events, audit.Event{Kind: audit.Delivered, Package: o.PackageID, Destination: o.Label.Originator, Rule: strings.Join(ruleIDs(dec), ","), Detail: "to " + mb})
 	}
-	if err := g.store.RecordDelivered(g.stage(ctx, events...), o.Label.Originator, o.PackageID, o.MessageID, o.Date); err != nil {
-		// Delivered already; the Maildir names keep a retry from
-		// delivering twice, so this is logged, not refused.
-		g.log.Error("replay cache not updated", "package", o.PackageID, "err", err)
-		g.auditAll(ctx, events)
-	} else {
-		g.kickAudit()
+	if receipt != nil {
+		events = append(events, receipt.event)
 	}
-	g.startInboundClocks(ctx, o.PackageID, o.Label.Originator, dec)
-	g.startRetention(ctx, o.PackageID, o.Label.Originator, dec)
-	if err := g.sendReceipt(ctx, o, mailboxes); err != nil {
-		// Delivered all the same; the originator sees no receipt and its
-		// administrator can ask.
-		g.log.Error("receipt not sent", "package", o.PackageID, "originator", o.Label.Originator, "err", err)
+	now := g.Now()
+	if err := g.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.RecordDelivered(o.Label.Originator, o.PackageID, o.MessageID, o.Date); err != nil {
+			return err
+		}
+		if receipt != nil {
+			if _, err := tx.Enqueue([]store.Item{receipt.item}); err != nil {
+				return err
+			}
+		}
+		if err := addClocks(tx, inboundClocks(now, o.PackageID, o.Label.Originator, dec),
+			retentionClocks(now, o.PackageID, o.Label.Originator, dec)); err != nil {
+			return err
+		}
+		return g.stage(tx, events...)
+	}); err != nil {
+		// Delivered, but not recorded: the sender is told to try again,
+		// and the Maildir names keep the retry from delivering twice.
+		g.log.Error("delivery not recorded; the sender retries", "package", o.PackageID, "err", err)
+		return outcome{reply: errTempStore}
 	}
+	g.kickAudit()
+	g.nudge()
+	g.kickHousekeeping()
 	g.log.Info("package delivered", "package", o.PackageID, "originator", o.Label.Originator,
 		"signer", o.Signer.Fingerprint, "mailboxes", mailboxes, "rules", ruleIDs(dec))
 	return outcome{reply: reply(250, smtp.EnhancedCode{2, 0, 0}, "Package "+o.PackageID+" verified and delivered to "+strings.Join(mailboxes, ", ")), delivered: true}
@@ -220,9 +244,16 @@ func (g *Gateway) quarantine(ctx context.Context, m received, check, reason stri
 		Check: check, Reason: reason, Raw: m.raw, Size: int64(len(m.raw)), State: store.Held,
 		PackageID: outerPackageID(m.raw),
 	}
-	// Kept with its event in one transaction; the store names the id.
-	id, err := g.store.Quarantine(g.stage(ctx, audit.Event{Kind: audit.Quarantined, Package: q.PackageID, Rule: check, Actor: m.remote,
-		Detail: store.QuarantineIDMark + ": " + reason}), q)
+	// Kept with its event in one transaction.
+	var id int64
+	err := g.store.Update(ctx, func(tx store.Tx) error {
+		var err error
+		if id, err = tx.Quarantine(q); err != nil {
+			return err
+		}
+		return g.stage(tx, audit.Event{Kind: audit.Quarantined, Package: q.PackageID, Rule: check, Actor: m.remote,
+			Detail: fmt.Sprintf("Q%d: %s", id, reason)})
+	})
 	if err != nil {
 		g.log.Error("quarantine failed", "err", err)
 		return outcome{reply: errTempStore}

@@ -207,18 +207,27 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 		stagedEvents = append(stagedEvents, audit.Event{Kind: audit.Queued, Package: pkgID, Destination: it.Destination,
 			Rule: byAgency[it.Destination][0].Rule, Actor: sub.from, Detail: detail})
 	}
-	// Security invariant 3: durable before the 250, with its audit events.
-	if _, err := g.store.Enqueue(g.stage(ctx, stagedEvents...), items); err != nil {
+	// Security invariant 3: durable before the 250, with its clocks and
+	// its audit events, in one transaction.
+	now := g.Now()
+	if err := g.store.Update(ctx, func(tx store.Tx) error {
+		if _, err := tx.Enqueue(items); err != nil {
+			return err
+		}
+		if err := addClocks(tx, outboundClocks(now, pkgID, dec, order), holdClocks(now, pkgID, dec, held),
+			retentionClocks(now, pkgID, g.cfg.Agency, dec)); err != nil {
+			return err
+		}
+		return g.stage(tx, stagedEvents...)
+	}); err != nil {
 		g.log.Error("enqueue failed", "package", pkgID, "err", err)
 		return errTempStore
 	}
 	stored = true
 	g.kickAudit()
 	g.nudge()
+	g.kickHousekeeping()
 	g.log.Info("package queued", "package", pkgID, "destinations", order, "held", len(held))
-	g.startOutboundClocks(ctx, pkgID, dec, order)
-	g.startHoldClocks(ctx, pkgID, dec, held)
-	g.startRetention(ctx, pkgID, g.cfg.Agency, dec)
 	var sendNow []string
 	for _, a := range order {
 		_, h := held[a]

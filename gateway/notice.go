@@ -108,12 +108,20 @@ func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, e
 	if len(items) == 0 {
 		return "", nil, errors.New("notice: no destination")
 	}
-	if _, err := g.store.Enqueue(ctx, items); err != nil {
-		return "", nil, err
-	}
+	var events []audit.Event
 	for _, d := range dests {
-		g.audit(ctx, audit.Event{Kind: audit.Queued, Package: id, Destination: d, Rule: "notices", Actor: n.Sender,
+		events = append(events, audit.Event{Kind: audit.Queued, Package: id, Destination: d, Rule: "notices", Actor: n.Sender,
 			Detail: fmt.Sprintf("%s notice about package %s", n.Kind, n.PackageID)})
 	}
+	if err := g.store.Update(ctx, func(tx store.Tx) error {
+		if _, err := tx.Enqueue(items); err != nil {
+			return err
+		}
+		return g.stage(tx, events...)
+	}); err != nil {
+		return "", nil, err
+	}
+	g.kickAudit()
+	g.nudge()
 	return id, dests, nil
 }

@@ -158,7 +158,14 @@ func (g *Gateway) recordKey(ctx context.Context, c *keys.Cert, k store.PartnerKe
 		return store.PartnerKey{}, false, err
 	}
 	k.Fingerprint, k.Cert, k.Seen = c.Fingerprint(), pub.Bytes(), g.Now()
-	return g.store.OfferPartnerKey(ctx, k)
+	var rec store.PartnerKey
+	var isNew bool
+	err := g.store.Update(ctx, func(tx store.Tx) error {
+		var err error
+		rec, isNew, err = tx.OfferPartnerKey(k)
+		return err
+	})
+	return rec, isNew, err
 }
 
 func orNone(s string) string {
@@ -245,12 +252,17 @@ func (g *Gateway) liftKeyHolds(ctx context.Context) {
 			continue
 		}
 		note := fmt.Sprintf("%s's key %s is usable again", it.Destination, cert.Fingerprint())
-		if err := g.store.Release(ctx, it.ID, note); err != nil {
+		if err := g.store.Update(ctx, func(tx store.Tx) error {
+			if err := tx.Release(it.ID, note); err != nil {
+				return err
+			}
+			return g.stage(tx, audit.Event{Kind: audit.Released, Package: it.PackageID, Destination: it.Destination, Actor: "key watch", Detail: note})
+		}); err != nil {
 			g.log.Error("key hold not lifted", "item", it.ID, "err", err)
 			continue
 		}
+		g.kickAudit()
 		g.log.Info("key hold lifted", "package", it.PackageID, "destination", it.Destination, "key", cert.Fingerprint())
-		g.audit(ctx, audit.Event{Kind: audit.Released, Package: it.PackageID, Destination: it.Destination, Actor: "key watch", Detail: note})
 		g.nudge()
 	}
 }
@@ -325,12 +337,17 @@ func (g *Gateway) checkSealedTo(ctx context.Context, it store.Item) (store.Item,
 	now := g.Now()
 	cert, ok := g.partners().Get(it.Destination)
 	hold := func(reason string) (store.Item, bool) {
-		if err := g.store.HoldItem(ctx, it.ID, reason); err != nil {
+		if err := g.store.Update(ctx, func(tx store.Tx) error {
+			if err := tx.HoldItem(it.ID, reason); err != nil {
+				return err
+			}
+			return g.stage(tx, audit.Event{Kind: audit.Queued, Package: it.PackageID, Destination: it.Destination, Rule: "partner-key", Detail: "held: " + reason})
+		}); err != nil {
 			log.Error("key hold not recorded", "err", err)
 			return it, false
 		}
+		g.kickAudit()
 		log.Error("admin alert: delivery held for the partner's key", "reason", reason)
-		g.audit(ctx, audit.Event{Kind: audit.Queued, Package: it.PackageID, Destination: it.Destination, Rule: "partner-key", Detail: "held: " + reason})
 		g.alertAdmins(ctx, "delivery to "+it.Destination+" held", "Package "+it.PackageID+": "+reason)
 		return it, false
 	}
@@ -357,11 +374,16 @@ func (g *Gateway) checkSealedTo(ctx context.Context, it store.Item) (store.Item,
 		return hold(holdKeyPrefix + "sealing again to " + cert.Fingerprint() + " failed: " + err.Error())
 	}
 	note := "sealed again to " + it.Destination + "'s key " + cert.Fingerprint()
-	if err := g.store.ResealItem(ctx, it.ID, env, note); err != nil {
+	if err := g.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.ResealItem(it.ID, env, note); err != nil {
+			return err
+		}
+		return g.stage(tx, audit.Event{Kind: audit.Sealed, Package: it.PackageID, Destination: it.Destination, Rule: "partner-key", Detail: note})
+	}); err != nil {
 		log.Error("resealed envelope not stored", "err", err)
 		return it, false
 	}
-	g.audit(ctx, audit.Event{Kind: audit.Sealed, Package: it.PackageID, Destination: it.Destination, Rule: "partner-key", Detail: note})
+	g.kickAudit()
 	it.Envelope, it.Size = env, int64(len(env))
 	return it, true
 }
@@ -457,14 +479,21 @@ func (g *Gateway) announceKey(ctx context.Context, self *keys.Identity, cert *ke
 	if len(items) == 0 {
 		return nil, nil
 	}
-	if _, err := g.store.Enqueue(ctx, items); err != nil {
-		return nil, err
-	}
-	g.nudge()
+	var events []audit.Event
 	for _, d := range dests {
-		g.audit(ctx, audit.Event{Kind: audit.KeyChange, Package: id, Destination: d, Rule: "announce",
+		events = append(events, audit.Event{Kind: audit.KeyChange, Package: id, Destination: d, Rule: "announce",
 			Detail: fmt.Sprintf("certificate %s sent to %s: %s", cert.Fingerprint(), d, why)})
 	}
+	if err := g.store.Update(ctx, func(tx store.Tx) error {
+		if _, err := tx.Enqueue(items); err != nil {
+			return err
+		}
+		return g.stage(tx, events...)
+	}); err != nil {
+		return nil, err
+	}
+	g.kickAudit()
+	g.nudge()
 	return dests, nil
 }
 
@@ -490,7 +519,7 @@ func (g *Gateway) takeKeyChange(ctx context.Context, m received, o *envelope.Ope
 	updated, err := keys.UpdateCert(pinned, offered)
 	if errors.Is(err, keys.ErrFingerprintMismatch) {
 		rec, _ := g.offerPartnerKey(ctx, offered, agency, pinned.Fingerprint(), "key-change notice "+o.PackageID+" from "+agency+" signed by "+o.Signer.Fingerprint)
-		if err := g.store.RecordDelivered(ctx, o.Label.Originator, o.PackageID, o.MessageID, o.Date); err != nil {
+		if err := g.recordDelivered(ctx, o); err != nil {
 			g.log.Error("key-change replay record", "err", err)
 		}
 		return outcome{delivered: true, reply: reply(250, smtp.EnhancedCode{2, 0, 0},
@@ -512,7 +541,7 @@ func (g *Gateway) takeKeyChange(ctx context.Context, m received, o *envelope.Ope
 	if err := g.loadPartners(ctx); err != nil {
 		g.log.Error("partner keys not reloaded", "err", err)
 	}
-	if err := g.store.RecordDelivered(ctx, o.Label.Originator, o.PackageID, o.MessageID, o.Date); err != nil {
+	if err := g.recordDelivered(ctx, o); err != nil {
 		g.log.Error("key-change replay record", "err", err)
 	}
 	g.log.Info("partner key updated", "partner", agency, "fingerprint", updated.Fingerprint(), "subkeys", len(st.Subkeys), "usable", st.Usable == nil)
@@ -661,4 +690,11 @@ func heldIf(reason string) store.State {
 		return store.OnHold
 	}
 	return store.Queued
+}
+
+// recordDelivered adds an opened message to the replay cache.
+func (g *Gateway) recordDelivered(ctx context.Context, o *envelope.Opened) error {
+	return g.store.Update(ctx, func(tx store.Tx) error {
+		return tx.RecordDelivered(o.Label.Originator, o.PackageID, o.MessageID, o.Date)
+	})
 }

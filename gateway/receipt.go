@@ -31,26 +31,34 @@ type receiptBody struct {
 	Delivered time.Time `json:"delivered"`
 }
 
-// sendReceipt seals a receipt for a delivered package and queues it for the
-// originating gateway. It carries the package's own label (the receipt is
-// a record about that package, so it is marked and handled as it is) with
-// this agency as its originator. Its id is derived from the package's, so
-// the queue stores it once however often it is asked.
-func (g *Gateway) sendReceipt(ctx context.Context, o *envelope.Opened, mailboxes []string) error {
+// queuedReceipt is a sealed receipt, ready to be queued with the delivery
+// record of its package.
+type queuedReceipt struct {
+	item  store.Item
+	event audit.Event
+}
+
+// sealReceipt seals a receipt for a package about to be delivered, for
+// the originating gateway; nil when the originator is this agency. It
+// carries the package's own label (the receipt is a record about that
+// package, so it is marked and handled as it is) with this agency as its
+// originator. Its id is derived from the package's, so the queue stores
+// it once however often it is asked.
+func (g *Gateway) sealReceipt(ctx context.Context, o *envelope.Opened, mailboxes []string) (*queuedReceipt, error) {
 	to := o.Label.Originator
 	if to == g.cfg.Agency {
-		return nil
+		return nil, nil
 	}
 	if err := g.keysReady(ctx); err != nil {
-		return err
+		return nil, errKeysUnavailable
 	}
 	cert, hold, ok := g.sealTarget(to)
 	if !ok {
-		return fmt.Errorf("no pinned certificate for %s", to)
+		return nil, fmt.Errorf("no pinned certificate for %s", to)
 	}
 	a := g.cfg.Directory.Agency(to)
 	if a == nil || len(a.Mailboxes) == 0 {
-		return fmt.Errorf("%s has no mailbox in the directory", to)
+		return nil, fmt.Errorf("%s has no mailbox in the directory", to)
 	}
 	rcpt := a.Mailboxes[0].Address
 	if mb := a.Mailbox("intake"); mb != nil {
@@ -58,7 +66,7 @@ func (g *Gateway) sendReceipt(ctx context.Context, o *envelope.Opened, mailboxes
 	}
 	body, err := json.Marshal(receiptBody{Package: o.PackageID, Agency: g.cfg.Agency, Mailboxes: mailboxes, Delivered: g.Now().UTC()})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	l := o.Label
 	l.Originator, l.Created = g.cfg.Agency, g.Now().UTC().Truncate(time.Second)
@@ -70,18 +78,15 @@ func (g *Gateway) sendReceipt(ctx context.Context, o *envelope.Opened, mailboxes
 		Signer: g.identity(), Recipients: []*keys.Cert{cert}, Label: l, PackageID: id, Now: g.Now,
 		Manifest: &envelope.Manifest{From: g.cfg.Agency, To: []string{to}, Kind: envelope.KindReceipt},
 	}); err != nil {
-		return err
+		return nil, err
 	}
-	ev := audit.Event{Kind: audit.Receipt, Package: o.PackageID, Destination: to, Detail: "receipt sent for " + strings.Join(mailboxes, ", ")}
-	if _, err := g.store.Enqueue(g.stage(ctx, ev), []store.Item{{
-		PackageID: id, Destination: to, Recipients: []string{rcpt}, MailFrom: emailOfIdentity(g.identity()),
-		Marking: l.Marking(), Envelope: buf.Bytes(), Priority: store.Normal, State: heldIf(hold), Reason: hold,
-	}}); err != nil {
-		return err
-	}
-	g.kickAudit()
-	g.nudge()
-	return nil
+	return &queuedReceipt{
+		item: store.Item{
+			PackageID: id, Destination: to, Recipients: []string{rcpt}, MailFrom: emailOfIdentity(g.identity()),
+			Marking: l.Marking(), Envelope: buf.Bytes(), Priority: store.Normal, State: heldIf(hold), Reason: hold,
+		},
+		event: audit.Event{Kind: audit.Receipt, Package: o.PackageID, Destination: to, Detail: "receipt sent for " + strings.Join(mailboxes, ", ")},
+	}, nil
 }
 
 // receiptID is the package id of the receipt this gateway seals for a
@@ -113,18 +118,28 @@ func (g *Gateway) takeReceipt(ctx context.Context, m received, o *envelope.Opene
 	}
 	ev := audit.Event{Kind: audit.Receipt, Package: rb.Package, Destination: rb.Agency, Actor: o.Signer.Agency,
 		Detail: "receipt received: delivered to " + strings.Join(rb.Mailboxes, ", ")}
-	if err := g.store.RecordReceipt(g.stage(ctx, ev), store.Receipt{PackageID: rb.Package, Agency: rb.Agency, Mailboxes: rb.Mailboxes,
-		Delivered: rb.Delivered, Signer: o.Signer.Fingerprint}); err != nil {
+	// The receipt, its replay record and the acknowledgement clock it
+	// stops, in one transaction, synced before the 250.
+	var acked int
+	if err := g.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.RecordReceipt(store.Receipt{PackageID: rb.Package, Agency: rb.Agency, Mailboxes: rb.Mailboxes,
+			Delivered: rb.Delivered, Signer: o.Signer.Fingerprint}); err != nil {
+			return err
+		}
+		if err := tx.RecordDelivered(o.Label.Originator, o.PackageID, o.MessageID, o.Date); err != nil {
+			return err
+		}
+		var err error
+		if acked, err = tx.CompleteDeadlines(rb.Package, policy.DeadlineAcknowledge, rb.Agency, g.Now(), "receipt signed by "+o.Signer.Fingerprint); err != nil {
+			return err
+		}
+		return g.stage(tx, ev)
+	}); err != nil {
 		g.log.Error("receipt not recorded", "package", rb.Package, "err", err)
 		return outcome{reply: errTempStore}
 	}
 	g.kickAudit()
-	if err := g.store.RecordDelivered(ctx, o.Label.Originator, o.PackageID, o.MessageID, o.Date); err != nil {
-		g.log.Error("receipt replay record", "err", err)
-	}
-	if n, err := g.store.CompleteDeadlines(ctx, rb.Package, policy.DeadlineAcknowledge, rb.Agency, g.Now(), "receipt signed by "+o.Signer.Fingerprint); err != nil {
-		g.log.Error("acknowledgement clock not stopped", "package", rb.Package, "err", err)
-	} else if n > 0 {
+	if acked > 0 {
 		g.log.Info("immediate escalation acknowledged", "package", rb.Package, "agency", rb.Agency)
 	}
 	g.log.Info("receipt recorded", "package", rb.Package, "agency", rb.Agency, "mailboxes", len(rb.Mailboxes))

@@ -95,7 +95,12 @@ func (g *Gateway) deliverItem(ctx context.Context, pool *relayPool, it store.Ite
 	release()
 	if err == nil {
 		sent := audit.Event{Kind: audit.Sent, Package: it.PackageID, Destination: it.Destination, Detail: "accepted by the destination gateway: " + remoteID}
-		if err := g.store.MarkSent(g.stage(ctx, sent), it.ID, remoteID); err != nil {
+		if err := g.store.Bookkeep(ctx, func(tx store.Tx) error {
+			if err := tx.MarkSent(it.ID, remoteID); err != nil {
+				return err
+			}
+			return g.stage(tx, sent)
+		}); err != nil {
 			log.Error("sent but not recorded; it will be sent again and deduplicated by the receiver", "err", err)
 			return
 		}
@@ -119,7 +124,12 @@ func (g *Gateway) deliverItem(ctx context.Context, pool *relayPool, it store.Ite
 			reason = fmt.Sprintf("not delivered within %s: %s", maxAge, err)
 		}
 		failed := audit.Event{Kind: audit.Failed, Package: it.PackageID, Destination: it.Destination, Detail: reason}
-		if ferr := g.store.MarkFailed(g.stage(ctx, failed), it.ID, reason); ferr != nil {
+		if ferr := g.store.Bookkeep(ctx, func(tx store.Tx) error {
+			if err := tx.MarkFailed(it.ID, reason); err != nil {
+				return err
+			}
+			return g.stage(tx, failed)
+		}); ferr != nil {
 			log.Error("failure not recorded", "err", ferr)
 			return
 		}
@@ -134,7 +144,12 @@ func (g *Gateway) deliverItem(ctx context.Context, pool *relayPool, it store.Ite
 	if re.alert {
 		events = append(events, audit.Event{Kind: audit.Alert, Package: it.PackageID, Destination: it.Destination, Rule: "tls", Detail: err.Error()})
 	}
-	if rerr := g.store.MarkRetry(g.stage(ctx, events...), it.ID, next, err.Error()); rerr != nil {
+	if rerr := g.store.Bookkeep(ctx, func(tx store.Tx) error {
+		if err := tx.MarkRetry(it.ID, next, err.Error()); err != nil {
+			return err
+		}
+		return g.stage(tx, events...)
+	}); rerr != nil {
 		log.Error("retry not recorded", "err", rerr)
 		g.auditAll(ctx, events)
 	} else {
@@ -161,7 +176,9 @@ func (g *Gateway) holdLease(ctx context.Context, it store.Item) (release func())
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if err := g.store.MarkRetry(ctx, it.ID, g.Now().Add(relayLease), it.LastError); err != nil && ctx.Err() == nil {
+				if err := g.store.Bookkeep(ctx, func(tx store.Tx) error {
+					return tx.MarkRetry(it.ID, g.Now().Add(relayLease), it.LastError)
+				}); err != nil && ctx.Err() == nil {
 					g.log.Warn("queue lease not renewed; another worker may deliver it too (the receiver deduplicates)", "package", it.PackageID, "err", err)
 				}
 			}

@@ -55,10 +55,15 @@ func (g *Gateway) reprocess(ctx context.Context, id int64) {
 		g.log.Warn("released message not re-processed yet", "quarantine", id, "err", out.reply)
 		return
 	}
-	if err := g.store.SetQuarantineState(ctx, id, store.Purged, note); err != nil {
+	if err := g.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.SetQuarantineState(id, store.Purged, note); err != nil {
+			return err
+		}
+		return g.stage(tx, audit.Event{Kind: audit.Released, Package: q.PackageID, Rule: q.Check, Detail: fmt.Sprintf("Q%d %s", id, note)})
+	}); err != nil {
 		g.log.Error("released message re-processed but its record not updated", "quarantine", id, "err", err)
 		return
 	}
+	g.kickAudit()
 	g.log.Info("released message re-processed", "quarantine", id, "note", note)
-	g.audit(ctx, audit.Event{Kind: audit.Released, Package: q.PackageID, Rule: q.Check, Detail: fmt.Sprintf("Q%d %s", id, note)})
 }

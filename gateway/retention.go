@@ -45,38 +45,37 @@ type Purged struct {
 // end of the period as well, since the Maildir is this gateway's delivery
 // store until the agency's mail system takes them.
 func PurgeExpired(ctx context.Context, cfg *config.Config, st store.Store, aud Auditor, now time.Time, quarantine time.Duration, dry bool) ([]Purged, error) {
-	ds, err := st.Deadlines(ctx, now, false)
-	if err != nil {
-		return nil, err
-	}
 	var out []Purged
 	if quarantine > 0 {
-		for _, state := range []store.QState{store.Held, store.Released} {
-			qs, err := st.ListQuarantine(ctx, state)
-			if err != nil {
-				return out, err
+		// By an index on the received time of the messages still kept:
+		// only those whose period ran out are read.
+		qs, err := st.QuarantinedBefore(ctx, now.Add(-quarantine), purgeBatch)
+		if err != nil {
+			return out, err
+		}
+		for _, q := range qs {
+			due := q.Received.Add(quarantine)
+			out = append(out, Purged{PackageID: q.PackageID, Due: due, Quarantine: q.ID})
+			if dry {
+				continue
 			}
-			for _, q := range qs {
-				due := q.Received.Add(quarantine)
-				if due.After(now) {
-					continue
+			ev := audit.Event{Agency: cfg.Agency, Kind: audit.Purged, Package: q.PackageID, Rule: "retention",
+				Actor: "gateway", Time: now.UTC(), Detail: fmt.Sprintf("Q%d: retention ran out %s; crypto-shredded (data key and bytes destroyed)", q.ID, due.UTC().Format(time.RFC3339))}
+			if err := st.Update(ctx, func(tx store.Tx) error {
+				if err := tx.SetQuarantineState(q.ID, store.Purged, "retention: kept the retention period"); err != nil {
+					return err
 				}
-				out = append(out, Purged{PackageID: q.PackageID, Due: due, Quarantine: q.ID})
-				if dry {
-					continue
-				}
-				ev := audit.Event{Agency: cfg.Agency, Kind: audit.Purged, Package: q.PackageID, Rule: "retention",
-					Actor: "gateway", Time: now.UTC(), Detail: fmt.Sprintf("Q%d: retention ran out %s; crypto-shredded (data key and bytes destroyed)", q.ID, due.UTC().Format(time.RFC3339))}
-				if err := st.SetQuarantineState(store.WithAudit(ctx, ev), q.ID, store.Purged, "retention: kept the retention period"); err != nil {
-					return out, err
-				}
+				return tx.Audit(ev)
+			}); err != nil {
+				return out, err
 			}
 		}
 	}
+	ds, err := st.DueDeadlines(ctx, policy.DeadlineRetention, now, purgeBatch)
+	if err != nil {
+		return out, err
+	}
 	for _, d := range ds {
-		if d.Kind != policy.DeadlineRetention || d.Due.After(now) {
-			continue
-		}
 		p := Purged{PackageID: d.PackageID, Due: d.Due}
 		p.Files = maildirCopies(cfg, d.Agency, d.PackageID)
 		items, err := st.List(ctx, store.Filter{PackageID: d.PackageID})
@@ -108,27 +107,32 @@ func PurgeExpired(ctx context.Context, cfg *config.Config, st store.Store, aud A
 			out = append(out, p)
 			continue
 		}
-		p.Envelopes = 0
-		// The package's envelopes, and the receipt this gateway sealed for
-		// it (receipt.go): a receipt is kept as long as its package.
-		for _, id := range []string{d.PackageID, receiptID(d.PackageID)} {
-			n, err := st.ShredEnvelopes(ctx, id)
-			if err != nil {
-				return out, err
-			}
-			p.Envelopes += n
-		}
 		for _, f := range p.Files {
 			if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
 				return out, fmt.Errorf("retention: %w", err)
 			}
 		}
-		// The purge's event is written with the clock's completion, the
-		// purge's last step, in one transaction.
-		ev := audit.Event{Agency: cfg.Agency, Kind: audit.Purged, Package: d.PackageID, Rule: "retention",
-			Actor: "gateway", Time: now.UTC(),
-			Detail: fmt.Sprintf("retention ran out %s: %d envelope(s) crypto-shredded (data keys destroyed) and %d delivered copy(ies) removed", d.Due.UTC().Format(time.RFC3339), p.Envelopes, len(p.Files))}
-		if _, err := st.CompleteDeadlines(store.WithAudit(ctx, ev), d.PackageID, policy.DeadlineRetention, d.Agency, now, "purged"); err != nil {
+		// The package's envelopes, and the receipt this gateway sealed for
+		// it (receipt.go): a receipt is kept as long as its package. The
+		// keys are destroyed, the clock closed and the purge audited in one
+		// transaction.
+		err = st.Update(ctx, func(tx store.Tx) error {
+			p.Envelopes = 0
+			for _, id := range []string{d.PackageID, receiptID(d.PackageID)} {
+				n, err := tx.ShredEnvelopes(id)
+				if err != nil {
+					return err
+				}
+				p.Envelopes += n
+			}
+			if _, err := tx.CompleteDeadlines(d.PackageID, policy.DeadlineRetention, d.Agency, now, "purged"); err != nil {
+				return err
+			}
+			return tx.Audit(audit.Event{Agency: cfg.Agency, Kind: audit.Purged, Package: d.PackageID, Rule: "retention",
+				Actor: "gateway", Time: now.UTC(),
+				Detail: fmt.Sprintf("retention ran out %s: %d envelope(s) crypto-shredded (data keys destroyed) and %d delivered copy(ies) removed", d.Due.UTC().Format(time.RFC3339), p.Envelopes, len(p.Files))})
+		})
+		if err != nil {
 			return out, err
 		}
 		out = append(out, p)
@@ -142,6 +146,10 @@ func PurgeExpired(ctx context.Context, cfg *config.Config, st store.Store, aud A
 	}
 	return out, nil
 }
+
+// purgeBatch bounds what one purge round reads; what is left is taken by
+// the next round.
+const purgeBatch = 1000
 
 // maildirCopies finds a package's delivered copies in this agency's
 // Maildirs by the names deliverMaildir gives them.
@@ -159,17 +167,4 @@ func maildirCopies(cfg *config.Config, originator, pkgID string) []string {
 		}
 	}
 	return out
-}
-
-// startRetention starts a package's retention clock.
-func (g *Gateway) startRetention(ctx context.Context, pkgID, originator string, dec policy.Decision) {
-	hours, ok := dec.Deadline(policy.DeadlineRetention)
-	if !ok {
-		return
-	}
-	now := g.Now()
-	if err := g.store.AddDeadline(ctx, store.Deadline{PackageID: pkgID, Kind: policy.DeadlineRetention, Agency: originator,
-		Started: now, Due: now.Add(time.Duration(hours) * time.Hour)}); err != nil {
-		g.log.Error("retention clock not started", "package", pkgID, "err", err)
-	}
 }

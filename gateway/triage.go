@@ -14,6 +14,7 @@ import (
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/policy"
 )
 
@@ -86,7 +87,14 @@ func (g *Gateway) triageReply(ctx context.Context, user *config.User, r io.Reade
 	for _, pkg := range pkgs {
 		ev := audit.Event{Kind: audit.Triaged, Package: pkg, Rule: "triage-72h", Actor: user.Address,
 			Detail: "triaged: recorded by a reply to the triage address"}
-		n, err := g.store.CompleteDeadlines(g.stage(ctx, ev), pkg, policy.DeadlineTriage, "", g.Now(), user.Address+": triaged by reply")
+		var n int
+		err := g.store.Update(ctx, func(tx store.Tx) error {
+			var err error
+			if n, err = tx.CompleteDeadlines(pkg, policy.DeadlineTriage, "", g.Now(), user.Address+": triaged by reply"); err != nil || n == 0 {
+				return err
+			}
+			return g.stage(tx, ev)
+		})
 		if err != nil {
 			g.log.Error("triage reply: clock not stopped", "package", pkg, "err", err)
 			return errTempStore

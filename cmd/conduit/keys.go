@@ -265,12 +265,18 @@ nothing more, until a new key is generated and the partners approve it.`,
 				agency, fp := args[0], keys.NormalizeFingerprint(args[1])
 				who := administrator()
 				// The decision and its audit event are one transaction.
-				sctx, err := adminStage(ctx, cfgPath, audit.Event{Kind: audit.KeyChange, Destination: agency, Rule: verb,
+				ev, err := adminEvent(cfgPath, audit.Event{Kind: audit.KeyChange, Destination: agency, Rule: verb,
 					Detail: fmt.Sprintf("key %s of %s %sd: %s", fp, agency, verb, oneLine(why))})
 				if err != nil {
 					return err
 				}
-				if _, err := st.DecidePartnerKey(sctx, agency, fp, state, who, oneLine(why)); errors.Is(err, store.ErrKeyNotPending) {
+				err = st.Update(ctx, func(tx store.Tx) error {
+					if _, err := tx.DecidePartnerKey(agency, fp, state, who, oneLine(why)); err != nil {
+						return err
+					}
+					return tx.Audit(ev)
+				})
+				if errors.Is(err, store.ErrKeyNotPending) {
 					return &exitError{exitUsage, fmt.Errorf("%s has no pending key %s (see conduit keys pending)", agency, fp)}
 				} else if err != nil {
 					return err

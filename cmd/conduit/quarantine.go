@@ -242,12 +242,17 @@ func setQState(cmd *cobra.Command, cfgPath, arg string, to store.QState, reason 
 	if to == store.Purged {
 		kind = audit.Purged
 	}
-	sctx, err := adminStage(ctx, cfgPath, audit.Event{Kind: kind, Package: q.PackageID, Rule: q.Check,
+	ev, err := adminEvent(cfgPath, audit.Event{Kind: kind, Package: q.PackageID, Rule: q.Check,
 		Detail: fmt.Sprintf("Q%d: %s", id, oneLine(reason))})
 	if err != nil {
 		return err
 	}
-	if err := st.SetQuarantineState(sctx, id, to, note); err != nil {
+	if err := st.Update(ctx, func(tx store.Tx) error {
+		if err := tx.SetQuarantineState(id, to, note); err != nil {
+			return err
+		}
+		return tx.Audit(ev)
+	}); err != nil {
 		return storeError(err, "quarantined message", id)
 	}
 	adminLog(ctx, "quarantined message "+string(to), "quarantine", id, "check", q.Check, "by", who)

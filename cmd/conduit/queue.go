@@ -333,11 +333,16 @@ counts from when the package was first queued.`,
 				return err
 			}
 			defer st.Close()
-			sctx, err := adminStage(ctx, cfgPath, audit.Event{Kind: audit.Retried, Detail: fmt.Sprintf("queue item %d made due by an administrator", id)})
+			ev, err := adminEvent(cfgPath, audit.Event{Kind: audit.Retried, Detail: fmt.Sprintf("queue item %d made due by an administrator", id)})
 			if err != nil {
 				return err
 			}
-			if err := st.RetryNow(sctx, id); err != nil {
+			if err := st.Update(ctx, func(tx store.Tx) error {
+				if err := tx.RetryNow(id); err != nil {
+					return err
+				}
+				return tx.Audit(ev)
+			}); err != nil {
 				return storeError(err, "queue item", id)
 			}
 			adminLog(ctx, "queue item retried", "item", id)
@@ -361,9 +366,7 @@ complete; the item is then recorded as sent.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return reasonedAction(cmd, cfgPath, args[0], reason, queueAction{
 				verb: "drop", why: "say why the item is removed from delivery",
-				do: func(st *store.SQLite, ctx context.Context, id int64, note string) error {
-					return st.Drop(ctx, id, note)
-				},
+				do:    func(tx store.Tx, id int64, note string) error { return tx.Drop(id, note) },
 				event: audit.Dropped, done: "dropped queue item %d (package %s to %s); it will not be sent",
 			})
 		},
@@ -383,9 +386,7 @@ made the release lawful (the originator's consent, the training record).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return reasonedAction(cmd, cfgPath, args[0], relReason, queueAction{
 				verb: "release", why: "say what makes sending it lawful now", rule: "hold",
-				do: func(st *store.SQLite, ctx context.Context, id int64, note string) error {
-					return st.Release(ctx, id, note)
-				},
+				do:    func(tx store.Tx, id int64, note string) error { return tx.Release(id, note) },
 				event: audit.Released, done: "released queue item %d (package %s to %s); the running gateway sends it on its next pass",
 			})
 		},
@@ -408,7 +409,7 @@ func adminLog(ctx context.Context, msg string, args ...any) {
 // reason: drop, release.
 type queueAction struct {
 	verb, why, rule string
-	do              func(st *store.SQLite, ctx context.Context, id int64, note string) error
+	do              func(tx store.Tx, id int64, note string) error
 	event           audit.Kind
 	done            string // printf: id, package, destination
 }
@@ -434,22 +435,29 @@ func reasonedAction(cmd *cobra.Command, cfgPath, arg, reason string, a queueActi
 		return storeError(err, "queue item", id)
 	}
 	who := administrator()
-	sctx, err := adminStage(ctx, cfgPath, audit.Event{Kind: a.event, Package: it.PackageID, Destination: it.Destination,
+	ev, err := adminEvent(cfgPath, audit.Event{Kind: a.event, Package: it.PackageID, Destination: it.Destination,
 		Rule: a.rule, Detail: fmt.Sprintf("queue item %d: %s", id, oneLine(reason))})
 	if err != nil {
 		return err
 	}
-	if err := a.do(st, sctx, id, who+": "+oneLine(reason)); err != nil {
+	// The action, the hold clock it stops and its audit event: one
+	// transaction.
+	if err := st.Update(ctx, func(tx store.Tx) error {
+		if err := a.do(tx, id, who+": "+oneLine(reason)); err != nil {
+			return err
+		}
+		if it.State == store.OnHold {
+			// Released or dropped, a held item no longer waits for the
+			// originator: its hold clock (handling code 5) stops.
+			if _, err := tx.CompleteDeadlines(it.PackageID, policy.DeadlineHold, it.Destination, time.Now(), who+": "+a.verb); err != nil {
+				return err
+			}
+		}
+		return tx.Audit(ev)
+	}); err != nil {
 		return storeError(err, "queue item", id)
 	}
 	adminLog(ctx, "queue item "+a.verb, "item", id, "package", it.PackageID, "destination", it.Destination, "by", who)
-	if it.State == store.OnHold {
-		// Released or dropped, a held item no longer waits for the
-		// originator: its hold clock (handling code 5) stops.
-		if _, err := st.CompleteDeadlines(ctx, it.PackageID, policy.DeadlineHold, it.Destination, time.Now(), who+": "+a.verb); err != nil {
-			return fmt.Errorf("queue %s done, but its hold clock was not stopped: %w", a.verb, err)
-		}
-	}
 	if err := chainStaged(ctx, cfgPath); err != nil {
 		return err
 	}
@@ -457,17 +465,17 @@ func reasonedAction(cmd *cobra.Command, cfgPath, arg, reason string, a queueActi
 	return nil
 }
 
-// adminStage returns a context on which the store write that does an
-// administrator's action also writes its audit event, in the same
-// transaction (store.WithAudit): the action is never done without its
-// record. chainStaged then moves it into the chain.
-func adminStage(ctx context.Context, cfgPath string, e audit.Event) (context.Context, error) {
+// adminEvent completes the audit event of an administrator's action,
+// which the action's store transaction writes (store.Tx.Audit): the
+// action is never done without its record. chainStaged then moves it into
+// the chain.
+func adminEvent(cfgPath string, e audit.Event) (audit.Event, error) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
-		return nil, &exitError{exitUsage, err}
+		return e, &exitError{exitUsage, err}
 	}
 	e.Agency, e.Actor, e.Time = cfg.Agency, administrator(), time.Now().UTC()
-	return store.WithAudit(ctx, e), nil
+	return e, nil
 }
 
 // chainStaged opens the gateway's audit trail, which moves the events

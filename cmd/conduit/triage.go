@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/conduit-gateway/conduit/audit"
+	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/policy"
 )
 
@@ -32,12 +33,18 @@ package, addressed to the gateway address its Conduit-Triage header names.`,
 				return err
 			}
 			defer st.Close()
-			sctx, err := adminStage(ctx, cfgPath, audit.Event{Kind: audit.Triaged, Package: args[0], Rule: "triage-72h", Detail: "triaged: " + oneLine(note)})
+			ev, err := adminEvent(cfgPath, audit.Event{Kind: audit.Triaged, Package: args[0], Rule: "triage-72h", Detail: "triaged: " + oneLine(note)})
 			if err != nil {
 				return err
 			}
-			// No clock stopped, no event written (CompleteDeadlines).
-			n, err := st.CompleteDeadlines(sctx, args[0], policy.DeadlineTriage, "", time.Now(), administrator()+": "+oneLine(note))
+			// No clock stopped, no event written.
+			var n int
+			err = st.Update(ctx, func(tx store.Tx) error {
+				if n, err = tx.CompleteDeadlines(args[0], policy.DeadlineTriage, "", time.Now(), administrator()+": "+oneLine(note)); err != nil || n == 0 {
+					return err
+				}
+				return tx.Audit(ev)
+			})
 			if err != nil {
 				return err
 			}

@@ -49,28 +49,12 @@ type PartnerKey struct {
 // administrator inspects, approvals and rejections. It shares the
 // gateway's database.
 type PartnerKeys interface {
-	// OfferPartnerKey records a certificate offered for an agency. A key
-	// already known keeps its state (a rejected key stays rejected); an
-	// approved key's certificate is replaced by the newer copy when
-	// state is KeyApproved (an update signed by the key itself). It
-	// returns the record as stored and whether it was new.
-	OfferPartnerKey(ctx context.Context, k PartnerKey) (PartnerKey, bool, error)
 	// ListPartnerKeys lists the records of an agency ("" for all) in a
 	// state ("" for any), newest first.
 	ListPartnerKeys(ctx context.Context, agency string, state KeyState) ([]PartnerKey, error)
-	// DecidePartnerKey approves or rejects a pending key, with who and
-	// why (both required). Approving one supersedes (rejects) the other
-	// approved keys of the agency.
-	DecidePartnerKey(ctx context.Context, agency, fingerprint string, state KeyState, by, reason string) (PartnerKey, error)
 	// PartnerKeysVersion changes whenever a record does, so that a
 	// running gateway can reload its partners when the CLI decides.
 	PartnerKeysVersion(ctx context.Context) (int64, error)
-	// HoldItem puts a queued item on hold with a reason (a partner key
-	// that cannot be used); it is neither sent nor dropped.
-	HoldItem(ctx context.Context, id int64, reason string) error
-	// ResealItem replaces a held or queued item's envelope (sealed again
-	// to the partner's current key) and queues it.
-	ResealItem(ctx context.Context, id int64, envelope []byte, note string) error
 }
 
 // ErrKeyNotPending is returned when approving or rejecting a key that is
@@ -118,8 +102,9 @@ func bumpKeys(ctx context.Context, tx *sql.Tx) error {
 	return err
 }
 
-// OfferPartnerKey implements PartnerKeys.
-func (s *SQLite) OfferPartnerKey(ctx context.Context, k PartnerKey) (PartnerKey, bool, error) {
+// OfferPartnerKey implements Tx.
+func (t *sqliteTx) OfferPartnerKey(k PartnerKey) (PartnerKey, bool, error) {
+	ctx, s := t.ctx, t.s
 	if k.Agency == "" || k.Fingerprint == "" || len(k.Cert) == 0 {
 		return PartnerKey{}, false, errors.New("offer partner key: agency, fingerprint and certificate are required")
 	}
@@ -131,7 +116,7 @@ func (s *SQLite) OfferPartnerKey(ctx context.Context, k PartnerKey) (PartnerKey,
 	}
 	var out PartnerKey
 	isNew := false
-	err := s.withTx(ctx, func(tx *sql.Tx) error {
+	err := t.atomic(func(tx *sql.Tx) error {
 		cur, err := scanPartnerKey(tx.QueryRowContext(ctx, `SELECT `+partnerKeyCols+` FROM partner_keys WHERE agency = ? AND fingerprint = ?`, k.Agency, k.Fingerprint))
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
@@ -202,8 +187,9 @@ func (s *SQLite) ListPartnerKeys(ctx context.Context, agency string, state KeySt
 	return out, rows.Err()
 }
 
-// DecidePartnerKey implements PartnerKeys.
-func (s *SQLite) DecidePartnerKey(ctx context.Context, agency, fingerprint string, state KeyState, by, reason string) (PartnerKey, error) {
+// DecidePartnerKey implements Tx.
+func (t *sqliteTx) DecidePartnerKey(agency, fingerprint string, state KeyState, by, reason string) (PartnerKey, error) {
+	ctx, s := t.ctx, t.s
 	if state != KeyApproved && state != KeyRejected {
 		return PartnerKey{}, fmt.Errorf("decide partner key: %q is not a decision", state)
 	}
@@ -211,7 +197,7 @@ func (s *SQLite) DecidePartnerKey(ctx context.Context, agency, fingerprint strin
 		return PartnerKey{}, fmt.Errorf("decide partner key: %w", ErrNoReason)
 	}
 	var out PartnerKey
-	err := s.withTx(ctx, func(tx *sql.Tx) error {
+	err := t.atomic(func(tx *sql.Tx) error {
 		k, err := scanPartnerKey(tx.QueryRowContext(ctx, `SELECT `+partnerKeyCols+` FROM partner_keys WHERE agency = ? AND fingerprint = ?`, agency, fingerprint))
 		if errors.Is(err, sql.ErrNoRows) || err == nil && k.State != KeyPending {
 			return ErrKeyNotPending
@@ -249,16 +235,17 @@ func (s *SQLite) PartnerKeysVersion(ctx context.Context) (int64, error) {
 }
 
 // HoldItem implements PartnerKeys.
-func (s *SQLite) HoldItem(ctx context.Context, id int64, reason string) error {
+func (t *sqliteTx) HoldItem(id int64, reason string) error {
 	if strings.TrimSpace(reason) == "" {
 		return fmt.Errorf("hold item %d: %w", id, ErrNoReason)
 	}
-	return s.transition(ctx, "hold", id, []State{Queued}, `state = 'held', reason = ?`, reason)
+	return t.transition("hold", id, []State{Queued}, `state = 'held', reason = ?`, reason)
 }
 
 // ResealItem implements PartnerKeys.
-func (s *SQLite) ResealItem(ctx context.Context, id int64, envelope []byte, note string) error {
-	err := s.withTx(ctx, func(tx *sql.Tx) error {
+func (t *sqliteTx) ResealItem(id int64, envelope []byte, note string) error {
+	ctx, s := t.ctx, t.s
+	err := t.atomic(func(tx *sql.Tx) error {
 		var st State
 		err := tx.QueryRowContext(ctx, `SELECT state FROM queue WHERE id = ?`, id).Scan(&st)
 		if errors.Is(err, sql.ErrNoRows) {

@@ -166,6 +166,15 @@ CREATE TABLE data_keys (
 	PRIMARY KEY (kind, item_id)
 ) WITHOUT ROWID;
 ` + audit.OutboxSchema,
+	// 5: indexes for work by due time: the relay's next wake-up, the
+	// overdue alerts, retention and the quarantine's retention each read
+	// an index, so an idle gateway scans nothing.
+	`
+CREATE INDEX queue_next ON queue (next_attempt) WHERE state = 'queued';
+CREATE INDEX deadlines_alert ON deadlines (due) WHERE done = 0 AND alerted = 0 AND kind <> 'retention';
+CREATE INDEX deadlines_open_kind ON deadlines (kind, due) WHERE done = 0;
+CREATE INDEX quarantine_kept ON quarantine (received) WHERE state IN ('held', 'released');
+`,
 }
 
 func (s *SQLite) migrate(ctx context.Context) error {
@@ -227,55 +236,6 @@ func decodeList(s string) ([]string, error) {
 	return l, nil
 }
 
-// withTx runs f in a write transaction (BEGIN IMMEDIATE) and commits it.
-func (s *SQLite) withTx(ctx context.Context, f func(*sql.Tx) error) error {
-	return s.txSync(ctx, "FULL", f)
-}
-
-// withLightTx is a write transaction that is not synced to disk by
-// itself: the delivery bookkeeping (claims and leases, sent and retry
-// marks, the replay record, receipts, deadlines) that a crash of the
-// process cannot lose (WAL, synchronous=NORMAL: the commit is in the
-// operating system's hands) and that a power cut could only roll back to
-// an earlier, consistent state, which the next durable commit (WAL is
-// written in order) or a redelivery repairs. What is promised to a client
-// (Enqueue before a 250, Quarantine before a reply) and what an
-// administrator does stay fully synced.
-func (s *SQLite) withLightTx(ctx context.Context, f func(*sql.Tx) error) error {
-	return s.txSync(ctx, "NORMAL", f)
-}
-
-// txSync runs f in a write transaction on the single writer connection,
-// pinned, with the given synchronous level for its commit. Every
-// transaction sets its level first, so a level left behind by a failure
-// never leaks into a durable commit. Audit events staged on ctx
-// (WithAudit) are written in the same transaction, so they are exactly as
-// durable as the change they record: both or neither, whatever the level.
-func (s *SQLite) txSync(ctx context.Context, level string, f func(*sql.Tx) error) error {
-	events := stagedEvents(ctx)
-	conn, err := s.w.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous="+level); err != nil {
-		return err
-	}
-	tx, err := conn.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := f(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	if err := stage(ctx, tx, events); err != nil {
-		tx.Rollback()
-		return err
-	}
-	return tx.Commit()
-}
-
 // checkItem refuses what would make an undeliverable or unfindable item.
 func checkItem(it *Item) error {
 	switch {
@@ -298,10 +258,11 @@ func checkItem(it *Item) error {
 // Enqueue stores items in one transaction. A new item is queued, due at
 // its NextAttempt (or at once when that is zero). Items are checked inside
 // the transaction, so a bad item after good ones leaves nothing behind.
-func (s *SQLite) Enqueue(ctx context.Context, items []Item) ([]int64, error) {
+func (t *sqliteTx) Enqueue(items []Item) ([]int64, error) {
+	ctx, s := t.ctx, t.s
 	ids := make([]int64, len(items))
 	now := s.now().UTC()
-	err := s.withTx(ctx, func(tx *sql.Tx) error {
+	err := t.atomic(func(tx *sql.Tx) error {
 		find, err := tx.PrepareContext(ctx, `SELECT id FROM queue WHERE package_id = ? AND destination = ?`)
 		if err != nil {
 			return err
@@ -468,14 +429,9 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, limit int, lease time
 
 // transition updates one queue item if its state is one of from; it
 // returns ErrNotFound or ErrWrongState otherwise.
-func (s *SQLite) transition(ctx context.Context, op string, id int64, from []State, set string, args ...any) error {
-	return s.transitionTx(ctx, s.withTx, op, id, from, set, args...)
-}
-
-// transitionTx is transition under a given kind of transaction.
-func (s *SQLite) transitionTx(ctx context.Context, with func(context.Context, func(*sql.Tx) error) error,
-	op string, id int64, from []State, set string, args ...any) error {
-	err := with(ctx, func(tx *sql.Tx) error {
+func (t *sqliteTx) transition(op string, id int64, from []State, set string, args ...any) error {
+	ctx, s := t.ctx, t.s
+	err := t.atomic(func(tx *sql.Tx) error {
 		var st State
 		err := tx.QueryRowContext(ctx, `SELECT state FROM queue WHERE id = ?`, id).Scan(&st)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -503,46 +459,48 @@ func (s *SQLite) transitionTx(ctx context.Context, with func(context.Context, fu
 // MarkSent records the destination's acceptance. An item dropped while its
 // delivery was under way is marked sent all the same (the reason is kept):
 // the record must say what happened.
-func (s *SQLite) MarkSent(ctx context.Context, id int64, remoteID string) error {
-	return s.transitionTx(ctx, s.withLightTx, "mark sent", id, []State{Queued, Dropped},
+func (t *sqliteTx) MarkSent(id int64, remoteID string) error {
+	return t.transition("mark sent", id, []State{Queued, Dropped},
 		`state = 'sent', remote_id = ?, last_error = ''`, remoteID)
 }
 
 // MarkRetry schedules the next attempt of a queued item.
-func (s *SQLite) MarkRetry(ctx context.Context, id int64, next time.Time, lastErr string) error {
-	return s.transitionTx(ctx, s.withLightTx, "mark retry", id, []State{Queued},
+func (t *sqliteTx) MarkRetry(id int64, next time.Time, lastErr string) error {
+	return t.transition("mark retry", id, []State{Queued},
 		`next_attempt = ?, last_error = ?`, next.UTC().UnixNano(), lastErr)
 }
 
 // MarkFailed gives up on a queued item.
-func (s *SQLite) MarkFailed(ctx context.Context, id int64, reason string) error {
-	return s.transitionTx(ctx, s.withLightTx, "mark failed", id, []State{Queued},
+func (t *sqliteTx) MarkFailed(id int64, reason string) error {
+	return t.transition("mark failed", id, []State{Queued},
 		`state = 'failed', reason = ?`, reason)
 }
 
 // RetryNow makes a queued or failed item due at once; a failed one is
 // queued again (its attempts count is kept).
-func (s *SQLite) RetryNow(ctx context.Context, id int64) error {
-	return s.transition(ctx, "retry", id, []State{Queued, Failed},
+func (t *sqliteTx) RetryNow(id int64) error {
+	s := t.s
+	return t.transition("retry", id, []State{Queued, Failed},
 		`state = 'queued', reason = '', next_attempt = ?`, s.now().UTC().UnixNano())
 }
 
 // Release queues a held item, due at once, keeping who released it and why.
-func (s *SQLite) Release(ctx context.Context, id int64, reason string) error {
+func (t *sqliteTx) Release(id int64, reason string) error {
+	s := t.s
 	if strings.TrimSpace(reason) == "" {
 		return fmt.Errorf("release item %d: %w", id, ErrNoReason)
 	}
-	return s.transition(ctx, "release", id, []State{OnHold},
+	return t.transition("release", id, []State{OnHold},
 		`state = 'queued', reason = ?, next_attempt = ?`, "released: "+reason, s.now().UTC().UnixNano())
 }
 
 // Drop removes a queued, failed or held item from delivery, keeping the
 // reason.
-func (s *SQLite) Drop(ctx context.Context, id int64, reason string) error {
+func (t *sqliteTx) Drop(id int64, reason string) error {
 	if strings.TrimSpace(reason) == "" {
 		return fmt.Errorf("drop item %d: %w", id, ErrNoReason)
 	}
-	return s.transition(ctx, "drop", id, []State{Queued, Failed, OnHold}, `state = 'dropped', reason = ?`, reason)
+	return t.transition("drop", id, []State{Queued, Failed, OnHold}, `state = 'dropped', reason = ?`, reason)
 }
 
 // List returns items without their envelopes, newest first.
@@ -634,13 +592,12 @@ func (s *SQLite) Delivered(ctx context.Context, originator, packageID string) (b
 
 // RecordDelivered adds a package to the replay cache; the first record
 // wins, a second is not an error.
-func (s *SQLite) RecordDelivered(ctx context.Context, originator, packageID, messageID string, date time.Time) error {
+func (t *sqliteTx) RecordDelivered(originator, packageID, messageID string, date time.Time) error {
+	ctx, s := t.ctx, t.s
 	if originator == "" || packageID == "" {
 		return errors.New("record delivered: the originator and the package id are required")
 	}
-	// Fully synced: the receiving gateway's 250 follows it, and with it
-	// the delivery's audit events (WithAudit) are a promise too.
-	err := s.withTx(ctx, func(tx *sql.Tx) error {
+	err := t.atomic(func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO delivered (originator, package_id, message_id, date, recorded)
 			VALUES (?, ?, ?, ?, ?) ON CONFLICT (originator, package_id) DO NOTHING`,
 			originator, packageID, messageID, nullNanos(date.UTC()), s.now().UTC().UnixNano())
@@ -674,7 +631,8 @@ func (s *SQLite) PackagesByMessageID(ctx context.Context, messageID string) ([]s
 // RecordReceipt keeps a destination's signed receipt; a second receipt
 // from the same agency for the same package is not an error and changes
 // nothing.
-func (s *SQLite) RecordReceipt(ctx context.Context, r Receipt) error {
+func (t *sqliteTx) RecordReceipt(r Receipt) error {
+	ctx, s := t.ctx, t.s
 	if r.PackageID == "" || r.Agency == "" {
 		return errors.New("record receipt: the package id and the agency are required")
 	}
@@ -686,7 +644,7 @@ func (s *SQLite) RecordReceipt(ctx context.Context, r Receipt) error {
 	if r.Received.IsZero() {
 		r.Received = now
 	}
-	err = s.withLightTx(ctx, func(tx *sql.Tx) error {
+	err = t.atomic(func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO receipts (package_id, agency, mailboxes, delivered, received, signer)
 			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (package_id, agency) DO NOTHING`,
 			r.PackageID, r.Agency, boxes, r.Delivered.UTC().UnixNano(), r.Received.UTC().UnixNano(), r.Signer)
@@ -727,9 +685,10 @@ func (s *SQLite) Receipts(ctx context.Context, packageID string) ([]Receipt, err
 // are finished (sent, failed or dropped): the rows' bytes are removed
 // (secure_delete overwrites them) and the items keep their metadata. It
 // returns how many it destroyed; items still queued or held are kept.
-func (s *SQLite) ShredEnvelopes(ctx context.Context, packageID string) (int, error) {
+func (t *sqliteTx) ShredEnvelopes(packageID string) (int, error) {
+	ctx, s := t.ctx, t.s
 	var n int64
-	err := s.withTx(ctx, func(tx *sql.Tx) error {
+	err := t.atomic(func(tx *sql.Tx) error {
 		// The keys first: once they are gone, no copy of the envelopes
 		// can be read, wherever its bytes may linger.
 		if _, err := tx.ExecContext(ctx, `DELETE FROM data_keys WHERE kind = 'queue' AND item_id IN
@@ -748,24 +707,28 @@ func (s *SQLite) ShredEnvelopes(ctx context.Context, packageID string) (int, err
 		return 0, fmt.Errorf("shred %s: %w", packageID, err)
 	}
 	if n > 0 {
-		// Push the deleted pages out of the WAL too.
-		if err := s.checkpoint(ctx); err != nil {
-			slog.Warn("store: after shredding", "package", packageID, "err", err)
-		}
+		// Push the deleted pages out of the WAL too, once they are
+		// deleted for good.
+		t.afterCommit(func() {
+			if err := s.checkpoint(context.WithoutCancel(ctx)); err != nil {
+				slog.Warn("store: after shredding", "package", packageID, "err", err)
+			}
+		})
 	}
 	return int(n), nil
 }
 
 // AddDeadline starts a clock; the same (package, kind, agency) is started
 // once.
-func (s *SQLite) AddDeadline(ctx context.Context, d Deadline) error {
+func (t *sqliteTx) AddDeadline(d Deadline) error {
+	ctx, s := t.ctx, t.s
 	if d.PackageID == "" || d.Kind == "" || d.Due.IsZero() {
 		return errors.New("add deadline: package, kind and due are required")
 	}
 	if d.Started.IsZero() {
 		d.Started = s.now()
 	}
-	err := s.withLightTx(ctx, func(tx *sql.Tx) error {
+	err := t.atomic(func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO deadlines (package_id, kind, agency, started, due)
 			VALUES (?, ?, ?, ?, ?) ON CONFLICT (package_id, kind, agency) DO NOTHING`,
 			d.PackageID, d.Kind, d.Agency, d.Started.UTC().UnixNano(), d.Due.UTC().UnixNano())
@@ -783,9 +746,10 @@ var errNothingChanged = errors.New("nothing changed")
 // CompleteDeadlines stops the open clocks of a package of one kind (and
 // one agency, unless agency is empty) and reports how many it stopped.
 // When it stops none, the audit events staged with it are not written.
-func (s *SQLite) CompleteDeadlines(ctx context.Context, packageID, kind, agency string, at time.Time, note string) (int, error) {
+func (t *sqliteTx) CompleteDeadlines(packageID, kind, agency string, at time.Time, note string) (int, error) {
+	ctx := t.ctx
 	var n int64
-	err := s.withLightTx(ctx, func(tx *sql.Tx) error {
+	err := t.atomic(func(tx *sql.Tx) error {
 		q := `UPDATE deadlines SET done = ?, note = ? WHERE package_id = ? AND kind = ? AND done = 0`
 		args := []any{at.UTC().UnixNano(), note, packageID, kind}
 		if agency != "" {
@@ -797,8 +761,7 @@ func (s *SQLite) CompleteDeadlines(ctx context.Context, packageID, kind, agency 
 			return err
 		}
 		if n, err = res.RowsAffected(); err == nil && n == 0 {
-			// Nothing stopped: roll back, so that the events staged
-			// with the call (WithAudit) are not written either.
+			// Nothing stopped: nothing to keep.
 			return errNothingChanged
 		}
 		return err
@@ -815,13 +778,19 @@ func (s *SQLite) CompleteDeadlines(ctx context.Context, packageID, kind, agency 
 // Deadlines lists clocks: the overdue ones not yet alerted (overdue true,
 // due before now), or every open one.
 func (s *SQLite) Deadlines(ctx context.Context, now time.Time, overdue bool) ([]Deadline, error) {
-	q := `SELECT id, package_id, kind, agency, started, due, done, alerted, note FROM deadlines WHERE done = 0`
+	q := `SELECT ` + deadlineCols + ` FROM deadlines WHERE done = 0`
 	args := []any{}
 	if overdue {
 		q += ` AND alerted = 0 AND due <= ?`
 		args = append(args, now.UTC().UnixNano())
 	}
-	rows, err := s.r.QueryContext(ctx, q+` ORDER BY due, id`, args...)
+	return s.queryDeadlines(ctx, q+` ORDER BY due, id`, args...)
+}
+
+const deadlineCols = `id, package_id, kind, agency, started, due, done, alerted, note`
+
+func (s *SQLite) queryDeadlines(ctx context.Context, q string, args ...any) ([]Deadline, error) {
+	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("deadlines: %w", err)
 	}
@@ -847,8 +816,9 @@ func (s *SQLite) Deadlines(ctx context.Context, now time.Time, overdue bool) ([]
 
 // MarkAlerted records that an overdue clock was alerted, so it is alerted
 // once.
-func (s *SQLite) MarkAlerted(ctx context.Context, id int64, at time.Time) error {
-	err := s.withLightTx(ctx, func(tx *sql.Tx) error {
+func (t *sqliteTx) MarkAlerted(id int64, at time.Time) error {
+	ctx := t.ctx
+	err := t.atomic(func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `UPDATE deadlines SET alerted = ? WHERE id = ?`, at.UTC().UnixNano(), id)
 		return err
 	})
@@ -859,9 +829,9 @@ func (s *SQLite) MarkAlerted(ctx context.Context, id int64, at time.Time) error 
 }
 
 // Quarantine keeps a message, held, and returns its id. A zero Received is
-// the current time. In the details of the audit events staged with it
-// (WithAudit), QuarantineIDMark is replaced by the new id ("Q7").
-func (s *SQLite) Quarantine(ctx context.Context, q QItem) (int64, error) {
+// the current time.
+func (t *sqliteTx) Quarantine(q QItem) (int64, error) {
+	ctx, s := t.ctx, t.s
 	now := s.now().UTC()
 	if q.Received.IsZero() {
 		q.Received = now
@@ -871,10 +841,7 @@ func (s *SQLite) Quarantine(ctx context.Context, q QItem) (int64, error) {
 		return 0, fmt.Errorf("quarantine: %w", err)
 	}
 	var id int64
-	// The staged events are written here, not by txSync, so that they can
-	// name the new id.
-	events := stagedEvents(ctx)
-	err = s.withTx(WithoutAudit(ctx), func(tx *sql.Tx) error {
+	err = t.atomic(func(tx *sql.Tx) error {
 		// The row first, for its id; then the message, under a data key of
 		// its own (NULL raw means purged, so an empty one is stored as it is).
 		res, err := tx.ExecContext(ctx, `INSERT INTO quarantine
@@ -886,14 +853,6 @@ func (s *SQLite) Quarantine(ctx context.Context, q QItem) (int64, error) {
 			return err
 		}
 		if id, err = res.LastInsertId(); err != nil {
-			return err
-		}
-		named := make([]audit.Event, len(events))
-		for i, e := range events {
-			e.Detail = strings.ReplaceAll(e.Detail, QuarantineIDMark, fmt.Sprintf("Q%d", id))
-			named[i] = e
-		}
-		if err := stage(ctx, tx, named); err != nil {
 			return err
 		}
 		if len(q.Raw) == 0 {
@@ -989,11 +948,12 @@ func (s *SQLite) GetQuarantine(ctx context.Context, id int64) (QItem, error) {
 // SetQuarantineState moves a message held → released, held → purged or
 // released → purged; anything else is ErrWrongState. Purging overwrites
 // Raw with NULL and keeps the record (size, check, reason, note).
-func (s *SQLite) SetQuarantineState(ctx context.Context, id int64, state QState, note string) error {
+func (t *sqliteTx) SetQuarantineState(id int64, state QState, note string) error {
+	ctx, s := t.ctx, t.s
 	if strings.TrimSpace(note) == "" {
 		return fmt.Errorf("quarantine %d: %w", id, ErrNoReason)
 	}
-	err := s.withTx(ctx, func(tx *sql.Tx) error {
+	err := t.atomic(func(tx *sql.Tx) error {
 		var cur QState
 		err := tx.QueryRowContext(ctx, `SELECT state FROM quarantine WHERE id = ?`, id).Scan(&cur)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -1026,9 +986,11 @@ func (s *SQLite) SetQuarantineState(ctx context.Context, id int64, state QState,
 		// zeroed the freed pages) and truncate it. Best effort: a reader
 		// in another process can hold the WAL, and the next checkpoint
 		// will complete the job.
-		if err := s.checkpoint(ctx); err != nil {
-			slog.Warn("store: after purge", "quarantine", id, "err", err)
-		}
+		t.afterCommit(func() {
+			if err := s.checkpoint(context.WithoutCancel(ctx)); err != nil {
+				slog.Warn("store: after purge", "quarantine", id, "err", err)
+			}
+		})
 	}
 	return nil
 }

@@ -145,15 +145,19 @@ var (
 	ErrWrongState = errors.New("the item is not in a state that allows this")
 )
 
-// Store is the gateway's durable state.
+// Store is the gateway's durable state. Every write goes through a
+// transaction (Update, Bookkeep) that carries the change and its audit
+// events together; the rest reads. A PostgreSQL store implements the same
+// interface for several gateway processes sharing one database.
 type Store interface {
 	PartnerKeys
-	// Enqueue stores items in one transaction: either all are durable or
-	// none is. An item whose (PackageID, Destination) is already stored, in
-	// whatever state, is not stored again; its existing id is returned
-	// instead. An item given State OnHold is stored held, with its Reason;
-	// any other is queued.
-	Enqueue(ctx context.Context, items []Item) ([]int64, error)
+	// Update runs f in one write transaction, fully synced when it
+	// returns nil: the transaction behind every promise.
+	Update(ctx context.Context, f func(Tx) error) error
+	// Bookkeep runs f in one write transaction that a crash of the
+	// process cannot lose but that is not synced to disk by itself.
+	Bookkeep(ctx context.Context, f func(Tx) error) error
+
 	// Claim takes up to limit queued items whose NextAttempt is due,
 	// immediate ones first, then the oldest. Before returning it writes
 	// each item's next attempt as now+lease and counts the attempt, so
@@ -161,67 +165,42 @@ type Store interface {
 	// two workers (or two gateway processes sharing a database) never take
 	// the same item at once.
 	Claim(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]Item, error)
-	// MarkSent records the destination's acceptance.
-	MarkSent(ctx context.Context, id int64, remoteID string) error
-	// MarkRetry schedules the next attempt after a temporary failure.
-	MarkRetry(ctx context.Context, id int64, next time.Time, lastErr string) error
-	// MarkFailed gives up on an item (maximum age reached, or a permanent
-	// refusal by the destination).
-	MarkFailed(ctx context.Context, id int64, reason string) error
+	// NextDue is when the earliest queued item falls due (zero when none
+	// is queued): the relay sleeps until then, or until work is added.
+	NextDue(ctx context.Context) (time.Time, error)
 
 	// List returns items without their Envelope bytes, newest first.
 	List(ctx context.Context, f Filter) ([]Item, error)
 	// Get returns one item with its Envelope.
 	Get(ctx context.Context, id int64) (Item, error)
-	// RetryNow makes a queued (or failed) item due at once.
-	RetryNow(ctx context.Context, id int64) error
-	// Drop removes an item from delivery; the reason is required and kept.
-	Drop(ctx context.Context, id int64, reason string) error
-	// Release queues a held item for delivery now; the reason (who
-	// released it and why) is required and kept.
-	Release(ctx context.Context, id int64, reason string) error
 	// Depth counts queued items per destination.
 	Depth(ctx context.Context) (map[string]int, error)
 
 	// Delivered reports whether a package from an originator was already
 	// delivered here (the replay cache).
 	Delivered(ctx context.Context, originator, packageID string) (bool, error)
-	// RecordDelivered adds a package to the replay cache once it has been
-	// delivered; recording it twice is not an error.
-	RecordDelivered(ctx context.Context, originator, packageID, messageID string, date time.Time) error
 	// PackagesByMessageID returns the delivered packages whose signed
 	// Message-ID is messageID (a reply's In-Reply-To).
 	PackagesByMessageID(ctx context.Context, messageID string) ([]string, error)
-
-	// RecordReceipt keeps a destination's receipt for a package we sent;
-	// recording it twice changes nothing.
-	RecordReceipt(ctx context.Context, r Receipt) error
 	// Receipts returns the receipts for a package.
 	Receipts(ctx context.Context, packageID string) ([]Receipt, error)
 
-	// ShredEnvelopes destroys the envelopes of a package's finished items
-	// (retention) and says how many.
-	ShredEnvelopes(ctx context.Context, packageID string) (int, error)
-
-	// AddDeadline starts a clock; the same (package, kind, agency) once.
-	AddDeadline(ctx context.Context, d Deadline) error
-	// CompleteDeadlines stops a package's open clocks of one kind (of one
-	// agency unless agency is empty) and says how many it stopped.
-	CompleteDeadlines(ctx context.Context, packageID, kind, agency string, at time.Time, note string) (int, error)
 	// Deadlines lists open clocks, or only the overdue ones not yet alerted.
 	Deadlines(ctx context.Context, now time.Time, overdue bool) ([]Deadline, error)
-	// MarkAlerted records an overdue alert.
-	MarkAlerted(ctx context.Context, id int64, at time.Time) error
+	// DueDeadlines lists the open clocks of one kind due at or before now,
+	// by an index on (kind, due): housekeeping never scans every clock.
+	DueDeadlines(ctx context.Context, kind string, now time.Time, limit int) ([]Deadline, error)
+	// NextDeadline is when the earliest open, unalerted clock falls due
+	// (zero when none is open).
+	NextDeadline(ctx context.Context) (time.Time, error)
 
-	// Quarantine keeps a message that failed a check and returns its id.
-	Quarantine(ctx context.Context, q QItem) (int64, error)
 	// ListQuarantine returns quarantined messages without Raw, newest first.
 	ListQuarantine(ctx context.Context, state QState) ([]QItem, error)
+	// QuarantinedBefore returns the held or released messages received
+	// before t, oldest first, without Raw (retention of the quarantine).
+	QuarantinedBefore(ctx context.Context, t time.Time, limit int) ([]QItem, error)
 	// GetQuarantine returns one quarantined message with Raw.
 	GetQuarantine(ctx context.Context, id int64) (QItem, error)
-	// SetQuarantineState moves a held message to Released or Purged with a
-	// note (who and why, required). Purging destroys Raw.
-	SetQuarantineState(ctx context.Context, id int64, state QState, note string) error
 
 	Close() error
 }
