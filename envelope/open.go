@@ -85,6 +85,9 @@ type Opened struct {
 	// Plain reports a standard PGP/MIME message from a partner without
 	// Conduit (OpenPlain): no manifest, no receipt to expect.
 	Plain bool
+	// References are the message ids the signed In-Reply-To and
+	// References headers name (OpenPlain): what a reply answers.
+	References []string
 }
 
 // VerifiedHeader is added to the opened message: the receiving side's mail

@@ -106,6 +106,9 @@ func OpenPlain(ctx context.Context, w io.Writer, r io.Reader, p OpenParams) (*Op
 		res.MessageID = "<" + digest + "." + sigTime.UTC().Format("20060102T150405") + "@signed-payload>"
 	}
 	res.PackageID = "pgp-" + digest
+	for _, k := range []string{"In-Reply-To", "References"} {
+		res.References = append(res.References, strings.Fields(h.Get(k))...)
+	}
 	if lbl.Created.IsZero() {
 		lbl.Created = res.Date.UTC().Truncate(time.Second)
 	}

@@ -127,7 +127,7 @@ func (g *Gateway) process(ctx context.Context, m received) outcome {
 	}
 	var opened bytes.Buffer
 	start := time.Now()
-	o, err := envelope.Open(ctx, &opened, bytes.NewReader(m.raw), g.openParams(replayCheck{g}))
+	o, err := g.openReceived(ctx, &opened, m.raw, g.openParams(replayCheck{g}))
 	g.metrics.ObserveOpen(time.Since(start))
 	if err != nil {
 		var ce *envelope.CheckError
@@ -148,6 +148,7 @@ func (g *Gateway) process(ctx context.Context, m received) outcome {
 			return g.quarantine(ctx, m, "mutual-tls", err.Error())
 		}
 	}
+	g.ackByReply(ctx, o)
 	if o.Manifest.Kind == envelope.KindReceipt {
 		// A gateway's statement about a package we sent: recorded, not
 		// delivered to anyone, and not judged as intelligence.

@@ -157,7 +157,7 @@ func (g *Gateway) intake(ctx context.Context, sub submission) error {
 		start := time.Now()
 		_, err = envelope.Seal(ctx, &buf, body, envelope.SealParams{
 			Signer: self, Recipients: []*keys.Cert{cert}, Label: m.Label, Manifest: &dm,
-			PackageID: pkgID, Now: g.Now, Profile: keys.ProfileOf(self.Entity),
+			PackageID: pkgID, Now: g.Now, Profile: keys.ProfileOf(self.Entity), Plain: g.plainFor(agency),
 		})
 		g.metrics.ObserveSeal(time.Since(start))
 		if err != nil {

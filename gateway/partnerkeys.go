@@ -424,7 +424,7 @@ func (g *Gateway) reseal(ctx context.Context, it store.Item, to *keys.Cert) ([]b
 	m := o.Manifest
 	if _, err := envelope.Seal(ctx, &buf, body, envelope.SealParams{
 		Signer: self, Recipients: []*keys.Cert{to}, Label: o.Label, Manifest: &m,
-		PackageID: it.PackageID, Now: g.Now, Profile: keys.ProfileOf(self.Entity),
+		PackageID: it.PackageID, Now: g.Now, Profile: keys.ProfileOf(self.Entity), Plain: g.plainFor(it.Destination),
 	}); err != nil {
 		return nil, err
 	}
@@ -468,7 +468,7 @@ func (g *Gateway) announceKey(ctx context.Context, self *keys.Identity, cert *ke
 		var buf bytes.Buffer
 		if _, err := envelope.Seal(ctx, &buf, strings.NewReader(msg), envelope.SealParams{
 			Signer: self, Recipients: []*keys.Cert{cert}, Label: l, PackageID: id, Now: g.Now, Profile: keys.ProfileOf(self.Entity),
-			Manifest: &envelope.Manifest{From: g.cfg.Agency, To: []string{a.ID}, Kind: envelope.KindKeyChange},
+			Manifest: &envelope.Manifest{From: g.cfg.Agency, To: []string{a.ID}, Kind: envelope.KindKeyChange}, Plain: a.PlainPGPMIME(),
 		}); err != nil {
 			return dests, fmt.Errorf("seal key-change notice for %s: %w", a.ID, err)
 		}

@@ -46,7 +46,8 @@ type queuedReceipt struct {
 // it once however often it is asked.
 func (g *Gateway) sealReceipt(ctx context.Context, o *envelope.Opened, mailboxes []string) (*queuedReceipt, error) {
 	to := o.Label.Originator
-	if to == g.cfg.Agency {
+	if to == g.cfg.Agency || o.Plain {
+		// A partner without Conduit has no use for a receipt.
 		return nil, nil
 	}
 	if err := g.keysReady(ctx); err != nil {

@@ -94,7 +94,7 @@ func (g *Gateway) deliverItem(ctx context.Context, pool *relayPool, it store.Ite
 	remoteID, err := g.send(ctx, pool, it)
 	release()
 	if err == nil {
-		sent := audit.Event{Kind: audit.Sent, Package: it.PackageID, Destination: it.Destination, Detail: "accepted by the destination gateway: " + remoteID}
+		sent := audit.Event{Kind: audit.Sent, Package: it.PackageID, Destination: it.Destination, Detail: g.sentDetail(it.Destination, remoteID)}
 		if err := g.store.Bookkeep(ctx, func(tx store.Tx) error {
 			if err := tx.MarkSent(it.ID, remoteID); err != nil {
 				return err
