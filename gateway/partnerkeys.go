@@ -508,10 +508,14 @@ func (g *Gateway) takeKeyChange(ctx context.Context, m received, o *envelope.Ope
 	if err != nil {
 		return g.quarantine(ctx, m, "key-change-invalid", "a key-change notice whose body is not a certificate: "+err.Error())
 	}
+	// The notice speaks for the agency whose pinned key signed it; the
+	// offered key's user ID is only a claim (a partner's key made with gpg
+	// names no agency id), so a different one is logged, not refused.
 	agency := o.Signer.Agency
-	if offered.Agency != agency {
-		return g.quarantine(ctx, m, "key-change-invalid", fmt.Sprintf("a key-change notice signed by %s offers a key for %q", agency, offered.Agency))
+	if w := offered.NameWarning(agency); w != "" {
+		g.log.Warn("key-change notice: the offered key's user ID names another agency", "partner", agency, "detail", w)
 	}
+	offered.Agency = agency
 	pinned, ok := g.partners().Get(agency)
 	if !ok {
 		return g.quarantine(ctx, m, "key-change-invalid", "a key-change notice from "+agency+", which has no key in force here")
