@@ -26,7 +26,7 @@ type Policy struct {
 	// table.
 	LegacySource func(marking string) string
 
-	rules []Rule // built-in catalogue, DESIGN.md order
+	rules []Rule // built-in catalogue, docs/design.md order
 	admin []*AdminRule
 	// now is the clock for training validity (tests pin it).
 	now func() time.Time
