@@ -251,7 +251,9 @@ func (c *Config) Legacy() envelope.LegacyMarkings {
 // the decision's trace and the audit trail: the config file and line of
 // the administrator's entry, or the built-in table.
 func (c *Config) LegacySource(marking string) string {
-	if c == nil || len(c.LegacyMarkings) == 0 {
+	// legacyLines holds the entries the file wrote; SetDefaults fills an
+	// absent table with the built-in one, which is cited as such.
+	if c == nil || len(c.legacyLines) == 0 {
 		return "built-in legacy-marking table (DESIGN.md, The handling label)"
 	}
 	if line, ok := c.legacyLines[envelope.NormalizeMarking(marking)]; ok {
