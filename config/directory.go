@@ -176,6 +176,20 @@ type Agency struct {
 	Posts []Post `yaml:"posts,omitempty"`
 }
 
+// DefaultPrisonPosts are the posts of a prison whose directory entry lists
+// none: the two every prison must appoint (MoU 4.1: "Each HMPPS and
+// Privately Contracted Prison must appoint a Local Counter Corruption
+// Manager (LCCM) at Deputy Governor grade and a Deputy Local Counter
+// Corruption Manager (D-LCCM)"), both the prison's lead for corruption and
+// so with oversight of its intelligence on it. An administrator who lists
+// posts replaces them.
+func DefaultPrisonPosts() []Post {
+	return []Post{
+		{ID: "lccm", Name: "Local Counter Corruption Manager", Kind: PostSeniorManager, Oversight: true},
+		{ID: "d-lccm", Name: "Deputy Local Counter Corruption Manager", Kind: PostStaff, Oversight: true},
+	}
+}
+
 // Post returns the establishment's post with the id, or nil.
 func (a *Agency) Post(id string) *Post {
 	for i := range a.Posts {
@@ -379,6 +393,9 @@ func (d *Directory) check(doc *Doc, base string) error {
 		case EnvelopeConduit, EnvelopePGPMIME:
 		default:
 			return doc.Errorf(at(i, "envelope"), "%q is not an envelope profile; allowed: conduit (the default), pgp-mime (a partner without Conduit)", a.Envelope)
+		}
+		if a.Kind == Prison && len(a.Posts) == 0 {
+			a.Posts = DefaultPrisonPosts()
 		}
 		if len(a.Posts) > 0 && !slices.Contains([]Kind{Prison, ProbationDivision, CRC, PECS}, a.Kind) {
 			return doc.Errorf(at(i, "posts"), "only an establishment (a prison, probation division, CRC or PECS contractor) lists posts")

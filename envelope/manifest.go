@@ -264,9 +264,6 @@ func (m *Manifest) check() error {
 			if !isAgencyID(s.Post) {
 				return &ManifestError{Field: f + ".post", Value: s.Post, Reason: "is not a post id (lower-case letters, digits, hyphens, such as lccm or head-of-security)"}
 			}
-			if s.Establishment == "" {
-				return &ManifestError{Field: f + ".post", Value: s.Post, Reason: "needs establishment: the directory id of the establishment where the post is held"}
-			}
 			if s.Role == "" {
 				s.Role = "staff"
 			}

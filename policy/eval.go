@@ -193,7 +193,9 @@ func (e *eval) oversightSubject(prison string) (who string, ok bool) {
 			// A manifest built without ParseManifest ("role: lccm").
 			post = string(s.Role)
 		}
-		if post == "" || s.Establishment != prison {
+		// A post holder with no establishment is taken to concern every
+		// prison that has the post, as a governor with none is.
+		if post == "" || (s.Establishment != prison && s.Establishment != "") {
 			continue
 		}
 		if p := a.Post(post); p != nil && p.Oversight {

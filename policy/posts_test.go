@@ -32,6 +32,7 @@ func TestOversightPostSubjectGoesToRegionalCCU(t *testing.T) {
 		{"wing officer", envelope.Subject{Role: "staff", Post: "wing-officer", Establishment: "hmp-northgate"}, false, ""},
 		{"officer with no post", envelope.Subject{Role: "staff", Establishment: "hmp-northgate"}, false, ""},
 		{"lccm of another prison", envelope.Subject{Role: "staff", Post: "lccm", Establishment: "hmp-ravensby"}, false, ""},
+		{"lccm with no establishment: every prison with the post", envelope.Subject{Role: "staff", Post: "lccm"}, true, "post lccm"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -75,6 +76,19 @@ func TestOfficerSubjectFollowsTheStaffCorruptionRoute(t *testing.T) {
 	d = p.DecideInbound(context.Background(), in, "northshire-pio")
 	wantOutcome(t, d, Deny)
 	wantTrace(t, d, "governor-to-regional-ccu", EffectDeny, "post lccm")
+}
+
+// A prison whose entry lists no posts has the two MoU 4.1 requires every
+// prison to appoint, the LCCM and the D-LCCM, both with oversight.
+func TestEveryPrisonHasAnLCCM(t *testing.T) {
+	p := builtinPolicy(t, "northshire-pio")
+	for _, post := range []string{"lccm", "d-lccm"} {
+		m := pkg("northshire-pio", "hmp-eastmoor")
+		m.Subjects = []envelope.Subject{{Role: "staff", Post: post, Establishment: "hmp-eastmoor"}}
+		d := decide(p, m)
+		wantNoDelivery(t, d, "hmp-eastmoor")
+		wantTrace(t, d, "governor-to-regional-ccu", EffectRedirect, "post "+post)
+	}
 }
 
 func TestUndeclaredPostIsRefusedNotGuessed(t *testing.T) {

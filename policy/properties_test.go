@@ -51,7 +51,7 @@ func (w *world) oversight(m *envelope.Manifest, prison *config.Agency) bool {
 		if s.Role == "governing-governor" && (s.Establishment == "" || s.Establishment == prison.ID) {
 			return true
 		}
-		if s.Post != "" && s.Establishment == prison.ID {
+		if s.Post != "" && (s.Establishment == prison.ID || s.Establishment == "") {
 			if p := prison.Post(s.Post); p != nil && p.Oversight {
 				return true
 			}
@@ -240,6 +240,9 @@ func (w *world) generate(c chooser) *propCase {
 		case 0: // a post at an establishment that declares posts
 			a := pick(c, withPosts)
 			s = envelope.Subject{Role: "staff", Post: pick(c, a.PostIDs()), Establishment: a.ID}
+			if c.intn(5) == 0 {
+				s.Establishment = "" // concerns every prison with the post
+			}
 		default:
 			s.Role = envelope.Role(pick(c, codeList2(envelope.Roles)))
 			if c.intn(4) > 0 {

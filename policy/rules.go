@@ -440,6 +440,12 @@ func (r *governorToRegionalCCU) gate(e *eval) {
 		if s.Post == "" {
 			continue
 		}
+		if s.Establishment == "" {
+			if !slices.ContainsFunc(e.d.Agencies, func(a *config.Agency) bool { return a.Post(s.Post) != nil }) {
+				e.deny(r, "subject %d holds post %s, which no establishment in the directory declares; say which establishment, or ask your administrator to add the post", i+1, s.Post)
+			}
+			continue
+		}
 		a := e.d.Agency(s.Establishment)
 		switch {
 		case a == nil:
