@@ -166,6 +166,13 @@ type payload struct {
 // signer's user ID is not consulted). p.Now is set to the clock in use.
 // The caller closes pl.sp.
 func openPayload(ctx context.Context, r io.Reader, p *OpenParams) (pl *payload, err error) {
+	return openPayloadSigned(ctx, r, p, false)
+}
+
+// openPayloadSigned is openPayload; with nested, a payload with no OpenPGP
+// signature is returned unsigned (pl.signer empty) for the caller to
+// verify a signature inside it (RFC 3156 section 6.1).
+func openPayloadSigned(ctx context.Context, r io.Reader, p *OpenParams, nested bool) (pl *payload, err error) {
 	if p.Identity == nil {
 		return nil, errors.New("open: no identity to decrypt with")
 	}
@@ -228,6 +235,11 @@ func openPayload(ctx context.Context, r io.Reader, p *OpenParams) (pl *payload, 
 	}
 
 	// Signature: valid, and by a pinned key.
+	if !md.IsSigned && nested {
+		pl = &payload{outer: outer, sp: sp, md: md}
+		hash.Sum(pl.sum[:0])
+		return pl, nil
+	}
 	if !md.IsSigned {
 		return nil, checkErr(ErrNotSigned, "the encrypted payload carries no signature", nil)
 	}

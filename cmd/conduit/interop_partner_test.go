@@ -173,3 +173,32 @@ func TestUserIDNamingAnotherAgencyIsAWarning(t *testing.T) {
 	}
 	_ = gpg
 }
+
+// detachSign makes an armored detached signature with the partner's key.
+func (pk partnerKey) detachSign(t *testing.T, dir string, data []byte) string {
+	t.Helper()
+	switch pk.tool {
+	case "gpg":
+		gpg := requireTool(t, "gpg")
+		return mustRun(t, dir, pk.env, data, gpg, "--batch", "--armor", "--detach-sign", "--local-user", pk.fpr)
+	default:
+		sq := requireTool(t, "sq")
+		os.WriteFile(filepath.Join(dir, "tosign.eml"), data, 0o600)
+		return mustRun(t, dir, nil, nil, sq, "sign", "--detached", "--signer-key", pk.key, "tosign.eml")
+	}
+}
+
+// encryptOnly encrypts to recipientCert with the partner's tool, unsigned.
+func (pk partnerKey) encryptOnly(t *testing.T, dir string, plain []byte, recipientCert, recipientFpr string) string {
+	t.Helper()
+	switch pk.tool {
+	case "gpg":
+		gpg := requireTool(t, "gpg")
+		mustRun(t, dir, pk.env, nil, gpg, "--batch", "--import", recipientCert)
+		return mustRun(t, dir, pk.env, plain, gpg, "--batch", "--trust-model", "always", "--armor", "--encrypt", "--recipient", recipientFpr)
+	default:
+		sq := requireTool(t, "sq")
+		os.WriteFile(filepath.Join(dir, "plain.eml"), plain, 0o600)
+		return mustRun(t, dir, nil, nil, sq, "encrypt", "--recipient-cert", recipientCert, "plain.eml")
+	}
+}

@@ -83,6 +83,28 @@ func TestPlainPGPMIMEPartner(t *testing.T) {
 				t.Errorf("subject-marked message: exit %d\nstderr: %s", r.code, r.stderr)
 			}
 
+			// RFC 3156 section 6.1: a multipart/signed entity (detached
+			// signature) inside an unsigned encryption, as some clients
+			// and gateways send; the signed part's header carries the label.
+			part := strings.Replace(string(plainMessage("[OFFICIAL-SENSITIVE] Conveyance", interopLabel, now.Add(2*time.Second))),
+				"Content-Type: text/plain; charset=utf-8; protected-headers=\"v1\"\r\n", "Content-Type: text/plain; charset=utf-8\r\n", 1)
+			sig := pk.detachSign(t, dir, []byte(part))
+			nested := func(signedPart string) []byte {
+				return []byte("Content-Type: multipart/signed; micalg=pgp-sha256; protocol=\"application/pgp-signature\"; boundary=\"sig\"\r\n\r\n" +
+					"--sig\r\n" + signedPart + "\r\n--sig\r\nContent-Type: application/pgp-signature; name=\"signature.asc\"\r\n\r\n" +
+					strings.ReplaceAll(strings.ReplaceAll(sig, "\r\n", "\n"), "\n", "\r\n") + "\r\n--sig--\r\n")
+			}
+			r = run(t, dir, nil, plainPGPMIME(pk.encryptOnly(t, dir, nested(part), "ng.pub.asc", ngFpr)), conduitBin, "open", "--plain", "--key", "ng.key", "--sender", pk.cert, "--sender-agency", "met-pio")
+			if r.code != 0 || !strings.Contains(r.stdout, "Conduit-Verified: signer=met-pio; fingerprint="+pk.fpr+"; label=valid") {
+				t.Errorf("RFC 3156 6.1 message: exit %d\nstderr: %s", r.code, r.stderr)
+			}
+			// The signed part altered after signing: refused.
+			altered := strings.Replace(part, "wing C", "wing D", 1)
+			r = run(t, dir, nil, plainPGPMIME(pk.encryptOnly(t, dir, nested(altered), "ng.pub.asc", ngFpr)), conduitBin, "open", "--plain", "--key", "ng.key", "--sender", pk.cert, "--sender-agency", "met-pio")
+			if r.code != exitCheck || !strings.Contains(r.stderr, "signature does not verify") || r.stdout != "" {
+				t.Errorf("altered 6.1 message: exit %d, stdout %d bytes, stderr %q", r.code, len(r.stdout), r.stderr)
+			}
+
 			// Signed by a key that is not the pinned one: refused, nothing out.
 			r = run(t, dir, nil, full, conduitBin, "open", "--plain", "--key", "ng.key", "--sender", "met.pub.asc", "--sender-agency", "met-pio")
 			if r.code != exitCheck || !strings.Contains(r.stderr, "pinned") || r.stdout != "" {
