@@ -121,7 +121,7 @@ const (
 )
 
 // PlainPGPMIME reports whether the agency speaks standard PGP/MIME only.
-func (a *Agency) PlainPGPMIME() bool { return a.Envelope == EnvelopePGPMIME }
+func (a *Agency) PlainPGPMIME() bool { return a != nil && a.Envelope == EnvelopePGPMIME }
 
 // Agency is one entry of the directory.
 type Agency struct {
