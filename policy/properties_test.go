@@ -443,10 +443,10 @@ func TestSafetyPropertiesHoldOnEveryDecision(t *testing.T) {
 	t.Logf("outcomes over %d packages: %v", n, seen)
 }
 
-// TestPropertyCheckerCatchesABrokenPolicy proves the properties can fail:
-// a policy whose administrator tries to copy everything to a prison whose
-// LCCM is the subject is still stopped by the built-in rules, but a
-// decision doctored to deliver there is reported with a shrunk package.
+// TestPropertyCheckerCatchesABrokenDecision proves the properties can
+// fail: a decision doctored to deliver to a prison whose LCCM is a subject
+// breaks the first property, while the real policy's decision on the same
+// package breaks none.
 func TestPropertyCheckerCatchesABrokenDecision(t *testing.T) {
 	w := newWorld(t)
 	m := pkg("northshire-pio", "hmp-northgate", "hmp-ravensby")
