@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -186,8 +188,9 @@ nothing more, until a new key is generated and the partners approve it.`,
 					fmt.Fprintln(cmd.OutOrStdout(), "warning: "+w)
 				}
 			}
-			for a, why := range g.PartnersUnusable() {
-				fmt.Fprintf(cmd.OutOrStdout(), "warning: %s has no usable key: %s; packages for it are held\n", a, why)
+			bad := g.PartnersUnusable()
+			for _, a := range slices.Sorted(maps.Keys(bad)) {
+				fmt.Fprintf(cmd.OutOrStdout(), "warning: %s has no usable key: %s; packages for it are held\n", a, bad[a])
 			}
 			return printPending(ctx, cmd.OutOrStdout(), g.Store())
 		},
