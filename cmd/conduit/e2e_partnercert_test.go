@@ -58,4 +58,7 @@ func TestGatewayWithOneBadPartnerCertificateServesTheOthers(t *testing.T) {
 	if log := b.Tail("northshire-pio", 200); !strings.Contains(log, "admin alert: partner certificate not usable") {
 		t.Errorf("no alert in the log:\n%s", log)
 	}
+	if out := run(t, b.Dir, nil, nil, conduitBin, "keys", "list", "--config", b.Nodes["northshire-pio"].Config).stdout; !strings.Contains(out, "warning: rpiu-north-east has no usable key") {
+		t.Errorf("keys list does not warn about the damaged certificate:\n%s", out)
+	}
 }
