@@ -73,7 +73,9 @@ func (s *inSession) Data(r io.Reader) error {
 		return smtpserver.DataErr(err)
 	}
 	st, _ := s.conn.TLSConnectionState()
-	return s.srv.receive(context.Background(), received{
+	ctx, done := s.srv.handlers.Begin()
+	defer done()
+	return s.srv.receive(ctx, received{
 		remote: s.conn.Conn().RemoteAddr().String(), helo: s.conn.Hostname(),
 		from: s.from, rcpts: s.rcpts, raw: raw.Bytes(), peer: st.PeerCertificates, live: true,
 	})
