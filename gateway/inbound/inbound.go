@@ -126,7 +126,7 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 	}
 	var opened bytes.Buffer
 	start := time.Now()
-	o, err := envelope.Open(ctx, &opened, bytes.NewReader(m.raw), srv.openParams(replayCheck{srv}))
+	o, err := srv.openReceived(ctx, &opened, m.raw, srv.openParams(replayCheck{srv}))
 	srv.metrics.ObserveOpen(time.Since(start))
 	if err != nil {
 		var ce *envelope.CheckError
@@ -147,6 +147,7 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 			return srv.quarantine(ctx, m, "mutual-tls", err.Error())
 		}
 	}
+	srv.ackByReply(ctx, o)
 	if o.Manifest.Kind == envelope.KindReceipt {
 		// A gateway's statement about a package we sent: recorded, not
 		// delivered to anyone, and not judged as intelligence.
