@@ -44,6 +44,7 @@ type AgencyView struct {
 	Fingerprint string        `json:"fingerprint"`
 	KeyState    string        `json:"key_state"`
 	Mailboxes   []MailboxView `json:"mailboxes"`
+	Posts       []string      `json:"posts,omitempty"`
 }
 
 func (s *Server) directory(ctx context.Context) ([]AgencyView, error) {
@@ -64,6 +65,13 @@ func (s *Server) directory(ctx context.Context) ([]AgencyView, error) {
 				v.KeyState = "pinned; a change is pending"
 				break
 			}
+		}
+		for _, p := range a.Posts {
+			x := p.Name + " (" + p.ID + ", " + string(p.Kind)
+			if p.Oversight {
+				x += ", oversight"
+			}
+			v.Posts = append(v.Posts, x+")")
 		}
 		for _, list := range [][]config.Mailbox{a.Mailboxes, a.Escalation} {
 			for _, m := range list {

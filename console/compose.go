@@ -149,9 +149,13 @@ type composeData struct {
 	Risks     []envelope.Code
 	Topics    []envelope.Code
 	Rows      []int
+	Posts     []postChoice
 	Uploads   []*upload
 	MaxUpload int64
 }
+
+// postChoice is a post the directory declares at some establishment.
+type postChoice struct{ ID, Name string }
 
 func (s *Server) composeData(f url.Values, ss *session) composeData {
 	cd := composeData{Form: f, Problems: map[string]string{}, Gradings: envelope.Gradings, Classes: envelope.Classifications,
@@ -168,6 +172,16 @@ func (s *Server) composeData(f url.Values, ss *session) composeData {
 			cd.Estabs = append(cd.Estabs, a)
 		}
 	}
+	seen := map[string]bool{}
+	for _, a := range cd.Estabs {
+		for _, p := range a.Posts {
+			if !seen[p.ID] {
+				seen[p.ID] = true
+				cd.Posts = append(cd.Posts, postChoice{ID: p.ID, Name: p.Name})
+			}
+		}
+	}
+	sort.Slice(cd.Posts, func(i, j int) bool { return cd.Posts[i].Name < cd.Posts[j].Name })
 	sort.Slice(cd.Agencies, func(i, j int) bool { return cd.Agencies[i].Name < cd.Agencies[j].Name })
 	sort.Slice(cd.Estabs, func(i, j int) bool { return cd.Estabs[i].Name < cd.Estabs[j].Name })
 	ss.mu.Lock()

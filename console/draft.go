@@ -56,7 +56,10 @@ type DraftSubject struct {
 	Establishment string   `json:"establishment,omitempty"`
 	Region        string   `json:"region,omitempty"`
 	Flags         []string `json:"flags,omitempty"`
-	ID            string   `json:"id,omitempty"`
+	// Post is the post the subject holds at the establishment (lccm,
+	// head-of-security), as the directory declares it.
+	Post string `json:"post,omitempty"`
+	ID   string `json:"id,omitempty"`
 }
 
 // Field is a problem with one field of a draft, for the form to show next
@@ -115,7 +118,7 @@ func draftFromForm(f url.Values) *Draft {
 	for i := 0; i < subjectRows; i++ {
 		n := fmt.Sprint(i)
 		if role := f.Get("subject_role_" + n); role != "" {
-			d.Subjects = append(d.Subjects, DraftSubject{Role: role, Establishment: f.Get("subject_est_" + n), Flags: f["subject_flags_"+n]})
+			d.Subjects = append(d.Subjects, DraftSubject{Role: role, Establishment: f.Get("subject_est_" + n), Post: f.Get("subject_post_" + n), Flags: f["subject_flags_"+n]})
 		}
 	}
 	return d
@@ -234,14 +237,23 @@ func (d *Draft) manifest(cfg *config.Config, now time.Time) (*envelope.Manifest,
 		m.Risk = append(m.Risk, strings.TrimSpace(r))
 	}
 	for i, s := range d.Subjects {
-		if strings.ContainsAny(s.Role+s.Establishment+s.Region+strings.Join(s.Flags, "")+s.ID, ";\r\n\"") {
+		if strings.ContainsAny(s.Role+s.Establishment+s.Region+s.Post+strings.Join(s.Flags, "")+s.ID, ";\r\n\"") {
 			probs = append(probs, Field{fmt.Sprintf("subject_role_%d", i), "a subject's fields must not contain ; \" or line breaks"})
 			continue
 		}
-		if s.Establishment != "" && cfg.Directory.Agency(s.Establishment) == nil {
+		est := cfg.Directory.Agency(s.Establishment)
+		if s.Establishment != "" && est == nil {
 			probs = append(probs, Field{fmt.Sprintf("subject_est_%d", i), fmt.Sprintf("%q is not an establishment in the directory", s.Establishment)})
 		}
-		m.Subjects = append(m.Subjects, envelope.Subject{Role: envelope.Role(s.Role), Establishment: s.Establishment, Region: s.Region, Flags: s.Flags, ID: s.ID})
+		if s.Post != "" {
+			switch {
+			case est == nil:
+				probs = append(probs, Field{fmt.Sprintf("subject_post_%d", i), "a post is held at an establishment: choose the establishment too"})
+			case est.Post(s.Post) == nil:
+				probs = append(probs, Field{fmt.Sprintf("subject_post_%d", i), fmt.Sprintf("%s has no post %q; its posts: %s", est.Name, s.Post, strings.Join(est.PostIDs(), ", "))})
+			}
+		}
+		m.Subjects = append(m.Subjects, envelope.Subject{Role: envelope.Role(s.Role), Establishment: s.Establishment, Region: s.Region, Flags: s.Flags, Post: s.Post, ID: s.ID})
 	}
 	if err := m.ValidateFacts(); err != nil && !(len(m.To) == 0 && strings.Contains(err.Error(), `"to"`)) {
 		probs = append(probs, Field{"facts", err.Error()})

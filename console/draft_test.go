@@ -63,6 +63,10 @@ func TestDraftProblemsNameTheirField(t *testing.T) {
 			d.Subjects = []DraftSubject{{Role: "governing-governor", Establishment: "hmp-nowhere"}}
 		}, "subject_est_0"},
 		{"unknown risk", func(d *Draft) { d.Risk = []string{"weather"} }, "facts"},
+		{"post not at the establishment", func(d *Draft) {
+			d.Subjects = []DraftSubject{{Role: "staff", Establishment: "hmp-northgate", Post: "chaplain"}}
+		}, "subject_post_0"},
+		{"post without establishment", func(d *Draft) { d.Subjects = []DraftSubject{{Role: "staff", Post: "lccm"}} }, "subject_post_0"},
 		{"two-line title", func(d *Draft) { d.Title = "a\r\nBcc: x" }, "title"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

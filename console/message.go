@@ -49,6 +49,9 @@ func writeMessage(w io.Writer, d *Draft, m *envelope.Manifest, from string, rcpt
 		if len(s.Flags) > 0 {
 			v += "; flags=" + strings.Join(s.Flags, ",")
 		}
+		if s.Post != "" {
+			v += "; post=" + s.Post
+		}
 		if s.ID != "" {
 			v += "; id=" + s.ID
 		}

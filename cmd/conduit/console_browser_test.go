@@ -394,7 +394,7 @@ to: [hmp-northgate]
 label: {classification: OFFICIAL-SENSITIVE, grading: 5x5x5, source: B, intelligence: 2, handling: 1,
         basis: assessment, subjects: [suspected], purpose: corruption-prison, sanitised: true,
         originator: northshire-pio, reference: CLI-0001}
-subjects: [{role: governing-governor, establishment: hmp-northgate}]
+subjects: [{role: governing-governor, establishment: hmp-northgate}, {role: staff, establishment: hmp-northgate, post: lccm}]
 topic: corruption
 body: body.txt
 attachments: [notes.bin]
@@ -671,7 +671,7 @@ attachments: [notes.bin]
 		s := cb.signIn("northshire-pio", pio.User+"-admin")
 		s.t = t
 		for _, p := range []struct{ path, name, want string }{
-			{"/admin/directory", "directory", "HMP Northgate"},
+			{"/admin/directory", "directory", "Local Counter Corruption Manager (lccm, senior-manager, oversight)"},
 			{"/admin/queue", "queue", "rpiu-north-east"},
 			{"/admin/quarantine", "quarantine", "conduit@ccu-north.example"},
 			{"/admin/deadlines", "deadlines", ""},

@@ -110,7 +110,7 @@ func draftFromManifest(path string) (*console.Draft, []string, error) {
 		d.Label.Review = l.Review.Format("2006-01-02")
 	}
 	for _, s := range m.Subjects {
-		d.Subjects = append(d.Subjects, console.DraftSubject{Role: string(s.Role), Establishment: s.Establishment, Region: s.Region, Flags: s.Flags, ID: s.ID})
+		d.Subjects = append(d.Subjects, console.DraftSubject{Role: string(s.Role), Establishment: s.Establishment, Region: s.Region, Flags: s.Flags, Post: s.Post, ID: s.ID})
 	}
 	dir := filepath.Dir(path)
 	if m.Body != "" {
