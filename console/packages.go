@@ -31,16 +31,18 @@ type Clock struct {
 
 // SentDest is one destination of a sent package.
 type SentDest struct {
-	Agency      string    `json:"agency"`
-	Name        string    `json:"name"`
-	Item        int64     `json:"item"`
-	State       string    `json:"state"` // queued, sent, delivered, held, failed, dropped
-	Recipients  []string  `json:"recipients"`
-	Attempts    int       `json:"attempts"`
-	LastError   string    `json:"last_error,omitempty"`
-	Reason      string    `json:"reason,omitempty"`
-	Releaser    string    `json:"who_can_release,omitempty"`
-	Delivered   []string  `json:"delivered_to,omitempty"`
+	Agency     string   `json:"agency"`
+	Name       string   `json:"name"`
+	Item       int64    `json:"item"`
+	State      string   `json:"state"` // queued, sent, delivered, held, failed, dropped
+	Recipients []string `json:"recipients"`
+	Attempts   int      `json:"attempts"`
+	LastError  string   `json:"last_error,omitempty"`
+	Reason     string   `json:"reason,omitempty"`
+	Releaser   string   `json:"who_can_release,omitempty"`
+	Delivered  []string `json:"delivered_to,omitempty"`
+	// NoReceipts: the partner speaks plain PGP/MIME and sends no receipts.
+	NoReceipts  bool      `json:"no_receipts,omitempty"`
 	DeliveredAt time.Time `json:"delivered_at,omitzero"`
 	Updated     time.Time `json:"updated"`
 }
@@ -102,6 +104,7 @@ func (s *Server) sentPackages(ctx context.Context, ss *session, pkg string) ([]S
 		}
 		d := SentDest{Agency: it.Destination, Name: s.agencyName(it.Destination), Item: it.ID, State: string(it.State),
 			Recipients: it.Recipients, Attempts: it.Attempts, LastError: it.LastError, Reason: it.Reason, Updated: it.Updated}
+		d.NoReceipts = s.cfg.Directory.Agency(it.Destination).PlainPGPMIME()
 		if it.State == store.OnHold {
 			d.Releaser = "a supervisor or administrator of " + s.agencyName(s.cfg.Agency) + " (console: Held)"
 		}
