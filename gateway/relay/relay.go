@@ -151,6 +151,17 @@ func (r *Relay) Run(ctx context.Context) {
 				continue // more may be due
 			}
 		}
+		if workers-len(sem) == 0 {
+			// Every worker is busy: wait for one to finish (its Nudge).
+			// Asking the store when work is due would answer "now" while
+			// a backlog waits, and the loop would spin on that question.
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.wake:
+			}
+			continue
+		}
 		// Sleep until the next item falls due (mox's queue: a timer reset
 		// to the next work, and a kick when work is added).
 		timer.Reset(r.untilDue(ctx))
