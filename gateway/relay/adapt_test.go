@@ -1,6 +1,13 @@
 package relay
 
-import "testing"
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
 
 func TestConcurrencyGrowsUnderBacklogAndHalvesOnDeferral(t *testing.T) {
 	c := newConcurrency(4)
@@ -29,3 +36,33 @@ func TestConcurrencyGrowsUnderBacklogAndHalvesOnDeferral(t *testing.T) {
 		t.Fatalf("a permanent failure moved the limit: %d", got)
 	}
 }
+
+// benchRelayConcurrency relays items over pooled, verified sessions to
+// an in-process peer that takes 2 ms per DATA (a receiver making the
+// package durable), with deliveries in flight at once.
+func benchRelayConcurrency(b *testing.B, inFlight int) {
+	ca := newTestCA(b)
+	peer := startRelayPeer(b, ca)
+	peer.failData = func(string) error { time.Sleep(2 * time.Millisecond); return nil }
+	r := testRelay(b, ca, peer.addr)
+	pool := newRelayPool(inFlight, sessionIdle)
+	defer pool.close()
+	var n atomic.Int64
+	sem := make(chan struct{}, inFlight)
+	var wg sync.WaitGroup
+	for b.Loop() {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if _, err := r.send(context.Background(), pool, relayItem(fmt.Sprint("bench-", n.Add(1)))); err != nil {
+				b.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(n.Load())/b.Elapsed().Seconds(), "items/s")
+}
+
+func BenchmarkRelayFixed4(b *testing.B)     { benchRelayConcurrency(b, 4) }
+func BenchmarkRelayInFlight32(b *testing.B) { benchRelayConcurrency(b, 32) }
