@@ -6,6 +6,13 @@ import "sync"
 // the configured workers run at once while a backlog lasts.
 const maxWorkersFactor = 8
 
+// growBytes bounds the envelopes held by the deliveries added above the
+// configured workers: the relay grows past them only while that many
+// deliveries of the recent envelopes' mean size fit in it. Each delivery
+// holds its envelope whole, so with large packages (10 MiB) the relay
+// stays at the configured workers and its memory where it was.
+const growBytes = 64 << 20
+
 // concurrency is the number of deliveries the relay runs at once. It
 // adapts as TCP's congestion window does (additive increase,
 // multiplicative decrease): it starts at the configured workers, grows by
@@ -20,6 +27,7 @@ type concurrency struct {
 	mu       sync.Mutex
 	min, max int
 	limit    int
+	meanSize float64 // recent envelopes' mean size (moving average)
 }
 
 func newConcurrency(workers int) *concurrency {
@@ -31,7 +39,21 @@ func newConcurrency(workers int) *concurrency {
 func (c *concurrency) current() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.meanSize > 0 {
+		return max(c.min, min(c.limit, int(growBytes/c.meanSize)))
+	}
 	return c.limit
+}
+
+// sized records a claimed envelope's size.
+func (c *concurrency) sized(n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.meanSize == 0 {
+		c.meanSize = float64(n)
+		return
+	}
+	c.meanSize += (float64(n) - c.meanSize) / 8
 }
 
 // record adapts the limit to a delivery's outcome; backlog says whether

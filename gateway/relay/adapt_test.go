@@ -37,6 +37,23 @@ func TestConcurrencyGrowsUnderBacklogAndHalvesOnDeferral(t *testing.T) {
 	}
 }
 
+func TestConcurrencyStaysAtWorkersForLargeEnvelopes(t *testing.T) {
+	c := newConcurrency(4)
+	for range 100 {
+		c.sized(14 << 20) // a 10 MiB package, armored
+		c.record(outcomeSent, true)
+	}
+	if got := c.current(); got != 4 {
+		t.Fatalf("with 14 MiB envelopes: %d deliveries, want the configured 4", got)
+	}
+	for range 100 {
+		c.sized(22 << 10)
+	}
+	if got := c.current(); got != 4*maxWorkersFactor {
+		t.Fatalf("with 22 KiB envelopes: %d deliveries, want %d", got, 4*maxWorkersFactor)
+	}
+}
+
 // benchRelayConcurrency relays items over pooled, verified sessions to
 // an in-process peer that takes 2 ms per DATA (a receiver making the
 // package durable), with deliveries in flight at once.

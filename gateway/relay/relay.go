@@ -141,6 +141,7 @@ func (r *Relay) Run(ctx context.Context) {
 			}
 			backlog := len(items) == free
 			for _, it := range items {
+				conc.sized(len(it.Envelope))
 				sem <- struct{}{}
 				wg.Add(1)
 				go func(it store.Item) {
