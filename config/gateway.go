@@ -184,7 +184,9 @@ type Queue struct {
 	// MaxAge is how long a package is retried before the sender gets a
 	// failure notice (default 72h).
 	MaxAge Duration `yaml:"max-age,omitempty"`
-	// Workers is the number of concurrent deliveries (default 4).
+	// Workers is the number of concurrent deliveries the relay starts
+	// with (default 4); while a backlog lasts it grows, up to eight times
+	// that, and halves when a delivery is deferred (gateway/relay/adapt.go).
 	Workers int `yaml:"workers,omitempty"`
 }
 

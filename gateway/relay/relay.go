@@ -121,11 +121,11 @@ func (r *Relay) Nudge() {
 // before delivery is tried, so a crash mid-delivery means a retry, never a
 // loss.
 func (r *Relay) Run(ctx context.Context) {
-	workers := max(r.queue.Workers, 1)
-	sem := make(chan struct{}, workers)
+	conc := newConcurrency(r.queue.Workers)
+	sem := make(chan struct{}, conc.max)
 	// Closed last, once every worker is done: Run returns with no
 	// session to a partner left open.
-	pool := newRelayPool(workers, sessionIdle)
+	pool := newRelayPool(conc.max, sessionIdle)
 	defer pool.close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -133,23 +133,36 @@ func (r *Relay) Run(ctx context.Context) {
 	defer timer.Stop()
 	<-timer.C
 	for {
-		free := workers - len(sem)
+		free := conc.current() - len(sem)
 		if free > 0 {
 			items, err := r.store.Claim(ctx, r.now(), free, relayLease)
 			if err != nil && ctx.Err() == nil {
 				r.log.Error("queue claim failed", "err", err)
 			}
+			backlog := len(items) == free
 			for _, it := range items {
+				conc.sized(len(it.Envelope))
 				sem <- struct{}{}
 				wg.Add(1)
 				go func(it store.Item) {
 					defer func() { <-sem; wg.Done(); r.Nudge() }()
-					r.deliverItem(ctx, pool, it)
+					conc.record(r.deliverItem(ctx, pool, it), backlog)
 				}(it)
 			}
-			if len(items) == free {
+			if backlog {
 				continue // more may be due
 			}
+		}
+		if conc.current()-len(sem) <= 0 {
+			// Every worker is busy: wait for one to finish (its Nudge).
+			// Asking the store when work is due would answer "now" while
+			// a backlog waits, and the loop would spin on that question.
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.wake:
+			}
+			continue
 		}
 		// Sleep until the next item falls due (mox's queue: a timer reset
 		// to the next work, and a kick when work is added).
@@ -195,11 +208,11 @@ type relayError struct {
 func (e *relayError) Error() string { return e.err.Error() }
 func (e *relayError) Unwrap() error { return e.err }
 
-func (r *Relay) deliverItem(ctx context.Context, pool *relayPool, it store.Item) {
+func (r *Relay) deliverItem(ctx context.Context, pool *relayPool, it store.Item) outcome {
 	log := r.log.With("package", it.PackageID, "destination", it.Destination, "attempt", it.Attempts)
 	it, ok := r.keys.CheckSealedTo(ctx, it)
 	if !ok {
-		return
+		return outcomeOther
 	}
 	release := r.holdLease(ctx, it)
 	remoteID, err := r.send(ctx, pool, it)
@@ -213,12 +226,12 @@ func (r *Relay) deliverItem(ctx context.Context, pool *relayPool, it store.Item)
 			return r.audit.Stage(tx, sent)
 		}); err != nil {
 			log.Error("sent but not recorded; it will be sent again and deduplicated by the receiver", "err", err)
-			return
+			return outcomeOther
 		}
 		r.audit.Kick()
 		log.Info("package sent", "remote_id", remoteID)
 		r.metrics.Delivery(it.Destination, metrics.Sent)
-		return
+		return outcomeSent
 	}
 	var re *relayError
 	if !errors.As(err, &re) {
@@ -242,13 +255,13 @@ func (r *Relay) deliverItem(ctx context.Context, pool *relayPool, it store.Item)
 			return r.audit.Stage(tx, failed)
 		}); ferr != nil {
 			log.Error("failure not recorded", "err", ferr)
-			return
+			return outcomeOther
 		}
 		r.audit.Kick()
 		log.Error("package failed", "reason", reason)
 		r.metrics.Delivery(it.Destination, metrics.Failed)
 		r.notifyFailure(it, reason)
-		return
+		return outcomeOther
 	}
 	next := r.now().Add(backoff(it.Attempts, time.Duration(r.queue.RetryMin), time.Duration(r.queue.RetryMax)))
 	events := []audit.Event{{Kind: audit.Retried, Package: it.PackageID, Destination: it.Destination, Detail: err.Error()}}
@@ -268,6 +281,7 @@ func (r *Relay) deliverItem(ctx context.Context, pool *relayPool, it store.Item)
 	}
 	log.Warn("delivery deferred", "err", err, "next", next.UTC().Format(time.RFC3339))
 	r.metrics.Delivery(it.Destination, metrics.Deferred)
+	return outcomeDeferred
 }
 
 // holdLease renews an item's claim every third of the lease while it is
