@@ -75,7 +75,7 @@ var (
 	ErrFingerprintMismatch = errors.New("certificate fingerprint is not the pinned one")
 	ErrNotAgencyKey        = errors.New("certificate does not name a Conduit agency")
 	ErrPassphrase          = errors.New("secret key passphrase is wrong")
-	ErrNeedPassphrase      = errors.New("secret key is encrypted: a passphrase is needed")
+	ErrNeedPassphrase      = errors.New("secret key is encrypted: a passphrase is needed; give it in a file (keys.passphrase-file in the config, or --passphrase-file FILE) or in CONDUIT_PASSPHRASE")
 )
 
 // userIDComment marks the user ID of a gateway identity; the user ID's
