@@ -49,7 +49,9 @@ func TestSmallDirectoryRefusesOnlyWhatNeedsAMissingAgency(t *testing.T) {
 	}{
 		{"routine", func(*envelope.Manifest) {}, Deliver, "", ""},
 		{"governor subject, no regional CCU",
-			func(m *envelope.Manifest) { m.Subjects = []envelope.Subject{{Role: "governing-governor", Establishment: "hmp-northgate"}} },
+			func(m *envelope.Manifest) {
+				m.Subjects = []envelope.Subject{{Role: "governing-governor", Establishment: "hmp-northgate"}}
+			},
 			Deny, "governor-to-regional-ccu", "no regional CCU (kind ccu-regional) covering region north-east"},
 		{"HQ concerned, no national CCU",
 			func(m *envelope.Manifest) { m.Subjects = []envelope.Subject{{Role: "hq"}} },
