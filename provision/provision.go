@@ -416,7 +416,9 @@ func (o *Options) entry(r *Result) string {
 	if len(o.Serves) > 0 {
 		fmt.Fprintf(&b, "    serves: [%s]\n", strings.Join(o.Serves, ", "))
 	}
-	fmt.Fprintf(&b, "    jurisdiction: GB\n    gateway: %s\n    fingerprint: %s\n    tls-pin: %s\n    mailboxes:\n", yamlString(r.Gateway), r.Fingerprint, r.TLSPin)
+	// mutual-tls: the certificate init makes names the agency (CN), so a
+	// partner can require it when this gateway delivers.
+	fmt.Fprintf(&b, "    jurisdiction: GB\n    gateway: %s\n    fingerprint: %s\n    tls-pin: %s\n    mutual-tls: true\n    mailboxes:\n", yamlString(r.Gateway), r.Fingerprint, r.TLSPin)
 	for _, m := range o.Mailboxes {
 		fn, addr := splitMailbox(m)
 		fmt.Fprintf(&b, "      - {address: %s, function: %s", yamlString(addr), fn)

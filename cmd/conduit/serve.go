@@ -17,6 +17,7 @@ import (
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/metrics"
 	"github.com/conduit-gateway/conduit/policy"
+	"github.com/conduit-gateway/conduit/preflight"
 )
 
 func init() {
@@ -43,9 +44,18 @@ stop it cleanly.`,
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
+			// Make the folders it writes, check what it reads, and name
+			// each problem with what to do, before anything starts.
+			warnings, err := preflight.Check(cfg, time.Now())
+			for _, w := range warnings {
+				log.Warn("admin alert: "+w.Problem, "what", w.What, "fix", w.Fix)
+			}
+			if err != nil {
+				return &exitError{exitUsage, fmt.Errorf("%s: %w", cfgPath, err)}
+			}
 			st, err := store.OpenSQLite(ctx, cfg.Store.Path)
 			if err != nil {
-				return err
+				return fmt.Errorf("store.path %s: %w; check that the gateway's user may write that folder", cfg.Store.Path, err)
 			}
 			defer st.Close()
 			trail, err := openTrail(ctx, cfg)
