@@ -9,7 +9,8 @@ import (
 	"github.com/conduit-gateway/conduit/provision"
 )
 
-func init() {
+// newInitCmd builds `conduit init`.
+func newInitCmd() *cobra.Command {
 	var o provision.Options
 	var kind string
 	c := &cobra.Command{
@@ -68,5 +69,5 @@ It prints the next steps.`,
 	f.StringVar(&o.VaultAddress, "vault", "", "keep the secret key in Vault at this address (then conduit keys vault-import)")
 	c.MarkFlagRequired("agency")
 	c.MarkFlagRequired("kind")
-	rootCmd.AddCommand(c)
+	return c
 }
