@@ -59,6 +59,10 @@ type Options struct {
 	// data-protection training; empty leaves no record, and the policy
 	// holds packages for untrained mailboxes until one is added.
 	Trained string
+	// State is the folder the gateway writes (its store, pid file and
+	// Maildir): "var" in Dir by default; /var/lib/conduit under the
+	// systemd unit, which keeps /etc read-only.
+	State string
 	// LMTP delivers received packages to the agency's mail store (Dovecot)
 	// instead of the gateway's own Maildir folder.
 	LMTP string
@@ -115,7 +119,11 @@ func Init(o Options) (*Result, error) {
 		return nil, err
 	}
 	r := &Result{Dir: o.Dir, Config: filepath.Join(o.Dir, "conduit.yaml")}
-	for _, d := range []string{"keys", "partners", "tls", "var"} {
+	dirs := []string{"keys", "partners", "tls"}
+	if !filepath.IsAbs(o.State) {
+		dirs = append(dirs, o.State)
+	}
+	for _, d := range dirs {
 		if err := os.MkdirAll(filepath.Join(o.Dir, d), 0o750); err != nil {
 			return nil, fmt.Errorf("init: %w", err)
 		}
@@ -224,6 +232,7 @@ func (o *Options) defaults() error {
 	o.Submission = or(o.Submission, ":587")
 	o.Admin = or(o.Admin, "127.0.0.1:9025")
 	o.Profile = or(o.Profile, "rfc4880")
+	o.State = or(o.State, "var")
 	o.AdminUser = or(o.AdminUser, "admin")
 	if o.Validity == 0 {
 		o.Validity = 365 * 24 * time.Hour
@@ -481,10 +490,10 @@ agency: %s
 directory: directory.yaml
 policy: policy.yaml
 # conduit policy reload signals the process named here.
-pid-file: var/conduit.pid
+pid-file: %s
 
 keys:
-`, o.Agency, o.Agency)
+`, o.Agency, o.Agency, yamlString(filepath.Join(o.State, "conduit.pid")))
 	if o.VaultAddress != "" {
 		fmt.Fprintf(&b, `  # The secret key lives in Vault: import it once with
   #   conduit keys vault-import --config THIS --secret keys/%s.key --passphrase-file keys/passphrase
@@ -516,13 +525,13 @@ listen:
   admin: %q        # /metrics, /healthz, /readyz: keep it on loopback
 
 # The queue, the replay cache, the quarantine and the audit trail.
-store: {path: var/conduit.db}
+store: {path: %s}
 
-`, o.Agency, strings.TrimSuffix(o.Host, "."), o.Inbound, o.Submission, o.Admin)
+`, o.Agency, strings.TrimSuffix(o.Host, "."), o.Inbound, o.Submission, o.Admin, yamlString(filepath.Join(o.State, "conduit.db")))
 	if o.LMTP != "" {
 		fmt.Fprintf(&b, "# Received packages go to the agency's mail store by LMTP.\ndelivery: {lmtp: %q}\n", o.LMTP)
 	} else {
-		b.WriteString("# Received packages go to one Maildir per mailbox in this folder.\ndelivery: {maildir: var/maildir}\n")
+		fmt.Fprintf(&b, "# Received packages go to one Maildir per mailbox in this folder.\ndelivery: {maildir: %s}\n", yamlString(filepath.Join(o.State, "maildir")))
 	}
 	fmt.Fprintf(&b, `
 # Who is told, by mail, of what needs an administrator.

@@ -58,6 +58,7 @@ It prints the next steps.`,
 	f.StringVar(&o.Admin, "admin", "", `listen address of /metrics and health checks (default "127.0.0.1:9025")`)
 	f.StringArrayVar(&o.Mailboxes, "mailbox", nil, "a mailbox: ADDRESS for the intake, FUNCTION=ADDRESS for others (repeat)")
 	f.StringVar(&o.Trained, "trained", "", "date the mailbox holders last completed data-protection training (YYYY-MM-DD)")
+	f.StringVar(&o.State, "state", "", `the folder the gateway writes: store, pid file, Maildir (default "var" in DIR; /var/lib/conduit with the systemd unit)`)
 	f.StringVar(&o.LMTP, "lmtp", "", "deliver received packages by LMTP (unix:/run/dovecot/lmtp or host:port) instead of a Maildir")
 	f.StringVar(&o.Profile, "profile", "", "OpenPGP profile: rfc4880 (default) or rfc9580")
 	f.StringVar(&o.CACert, "ca-cert", "", "PEM certificate of the CA that signs the gateway certificate (with --ca-key)")
