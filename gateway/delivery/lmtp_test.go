@@ -29,8 +29,8 @@ type storeSession struct {
 	rcpts []string
 }
 
-func (ss *storeSession) Reset()                               {}
-func (ss *storeSession) Logout() error                        { return nil }
+func (ss *storeSession) Reset()        {}
+func (ss *storeSession) Logout() error { return nil }
 func (ss *storeSession) Mail(from string, _ *smtp.MailOptions) error {
 	ss.s.mu.Lock()
 	ss.s.from = from
