@@ -54,9 +54,10 @@ func (e Error) Error() string {
 }
 
 // Check makes the folders the gateway writes and checks what it reads, at
-// time now. It returns the warnings, and an Error holding the fatal
-// findings, if any.
-func Check(cfg *config.Config, now time.Time) ([]Finding, error) {
+// time now; passphraseGiven says the key's passphrase comes from elsewhere
+// than its file (CONDUIT_PASSPHRASE, read by the command). It returns the
+// warnings, and an Error holding the fatal findings, if any.
+func Check(cfg *config.Config, now time.Time, passphraseGiven bool) ([]Finding, error) {
 	var c checker
 	c.cfg, c.now = cfg, now
 	g := cfg.Gateway
@@ -71,7 +72,7 @@ func Check(cfg *config.Config, now time.Time) ([]Finding, error) {
 	}
 	if g.Keys.KeyBackend() != config.BackendVault {
 		c.readable("keys.secret", g.Keys.Secret, "make it with conduit init or conduit keys generate, or correct the path")
-		if g.Keys.PassphraseFile != "" && os.Getenv("CONDUIT_PASSPHRASE") == "" {
+		if g.Keys.PassphraseFile != "" && !passphraseGiven {
 			c.readable("keys.passphrase-file", g.Keys.PassphraseFile, "put the secret key's passphrase in it (readable by the gateway's user only), or give it in CONDUIT_PASSPHRASE")
 		}
 	}
@@ -231,8 +232,10 @@ func (c *checker) tls() {
 		}
 		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: c.now,
 			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-			c.fatal(what, "does not verify against tls.ca "+t.CA+" for server use: "+err.Error(),
-				"have it issued by the agencies' CA (partners verify it against that CA), with extended key usage serverAuth and clientAuth")
+			// A warning, not a refusal: a partner that pins this
+			// gateway's key (tls-pin) accepts it whoever signed it.
+			c.warn(what, "does not verify against tls.ca "+t.CA+" for server use ("+err.Error()+"): partners that verify gateways against the agencies' CA refuse to deliver here, and only those that pin this key (tls-pin) accept it",
+				"have it issued by the agencies' CA, with extended key usage serverAuth and clientAuth")
 		}
 	}
 	if host != "" {

@@ -48,7 +48,7 @@ stop it cleanly.`,
 			}
 			// Make the folders it writes, check what it reads, and name
 			// each problem with what to do, before anything starts.
-			warnings, err := preflight.Check(cfg, time.Now())
+			warnings, err := preflight.Check(cfg, time.Now(), os.Getenv(passphraseEnv) != "")
 			for _, w := range warnings {
 				log.Warn("admin alert: "+w.Problem, "what", w.What, "fix", w.Fix)
 			}
