@@ -1,7 +1,6 @@
 package submission
 
 import (
-	"context"
 	"errors"
 	"io"
 	"strings"
@@ -194,10 +193,14 @@ func (s *subSession) Data(r io.Reader) error {
 		return err
 	}
 	if s.triage {
-		return s.srv.triageReply(context.Background(), s.user, r)
+		ctx, done := s.srv.handlers.Begin()
+		defer done()
+		return s.srv.triageReply(ctx, s.user, r)
 	}
 	if s.bounce {
-		return s.srv.deliverBounce(context.Background(), s.user, s.rcpts, r)
+		ctx, done := s.srv.handlers.Begin()
+		defer done()
+		return s.srv.deliverBounce(ctx, s.user, s.rcpts, r)
 	}
 	sp, err := envelope.NewSpool("", s.srv.cfg.Limits.MessageBytes)
 	if err != nil {
@@ -215,7 +218,9 @@ func (s *subSession) Data(r io.Reader) error {
 	if err := sp.Finish(); err != nil {
 		return smtpserver.ErrTempStore
 	}
-	return s.srv.intake(context.Background(), submission{user: s.user, from: s.from, rcpts: s.rcpts, msg: sp})
+	ctx, done := s.srv.handlers.Begin()
+	defer done()
+	return s.srv.intake(ctx, submission{user: s.user, from: s.from, rcpts: s.rcpts, msg: sp})
 }
 
 func (s *subSession) Reset() {
