@@ -88,3 +88,24 @@ func TestInitMakesAConfigThatLoads(t *testing.T) {
 		t.Errorf("the steps do not say to have the CSR signed: %v", r.Steps)
 	}
 }
+
+// With Vault, the config names the Vault backend and loads; the key file
+// stays for the one import the steps say to run.
+func TestInitWithVaultMakesAConfigThatLoads(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "gw")
+	r, err := Init(Options{Dir: dir, Agency: "pas", Kind: config.PAS, Host: "gw.pas.example",
+		Mailboxes: []string{"pas@pas.example"}, VaultAddress: "https://vault.pas.example:8200"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(r.Config)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	if c.Keys.KeyBackend() != config.BackendVault || c.Vault.Address != "https://vault.pas.example:8200" {
+		t.Errorf("keys %+v vault %+v", c.Keys, c.Vault)
+	}
+	if !strings.Contains(strings.Join(r.Steps, "\n"), "conduit keys vault-import --config") {
+		t.Errorf("the steps do not say to import the key into Vault: %v", r.Steps)
+	}
+}
