@@ -216,6 +216,20 @@ func (a *Agency) PostIDs() []string {
 	return out
 }
 
+// GatewayHostPort returns the gateway's host name (or address) and the
+// host:port to connect to, port 25 (SMTP) when the directory leaves it
+// out; both empty for an agency not on Conduit.
+func (a *Agency) GatewayHostPort() (host, addr string) {
+	if a.Gateway == "" {
+		return "", ""
+	}
+	if h, _, err := net.SplitHostPort(a.Gateway); err == nil {
+		return h, a.Gateway
+	}
+	h := strings.TrimSuffix(strings.TrimPrefix(a.Gateway, "["), "]")
+	return h, net.JoinHostPort(h, "25")
+}
+
 // Mailbox returns the first mailbox with the function, or nil.
 func (a *Agency) Mailbox(f Function) *Mailbox {
 	for i := range a.Mailboxes {

@@ -98,3 +98,18 @@ func TestGatewayHostNamesFollowRFC1123(t *testing.T) {
 		}
 	}
 }
+
+func TestGatewayHostPortDefaultsToSMTP(t *testing.T) {
+	for _, tc := range []struct{ gw, host, addr string }{
+		{"conduit.hmp-northgate.example", "conduit.hmp-northgate.example", "conduit.hmp-northgate.example:25"},
+		{"localhost:11525", "localhost", "localhost:11525"},
+		{"[2001:db8::1]", "2001:db8::1", "[2001:db8::1]:25"},
+		{"[2001:db8::1]:2525", "2001:db8::1", "[2001:db8::1]:2525"},
+		{"", "", ""},
+	} {
+		a := &Agency{Gateway: tc.gw}
+		if h, addr := a.GatewayHostPort(); h != tc.host || addr != tc.addr {
+			t.Errorf("%q: %q %q, want %q %q", tc.gw, h, addr, tc.host, tc.addr)
+		}
+	}
+}

@@ -255,11 +255,8 @@ func (c *checker) tls() {
 }
 
 func (c *checker) host() string {
-	gw := c.cfg.Self().Gateway
-	if h, _, err := net.SplitHostPort(gw); err == nil {
-		return strings.Trim(h, "[]")
-	}
-	return strings.Trim(strings.TrimSuffix(gw, "."), "[]")
+	h, _ := c.cfg.Self().GatewayHostPort()
+	return strings.TrimSuffix(h, ".")
 }
 
 // lmtp warns when the agency's mail store's LMTP socket is not there.
