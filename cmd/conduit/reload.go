@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/config"
+	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/gateway"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/metrics"
@@ -31,6 +33,9 @@ type server struct {
 	trail   *audit.SQLite
 	metrics *metrics.Metrics
 
+	// now is the gateways' clock (a test's moved clock, or nil).
+	now func() time.Time
+
 	cfg *config.Config
 	// digest is sources(cfg) when it was put in force.
 	digest string
@@ -40,7 +45,9 @@ type server struct {
 // start builds the gateway for a config and policy.
 func (sv *server) start(ctx context.Context, cfg *config.Config, pol *policy.Policy) error {
 	digest := sources(cfg)
-	g, err := gateway.New(ctx, cfg, gatewayOptions(gateway.Options{Store: sv.st, Audit: sv.trail, Metrics: sv.metrics, Policy: pol, Log: sv.log}))
+	opt := gatewayOptions(gateway.Options{Store: sv.st, Audit: sv.trail, Metrics: sv.metrics, Policy: pol, Log: sv.log})
+	sv.now = opt.Now
+	g, err := gateway.New(ctx, cfg, opt)
 	if err != nil {
 		return err
 	}
@@ -198,3 +205,23 @@ func sources(cfg *config.Config) string {
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// liveGateway is the gateway in force, for what outlives a reload (the
+// console): each call goes to the gateway the last reload put in force.
+type liveGateway struct{ sv *server }
+
+func (l liveGateway) Submit(ctx context.Context, user *config.User, rcpts []string, msg io.Reader) (string, string, error) {
+	return l.sv.g.Load().Submit(ctx, user, rcpts, msg)
+}
+
+func (l liveGateway) Explain(ctx context.Context, m *envelope.Manifest) policy.Decision {
+	return l.sv.g.Load().Explain(ctx, m)
+}
+
+func (l liveGateway) Rectify(ctx context.Context, user *config.User, pkgID string, text io.Reader) (string, []string, error) {
+	return l.sv.g.Load().Rectify(ctx, user, pkgID, text)
+}
+
+func (l liveGateway) ReloadPolicy() error                 { return l.sv.g.Load().ReloadPolicy() }
+func (l liveGateway) Policy() *policy.Engine              { return l.sv.g.Load().Policy() }
+func (l liveGateway) KeysReady(ctx context.Context) error { return l.sv.g.Load().KeysReady(ctx) }

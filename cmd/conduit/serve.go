@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/conduit-gateway/conduit/audit"
+	"github.com/conduit-gateway/conduit/console"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/metrics"
 	"github.com/conduit-gateway/conduit/policy"
@@ -121,6 +124,30 @@ restart. SIGINT or SIGTERM stop it cleanly.`,
 					return err
 				}
 				go admin.Serve(ctx, ln)
+			}
+			if cfg.Listen.Console != "" {
+				// The console works with the gateway in force, whichever a
+				// reload has put there.
+				con, err := console.New(console.Options{Config: cfg, Gateway: liveGateway{sv}, Store: st, Trail: trail, Log: log,
+					Now: sv.now, SpoolDir: filepath.Dir(cfg.Store.Path)})
+				if err != nil {
+					return err
+				}
+				ln, err := net.Listen("tcp", cfg.Listen.Console)
+				if err != nil {
+					return fmt.Errorf("listen console %s: %w", cfg.Listen.Console, err)
+				}
+				// The console stops with the gateway, and before the store
+				// and the audit trail close under it.
+				cctx, stopConsole := context.WithCancel(ctx)
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					if err := con.Serve(cctx, ln); err != nil {
+						log.Error("console stopped", "err", err)
+					}
+				}()
+				defer func() { stopConsole(); <-done }()
 			}
 			log.Info("gateway starting", "agency", cfg.Agency)
 			err = sv.run(ctx, hup)
