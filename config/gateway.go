@@ -144,8 +144,19 @@ type User struct {
 	// Address is the mailbox the user sends as; it must be a mailbox of
 	// this gateway's own agency (security invariant 5).
 	Address string `yaml:"address"`
-	// PasswordHash is a bcrypt hash ($2a$/$2b$...).
-	PasswordHash string `yaml:"password-hash"`
+	// PasswordHash is a bcrypt hash ($2a$/$2b$...). A relay account
+	// that authenticates by TLS client certificate only may leave it out.
+	PasswordHash string `yaml:"password-hash,omitempty"`
+	// Relay marks the account of the agency's own mail server (Postfix
+	// relaying through the gateway as its smarthost): it may submit for
+	// any mailbox of this agency, each message's From checked against the
+	// directory, and its bounces (a null sender) are delivered to the
+	// staff mailbox they are addressed to.
+	Relay bool `yaml:"relay,omitempty"`
+	// ClientCert, for a relay account, is the CN of the TLS client
+	// certificate (verified by tls.ca) with which the mail server may log
+	// in instead of a password (SASL EXTERNAL).
+	ClientCert string `yaml:"client-cert,omitempty"`
 	// Role is the user's role in the web console: sender (default),
 	// receiver, supervisor or administrator.
 	Role string `yaml:"role,omitempty"`
@@ -262,8 +273,14 @@ func (c *Config) checkGateway(doc *Doc) error {
 		if !self.HasMailbox(u.Address) {
 			return doc.Errorf(at+".address", "%q is not a mailbox of this gateway's agency %s: staff may send only as their own agency", u.Address, c.Agency)
 		}
+		if u.ClientCert != "" && !u.Relay {
+			return doc.Errorf(at+".client-cert", "only a relay account (relay: true) may log in by client certificate")
+		}
 		if u.Role != "" && !slices.Contains(Roles, u.Role) {
 			return doc.Errorf(at+".role", "%q is not a role; allowed: %s", u.Role, strings.Join(Roles, ", "))
+		}
+		if u.PasswordHash == "" && u.ClientCert != "" {
+			continue
 		}
 		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
 			return doc.Errorf(at+".password-hash", "not a bcrypt hash (make one with `conduit user hash`): %v", err)

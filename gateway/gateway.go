@@ -144,6 +144,7 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 	if err != nil {
 		return nil, err
 	}
+	g.deliver.SetReturnPath(func() string { return keyring.Address(g.keys.Identity()) })
 	g.relay = relay.New(relay.Config{Agency: cfg.Agency, Queue: cfg.Queue, Directory: cfg.Directory, Hostname: hostname, ClientTLS: clientTLS},
 		g.store, g.keys, g.audit, g.deliver, g.metrics, log, g.now)
 	g.clocks = clocks.NewKeeper(cfg, clocks.Options{
@@ -152,7 +153,7 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 		Retention: func() time.Duration { return time.Duration(g.engine.Policy().Params.Retention.Days) * 24 * time.Hour },
 	})
 	queued := func() { g.relay.Nudge(); g.clocks.Kick() }
-	g.submission = submission.New(cfg, submission.Options{Engine: g.engine, Keys: g.keys, Store: g.store, Audit: g.audit,
+	g.submission = submission.New(cfg, submission.Options{Engine: g.engine, Keys: g.keys, Store: g.store, Audit: g.audit, Deliver: g.deliver,
 		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Hostname: hostname, TLS: serverTLS})
 	g.inbound = inbound.New(cfg, inbound.Options{Engine: g.engine, Keys: g.keys, Store: g.store, Audit: g.audit, Deliver: g.deliver,
 		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Hostname: hostname, TLS: serverTLS})

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/keys"
+	"github.com/conduit-gateway/conduit/policy"
 	"github.com/conduit-gateway/conduit/testbed"
 )
 
@@ -109,7 +111,11 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool) (err erro
 		defer os.RemoveAll(dir)
 	}
 	say("Conduit demo: %d agency gateways on loopback, real SMTP with TLS, real packages", len(demoAgencies))
-	say("(working directory %s)", dir)
+	if keep {
+		say("(working directory %s, kept at the end)", dir)
+	} else {
+		say("(working directory %s, removed at the end; --keep keeps it for inspection)", dir)
+	}
 	say("")
 	bed, err := testbed.Create(dir, bin, testbed.Options{RetryMin: "500ms", RetryMax: "2s", Console: true})
 	if err != nil {
@@ -143,6 +149,7 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool) (err erro
 	say("2. The Northshire PIO (%s) submits packages over SMTP (STARTTLS, AUTH):", from)
 	var failures []string
 	scen := demoScenarios()
+	var replies []string // the replies' texts name rules too
 	for i, s := range scen {
 		to := bed.Directory.Agency(s.to).Mailboxes[0].Address
 		resp, err := bed.Submit(ctx, "northshire-pio", []string{to}, demoMessageFor(from, to, s))
@@ -151,6 +158,7 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool) (err erro
 		switch {
 		case s.refused != "" && err != nil && strings.Contains(err.Error(), s.refused):
 			say("      refused: %s", err)
+			replies = append(replies, err.Error())
 		case s.refused != "":
 			failures = append(failures, fmt.Sprintf("%s: expected a refusal by %s, got %v %s", s.title, s.refused, err, resp))
 			say("      UNEXPECTED: %v %s", err, resp)
@@ -159,6 +167,7 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool) (err erro
 			say("      UNEXPECTED refusal: %v", err)
 		default:
 			say("      accepted: %s", resp)
+			replies = append(replies, resp)
 		}
 	}
 
@@ -197,6 +206,7 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool) (err erro
 
 	say("")
 	say("3. What each agency received, and why:")
+	var seenRules []string
 	for _, id := range demoAgencies {
 		boxes := bed.AllDelivered(id)
 		if len(boxes) == 0 {
@@ -216,6 +226,11 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool) (err erro
 				}
 				say("   %-16s %s", id, h.Get("Subject"))
 				say("   %-16s   to %s, signed by %s; inbound rules: %s", "", box, signerOf(h.Get(envelope.VerifiedHeader)), h.Get("Conduit-Decision"))
+				for _, r := range strings.Split(h.Get("Conduit-Decision"), ",") {
+					if r = strings.TrimSpace(r); r != "" && !slices.Contains(seenRules, r) {
+						seenRules = append(seenRules, r)
+					}
+				}
 			}
 		}
 	}
@@ -231,9 +246,17 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool) (err erro
 			}
 		}
 	}
+	say("   The rules named above (conduit policy check lists every rule with its source):")
+	for _, line := range ruleLegend(bed.Nodes["northshire-pio"].Config, seenRules, replies) {
+		say("     %s", line)
+	}
 	q, _ := quarantineCount(ctx, bed, "hmp-northgate")
 	say("")
-	say("4. HMP Northgate's quarantine holds %d message(s); `conduit quarantine list --config %s` shows it.", q, bed.Nodes["hmp-northgate"].Config)
+	if keep {
+		say("4. HMP Northgate's quarantine holds %d message(s); `conduit quarantine list --config %s` shows it.", q, bed.Nodes["hmp-northgate"].Config)
+	} else {
+		say("4. HMP Northgate's quarantine holds %d message(s); run `conduit demo --keep`, then `conduit quarantine list --config FOLDER/hmp-northgate/conduit.yaml` shows it.", q)
+	}
 
 	say("")
 	say("5. Signed receipts the Northshire PIO holds for what it sent:")
@@ -388,4 +411,50 @@ func quarantineCount(ctx context.Context, b *testbed.Bed, id string) (int, error
 	defer st.Close()
 	q, err := st.ListQuarantine(ctx, store.Held)
 	return len(q), err
+}
+
+// ruleLegend explains rule ids: "addressed" (the sender's own choice),
+// the built-in rules, and the example administrator rules, each with its
+// summary and whether it is built in or the administrator's.
+func ruleLegend(cfgPath string, ids, replies []string) []string {
+	pol, _, err := policy.Load(cfgPath)
+	if err != nil {
+		return nil
+	}
+	all := strings.Join(replies, "\n")
+	if strings.Contains(all, "(addressed") && !slices.Contains(ids, "addressed") {
+		ids = append([]string{"addressed"}, ids...)
+	}
+	for _, r := range pol.Rules() {
+		id := r.ID()
+		if !slices.Contains(ids, id) && (strings.Contains(all, "("+id) || strings.Contains(all, ", "+id+")") || strings.Contains(all, ", "+id+",")) {
+			ids = append(ids, id)
+		}
+	}
+	admin := map[string]bool{}
+	for _, r := range pol.AdminRules() {
+		admin[r.ID()] = true
+	}
+	var out []string
+	for _, id := range ids {
+		if id == "addressed" {
+			out = append(out, fmt.Sprintf("%-26s the sender addressed it there", id))
+			continue
+		}
+		for _, r := range pol.Rules() {
+			if r.ID() != id {
+				continue
+			}
+			what := "built-in rule"
+			if admin[id] {
+				what = "administrator rule in examples/policy.yaml"
+			}
+			sum := ""
+			if d, ok := r.(policy.Described); ok {
+				sum = d.Summary()
+			}
+			out = append(out, fmt.Sprintf("%-26s %s: %s", id, what, sum))
+		}
+	}
+	return out
 }

@@ -29,6 +29,7 @@ between agency gateways over SMTP with mandatory TLS.`,
 		SilenceErrors: true,
 	}
 	root.AddCommand(
+		newInitCmd(),
 		newServeCmd(),
 		newKeysCmd(),
 		sealCommand(),

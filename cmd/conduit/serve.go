@@ -16,10 +16,10 @@ import (
 
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/console"
-	"github.com/conduit-gateway/conduit/gateway"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/metrics"
 	"github.com/conduit-gateway/conduit/policy"
+	"github.com/conduit-gateway/conduit/preflight"
 	"github.com/conduit-gateway/conduit/sqlschema"
 )
 
@@ -32,9 +32,11 @@ func newServeCmd() *cobra.Command {
 		Long: `Serve runs one agency's gateway: the submission listener for the agency's
 staff (AUTH only after TLS), the inbound listener for partner gateways
 (STARTTLS required), the relay that delivers queued packages, and delivery
-of received packages to local Maildirs. SIGHUP reloads the sharing policy
-(an invalid one is refused and the one in force stays); SIGINT or SIGTERM
-stop it cleanly.`,
+of received packages to local Maildirs. SIGHUP reloads the config, the
+directory and the policy together, or refuses the whole change (logged and
+audited with the reason) and keeps what is in force; listen addresses, the
+store, the TLS key pair's paths, the key backend and the agency need a
+restart. SIGINT or SIGTERM stop it cleanly.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(logFormat, logLevel)
@@ -48,11 +50,20 @@ stop it cleanly.`,
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
+			// Make the folders it writes, check what it reads, and name
+			// each problem with what to do, before anything starts.
+			warnings, err := preflight.Check(cfg, time.Now(), os.Getenv(passphraseEnv) != "")
+			for _, w := range warnings {
+				log.Warn("admin alert: "+w.Problem, "what", w.What, "fix", w.Fix)
+			}
+			if err != nil {
+				return &exitError{exitUsage, fmt.Errorf("%s: %w", cfgPath, err)}
+			}
 			// One database file, one writer: the store and the audit
 			// trail share its connections, closed last.
 			db, err := sqlschema.OpenDB(cfg.Store.Path, store.StorePragmas...)
 			if err != nil {
-				return fmt.Errorf("open store %s: %w", cfg.Store.Path, err)
+				return fmt.Errorf("store.path %s: %w; check that the gateway's user may write that folder", cfg.Store.Path, err)
 			}
 			defer db.Close()
 			st, err := store.NewSQLite(ctx, db)
@@ -84,22 +95,9 @@ stop it cleanly.`,
 				}
 				return out, nil
 			})
-			gopt := gatewayOptions(gateway.Options{Store: st, Audit: trail, Metrics: m, Policy: pol, Log: log})
-			g, err := gateway.New(ctx, cfg, gopt)
-			if err != nil {
+			sv := &server{cfgPath: cfgPath, log: log, st: st, trail: trail, metrics: m}
+			if err := sv.start(ctx, cfg, pol); err != nil {
 				return &exitError{exitUsage, err}
-			}
-			// The audit writer stops before the trail and the store close
-			// (deferred above, so they run after this).
-			defer g.Close()
-			g.Policy().OnReload = func(rerr error) {
-				e := audit.Event{Agency: cfg.Agency, Kind: audit.PolicyReload, Actor: "gateway", Detail: "policy reloaded"}
-				if rerr != nil {
-					e.Detail = "reload refused, the policy in force stays: " + rerr.Error()
-				}
-				if _, err := trail.Append(ctx, e); err != nil {
-					log.Error("admin alert: audit trail not written", "err", err)
-				}
 			}
 			if cfg.PIDFile != "" {
 				if err := os.WriteFile(cfg.PIDFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
@@ -107,24 +105,12 @@ stop it cleanly.`,
 				}
 				defer os.Remove(cfg.PIDFile)
 			}
-			g.Policy().WatchSIGHUP(ctx, cfgPath)
-			// SIGHUP also re-reads this gateway's own key (conduit keys
-			// rotate and revoke signal it), and announces a change.
+			// SIGHUP (conduit policy reload, systemctl reload, conduit keys
+			// rotate and revoke) reloads the config, the directory, the
+			// policy and this gateway's own key (reload.go).
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
-			go func() {
-				for {
-					select {
-					case <-ctx.Done():
-						return
-					case <-hup:
-						if _, err := g.ReloadIdentity(ctx); err != nil {
-							log.Error("admin alert: own key not reloaded; the key in force stays", "err", err)
-						}
-					}
-				}
-			}()
 			if cfg.Listen.Admin != "" {
 				admin := &metrics.Server{Addr: cfg.Listen.Admin, Metrics: m, Log: log}
 				// Ready only when the store answers and the key backend
@@ -132,7 +118,7 @@ stop it cleanly.`,
 				admin.AddCheck("store", func(ctx context.Context) error { _, err := st.Depth(ctx); return err })
 				// Not ready while nothing can be sealed or opened (the
 				// key gate: Vault sealed, unreachable, token refused).
-				admin.AddCheck("keys", g.KeysReady)
+				admin.AddCheck("keys", sv.keysReady)
 				ln, err := admin.Listen()
 				if err != nil {
 					return err
@@ -140,8 +126,10 @@ stop it cleanly.`,
 				go admin.Serve(ctx, ln)
 			}
 			if cfg.Listen.Console != "" {
-				con, err := console.New(console.Options{Config: cfg, Gateway: g, Store: st, Trail: trail, Log: log,
-					Now: gopt.Now, SpoolDir: filepath.Dir(cfg.Store.Path)})
+				// The console works with the gateway in force, whichever a
+				// reload has put there.
+				con, err := console.New(console.Options{Config: cfg, Gateway: liveGateway{sv}, Store: st, Trail: trail, Log: log,
+					Now: sv.now, SpoolDir: filepath.Dir(cfg.Store.Path)})
 				if err != nil {
 					return err
 				}
@@ -162,7 +150,7 @@ stop it cleanly.`,
 				defer func() { stopConsole(); <-done }()
 			}
 			log.Info("gateway starting", "agency", cfg.Agency)
-			err = g.Run(ctx)
+			err = sv.run(ctx, hup)
 			log.Info("gateway stopped")
 			return err
 		},

@@ -270,7 +270,8 @@ func closeAll(ss []*relaySession) {
 // pin). There is no plaintext fallback. Errors are relayErrors.
 func (r *Relay) dialRelay(ctx context.Context, pool *relayPool, a *config.Agency, host string, key sessionKey) (*relaySession, error) {
 	d := net.Dialer{Timeout: dialTimeout}
-	conn, err := d.DialContext(ctx, "tcp", a.Gateway)
+	_, addr := a.GatewayHostPort() // port 25 when the directory gives none
+	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, &relayError{err: fmt.Errorf("connect %s: %w", a.Gateway, err)}
 	}

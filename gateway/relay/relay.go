@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"strings"
 	"sync"
 	"time"
@@ -339,11 +338,9 @@ func (r *Relay) send(ctx context.Context, pool *relayPool, it store.Item) (strin
 	if a == nil || a.Gateway == "" {
 		return "", &relayError{err: fmt.Errorf("%s has no gateway in the directory", it.Destination), permanent: true}
 	}
-	host, _, err := net.SplitHostPort(a.Gateway)
-	if err != nil {
-		return "", &relayError{err: fmt.Errorf("gateway address %q: %w", a.Gateway, err), permanent: true}
-	}
+	host, _ := a.GatewayHostPort()
 	key := r.sessionKey(a, host)
+	var err error
 	s := pool.get(key, len(it.Recipients))
 	reused := s != nil
 	for {

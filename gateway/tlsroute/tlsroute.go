@@ -13,7 +13,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 
 	"github.com/conduit-gateway/conduit/config"
@@ -67,7 +66,7 @@ func CheckClientCert(a *config.Agency, peer []*x509.Certificate) error {
 	if a.TLSPin != "" && SPKIPin(leaf) != a.TLSPin {
 		return fmt.Errorf("the client certificate's key is not the one pinned for %s", a.ID)
 	}
-	host, _, _ := net.SplitHostPort(a.Gateway)
+	host, _ := a.GatewayHostPort()
 	if leaf.Subject.CommonName != a.ID && !slices.Contains(leaf.DNSNames, host) {
 		return fmt.Errorf("the client certificate names %q, not %s", leaf.Subject.CommonName, a.ID)
 	}
