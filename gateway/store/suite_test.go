@@ -437,7 +437,10 @@ var suite = []struct {
 			_, _, err := tx.OfferPartnerKey(PartnerKey{Agency: "ccu", Fingerprint: "OLD", Cert: []byte("old"), State: KeyApproved})
 			return err
 		})
-		update(t, s, func(tx Tx) error { _, err := tx.DecidePartnerKey("ccu", "AA", KeyApproved, "ops", "phoned CCU"); return err })
+		update(t, s, func(tx Tx) error {
+			_, err := tx.DecidePartnerKey("ccu", "AA", KeyApproved, "ops", "phoned CCU")
+			return err
+		})
 		if err := s.Update(ctx, func(tx Tx) error { _, err := tx.DecidePartnerKey("ccu", "AA", KeyRejected, "ops", "x"); return err }); !errors.Is(err, ErrKeyNotPending) {
 			t.Fatalf("decide twice: %v", err)
 		}
