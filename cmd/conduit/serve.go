@@ -17,7 +17,6 @@ import (
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/metrics"
 	"github.com/conduit-gateway/conduit/policy"
-	"github.com/conduit-gateway/conduit/sqlschema"
 )
 
 // newServeCmd builds `conduit serve`.
@@ -45,26 +44,22 @@ stop it cleanly.`,
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
-			// One database file, one writer: the store and the audit
-			// trail share its connections, closed last.
-			db, err := sqlschema.OpenDB(cfg.Store.Path, store.StorePragmas...)
-			if err != nil {
-				return fmt.Errorf("open store %s: %w", cfg.Store.Path, err)
-			}
-			defer db.Close()
-			st, err := store.NewSQLite(ctx, db)
-			if err != nil {
-				return fmt.Errorf("open store %s: %w", cfg.Store.Path, err)
-			}
 			key, err := auditKey(cfg, "")
 			if err != nil {
 				return err
 			}
-			trail, err := audit.NewSQLite(ctx, db, key)
+			// The store and the audit trail on one database (one SQLite
+			// file, or one PostgreSQL pool), closed last.
+			be, err := openServeBackend(ctx, cfg, key)
 			if err != nil {
-				return fmt.Errorf("open audit log %s: %w", cfg.Store.Path, err)
+				return err
 			}
+			defer be.close()
+			st, trail := be.store, be.trail
 			m := metrics.New(log)
+			if be.pg != nil {
+				m.PoolStatsFunc(poolStats(be.pg))
+			}
 			m.QueueDepthFunc(st.Depth)
 			m.OverdueFunc(func(ctx context.Context) (map[string]int, error) {
 				// By kind, each an index range: a scrape does not read the
@@ -125,7 +120,9 @@ stop it cleanly.`,
 				admin := &metrics.Server{Addr: cfg.Listen.Admin, Metrics: m, Log: log}
 				// Ready only when the store answers and the key backend
 				// still holds the agency's key.
-				admin.AddCheck("store", func(ctx context.Context) error { _, err := st.Depth(ctx); return err })
+				// The store answers and takes writes (a PostgreSQL
+				// database that is down or read-only is not ready).
+				admin.AddCheck("store", st.(store.Pinger).Ping)
 				// Not ready while nothing can be sealed or opened (the
 				// key gate: Vault sealed, unreachable, token refused).
 				admin.AddCheck("keys", g.KeysReady)
