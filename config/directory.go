@@ -103,7 +103,13 @@ type Agency struct {
 	// "Description of method of sharing": secure email).
 	Ceiling envelope.Classification `yaml:"ceiling,omitempty"`
 	// Gateway is the agency gateway's SMTP host[:port].
-	Gateway string `yaml:"gateway"`
+	Gateway string `yaml:"gateway,omitempty"`
+	// Gateways lists several gateways of the agency (host[:port] each), in
+	// order of preference, like MX records: a relay tries the next when
+	// one cannot be reached, with the same TLS checks on each. When both
+	// are given, Gateway is the first. The agency's gateways share one
+	// store (PostgreSQL), so any of them takes any package.
+	Gateways []string `yaml:"gateways,omitempty"`
 	// Fingerprint pins the gateway's OpenPGP key (40 hex digits for v4,
 	// 64 for v6); spaces are ignored.
 	Fingerprint string `yaml:"fingerprint"`
@@ -247,8 +253,16 @@ func (d *Directory) check(doc *Doc, base string) error {
 		} else if !slices.Contains(envelope.Classifications, a.Ceiling) {
 			return doc.Errorf(at(i, "ceiling"), "%q is not a classification; allowed: OFFICIAL, OFFICIAL-SENSITIVE, SECRET, TOP SECRET", a.Ceiling)
 		}
+		if a.Gateway == "" && len(a.Gateways) > 0 {
+			a.Gateway = a.Gateways[0]
+		}
 		if err := checkGateway(a.Gateway); err != nil {
 			return doc.Errorf(at(i, "gateway"), "%v", err)
+		}
+		for j, g := range a.Gateways {
+			if err := checkGateway(g); err != nil {
+				return doc.Errorf(fmt.Sprintf("%s[%d]", at(i, "gateways"), j), "%v", err)
+			}
 		}
 		fp := strings.ToUpper(strings.ReplaceAll(a.Fingerprint, " ", ""))
 		if b, err := hex.DecodeString(fp); err != nil || (len(b) != 20 && len(b) != 32) {
@@ -415,6 +429,21 @@ func (d *Directory) check(doc *Doc, base string) error {
 		}
 	}
 	return nil
+}
+
+// GatewayHosts lists the agency's gateways in order of preference:
+// Gateways, with Gateway first when it is not among them.
+func (a *Agency) GatewayHosts() []string {
+	if len(a.Gateways) == 0 {
+		if a.Gateway == "" {
+			return nil
+		}
+		return []string{a.Gateway}
+	}
+	if a.Gateway != "" && !slices.Contains(a.Gateways, a.Gateway) {
+		return append([]string{a.Gateway}, a.Gateways...)
+	}
+	return a.Gateways
 }
 
 func checkGateway(s string) error {
