@@ -89,6 +89,17 @@ type Options struct {
 	// after the bed has filled in gateways and fingerprints, before it is
 	// written.
 	Directory func(b *Bed, d *config.Directory)
+	// Postgres gives agencies a PostgreSQL store (agency → connection
+	// string) instead of their SQLite file.
+	Postgres map[string]string
+	// Gateways runs several gateway processes for an agency (agency →
+	// count, on its PostgreSQL store): the first is node AGENCY, the
+	// others AGENCY/2, AGENCY/3...; the directory lists them all
+	// (gateways:), and they share the agency's Maildir.
+	Gateways map[string]int
+	// LMTP delivers an agency's received packages by LMTP to the address
+	// given (agency → host:port) instead of its Maildir.
+	LMTP map[string]string
 }
 
 // Create makes a bed in dir from the example directory and policy. Every
@@ -159,16 +170,6 @@ func Create(dir, bin string, opt Options) (*Bed, error) {
 			return nil, err
 		}
 		a.Fingerprint = id.Fingerprint()
-		if n.Submission, err = pp.next(); err != nil {
-			return nil, err
-		}
-		if n.Inbound, err = pp.next(); err != nil {
-			return nil, err
-		}
-		if n.Admin, err = pp.next(); err != nil {
-			return nil, err
-		}
-		a.Gateway = n.Inbound
 		if err := ca.WriteFiles(filepath.Join(n.Dir, "gw"), a.ID, []string{"127.0.0.1", "localhost"}, now); err != nil {
 			return nil, err
 		}
@@ -177,36 +178,71 @@ func Create(dir, bin string, opt Options) (*Bed, error) {
 		if len(a.Mailboxes) > 0 {
 			n.Address = a.Mailboxes[0].Address
 		}
-		n.Maildir = filepath.Join(n.Dir, "maildir")
-		n.Config = filepath.Join(n.Dir, "conduit.yaml")
-		n.Log = filepath.Join(n.Dir, "conduit.log")
 		hash, err := bcrypt.GenerateFromPassword([]byte(n.Password), bcrypt.MinCost)
 		if err != nil {
 			return nil, err
 		}
-		cfg := fmt.Sprintf(`agency: %s
+		storeLine := "store: {path: conduit.db}"
+		if dsn := opt.Postgres[a.ID]; dsn != "" {
+			storeLine = fmt.Sprintf("store: {postgres: %q}", dsn)
+		}
+		deliveryLine := "delivery: {maildir: maildir}"
+		if addr := opt.LMTP[a.ID]; addr != "" {
+			deliveryLine = fmt.Sprintf("delivery: {lmtp: %q}", addr)
+		}
+		count := max(opt.Gateways[a.ID], 1)
+		a.Gateways = nil
+		for k := 1; k <= count; k++ {
+			g := n
+			suffix := ""
+			if k > 1 {
+				suffix = fmt.Sprintf("-%d", k)
+				g = &Node{ID: fmt.Sprintf("%s/%d", a.ID, k), Dir: n.Dir, User: n.User, Password: n.Password, Address: n.Address}
+			}
+			if g.Submission, err = pp.next(); err != nil {
+				return nil, err
+			}
+			if g.Inbound, err = pp.next(); err != nil {
+				return nil, err
+			}
+			if g.Admin, err = pp.next(); err != nil {
+				return nil, err
+			}
+			if count > 1 {
+				a.Gateways = append(a.Gateways, g.Inbound)
+			}
+			g.Maildir = filepath.Join(n.Dir, "maildir")
+			g.Config = filepath.Join(n.Dir, "conduit"+suffix+".yaml")
+			g.Log = filepath.Join(n.Dir, "conduit"+suffix+".log")
+			cfg := fmt.Sprintf(`agency: %s
 directory: ../directory.yaml
 policy: ../policy.yaml
-pid-file: conduit.pid
+pid-file: conduit%s.pid
 keys: {secret: keys/%s.key, partners: ../certs}
 tls: {cert: gw.crt, key: gw.key, ca: ../ca.crt}
 listen: {submission: %q, inbound: %q, admin: %q}
-store: {path: conduit.db}
-delivery: {maildir: maildir}
+%s
+%s
 queue: {retry-min: %s, retry-max: %s, workers: 4%s}
-%s`, a.ID, a.ID, n.Submission, n.Inbound, n.Admin, retryMin, retryMax, maxAge, opt.Extra)
-		if !strings.Contains(opt.Extra, "housekeeping-interval:") {
-			// A bed moves its gateways' clocks (ClockEnv) by hours in a
-			// second: its clocks and retention are looked at every second,
-			// where a deployment keeps the default minute.
-			cfg += "housekeeping-interval: 1s\n"
+%s`, a.ID, suffix, a.ID, g.Submission, g.Inbound, g.Admin, storeLine, deliveryLine, retryMin, retryMax, maxAge, opt.Extra)
+			if !strings.Contains(opt.Extra, "housekeeping-interval:") {
+				// A bed moves its gateways' clocks (ClockEnv) by hours in a
+				// second: its clocks and retention are looked at every second,
+				// where a deployment keeps the default minute.
+				cfg += "housekeeping-interval: 1s\n"
+			}
+			if n.Address != "" {
+				cfg += fmt.Sprintf("users:\n  - {name: %s, address: %q, password-hash: %q}\n", n.User, n.Address, hash)
+			}
+			if err := os.WriteFile(g.Config, []byte(cfg), 0o600); err != nil {
+				return nil, err
+			}
+			if k > 1 {
+				b.Nodes[g.ID] = g
+				b.IDs = append(b.IDs, g.ID)
+			}
 		}
-		if n.Address != "" {
-			cfg += fmt.Sprintf("users:\n  - {name: %s, address: %q, password-hash: %q}\n", n.User, n.Address, hash)
-		}
-		if err := os.WriteFile(n.Config, []byte(cfg), 0o600); err != nil {
-			return nil, err
-		}
+		a.Gateway = n.Inbound
 		b.Nodes[a.ID] = n
 		b.IDs = append(b.IDs, a.ID)
 	}
