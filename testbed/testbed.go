@@ -71,6 +71,9 @@ type Bed struct {
 	Directory *config.Directory
 	Nodes     map[string]*Node
 	IDs       []string
+	// Postgres names the agencies whose store is a PostgreSQL database
+	// (agency → connection string), as Options.Postgres.
+	Postgres  map[string]string
 	tlsClient *tls.Config
 }
 
@@ -117,7 +120,7 @@ func Create(dir, bin string, opt Options) (*Bed, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Bed{Dir: dir, Bin: bin, CA: ca, Nodes: map[string]*Node{}}
+	b := &Bed{Dir: dir, Bin: bin, CA: ca, Nodes: map[string]*Node{}, Postgres: opt.Postgres}
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Cert)
 	b.tlsClient = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
@@ -451,6 +454,16 @@ func (b *Bed) SubmitAs(ctx context.Context, id, from string, rcpts []string, msg
 // ClientTLS is the TLS configuration a client of the bed's gateways uses:
 // the bed's CA, TLS 1.2 at least.
 func (b *Bed) ClientTLS() *tls.Config { return b.tlsClient.Clone() }
+
+// OpenAnyStore opens a node's store, SQLite or PostgreSQL; the caller
+// closes it.
+func (b *Bed) OpenAnyStore(ctx context.Context, id string) (store.Store, error) {
+	agency, _, _ := strings.Cut(id, "/")
+	if dsn := b.Postgres[agency]; dsn != "" {
+		return store.OpenPostgres(ctx, dsn)
+	}
+	return b.OpenStore(ctx, id)
+}
 
 // StorePath is the path of a node's SQLite database.
 func (b *Bed) StorePath(id string) string { return filepath.Join(b.Nodes[id].Dir, "conduit.db") }
