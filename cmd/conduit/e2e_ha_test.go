@@ -12,11 +12,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -479,4 +481,48 @@ func readyz(admin string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// TestHAPolicyReloadReachesTheOtherGateways reloads the policy on one of
+// two gateways of an agency (SIGHUP): the other reloads too, promptly, and
+// the agency's one chain records both reloads.
+func TestHAPolicyReloadReachesTheOtherGateways(t *testing.T) {
+	const agency = "northshire-pio"
+	pg := pgtest.Start(t)
+	dsn := pgtest.NewDB(t, pg)
+	b := newE2EBed(t, testbed.Options{Postgres: map[string]string{agency: dsn}, Gateways: map[string]int{agency: 2}}, agency, agency+"/2")
+	ctx := context.Background()
+	// The second gateway may not listen yet: SIGHUP again until it hears.
+	pidData, err := os.ReadFile(filepath.Join(b.Nodes[agency].Dir, "conduit.pid"))
+	tcheck(t, err, "pid file")
+	pid, err := strconv.Atoi(strings.TrimSpace(string(pidData)))
+	tcheck(t, err, "pid")
+	heard := func() bool {
+		data, _ := os.ReadFile(b.Nodes[agency+"/2"].Log)
+		return strings.Contains(string(data), `"msg":"policy reloaded"`)
+	}
+	if !testbed.WaitFor(ctx, 20*time.Second, func() bool {
+		syscall.Kill(pid, syscall.SIGHUP)
+		return testbed.WaitFor(ctx, time.Second, heard)
+	}) {
+		t.Fatal("the second gateway did not reload its policy")
+	}
+	st, err := store.OpenPostgres(ctx, dsn)
+	tcheck(t, err, "store")
+	defer st.Close()
+	tr, err := audit.NewPostgres(ctx, st.Pool(), nil)
+	tcheck(t, err, "trail")
+	actors := map[string]int{}
+	testbed.WaitFor(ctx, 10*time.Second, func() bool {
+		es, err := tr.Query(ctx, audit.Filter{Kind: audit.PolicyReload})
+		tcheck(t, err, "query")
+		clear(actors)
+		for _, e := range es {
+			actors[e.Actor]++
+		}
+		return actors["SIGHUP"] > 0 && actors["another gateway of the agency"] > 0
+	})
+	if actors["SIGHUP"] == 0 || actors["another gateway of the agency"] == 0 {
+		t.Fatalf("policy-reload events by actor: %v", actors)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -83,13 +84,40 @@ stop it cleanly.`,
 			// The audit writer stops before the trail and the store close
 			// (deferred above, so they run after this).
 			defer g.Close()
+			// A reload on one gateway of the agency reaches the others
+			// (PostgreSQL NOTIFY): each reads its own copy of the config
+			// and policy again. origin tells this process's notifications
+			// from the others'.
+			var fromPeer atomic.Bool
+			origin := fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano())
+			if be.pg != nil {
+				go func() {
+					for from := range be.pg.PolicyReloads(ctx, time.Second) {
+						if from == origin {
+							continue
+						}
+						fromPeer.Store(true)
+						g.Policy().ReloadConfig(cfgPath)
+						fromPeer.Store(false)
+					}
+				}()
+			}
 			g.Policy().OnReload = func(rerr error) {
-				e := audit.Event{Agency: cfg.Agency, Kind: audit.PolicyReload, Actor: "SIGHUP", Detail: "policy reloaded"}
+				actor := "SIGHUP"
+				if fromPeer.Load() {
+					actor = "another gateway of the agency"
+				}
+				e := audit.Event{Agency: cfg.Agency, Kind: audit.PolicyReload, Actor: actor, Detail: "policy reloaded"}
 				if rerr != nil {
 					e.Detail = "reload refused, the policy in force stays: " + rerr.Error()
 				}
 				if _, err := trail.Append(ctx, e); err != nil {
 					log.Error("admin alert: audit trail not written", "err", err)
+				}
+				if rerr == nil && be.pg != nil && !fromPeer.Load() {
+					if err := be.pg.NotifyPolicyReload(ctx, origin); err != nil {
+						log.Warn("the other gateways were not told of the policy reload", "err", err)
+					}
 				}
 			}
 			if cfg.PIDFile != "" {

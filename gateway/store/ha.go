@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -223,34 +224,67 @@ func (s *Postgres) Ping(ctx context.Context) error {
 }
 
 // Changes implements Store with LISTEN: it receives after a transaction
-// that sent a notification (new work, a release, a key decision, a policy
-// reload) commits, on any gateway or the command line. While the listening
-// connection is down it reconnects every interval and reports a change
-// once it is back (what happened meanwhile was not heard).
+// that sent a notification (new work, a release, a key decision) commits,
+// on any gateway or the command line. While the listening connection is
+// down it reconnects every interval and reports a change once it is back
+// (what happened meanwhile was not heard).
 func (s *Postgres) Changes(ctx context.Context, every time.Duration) <-chan struct{} {
 	ch := make(chan struct{}, 1)
-	send := func() {
-		select {
-		case ch <- struct{}{}:
-		default:
+	go func() {
+		defer close(ch)
+		for range s.listen(ctx, notifyChannel, every, true) {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
 		}
-	}
+	}()
+	return ch
+}
+
+// policyChannel carries policy reloads between an agency's gateways.
+const policyChannel = "conduit_policy"
+
+// PolicyReloads receives the payload of every policy-reload notification
+// (NotifyPolicyReload) from any gateway of the agency, this one's too.
+func (s *Postgres) PolicyReloads(ctx context.Context, every time.Duration) <-chan string {
+	return s.listen(ctx, policyChannel, every, false)
+}
+
+// NotifyPolicyReload tells the agency's other gateways that this one
+// reloaded its policy; from names the sender, so that it can ignore its
+// own notification.
+func (s *Postgres) NotifyPolicyReload(ctx context.Context, from string) error {
+	_, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, policyChannel, from)
+	return err
+}
+
+// listen delivers the payloads of the channel's notifications until ctx
+// is done, on a connection of its own, reconnecting every interval while
+// the database is down. With reconnected, a reconnection is reported as an
+// empty payload.
+func (s *Postgres) listen(ctx context.Context, channel string, every time.Duration, reconnected bool) <-chan string {
+	ch := make(chan string, 16)
 	go func() {
 		defer close(ch)
 		first := true
 		for ctx.Err() == nil {
 			conn, err := s.pool.Acquire(ctx)
 			if err == nil {
-				if _, err = conn.Exec(ctx, `LISTEN `+notifyChannel); err == nil {
-					if !first {
-						send()
+				if _, err = conn.Exec(ctx, `LISTEN `+pgx.Identifier{channel}.Sanitize()); err == nil {
+					if !first && reconnected {
+						ch <- ""
 					}
 					first = false
 					for {
-						if _, err = conn.Conn().WaitForNotification(ctx); err != nil {
+						n, err := conn.Conn().WaitForNotification(ctx)
+						if err != nil {
 							break
 						}
-						send()
+						select {
+						case ch <- n.Payload:
+						case <-ctx.Done():
+						}
 					}
 				}
 				// A connection that listened goes back closed, so that
@@ -265,11 +299,4 @@ func (s *Postgres) Changes(ctx context.Context, every time.Duration) <-chan stru
 		}
 	}()
 	return ch
-}
-
-// Notify sends a change notification outside any store write (a policy
-// reload): the other gateways' Changes receive it.
-func (s *Postgres) Notify(ctx context.Context, what string) error {
-	_, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, what)
-	return err
 }
