@@ -8,6 +8,7 @@
 //
 //	e2edriver -mode conduit -bin ./conduit -dir WORK [-n 500 -size 16384 -clients 4]
 //	e2edriver -mode relay -relay 127.0.0.1:PORT -sink 127.0.0.1:PORT -dir WORK [...]
+//	e2edriver -mode ha -bin ./conduit -dir WORK -gateways K   (K senders on PostgreSQL; 0: one on SQLite)
 //	e2edriver -mode ports -count 2      (prints free loopback ports)
 //
 // Neither mode prints package content.
@@ -60,6 +61,7 @@ func main() {
 	count := flag.Int("count", 2, "ports to print (mode ports)")
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up after this long")
 	workers := flag.Int("workers", 0, "the gateways' relay workers (mode conduit; 0: the testbed's 4)")
+	gateways := flag.Int("gateways", 1, "the sending agency's gateways on PostgreSQL (mode ha; 0: one on SQLite)")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -69,6 +71,8 @@ func main() {
 		err = ports(*count)
 	case "conduit":
 		err = runConduit(ctx, *bin, *dir, *n, *size, *clients, *workers)
+	case "ha":
+		err = runHA(ctx, *bin, *dir, *n, *size, *clients, *gateways)
 	case "relay":
 		err = runRelay(ctx, *relay, *sink, *dir, *n, *size, *clients)
 	default:
