@@ -71,11 +71,12 @@ const (
 	PolicyReload Kind = "policy-reload" // the policy was (re)loaded
 	Alert        Kind = "alert"         // an alert was raised (overdue deadline, tampering...)
 	Triaged      Kind = "triaged"       // a received report was triaged (its 72-hour clock stopped)
+	Marking      Kind = "marking"       // a legacy marking was read as a classification by the table in force
 )
 
 // Kinds lists every kind, in the order above.
 var Kinds = []Kind{Received, Refused, Redirected, Sealed, Queued, Sent, Delivered, Receipt,
-	Quarantined, Released, Purged, Dropped, Retried, Failed, KeyChange, PolicyReload, Alert, Triaged}
+	Quarantined, Released, Purged, Dropped, Retried, Failed, KeyChange, PolicyReload, Alert, Triaged, Marking}
 
 // Valid reports whether k is one of Kinds.
 func (k Kind) Valid() bool {

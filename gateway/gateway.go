@@ -313,6 +313,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	shut.Wait()
 	serving.Wait()
+	// Whatever handler is still at work (a session closed under it at the
+	// timeout) is cut and waited for: none outlives Run, so none finds the
+	// store closed under it.
+	g.submission.Stop()
+	g.inbound.Stop()
 	stopWork()
 	wg.Wait()
 	g.log.Info("stopped")
@@ -383,6 +388,10 @@ func (g *Gateway) AnnounceKey(ctx context.Context, cert *keys.Identity, why stri
 // KeysInForce lists this gateway's own public certificate, then the
 // partner certificates in force.
 func (g *Gateway) KeysInForce() []*keys.Cert { return g.keys.KeysInForce() }
+
+// PartnersUnusable lists the partners whose certificate cannot be used,
+// with the reason (packages for them are held), for conduit keys list.
+func (g *Gateway) PartnersUnusable() map[string]string { return g.keys.Unusable() }
 
 // OfferPartnerCert takes a partner certificate an operator received out of
 // band (conduit keys offer).

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -14,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/conduit-gateway/conduit/audit"
+	"github.com/conduit-gateway/conduit/console"
 	"github.com/conduit-gateway/conduit/gateway"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/metrics"
@@ -77,7 +80,8 @@ stop it cleanly.`,
 				}
 				return out, nil
 			})
-			g, err := gateway.New(ctx, cfg, gatewayOptions(gateway.Options{Store: st, Audit: trail, Metrics: m, Policy: pol, Log: log}))
+			gopt := gatewayOptions(gateway.Options{Store: st, Audit: trail, Metrics: m, Policy: pol, Log: log})
+			g, err := gateway.New(ctx, cfg, gopt)
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
@@ -103,7 +107,7 @@ stop it cleanly.`,
 				}()
 			}
 			g.Policy().OnReload = func(rerr error) {
-				actor := "SIGHUP"
+				actor := "gateway"
 				if fromPeer.Load() {
 					actor = "another gateway of the agency"
 				}
@@ -159,6 +163,34 @@ stop it cleanly.`,
 					return err
 				}
 				go admin.Serve(ctx, ln)
+			}
+			if cfg.Listen.Console != "" {
+				// Uploads are spooled beside the SQLite file, or beside the
+				// config on PostgreSQL.
+				spool := filepath.Dir(cfg.Store.Path)
+				if cfg.Store.Path == "" {
+					spool = filepath.Dir(cfg.File)
+				}
+				con, err := console.New(console.Options{Config: cfg, Gateway: g, Store: st.(console.Store), Trail: trail, Log: log,
+					Now: gopt.Now, SpoolDir: spool})
+				if err != nil {
+					return err
+				}
+				ln, err := net.Listen("tcp", cfg.Listen.Console)
+				if err != nil {
+					return fmt.Errorf("listen console %s: %w", cfg.Listen.Console, err)
+				}
+				// The console stops with the gateway, and before the store
+				// and the audit trail close under it.
+				cctx, stopConsole := context.WithCancel(ctx)
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					if err := con.Serve(cctx, ln); err != nil {
+						log.Error("console stopped", "err", err)
+					}
+				}()
+				defer func() { stopConsole(); <-done }()
 			}
 			log.Info("gateway starting", "agency", cfg.Agency)
 			err = g.Run(ctx)

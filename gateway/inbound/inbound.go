@@ -73,7 +73,9 @@ func (s *inSession) Data(r io.Reader) error {
 		return smtpserver.DataErr(err)
 	}
 	st, _ := s.conn.TLSConnectionState()
-	return s.srv.receive(context.Background(), received{
+	ctx, done := s.srv.handlers.Begin()
+	defer done()
+	return s.srv.receive(ctx, received{
 		remote: s.conn.Conn().RemoteAddr().String(), helo: s.conn.Hostname(),
 		from: s.from, rcpts: s.rcpts, raw: raw.Bytes(), peer: st.PeerCertificates, live: true,
 	})
@@ -124,7 +126,7 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 	}
 	var opened bytes.Buffer
 	start := time.Now()
-	o, err := envelope.Open(ctx, &opened, bytes.NewReader(m.raw), srv.openParams(replayCheck{srv}))
+	o, err := srv.openReceived(ctx, &opened, m.raw, srv.openParams(replayCheck{srv}))
 	srv.metrics.ObserveOpen(time.Since(start))
 	if err != nil {
 		var ce *envelope.CheckError
@@ -164,6 +166,7 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 			return outcome{reply: smtpserver.Reply(250, smtp.EnhancedCode{2, 0, 0}, "Package already delivered; not delivered twice"), delivered: true}
 		}
 	}
+	srv.ackByReply(ctx, o)
 	if o.Manifest.Kind == envelope.KindReceipt {
 		// A gateway's statement about a package we sent: recorded, not
 		// delivered to anyone, and not judged as intelligence.

@@ -95,6 +95,7 @@ type Server struct {
 	queued   func()
 	hostname string
 	tls      *tls.Config
+	handlers smtpserver.Handlers
 	releases chan struct{}
 }
 
@@ -107,6 +108,13 @@ func New(cfg *config.Config, o Options) *Server {
 	return &Server{cfg: cfg, self: cfg.Self(), engine: o.Engine, keys: o.Keys, store: o.Store, audit: o.Audit,
 		deliver: o.Deliver, metrics: o.Metrics, log: o.Log, now: o.Now, queued: q, hostname: o.Hostname, tls: o.TLS,
 		releases: make(chan struct{}, 1)}
+}
+
+// Stop cuts the message handlers still running (their context is
+// cancelled: they answer 4xx) and waits for every one to return.
+func (srv *Server) Stop() {
+	srv.handlers.Cut()
+	srv.handlers.Wait()
 }
 
 // SMTP builds the inbound listener's SMTP server.

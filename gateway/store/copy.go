@@ -34,6 +34,7 @@ var copyTables = []struct {
 	{"audit_events", []string{"seq", "time", "agency", "kind", "package", "destination", "rule", "actor", "detail",
 		"prev_hash", "hash"}, ""},
 	{"audit_meta", []string{"id", "keyed", "key_check", "head_seq", "head_hash", "head_mac"}, ""},
+	{"decided", []string{"id", "package_id", "decided", "manifest", "outcome"}, "id"},
 }
 
 // CopyCounts is how many rows each table holds.

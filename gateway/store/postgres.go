@@ -129,6 +129,9 @@ func NewPostgres(ctx context.Context, pool *pgxpool.Pool) (*Postgres, error) {
 	if err := sqlschema.MigrateLocked(ctx, db, lock, "partner_keys_schema_version", "the partner keys", pgKeyMigrations); err != nil {
 		return nil, err
 	}
+	if err := s.migrateDecided(ctx); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

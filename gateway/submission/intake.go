@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/conduit-gateway/conduit/gateway/smtpserver"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/keys"
+	"github.com/conduit-gateway/conduit/marking"
 	"github.com/conduit-gateway/conduit/policy"
 )
 
@@ -41,10 +41,6 @@ type submission struct {
 	rcpts []string
 	msg   *envelope.Spool
 }
-
-// subjectMarking finds a classification marking at the start of a subject:
-// "[OFFICIAL-SENSITIVE] ...", "OFFICIAL-SENSITIVE: ...", "OFFICIAL SENSITIVE - ...".
-var subjectMarking = regexp.MustCompile(`^\s*\[?\s*((?:NOT PROTECTIVELY MARKED|OFFICIAL[- ]SENSITIVE|OFFICIAL|TOP SECRET|SECRET|PROTECT|RESTRICTED|CONFIDENTIAL))\b`)
 
 // intake reads a submitted package's marking and manifest facts, asks the
 // sharing policy, seals one envelope per destination agency and stores
@@ -71,6 +67,7 @@ func (srv *Server) intake(ctx context.Context, sub submission) error {
 	}
 	pkgID := envelope.NewPackageID()
 	dec := srv.engine.Decide(ctx, m, policy.Sender{Agency: srv.cfg.Agency, OriginatorConsent: hdr.Get(hdrConsent)})
+	srv.recordDecision(ctx, pkgID, m, dec)
 	// The events of the intake are written with the envelopes, in the
 	// transaction that stores them (stage); a package refused or not
 	// stored has its events written straight to the trail.
@@ -165,6 +162,8 @@ func (srv *Server) intake(ctx context.Context, sub submission) error {
 		_, err = envelope.Seal(ctx, &buf, body, envelope.SealParams{
 			Signer: self, Recipients: []*keys.Cert{cert}, Label: m.Label, Manifest: &dm,
 			PackageID: pkgID, Now: srv.now, Profile: keys.ProfileOf(self.Entity),
+			// A partner without Conduit gets standard PGP/MIME, no manifest.
+			Plain: srv.cfg.Directory.Agency(agency).PlainPGPMIME(),
 		})
 		srv.metrics.ObserveSeal(time.Since(start))
 		if err != nil {
@@ -259,21 +258,14 @@ func (srv *Server) manifestFromHeader(h textproto.Header, rcpts []string) (*enve
 			m.To = append(m.To, a.ID)
 		}
 	}
-	if raw := h.Get(envelope.LabelHeader); raw != "" {
-		l, err := envelope.ParseLabelPartial(raw)
-		if err != nil {
-			return nil, smtpserver.Reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: the Handling-Label header is wrong: "+err.Error())
-		}
-		m.Label = l
-	} else if mk := subjectMarking.FindStringSubmatch(strings.ToUpper(h.Get("Subject"))); mk != nil {
-		// Only the classification can be read from a subject; the policy
-		// then says which other fields the label needs.
-		c, err := srv.cfg.Legacy().Map(mk[1])
-		if err != nil {
-			return nil, smtpserver.Reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: "+err.Error())
-		}
-		m.Label.Classification = c
+	// The marking: a Handling-Label header, a Purview sensitivity label or
+	// a subject marking, read through the configured tables.
+	mmsg := marking.Message{Label: h.Get(envelope.LabelHeader), Purview: h.Get(marking.PurviewHeader), Subject: h.Get("Subject")}
+	l, markedBy, err := marking.FromMessage(mmsg, srv.cfg.Legacy(), srv.cfg.Purview())
+	if err != nil {
+		return nil, smtpserver.Reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: "+err.Error())
 	}
+	m.Label = l
 	if m.Label.Created.IsZero() {
 		m.Label.Created = srv.now().UTC().Truncate(1e9)
 	}
@@ -293,6 +285,11 @@ func (srv *Server) manifestFromHeader(h textproto.Header, rcpts []string) (*enve
 	}
 	if err := m.ValidateFacts(); err != nil {
 		return nil, smtpserver.Reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: "+err.Error())
+	}
+	if markedBy != nil && m.Label.Validate() != nil {
+		// A Purview label or a subject marking says how sensitive the
+		// package is, nothing else: ask for the rest, field by field.
+		return nil, smtpserver.Reply(554, smtp.EnhancedCode{5, 6, 0}, marking.Refusal(*markedBy, m.Label, mmsg.SanitisedSaid()))
 	}
 	return m, nil
 }
@@ -327,6 +324,8 @@ func parseSubjectHeader(v string) (envelope.Subject, error) {
 			s.Establishment = val
 		case "region":
 			s.Region = val
+		case "post":
+			s.Post = val
 		case "flags":
 			s.Flags = splitList(val)
 		case "id":
@@ -334,10 +333,10 @@ func parseSubjectHeader(v string) (envelope.Subject, error) {
 			// and is never logged or audited.
 			s.ID = val
 		default:
-			return s, fmt.Errorf("unknown field %q; allowed: role, establishment, region, flags, id", k)
+			return s, fmt.Errorf("unknown field %q; allowed: role, post, establishment, region, flags, id", k)
 		}
 	}
-	if s.Role == "" {
+	if s.Role == "" && s.Post == "" {
 		return s, errors.New("role is missing")
 	}
 	return s, nil
@@ -382,6 +381,10 @@ func (srv *Server) decisionEvents(pkgID, actor string, d policy.Decision) []audi
 		switch s.Effect {
 		case policy.EffectRedirect:
 			es = append(es, audit.Event{Kind: audit.Redirected, Package: pkgID, Rule: s.Rule, Actor: actor, Detail: s.Detail})
+		case policy.EffectRecord:
+			if s.Rule == policy.RuleLegacyMarking {
+				es = append(es, audit.Event{Kind: audit.Marking, Package: pkgID, Rule: s.Rule, Actor: actor, Detail: s.Detail})
+			}
 		case policy.EffectDeny:
 			srv.metrics.Refused(s.Rule)
 			es = append(es, audit.Event{Kind: audit.Refused, Package: pkgID, Rule: s.Rule, Actor: actor, Detail: s.Detail})

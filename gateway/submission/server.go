@@ -79,6 +79,7 @@ type Server struct {
 	queued   func()
 	hostname string
 	tls      *tls.Config
+	handlers smtpserver.Handlers
 }
 
 // New returns a submission server for cfg's agency.
@@ -89,6 +90,13 @@ func New(cfg *config.Config, o Options) *Server {
 	}
 	return &Server{cfg: cfg, self: cfg.Self(), engine: o.Engine, keys: o.Keys, store: o.Store, audit: o.Audit,
 		metrics: o.Metrics, log: o.Log, now: o.Now, queued: q, hostname: o.Hostname, tls: o.TLS}
+}
+
+// Stop cuts the message handlers still running (their context is
+// cancelled: they answer 4xx) and waits for every one to return.
+func (srv *Server) Stop() {
+	srv.handlers.Cut()
+	srv.handlers.Wait()
 }
 
 // SMTP builds the listener's SMTP server; each listener (STARTTLS,

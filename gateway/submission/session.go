@@ -1,7 +1,6 @@
 package submission
 
 import (
-	"context"
 	"errors"
 	"io"
 	"strings"
@@ -122,7 +121,9 @@ func (s *subSession) Data(r io.Reader) error {
 		return err
 	}
 	if s.triage {
-		return s.srv.triageReply(context.Background(), s.user, r)
+		ctx, done := s.srv.handlers.Begin()
+		defer done()
+		return s.srv.triageReply(ctx, s.user, r)
 	}
 	sp, err := envelope.NewSpool("", s.srv.cfg.Limits.MessageBytes)
 	if err != nil {
@@ -140,7 +141,9 @@ func (s *subSession) Data(r io.Reader) error {
 	if err := sp.Finish(); err != nil {
 		return smtpserver.ErrTempStore
 	}
-	return s.srv.intake(context.Background(), submission{user: s.user, from: s.from, rcpts: s.rcpts, msg: sp})
+	ctx, done := s.srv.handlers.Begin()
+	defer done()
+	return s.srv.intake(ctx, submission{user: s.user, from: s.from, rcpts: s.rcpts, msg: sp})
 }
 
 func (s *subSession) Reset() {
