@@ -603,6 +603,18 @@ var suite = []struct {
 			t.Fatal("the lock was not passed on")
 		}
 	}},
+	{"DecisionLogKeepsTheLatest", func(t *testing.T, open func() Store) {
+		s := open().(DecisionLog)
+		ctx := context.Background()
+		for i := range 5 {
+			tcheck(t, s.RecordDecided(ctx, Decided{PackageID: fmt.Sprintf("p%d", i), Decided: time.Unix(int64(i), 0), Manifest: []byte("{}"), Outcome: "allow"}, 3), "record")
+		}
+		l, err := s.RecentDecided(ctx, 10)
+		tcheck(t, err, "recent")
+		if len(l) != 3 || l[0].PackageID != "p4" || l[2].PackageID != "p2" || !l[0].Decided.Equal(time.Unix(4, 0)) {
+			t.Fatalf("recent: %+v", l)
+		}
+	}},
 	{"OneLeaderAtATimeAndTakeover", func(t *testing.T, open func() Store) {
 		a, b := open().(Leader), open().(Leader)
 		if _, ok := a.(*SQLite); ok {
