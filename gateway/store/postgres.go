@@ -96,7 +96,10 @@ func NewPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
 	}
-	if cfg.MaxConns < 8 {
+	if !strings.Contains(dsn, "pool_max_conns") {
+		// pgxpool's default is the number of CPUs (at least 4); a gateway
+		// holds up to three for good (LISTEN twice, the housekeeping
+		// lease) besides its sessions' and workers' transactions.
 		cfg.MaxConns = 16
 	}
 	cfg.HealthCheckPeriod = 5 * time.Second
