@@ -145,6 +145,7 @@ func TestHAThreeGatewaysSurviveSIGKILL(t *testing.T) {
 	stopKilling := make(chan struct{})
 	killerDone := make(chan struct{})
 	kills := map[string]int{}
+	var killed atomic.Int32
 	var killErr error
 	go func() {
 		defer close(killerDone)
@@ -157,6 +158,7 @@ func TestHAThreeGatewaysSurviveSIGKILL(t *testing.T) {
 			v := gws[rng.IntN(len(gws))]
 			b.Kill(v)
 			kills[v]++
+			killed.Add(1)
 			select {
 			case <-stopKilling:
 			case <-time.After(time.Duration(200+rng.IntN(1800)) * time.Millisecond):
@@ -170,9 +172,12 @@ func TestHAThreeGatewaysSurviveSIGKILL(t *testing.T) {
 
 	acked := submitAll(ctx, t, b, sender, packages, 4, "HA", nil)
 	submitted := time.Since(start)
-	testbed.WaitFor(ctx, 60*time.Second, func() bool {
+	// Keep killing while the queues drain (kills during relay, delivery
+	// and receipts are where duplicates and stuck claims would come
+	// from), at least six times.
+	testbed.WaitFor(ctx, 90*time.Second, func() bool {
 		per, _ := deliveredByPackage(b, receiver)
-		return len(per) >= packages*9/10
+		return len(per) >= packages*9/10 && killed.Load() >= 6
 	})
 	close(stopKilling)
 	<-killerDone
