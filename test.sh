@@ -63,7 +63,10 @@ fi
 # dependency is not marked indirect, nothing unused is left).
 go mod tidy -diff
 go vet ./...
-go test -count=1 ./...
+# The end-to-end package runs real gateway processes one test after
+# another and takes several minutes on a small machine: past go test's
+# default 10-minute limit per package on a loaded one.
+go test -count=1 -timeout 30m ./...
 
 # The Vault key backend against Vault's own in-process server (real core,
 # real TLS, the policies in docs/): a module of its own, vaulttest/go.mod,
