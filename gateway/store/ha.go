@@ -142,16 +142,16 @@ const leaseCheck = 2 * time.Second
 func (s *Postgres) Lead(ctx context.Context, name string, retry time.Duration, f func(context.Context)) error {
 	k := lockKey(name)
 	for {
-		held, err := s.tryLead(ctx, k, name, f)
+		_, err := s.tryLead(ctx, k, name, f)
 		if err != nil && ctx.Err() == nil {
 			slog.Debug("lease not taken", "lease", name, "err", err)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if held {
-			continue // lost it: try again at once
-		}
+		// Lost or not taken: wait before trying again, so that a gateway
+		// that lost its connection does not snatch the lease straight back
+		// from one that is healthy.
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

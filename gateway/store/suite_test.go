@@ -639,7 +639,25 @@ var suite = []struct {
 			t.Fatalf("%s leads while a does", who)
 		case <-time.After(300 * time.Millisecond):
 		}
-		stopA() // a gateway stops (or dies: its connection closes)
+		if pa, ok := a.(*Postgres); ok {
+			// The leader's database connection dies (its gateway was
+			// killed, its machine cut off): the server drops the lock, the
+			// leader notices and stops, the other takes over.
+			_, err := pa.pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND granted`, lockLead)
+			tcheck(t, err, "terminate the leader's connection")
+			select {
+			case who := <-led:
+				if who != "b" {
+					t.Fatalf("%s took over", who)
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatal("nobody took over from a leader whose connection died")
+			}
+			stopA()
+			<-doneA
+			return
+		}
+		stopA() // a gateway stops
 		<-doneA
 		select {
 		case who := <-led:
