@@ -20,6 +20,10 @@ command -v postfix >/dev/null 2>&1 || need+=(postfix)
 [ -x /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
 [ -x /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# PostgreSQL's server: the store suite and the multi-gateway tests start
+# throwaway clusters with initdb (pgtest); under CI=true they fail, never
+# skip, when it is missing.
+command -v initdb >/dev/null 2>&1 || [ -x "$(pg_config --bindir 2>/dev/null)/initdb" ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # The console's browser tests drive headless Chromium.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v npm >/dev/null 2>&1 || need+=(npm)

@@ -156,6 +156,12 @@ type Agency struct {
 	// agency that is not on Conduit: the policy still routes by it, and a
 	// package that would go there is refused with that reason.
 	Gateway string `yaml:"gateway,omitempty"`
+	// Gateways lists several gateways of the agency (host[:port] each), in
+	// order of preference, like MX records: a relay tries the next when
+	// one cannot be reached, with the same TLS checks on each. When both
+	// are given, Gateway is the first. The agency's gateways share one
+	// store (PostgreSQL), so any of them takes any package.
+	Gateways []string `yaml:"gateways,omitempty"`
 	// Fingerprint pins the gateway's OpenPGP key (40 hex digits for v4,
 	// 64 for v6); spaces are ignored. Required with a gateway.
 	Fingerprint string `yaml:"fingerprint,omitempty"`
@@ -219,14 +225,18 @@ func (a *Agency) PostIDs() []string {
 // GatewayHostPort returns the gateway's host name (or address) and the
 // host:port to connect to, port 25 (SMTP) when the directory leaves it
 // out; both empty for an agency not on Conduit.
-func (a *Agency) GatewayHostPort() (host, addr string) {
-	if a.Gateway == "" {
+func (a *Agency) GatewayHostPort() (host, addr string) { return HostPort(a.Gateway) }
+
+// HostPort splits a directory gateway entry (host[:port]) into its host
+// and the address to dial, port 25 when none is given.
+func HostPort(g string) (host, addr string) {
+	if g == "" {
 		return "", ""
 	}
-	if h, _, err := net.SplitHostPort(a.Gateway); err == nil {
-		return h, a.Gateway
+	if h, _, err := net.SplitHostPort(g); err == nil {
+		return h, g
 	}
-	h := strings.TrimSuffix(strings.TrimPrefix(a.Gateway, "["), "]")
+	h := strings.TrimSuffix(strings.TrimPrefix(g, "["), "]")
 	return h, net.JoinHostPort(h, "25")
 }
 
@@ -355,9 +365,17 @@ func (d *Directory) check(doc *Doc, base string) error {
 		} else if !slices.Contains(envelope.Classifications, a.Ceiling) {
 			return doc.Errorf(at(i, "ceiling"), "%q is not a classification; allowed: OFFICIAL, OFFICIAL-SENSITIVE, SECRET, TOP SECRET", a.Ceiling)
 		}
+		if a.Gateway == "" && len(a.Gateways) > 0 {
+			a.Gateway = a.Gateways[0]
+		}
 		if a.Gateway != "" {
 			if err := CheckHostPort(a.Gateway); err != nil {
 				return doc.Errorf(at(i, "gateway"), "%v", err)
+			}
+		}
+		for j, g := range a.Gateways {
+			if err := CheckHostPort(g); err != nil {
+				return doc.Errorf(fmt.Sprintf("%s[%d]", at(i, "gateways"), j), "%v", err)
 			}
 		}
 		fp := strings.ToUpper(strings.ReplaceAll(a.Fingerprint, " ", ""))
@@ -574,6 +592,21 @@ func CheckHostPort(s string) error {
 		return fmt.Errorf("%q: %v; %s", s, err, want)
 	}
 	return nil
+}
+
+// GatewayHosts lists the agency's gateways in order of preference:
+// Gateways, with Gateway first when it is not among them.
+func (a *Agency) GatewayHosts() []string {
+	if len(a.Gateways) == 0 {
+		if a.Gateway == "" {
+			return nil
+		}
+		return []string{a.Gateway}
+	}
+	if a.Gateway != "" && !slices.Contains(a.Gateways, a.Gateway) {
+		return append([]string{a.Gateway}, a.Gateways...)
+	}
+	return a.Gateways
 }
 
 // checkHostName applies RFC 1123's host name rules.

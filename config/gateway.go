@@ -1,7 +1,9 @@
 package config
 
 import (
+	"fmt"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -130,8 +132,19 @@ type Listen struct {
 // quarantine.
 type Store struct {
 	// Path is the SQLite database file (the queue, the replay cache, the
-	// quarantine and the audit trail).
-	Path string `yaml:"path"`
+	// quarantine and the audit trail): the embedded default, for one
+	// gateway process.
+	Path string `yaml:"path,omitempty"`
+	// Postgres is a PostgreSQL connection string ("postgres://user@host/db"
+	// or "host=... dbname=..."), instead of Path, for several gateway
+	// processes of one agency sharing one database. Keep the password out
+	// of it: PostgresFile, the PGPASSWORD environment variable or a
+	// ~/.pgpass file give it. The environment variable
+	// CONDUIT_STORE_POSTGRES overrides it.
+	Postgres string `yaml:"postgres,omitempty"`
+	// PostgresFile is a file (mode 0600) holding the connection string,
+	// password included, instead of Postgres.
+	PostgresFile string `yaml:"postgres-file,omitempty"`
 	// AuditKeyFile, when set, holds the key that makes the audit chain an
 	// HMAC chain: someone who can rewrite the database cannot recompute it
 	// without the key. Keep it off the gateway's disk backups.
@@ -227,12 +240,32 @@ func (d Duration) MarshalText() ([]byte, error) {
 	return []byte(s), nil
 }
 
+// EnvStorePostgres, when set, is the PostgreSQL connection string of the
+// store, overriding store.postgres and store.postgres-file.
+const EnvStorePostgres = "CONDUIT_STORE_POSTGRES"
+
+// PostgresDSN is the store's PostgreSQL connection string, or "" when the
+// store is SQLite.
+func (s Store) PostgresDSN() (string, error) {
+	if v := os.Getenv(EnvStorePostgres); v != "" {
+		return v, nil
+	}
+	if s.PostgresFile != "" {
+		b, err := os.ReadFile(s.PostgresFile)
+		if err != nil {
+			return "", fmt.Errorf("store.postgres-file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return s.Postgres, nil
+}
+
 // checkGateway resolves the gateway sections' paths and checks what is
 // given; RequireGateway checks that what serve needs is there.
 func (c *Config) checkGateway(doc *Doc) error {
 	g := &c.Gateway
 	for _, p := range []*string{&g.Keys.Secret, &g.Keys.PassphraseFile, &g.Keys.Partners,
-		&g.TLS.Cert, &g.TLS.Key, &g.TLS.CA, &g.Console.Cert, &g.Console.Key, &g.Store.Path, &g.Store.AuditKeyFile, &g.Delivery.Maildir} {
+		&g.TLS.Cert, &g.TLS.Key, &g.TLS.CA, &g.Console.Cert, &g.Console.Key, &g.Store.Path, &g.Store.PostgresFile, &g.Store.AuditKeyFile, &g.Delivery.Maildir} {
 		if *p != "" {
 			*p = resolve(c.File, *p)
 		}
@@ -362,7 +395,8 @@ func (c *Config) MissingForServe() []string {
 	need(g.Keys.Partners != "", "keys.partners: the folder of partner certificates")
 	need(g.TLS.Cert != "" && g.TLS.Key != "", "tls.cert and tls.key: the gateway's TLS certificate")
 	need(g.TLS.CA != "", "tls.ca: the CA that signs partner gateways' certificates")
-	need(g.Store.Path != "", "store.path: the SQLite database")
+	need(g.Store.Path != "" || g.Store.Postgres != "" || g.Store.PostgresFile != "" || os.Getenv(EnvStorePostgres) != "",
+		"store.path (the SQLite database) or store.postgres (a PostgreSQL database)")
 	need(g.Listen.Inbound != "" || g.Listen.Submission != "" || g.Listen.SubmissionTLS != "", "listen: at least one listener")
 	need(g.Listen.Inbound == "" || g.Delivery.Maildir != "" || g.Delivery.LMTP != "", "delivery.maildir or delivery.lmtp: where received packages are delivered")
 	return out

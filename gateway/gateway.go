@@ -29,6 +29,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -69,6 +70,9 @@ type Gateway struct {
 	inbound    *inbound.Server
 	relay      *relay.Relay
 	clocks     *clocks.Keeper
+
+	// housekeeper: this gateway holds the agency's housekeeping lease.
+	housekeeper atomic.Bool
 
 	closeOnce sync.Once
 }
@@ -139,7 +143,7 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 	g.deliver = delivery.New(cfg.Delivery.Maildir, cfg.Delivery.LMTP, hostname)
 	g.keys, err = keyring.New(ctx, cfg, backend, keyring.Options{
 		Store: g.store, Audit: g.audit, Deliver: g.deliver, Metrics: g.metrics, Log: log, Now: g.now,
-		Nudge: func() { g.relay.Nudge() },
+		Nudge: func() { g.relay.Nudge() }, Housekeeper: g.housekeeper.Load,
 	})
 	if err != nil {
 		return nil, err
@@ -272,7 +276,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	wg.Go(func() { g.keys.RunGate(work) })
 	wg.Go(func() { g.relay.Run(work) })
 	wg.Go(func() { g.inbound.RunReleases(work) })
-	wg.Go(func() { g.clocks.Run(work) })
+	wg.Go(func() { g.runHousekeeping(work) })
 	wg.Go(func() { g.keys.RunWatch(work) })
 	wg.Go(func() { g.watchStore(work) })
 
@@ -319,6 +323,28 @@ func (g *Gateway) Run(ctx context.Context) error {
 	wg.Wait()
 	g.log.Info("stopped")
 	return err
+}
+
+// housekeepingRetry is how often a gateway that does not hold the
+// housekeeping lease tries to take it: a gateway that dies hands
+// housekeeping on within about this long.
+const housekeepingRetry = 5 * time.Second
+
+// runHousekeeping runs the clocks (overdue alerts, retention, purges) on
+// one gateway of the agency at a time: the store's lease (an advisory lock
+// on PostgreSQL; always this gateway on SQLite).
+func (g *Gateway) runHousekeeping(ctx context.Context) {
+	run := func(ctx context.Context) {
+		g.housekeeper.Store(true)
+		defer g.housekeeper.Store(false)
+		g.clocks.Run(ctx)
+	}
+	l, ok := g.store.(store.Leader)
+	if !ok {
+		run(ctx)
+		return
+	}
+	l.Lead(ctx, "housekeeping", housekeepingRetry, run)
 }
 
 // watchStore wakes the parts when the store changes where no call of

@@ -8,6 +8,7 @@
 //
 //	e2edriver -mode conduit -bin ./conduit -dir WORK [-n 500 -size 16384 -clients 4]
 //	e2edriver -mode relay -relay 127.0.0.1:PORT -sink 127.0.0.1:PORT -dir WORK [...]
+//	e2edriver -mode ha -bin ./conduit -dir WORK -gateways K   (K senders on PostgreSQL; 0: one on SQLite)
 //	e2edriver -mode ports -count 2      (prints free loopback ports)
 //
 // Neither mode prints package content.
@@ -61,6 +62,7 @@ func main() {
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up after this long")
 	workers := flag.Int("workers", 0, "the gateways' relay workers (mode conduit; 0: the testbed's 4)")
 	rate := flag.Float64("rate", 0, "open loop: packages arrive at this fixed rate per second, each at its time whatever the gateway's pace, and a package's latency starts at its arrival (0: closed loop, each client sends its next package once the last is accepted)")
+	gateways := flag.Int("gateways", 1, "the sending agency's gateways on PostgreSQL (mode ha; 0: one on SQLite)")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -72,6 +74,8 @@ func main() {
 		err = runConduit(ctx, *bin, *dir, *n, *size, *clients, *workers, *rate)
 	case "inject":
 		err = inject(*relay, flag.Args())
+	case "ha":
+		err = runHA(ctx, *bin, *dir, *n, *size, *clients, *gateways)
 	case "relay":
 		err = runRelay(ctx, *relay, *sink, *dir, *n, *size, *clients, *rate)
 	default:

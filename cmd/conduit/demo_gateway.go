@@ -7,17 +7,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/emersion/go-message/textproto"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/gateway/store"
@@ -97,7 +100,7 @@ func demoMessageFor(from, to string, s demoScenario) []byte {
 
 // runGatewayDemo runs several agencies' gateways on loopback and drives
 // real packages through them over SMTP with TLS.
-func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool) (err error) {
+func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool, pgDSN string) (err error) {
 	say := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
 	bin, err := os.Executable()
 	if err != nil {
@@ -117,15 +120,35 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool) (err erro
 		say("(working directory %s, removed at the end; --keep keeps it for inspection)", dir)
 	}
 	say("")
-	bed, err := testbed.Create(dir, bin, testbed.Options{RetryMin: "500ms", RetryMax: "2s", Console: true})
+	opt := testbed.Options{RetryMin: "500ms", RetryMax: "2s", Console: true}
+	start := demoAgencies
+	storeKind := "SQLite"
+	if pgDSN != "" {
+		dbs, drop, err := demoDatabases(ctx, pgDSN, demoAgencies)
+		if err != nil {
+			return err
+		}
+		if !keep {
+			defer drop()
+		}
+		opt.Postgres = dbs
+		opt.Gateways = map[string]int{"hmp-northgate": 2}
+		start = append(slices.Clone(demoAgencies), "hmp-northgate/2")
+		storeKind = "PostgreSQL"
+	}
+	bed, err := testbed.Create(dir, bin, opt)
 	if err != nil {
 		return err
 	}
+	bed.Postgres = opt.Postgres
 	defer bed.StopAll()
-	if err := bed.StartAll(ctx, demoAgencies...); err != nil {
+	if err := bed.StartAll(ctx, start...); err != nil {
 		return err
 	}
-	say("1. Gateways started, each with its own OpenPGP key, TLS certificate, SQLite queue and Maildir:")
+	say("1. Gateways started, each with its own OpenPGP key, TLS certificate, %s queue and Maildir:", storeKind)
+	if pgDSN != "" {
+		say("   (hmp-northgate runs two gateways on one database: %s)", strings.Join(bed.Directory.Agency("hmp-northgate").GatewayHosts(), ", "))
+	}
 	for _, id := range demoAgencies {
 		a := bed.Directory.Agency(id)
 		say("   %-16s %-14s inbound %s  key %s", id, a.Kind, bed.Nodes[id].Inbound, a.Fingerprint[:16]+"...")
@@ -379,7 +402,7 @@ func demoTampered(ctx context.Context, bed *testbed.Bed) ([]byte, error) {
 
 // demoReceipts lists the receipts the PIO's store holds, one line each.
 func demoReceipts(ctx context.Context, b *testbed.Bed) []string {
-	st, err := store.OpenSQLite(ctx, filepath.Join(b.Nodes["northshire-pio"].Dir, "conduit.db"))
+	st, err := b.OpenAnyStore(ctx, "northshire-pio")
 	if err != nil {
 		return nil
 	}
@@ -404,7 +427,7 @@ func demoReceipts(ctx context.Context, b *testbed.Bed) []string {
 // quarantineCount reads a node's quarantine from its store (SQLite lets
 // a reader in beside the running gateway).
 func quarantineCount(ctx context.Context, b *testbed.Bed, id string) (int, error) {
-	st, err := store.OpenSQLite(ctx, filepath.Join(b.Nodes[id].Dir, "conduit.db"))
+	st, err := b.OpenAnyStore(ctx, id)
 	if err != nil {
 		return 0, err
 	}
@@ -457,4 +480,44 @@ func ruleLegend(cfgPath string, ids, replies []string) []string {
 		}
 	}
 	return out
+}
+
+// demoDatabases creates a database per agency on the PostgreSQL server of
+// dsn and returns their connection strings and a function that drops
+// them.
+func demoDatabases(ctx context.Context, dsn string, agencies []string) (map[string]string, func(), error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--postgres: %w", err)
+	}
+	suffix := strconv.FormatInt(time.Now().Unix()%1000000, 10)
+	out := map[string]string{}
+	var made []string
+	drop := func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, name := range made {
+			conn.Exec(dctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+		}
+		conn.Close(dctx)
+	}
+	for _, a := range agencies {
+		name := "conduit_demo_" + suffix + "_" + strings.ReplaceAll(a, "-", "_")
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+			drop()
+			return nil, nil, fmt.Errorf("--postgres: create database %s: %w", name, err)
+		}
+		made = append(made, name)
+		out[a] = withDatabase(dsn, name)
+	}
+	return out, drop, nil
+}
+
+// withDatabase is dsn naming another database.
+func withDatabase(dsn, name string) string {
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		u.Path = "/" + name
+		return u.String()
+	}
+	return dsn + " dbname=" + name
 }

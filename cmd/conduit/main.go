@@ -46,6 +46,7 @@ between agency gateways over SMTP with mandatory TLS.`,
 		newAuditCmd(),
 		newUserCmd(),
 		newDemoCmd(),
+		newStoreCmd(),
 		newSendCmd(),
 	)
 	return root

@@ -29,9 +29,17 @@ import (
 type server struct {
 	cfgPath string
 	log     *slog.Logger
-	st      *store.SQLite
-	trail   *audit.SQLite
+	st      store.Store
+	trail   audit.Trail
 	metrics *metrics.Metrics
+
+	// notify, when set, tells the agency's other gateways (sharing a
+	// PostgreSQL store) that this one reloaded; origin names this process
+	// in that notification, and fromPeer marks a reload another gateway
+	// asked for, which is not announced again.
+	notify   func(ctx context.Context)
+	origin   string
+	fromPeer atomic.Bool
 
 	// now is the gateways' clock (a test's moved clock, or nil).
 	now func() time.Time
@@ -57,16 +65,30 @@ func (sv *server) start(ctx context.Context, cfg *config.Config, pol *policy.Pol
 			return
 		}
 		sv.audit(ctx, "policy reloaded")
+		sv.announce(ctx)
 	}
 	sv.cfg, sv.digest = cfg, digest
 	sv.g.Store(g)
 	return nil
 }
 
+// announce tells the agency's other gateways of a reload done here (not
+// one they asked for).
+func (sv *server) announce(ctx context.Context) {
+	if sv.fromPeer.Swap(false) || sv.notify == nil {
+		return
+	}
+	sv.notify(ctx)
+}
+
 func (sv *server) keysReady(ctx context.Context) error { return sv.g.Load().KeysReady(ctx) }
 
 func (sv *server) audit(ctx context.Context, detail string) {
-	e := audit.Event{Agency: sv.cfg.Agency, Kind: audit.PolicyReload, Actor: "SIGHUP", Detail: detail}
+	actor := "SIGHUP"
+	if sv.fromPeer.Load() {
+		actor = "another gateway of the agency"
+	}
+	e := audit.Event{Agency: sv.cfg.Agency, Kind: audit.PolicyReload, Actor: actor, Detail: detail}
 	if _, err := sv.trail.Append(ctx, e); err != nil {
 		sv.log.Error("admin alert: audit trail not written", "err", err)
 	}
@@ -128,6 +150,7 @@ func (sv *server) run(ctx context.Context, hup <-chan os.Signal) error {
 				} else {
 					sv.log.Info("configuration, directory and policy reloaded", "agencies", len(cfg.Directory.Agencies))
 					sv.audit(ctx, "configuration, directory and policy reloaded")
+					sv.announce(ctx)
 				}
 				restart = true
 			}

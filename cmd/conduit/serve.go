@@ -14,13 +14,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/console"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/metrics"
 	"github.com/conduit-gateway/conduit/policy"
 	"github.com/conduit-gateway/conduit/preflight"
-	"github.com/conduit-gateway/conduit/sqlschema"
 )
 
 // newServeCmd builds `conduit serve`.
@@ -59,26 +57,22 @@ restart. SIGINT or SIGTERM stop it cleanly.`,
 			if err != nil {
 				return &exitError{exitUsage, fmt.Errorf("%s: %w", cfgPath, err)}
 			}
-			// One database file, one writer: the store and the audit
-			// trail share its connections, closed last.
-			db, err := sqlschema.OpenDB(cfg.Store.Path, store.StorePragmas...)
-			if err != nil {
-				return fmt.Errorf("store.path %s: %w; check that the gateway's user may write that folder", cfg.Store.Path, err)
-			}
-			defer db.Close()
-			st, err := store.NewSQLite(ctx, db)
-			if err != nil {
-				return fmt.Errorf("open store %s: %w", cfg.Store.Path, err)
-			}
 			key, err := auditKey(cfg, "")
 			if err != nil {
 				return err
 			}
-			trail, err := audit.NewSQLite(ctx, db, key)
+			// The store and the audit trail on one database (one SQLite
+			// file, or one PostgreSQL pool), closed last.
+			be, err := openServeBackend(ctx, cfg, key)
 			if err != nil {
-				return fmt.Errorf("open audit log %s: %w", cfg.Store.Path, err)
+				return err
 			}
+			defer be.close()
+			st, trail := be.store, be.trail
 			m := metrics.New(log)
+			if be.pg != nil {
+				m.PoolStatsFunc(poolStats(be.pg))
+			}
 			m.QueueDepthFunc(st.Depth)
 			m.OverdueFunc(func(ctx context.Context) (map[string]int, error) {
 				// By kind, each an index range: a scrape does not read the
@@ -95,9 +89,39 @@ restart. SIGINT or SIGTERM stop it cleanly.`,
 				}
 				return out, nil
 			})
-			sv := &server{cfgPath: cfgPath, log: log, st: st, trail: trail, metrics: m}
+			// SIGHUP (conduit policy reload, systemctl reload, conduit keys
+			// rotate and revoke) reloads the config, the directory, the
+			// policy and this gateway's own key (reload.go).
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			sv := &server{cfgPath: cfgPath, log: log, st: st, trail: trail, metrics: m,
+				origin: fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano())}
 			if err := sv.start(ctx, cfg, pol); err != nil {
 				return &exitError{exitUsage, err}
+			}
+			// A reload on one gateway of the agency reaches the others
+			// (PostgreSQL NOTIFY): each reloads its own copy of the
+			// config, directory and policy, as on SIGHUP.
+			if be.pg != nil {
+				sv.notify = func(ctx context.Context) {
+					if err := be.pg.NotifyPolicyReload(ctx, sv.origin); err != nil {
+						log.Warn("the other gateways were not told of the reload", "err", err)
+					}
+				}
+				go func() {
+					for from := range be.pg.PolicyReloads(ctx, time.Second) {
+						if from == sv.origin {
+							continue
+						}
+						// Reloaded as on SIGHUP, and not announced again.
+						sv.fromPeer.Store(true)
+						select {
+						case hup <- syscall.SIGHUP:
+						default:
+						}
+					}
+				}()
 			}
 			if cfg.PIDFile != "" {
 				if err := os.WriteFile(cfg.PIDFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
@@ -105,17 +129,13 @@ restart. SIGINT or SIGTERM stop it cleanly.`,
 				}
 				defer os.Remove(cfg.PIDFile)
 			}
-			// SIGHUP (conduit policy reload, systemctl reload, conduit keys
-			// rotate and revoke) reloads the config, the directory, the
-			// policy and this gateway's own key (reload.go).
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
 			if cfg.Listen.Admin != "" {
 				admin := &metrics.Server{Addr: cfg.Listen.Admin, Metrics: m, Log: log}
 				// Ready only when the store answers and the key backend
 				// still holds the agency's key.
-				admin.AddCheck("store", func(ctx context.Context) error { _, err := st.Depth(ctx); return err })
+				// The store answers and takes writes (a PostgreSQL
+				// database that is down or read-only is not ready).
+				admin.AddCheck("store", st.(store.Pinger).Ping)
 				// Not ready while nothing can be sealed or opened (the
 				// key gate: Vault sealed, unreachable, token refused).
 				admin.AddCheck("keys", sv.keysReady)
@@ -127,9 +147,14 @@ restart. SIGINT or SIGTERM stop it cleanly.`,
 			}
 			if cfg.Listen.Console != "" {
 				// The console works with the gateway in force, whichever a
-				// reload has put there.
-				con, err := console.New(console.Options{Config: cfg, Gateway: liveGateway{sv}, Store: st, Trail: trail, Log: log,
-					Now: sv.now, SpoolDir: filepath.Dir(cfg.Store.Path)})
+				// reload has put there. Uploads are spooled beside the
+				// SQLite file, or beside the config on PostgreSQL.
+				spool := filepath.Dir(cfg.Store.Path)
+				if cfg.Store.Path == "" {
+					spool = filepath.Dir(cfg.File)
+				}
+				con, err := console.New(console.Options{Config: cfg, Gateway: liveGateway{sv}, Store: st.(console.Store), Trail: trail, Log: log,
+					Now: sv.now, SpoolDir: spool})
 				if err != nil {
 					return err
 				}

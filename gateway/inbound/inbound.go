@@ -148,6 +148,25 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 			return srv.quarantine(ctx, m, "mutual-tls", err.Error())
 		}
 	}
+	// Gateways of one agency sharing a store: the same envelope arriving
+	// at two of them at once is delivered by one. The second waits for
+	// the first's lock, then finds its replay record.
+	if l, ok := srv.store.(store.DeliveryLocker); ok {
+		unlock, err := l.LockDelivery(ctx, o.Label.Originator, o.PackageID)
+		if err != nil {
+			srv.log.Error("delivery lock not taken; the sender retries", "package", o.PackageID, "err", err)
+			return outcome{reply: smtpserver.ErrTempStore}
+		}
+		defer unlock()
+		seen, err := srv.store.Delivered(ctx, o.Label.Originator, o.PackageID)
+		if err != nil {
+			return outcome{reply: smtpserver.ErrTempStore}
+		}
+		if seen {
+			srv.log.Info("duplicate package acknowledged, not delivered again", "remote", m.remote, "package", o.PackageID)
+			return outcome{reply: smtpserver.Reply(250, smtp.EnhancedCode{2, 0, 0}, "Package already delivered; not delivered twice"), delivered: true}
+		}
+	}
 	srv.ackByReply(ctx, o)
 	if o.Manifest.Kind == envelope.KindReceipt {
 		// A gateway's statement about a package we sent: recorded, not

@@ -456,10 +456,10 @@ func TestRelaySessionNotReusedAfterSettingsChange(t *testing.T) {
 func TestRelaySessionResumesTLS(t *testing.T) {
 	peer, g, pool := relaySetup(t)
 	a := g.directory.Agency("hmp-northgate")
-	key := g.sessionKey(a, "127.0.0.1")
+	key := g.sessionKey(a, a.Gateway, "127.0.0.1")
 	var resumed []bool
 	for i := range 2 {
-		s, err := g.dialRelay(context.Background(), pool, a, "127.0.0.1", key)
+		s, err := g.dialRelay(context.Background(), pool, a, a.Gateway, "127.0.0.1", key)
 		tcheck(t, err, "dial")
 		st, _ := s.c.TLSConnectionState()
 		resumed = append(resumed, st.DidResume)

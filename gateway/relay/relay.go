@@ -335,28 +335,54 @@ func backoff(attempts int, min, max time.Duration) time.Duration {
 // while idle, or ended it with 421) is replaced by a new one at once.
 func (r *Relay) send(ctx context.Context, pool *relayPool, it store.Item) (string, error) {
 	a := r.directory.Agency(it.Destination)
-	if a == nil || a.Gateway == "" {
+	if a == nil || len(a.GatewayHosts()) == 0 {
 		return "", &relayError{err: fmt.Errorf("%s has no gateway in the directory", it.Destination), permanent: true}
 	}
-	host, _ := a.GatewayHostPort()
-	key := r.sessionKey(a, host)
+	// The agency's gateways in order of preference (RFC 5321 5.1: the
+	// next MX when one cannot be reached). Only a gateway that could not
+	// be reached or verified is passed over: once one has been handed the
+	// item, its answer stands.
+	var last error
+	for _, addr := range a.GatewayHosts() {
+		id, handed, err := r.sendTo(ctx, pool, a, addr, it)
+		if err == nil || handed || ctx.Err() != nil {
+			return id, err
+		}
+		var re *relayError
+		if errors.As(err, &re) && re.permanent {
+			return "", err
+		}
+		if len(a.GatewayHosts()) > 1 {
+			r.log.Warn("partner gateway not reachable; trying the next", "destination", it.Destination, "gateway", addr, "err", err)
+		}
+		last = err
+	}
+	return "", last
+}
+
+// sendTo is send to one of the destination's gateways; handed says the
+// gateway was reached and verified, so its answer stands.
+func (r *Relay) sendTo(ctx context.Context, pool *relayPool, a *config.Agency, addr string, it store.Item) (string, bool, error) {
+	// A gateway given without a port is reached on 25.
+	host, addr := config.HostPort(addr)
+	key := r.sessionKey(a, addr, host)
 	var err error
 	s := pool.get(key, len(it.Recipients))
 	reused := s != nil
 	for {
 		if s == nil {
-			if s, err = r.dialRelay(ctx, pool, a, host, key); err != nil {
-				return "", err
+			if s, err = r.dialRelay(ctx, pool, a, addr, host, key); err != nil {
+				return "", false, err
 			}
 		}
 		id, terr := s.transact(ctx, r.hostname, reused, it.MailFrom, it.Recipients, it.Envelope)
 		if terr == nil {
 			pool.put(s)
-			return id, nil
+			return id, true, nil
 		}
 		s.c.Close() // no QUIT: the session's state is not known
 		if !errors.Is(terr, errStale) || ctx.Err() != nil {
-			return "", terr
+			return "", true, terr
 		}
 		r.log.Debug("cached relay session not usable; opening a new one", "destination", it.Destination, "err", terr)
 		s, reused = nil, false

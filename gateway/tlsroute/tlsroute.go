@@ -66,8 +66,12 @@ func CheckClientCert(a *config.Agency, peer []*x509.Certificate) error {
 	if a.TLSPin != "" && SPKIPin(leaf) != a.TLSPin {
 		return fmt.Errorf("the client certificate's key is not the one pinned for %s", a.ID)
 	}
-	host, _ := a.GatewayHostPort()
-	if leaf.Subject.CommonName != a.ID && !slices.Contains(leaf.DNSNames, host) {
+	named := leaf.Subject.CommonName == a.ID
+	for _, g := range a.GatewayHosts() {
+		host, _ := config.HostPort(g)
+		named = named || slices.Contains(leaf.DNSNames, host)
+	}
+	if !named {
 		return fmt.Errorf("the client certificate names %q, not %s", leaf.Subject.CommonName, a.ID)
 	}
 	return nil
