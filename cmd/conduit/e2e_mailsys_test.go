@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -275,6 +276,16 @@ func TestPostfixAndDovecotAroundTwoGateways(t *testing.T) {
 		}
 	}
 	tcheck(t, os.WriteFile(passwd, []byte(strings.Join(keep, "\n")), 0o644), "passwd")
+	// Dovecot reads a passwd-file again when its modification time moves,
+	// to the second: a rewrite within the second of its last read would go
+	// unseen.
+	later := time.Now().Add(2 * time.Second)
+	tcheck(t, os.Chtimes(passwd, later, later), "passwd mtime")
+	// The precondition, checked against Dovecot itself: its LMTP refuses
+	// the mailbox before the package is sent.
+	if !testbed.WaitFor(ctx, 20*time.Second, func() bool { return lmtpRefuses(dove.LMTP, "intake@hmp-northgate.example") }) {
+		t.Fatal("Dovecot still accepts intake@hmp-northgate.example after its removal")
+	}
 	start := time.Now()
 	tcheck(t, sendVia(pf.SMTP, "pio@northshire-pio.example", []string{"intake@hmp-northgate.example"},
 		staffMessage("pio@northshire-pio.example", "intake@hmp-northgate.example", "Second report",
@@ -287,4 +298,24 @@ func TestPostfixAndDovecotAroundTwoGateways(t *testing.T) {
 	if b, _ := os.ReadFile(prisonLog.Name()); !bytes.Contains(b, []byte("admin alert")) || !bytes.Contains(b, []byte("intake@hmp-northgate.example")) {
 		t.Errorf("the prison's gateway did not alert its administrators:\n%s", b)
 	}
+}
+
+// lmtpRefuses reports whether the LMTP server at addr refuses a recipient
+// for good (5xx at RCPT). It sends no message.
+func lmtpRefuses(addr, rcpt string) bool {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return false
+	}
+	c := smtp.NewClientLMTP(conn)
+	defer c.Close()
+	if c.Hello("hmp-northgate.example") != nil || c.Mail("", nil) != nil {
+		return false
+	}
+	err = c.Rcpt(rcpt, nil)
+	var se *smtp.SMTPError
+	refused := errors.As(err, &se) && se.Code >= 500
+	c.Reset()
+	c.Quit()
+	return refused
 }

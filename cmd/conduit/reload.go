@@ -84,7 +84,7 @@ func (sv *server) announce(ctx context.Context) {
 func (sv *server) keysReady(ctx context.Context) error { return sv.g.Load().KeysReady(ctx) }
 
 func (sv *server) audit(ctx context.Context, detail string) {
-	actor := "SIGHUP"
+	actor := "gateway"
 	if sv.fromPeer.Load() {
 		actor = "another gateway of the agency"
 	}
