@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 
 	"github.com/conduit-gateway/conduit/config"
 )
@@ -28,6 +29,16 @@ func (g *Gateway) relayTLS(a *config.Agency, host string) *tls.Config {
 	tc := g.clientTLS.Clone()
 	tc.ServerName = host
 	if a.TLSPin == "" {
+		// The chain verifies for the host; it must also be the
+		// destination agency's own certificate, not another partner's
+		// from the same CA that answers on that address.
+		shared := hostShared(g.cfg.Directory, a)
+		tc.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("the gateway presented no certificate")
+			}
+			return CertNamesAgency(cs.PeerCertificates[0], a, shared)
+		}
 		return tc
 	}
 	pin := a.TLSPin
@@ -61,9 +72,52 @@ func checkClientCert(a *config.Agency, peer []*x509.Certificate) error {
 	if a.TLSPin != "" && SPKIPin(leaf) != a.TLSPin {
 		return fmt.Errorf("the client certificate's key is not the one pinned for %s", a.ID)
 	}
-	host, _, _ := net.SplitHostPort(a.Gateway)
-	if leaf.Subject.CommonName != a.ID && !slices.Contains(leaf.DNSNames, host) {
-		return fmt.Errorf("the client certificate names %q, not %s", leaf.Subject.CommonName, a.ID)
+	return CertNamesAgency(leaf, a, false)
+}
+
+// CertNamesAgency checks that a partner gateway's certificate (already
+// verified against the agencies' CA) is that agency's: its common name is
+// the agency's directory id, or it is issued for the gateway's host name
+// in the directory. The host name counts only when it is a DNS name that
+// no other agency's gateway shares (shared): an IP address or a name used
+// by several gateways says nothing about which agency answers.
+func CertNamesAgency(leaf *x509.Certificate, a *config.Agency, shared bool) error {
+	if leaf.Subject.CommonName == a.ID {
+		return nil
 	}
-	return nil
+	host, _, err := net.SplitHostPort(a.Gateway)
+	if err != nil {
+		host = a.Gateway
+	}
+	if !shared && net.ParseIP(host) == nil && !strings.EqualFold(host, "localhost") && slices.ContainsFunc(leaf.DNSNames, func(n string) bool {
+		return strings.EqualFold(n, host)
+	}) {
+		return nil
+	}
+	return fmt.Errorf("the certificate names %q, not %s: %w", leaf.Subject.CommonName, a.ID, ErrWrongAgencyCert)
+}
+
+// ErrWrongAgencyCert: a partner gateway presented a certificate that is
+// valid but not for the agency expected.
+var ErrWrongAgencyCert = errors.New("certificate of another agency")
+
+// hostShared reports whether another agency's gateway has the same host
+// as a's.
+func hostShared(d *config.Directory, a *config.Agency) bool {
+	if d == nil {
+		return true
+	}
+	host := func(gw string) string {
+		h, _, err := net.SplitHostPort(gw)
+		if err != nil {
+			return gw
+		}
+		return h
+	}
+	for _, o := range d.Agencies {
+		if o.ID != a.ID && strings.EqualFold(host(o.Gateway), host(a.Gateway)) {
+			return true
+		}
+	}
+	return false
 }
