@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs the real peers the interop tests use
-# (GnuPG, Sequoia sq, swaks), then gofmt, go vet, every test, the Vault test
+# (GnuPG, Sequoia sq, swaks), then gofmt, go mod tidy -diff, go vet, every test, the Vault test
 # module (vaulttest/, against Vault's own server), and a bounded run of each
 # fuzz target. Used by the README and by CI (.ci/run).
 set -euo pipefail
@@ -37,6 +37,9 @@ if [ -n "$unformatted" ]; then
 	echo "$unformatted" >&2
 	exit 1
 fi
+# go.mod and go.sum say exactly what the code imports (a direct
+# dependency is not marked indirect, nothing unused is left).
+go mod tidy -diff
 go vet ./...
 go test -count=1 ./...
 

@@ -8,7 +8,7 @@
 //
 // The trail holds metadata only. An Event has no field for package
 // content, and Detail must never carry content, a subject's identity or key
-// material (DESIGN.md, security invariant 2): it is for reasons such as
+// material (docs/design.md, security invariant 2): it is for reasons such as
 // "unknown signer" or "retry 3, 451 4.4.1", and is bounded in length.
 //
 // # What the chain proves

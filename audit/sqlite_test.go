@@ -691,7 +691,7 @@ func BenchmarkAppend(b *testing.B) {
 
 // The trail has no place for content: Event's fields are exactly these.
 // Adding one (a body, a subject) must be a deliberate change to this test
-// and to the security review (DESIGN.md, security invariant 2).
+// and to the security review (docs/design.md, security invariant 2).
 func TestEventHasNoContentField(t *testing.T) {
 	want := "Seq Time Agency Kind Package Destination Rule Actor Detail PrevHash Hash"
 	var got []string

@@ -129,6 +129,7 @@ func Parse(path string, src []byte, readFile func(string) ([]byte, error)) (*Con
 	if err := c.check(doc); err != nil {
 		return nil, err
 	}
+	c.SetDefaults()
 	return c, nil
 }
 
@@ -161,7 +162,8 @@ func (c *Config) check(doc *Doc) error {
 }
 
 // Legacy returns the legacy-marking table in force: the configured one, or
-// envelope.DefaultLegacyMarkings.
+// envelope.DefaultLegacyMarkings (filled in by SetDefaults), with its
+// markings normalised.
 func (c *Config) Legacy() envelope.LegacyMarkings {
 	if len(c.LegacyMarkings) == 0 {
 		return envelope.DefaultLegacyMarkings

@@ -26,6 +26,11 @@ type Gateway struct {
 	Alerts   Alerts   `yaml:"alerts,omitempty"`
 	// Vault is the Vault key backend's section (keys.backend: vault).
 	Vault Vault `yaml:"vault,omitempty"`
+	// ShutdownTimeout bounds a clean stop (default 30s).
+	ShutdownTimeout Duration `yaml:"shutdown-timeout,omitempty"`
+	// HousekeepingInterval is how often work that falls due by itself
+	// (overdue clocks, retention, key expiry) is looked for (default 1m).
+	HousekeepingInterval Duration `yaml:"housekeeping-interval,omitempty"`
 }
 
 // Alerts says who is told, by mail, of what needs an administrator: a
@@ -56,6 +61,10 @@ type Keys struct {
 	// partner's) expires that administrators are warned, daily until it
 	// is rotated or extended (default 30 days).
 	ExpiryWarning Duration `yaml:"expiry-warning,omitempty"`
+	// CheckInterval is how often the gateway checks that its key backend
+	// answers and whether the key was rotated (default 5s; with the Vault
+	// backend, vault.check-interval says the same).
+	CheckInterval Duration `yaml:"check-interval,omitempty"`
 }
 
 // TLS is the gateway's TLS identity, used by the submission and inbound
@@ -115,10 +124,15 @@ type Delivery struct {
 
 // Limits bound what one client may do.
 type Limits struct {
-	MessageBytes int64 `yaml:"message-bytes,omitempty"` // default 25 MiB
-	Recipients   int   `yaml:"recipients,omitempty"`    // default 50
-	Connections  int   `yaml:"connections,omitempty"`   // default 100
-	// Commands bounds the commands of one SMTP session (default 200).
+	// MessageBytes bounds one message (default DefaultMessageBytes).
+	MessageBytes int64 `yaml:"message-bytes,omitempty"`
+	// Recipients bounds one submission's RCPTs (default DefaultRecipients).
+	Recipients int `yaml:"recipients,omitempty"`
+	// Connections bounds concurrent connections per listener (default
+	// DefaultConnections).
+	Connections int `yaml:"connections,omitempty"`
+	// Commands bounds the commands of one SMTP session (default
+	// DefaultCommands).
 	Commands int `yaml:"commands,omitempty"`
 }
 
@@ -148,42 +162,18 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// MarshalText writes a Go duration.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
-
-// Or returns the duration, or def when unset.
-func (d Duration) Or(def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
+// MarshalText writes a Go duration as people write it: "72h", "30m",
+// not "72h0m0s".
+func (d Duration) MarshalText() ([]byte, error) {
+	s := time.Duration(d).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
 	}
-	return time.Duration(d)
-}
-
-// Limit defaults.
-const (
-	DefaultMessageBytes = 25 << 20
-	DefaultRecipients   = 50
-	DefaultConnections  = 100
-	DefaultCommands     = 200
-)
-
-func orInt(v, def int) int {
-	if v <= 0 {
-		return def
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
 	}
-	return v
+	return []byte(s), nil
 }
-
-// MessageBytesOr etc. return the configured limits or their defaults.
-func (l Limits) MessageBytesOr() int64 {
-	if l.MessageBytes <= 0 {
-		return DefaultMessageBytes
-	}
-	return l.MessageBytes
-}
-func (l Limits) RecipientsOr() int  { return orInt(l.Recipients, DefaultRecipients) }
-func (l Limits) ConnectionsOr() int { return orInt(l.Connections, DefaultConnections) }
-func (l Limits) CommandsOr() int    { return orInt(l.Commands, DefaultCommands) }
 
 // checkGateway resolves the gateway sections' paths and checks what is
 // given; RequireGateway checks that what serve needs is there.
@@ -200,6 +190,9 @@ func (c *Config) checkGateway(doc *Doc) error {
 	}
 	if err := c.checkVault(doc); err != nil {
 		return err
+	}
+	if k, v := g.Keys.CheckInterval, g.Vault.CheckInterval; k != 0 && v != 0 && k != v {
+		return doc.Errorf("$.vault.check-interval", "%s differs from keys.check-interval %s: give one", time.Duration(v), time.Duration(k))
 	}
 	for name, addr := range map[string]string{"submission": g.Listen.Submission, "submission-tls": g.Listen.SubmissionTLS, "inbound": g.Listen.Inbound, "admin": g.Listen.Admin} {
 		if addr == "" {
@@ -242,8 +235,18 @@ func (c *Config) checkGateway(doc *Doc) error {
 			return doc.Errorf("$.alerts.administrators["+strconv.Itoa(i)+"]", "%q is not a mailbox address (name@domain)", a)
 		}
 	}
-	if g.Keys.ExpiryWarning < 0 {
-		return doc.Errorf("$.keys.expiry-warning", "must not be negative")
+	for path, d := range map[string]Duration{"$.keys.expiry-warning": g.Keys.ExpiryWarning, "$.keys.check-interval": g.Keys.CheckInterval, "$.queue.retry-min": g.Queue.RetryMin,
+		"$.queue.retry-max": g.Queue.RetryMax, "$.queue.max-age": g.Queue.MaxAge, "$.shutdown-timeout": g.ShutdownTimeout,
+		"$.housekeeping-interval": g.HousekeepingInterval} {
+		if d < 0 {
+			return doc.Errorf(path, "must not be negative")
+		}
+	}
+	if g.Queue.RetryMin > 0 && g.Queue.RetryMax > 0 && g.Queue.RetryMax < g.Queue.RetryMin {
+		return doc.Errorf("$.queue.retry-max", "%s is shorter than retry-min %s", time.Duration(g.Queue.RetryMax), time.Duration(g.Queue.RetryMin))
+	}
+	if g.Queue.Workers < 0 {
+		return doc.Errorf("$.queue.workers", "must not be negative")
 	}
 	if g.Limits.MessageBytes < 0 || g.Limits.Recipients < 0 || g.Limits.Connections < 0 || g.Limits.Commands < 0 {
 		return doc.Errorf("$.limits", "limits must not be negative")

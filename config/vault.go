@@ -60,13 +60,8 @@ type VaultTransit struct {
 	Key   string `yaml:"key"`
 }
 
-// Vault defaults.
-const (
-	DefaultVaultMount = "conduit"
-	DefaultVaultPath  = "agency-identity"
-)
-
-// KeyBackend is the configured key backend, file when unset.
+// KeyBackend is the configured key backend, file when unset (a Config
+// not yet through SetDefaults: MissingForServe runs on either).
 func (k Keys) KeyBackend() string {
 	if k.Backend == "" {
 		return BackendFile
@@ -103,12 +98,6 @@ func (c *Config) checkVault(doc *Doc) error {
 	}
 	if u.Scheme == "http" && !loopbackHost(u.Hostname()) {
 		return doc.Errorf("$.vault.address", "%q is plain http to another host: the key would cross the network in clear; use https", v.Address)
-	}
-	if v.Mount == "" {
-		v.Mount = DefaultVaultMount
-	}
-	if v.Path == "" {
-		v.Path = DefaultVaultPath
 	}
 	for name, s := range map[string]string{"mount": v.Mount, "path": v.Path} {
 		if strings.HasPrefix(s, "/") || strings.HasSuffix(s, "/") || strings.Contains(s, "..") {

@@ -9,7 +9,7 @@ import (
 	"github.com/goccy/go-yaml"
 )
 
-// designExample is the label of DESIGN.md ("The handling label"), folded
+// designExample is the label of docs/design.md ("The handling label"), folded
 // over several lines as a mail header would carry it.
 const designExample = "v=1; classification=OFFICIAL-SENSITIVE; descriptor=PERSONAL; caveat=\"UK EYES ONLY\";\r\n" +
 	" grading=5x5x5; source=B; intelligence=2; handling=2; authorisation=PAS-2026-0042; basis=assessment;\r\n" +
@@ -20,7 +20,7 @@ const designCanonical = `v=1; classification=OFFICIAL-SENSITIVE; descriptor=PERS
 
 func TestLabelCanonicalFormIsByteStable(t *testing.T) {
 	l, err := ParseLabel(designExample)
-	tcheck(t, err, "parse DESIGN.md example")
+	tcheck(t, err, "parse docs/design.md example")
 	if got := l.Canonical(); got != designCanonical {
 		t.Fatalf("canonical:\n got %s\nwant %s", got, designCanonical)
 	}

@@ -355,7 +355,7 @@ func (l *Label) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// yamlLabel is the YAML manifest form of the label (DESIGN.md, "The
+// yamlLabel is the YAML manifest form of the label (docs/design.md, "The
 // package manifest"): the same field names as the header form, with
 // subjects as a list and sanitised as a boolean. Grading codes may be
 // written as YAML numbers.

@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"slices"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/conduit-gateway/conduit/audit"
@@ -16,32 +13,6 @@ import (
 )
 
 const deadlinePoll = 2 * time.Second
-
-// TestClockEnv names a file whose content (a Go duration, "73h") is added
-// to the gateway's clock. It exists so that end-to-end tests can move a
-// running gateway 72 hours ahead in a second; a deployment never sets it.
-const TestClockEnv = "CONDUIT_TEST_CLOCK_OFFSET_FILE"
-
-// offsetClock is time.Now plus the offset in a file, re-read when the file
-// changes.
-func offsetClock(path string) func() time.Time {
-	var mu sync.Mutex
-	var mod time.Time
-	var off time.Duration
-	return func() time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		if st, err := os.Stat(path); err == nil && !st.ModTime().Equal(mod) {
-			mod = st.ModTime()
-			if b, err := os.ReadFile(path); err == nil {
-				if d, err := time.ParseDuration(strings.TrimSpace(string(b))); err == nil {
-					off = d
-				}
-			}
-		}
-		return time.Now().Add(off)
-	}
-}
 
 // Clocks are started in the transaction that stores what they time (the
 // intake's queue items, the receiving side's delivery record), so a

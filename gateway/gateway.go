@@ -75,9 +75,15 @@ type Options struct {
 	Metrics *metrics.Metrics
 	Policy  *policy.Policy
 	Log     *slog.Logger
-	// Passphrase decrypts the secret key (CONDUIT_PASSPHRASE or the
-	// config's passphrase file when nil).
+	// Passphrase decrypts the secret key; nil reads the config's
+	// passphrase file. The caller reads any override from its
+	// environment: this package reads none.
 	Passphrase []byte
+	// VaultToken, when set, replaces the config's Vault login (an
+	// operator's token for the key commands).
+	VaultToken string
+	// Now is the clock; nil is time.Now. Only tests and the demo move it.
+	Now func() time.Time
 }
 
 // New checks the configuration, loads the keys and TLS identity, and
@@ -98,7 +104,7 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 			return nil, err
 		}
 	}
-	backend, err := OpenKeyBackend(ctx, cfg, pass, log)
+	backend, err := OpenKeyBackend(ctx, cfg, pass, opt.VaultToken, log)
 	if err != nil {
 		return nil, err
 	}
@@ -120,11 +126,14 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 		Now:  time.Now,
 		wake: make(chan struct{}, 1), housekeep: make(chan struct{}, 1),
 	}
+	if opt.Now != nil {
+		g.Now = opt.Now
+	}
 	if err := g.acceptIdentity(id); err != nil {
 		return nil, err
 	}
 	g.id.Store(id)
-	g.gate = newKeyGate(g, backend, cfg.Vault.CheckInterval.Or(DefaultKeyCheckInterval))
+	g.gate = newKeyGate(g, backend, time.Duration(cfg.Keys.CheckInterval))
 	if err := g.loadPartners(ctx); err != nil {
 		return nil, err
 	}
@@ -135,26 +144,19 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 		g.auditKick = make(chan struct{}, 1)
 		go g.runAuditWriter(b)
 	}
-	if f := os.Getenv(TestClockEnv); f != "" {
-		log.Warn("the clock is offset by a test file; never in a deployment", "file", f)
-		g.Now = offsetClock(f)
-	}
 	return g, nil
 }
 
 // OpenKeyBackend returns the backend the config names for this gateway's
-// own secret key.
-func OpenKeyBackend(ctx context.Context, cfg *config.Config, pass []byte, log *slog.Logger) (keys.Backend, error) {
+// own secret key. vaultToken, when set, replaces the config's Vault login.
+func OpenKeyBackend(ctx context.Context, cfg *config.Config, pass []byte, vaultToken string, log *slog.Logger) (keys.Backend, error) {
 	if cfg.Keys.KeyBackend() == config.BackendVault {
-		return openVault(cfg, log)
+		return keys.NewVault(VaultConfig(cfg, vaultToken, log))
 	}
 	return &keys.File{Path: cfg.Keys.Secret, Passphrase: pass}, nil
 }
 
 func passphrase(file string) ([]byte, error) {
-	if v := os.Getenv("CONDUIT_PASSPHRASE"); v != "" {
-		return []byte(v), nil
-	}
 	if file == "" {
 		return nil, nil
 	}
@@ -201,17 +203,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 		if addr == "" {
 			return nil
 		}
-		var l net.Listener
-		var err error
-		if implicitTLS {
-			l, err = tls.Listen("tcp", addr, g.serverTLS)
-		} else {
-			l, err = net.Listen("tcp", addr)
-		}
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("listen %s %s: %w", name, addr, err)
 		}
-		l = limitListener(l, g.cfg.Limits.ConnectionsOr())
+		l = limitListener(l, g.cfg.Limits.Connections)
+		if implicitTLS {
+			// TLS on top of the limiter, never under it: go-smtp tells a
+			// TLS connection by conn.(*tls.Conn), which a wrapper around
+			// the TLS connection would hide (AUTH would answer 538).
+			l = tls.NewListener(l, g.serverTLS)
+		}
 		g.mu.Lock()
 		g.servers = append(g.servers, srv)
 		g.mu.Unlock()
@@ -323,6 +325,6 @@ func (c *limitedConn) Close() error {
 func (g *Gateway) openParams(replay envelope.ReplayChecker) envelope.OpenParams {
 	return envelope.OpenParams{
 		Identity: g.identity(), Partners: g.partners(), Replay: replay, Now: g.Now,
-		Legacy: g.cfg.Legacy(), MaxSize: g.cfg.Limits.MessageBytesOr() * 2,
+		Legacy: g.cfg.Legacy(), MaxSize: g.cfg.Limits.MessageBytes * 2,
 	}
 }

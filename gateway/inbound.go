@@ -37,7 +37,7 @@ type inSession struct {
 }
 
 func (s *inSession) Mail(from string, _ *smtp.MailOptions) error {
-	if s.cmds++; s.cmds > s.g.cfg.Limits.CommandsOr() {
+	if s.cmds++; s.cmds > s.g.cfg.Limits.Commands {
 		return errTooMany
 	}
 	// Security invariant 4: STARTTLS before MAIL FROM, always.
@@ -49,7 +49,7 @@ func (s *inSession) Mail(from string, _ *smtp.MailOptions) error {
 }
 
 func (s *inSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	if s.cmds++; s.cmds > s.g.cfg.Limits.CommandsOr() {
+	if s.cmds++; s.cmds > s.g.cfg.Limits.Commands {
 		return errTooMany
 	}
 	if s.from == "" {
@@ -66,7 +66,7 @@ func (s *inSession) Reset()        { s.from, s.rcpts = "", nil }
 func (s *inSession) Logout() error { return nil }
 
 func (s *inSession) Data(r io.Reader) error {
-	if s.cmds++; s.cmds > s.g.cfg.Limits.CommandsOr() {
+	if s.cmds++; s.cmds > s.g.cfg.Limits.Commands {
 		io.Copy(io.Discard, r)
 		return errTooMany
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/conduit-gateway/conduit/keys"
 )
 
-// keyGate is the fail-closed gate in front of the key backend (DESIGN.md,
+// keyGate is the fail-closed gate in front of the key backend (docs/design.md,
 // Keys: "Vault unreachable: fail closed"). Every seal (intake, receipts,
 // notices) and every open (inbound) asks it first; while the backend does
 // not answer, nothing is sealed or opened: submission and inbound answer
@@ -44,9 +44,6 @@ type versioned interface {
 	LoadedVersion() int
 }
 
-// DefaultKeyCheckInterval is how often the gate checks the backend.
-const DefaultKeyCheckInterval = 5 * time.Second
-
 // errKeysUnavailable answers a submission or a partner while the key
 // backend is unavailable (RFC 3463 4.3.0: a temporary system failure).
 var errKeysUnavailable = reply(451, smtp.EnhancedCode{4, 3, 0},
@@ -54,9 +51,6 @@ var errKeysUnavailable = reply(451, smtp.EnhancedCode{4, 3, 0},
 		"Nothing was accepted; your system keeps the message and tries again")
 
 func newKeyGate(g *Gateway, b keys.Backend, interval time.Duration) *keyGate {
-	if interval <= 0 {
-		interval = DefaultKeyCheckInterval
-	}
 	kg := &keyGate{g: g, backend: b, interval: interval}
 	if v, ok := b.(versioned); ok {
 		kg.version = v.LoadedVersion()

@@ -61,7 +61,7 @@ func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, e
 	if len(dec.Deliveries) == 0 {
 		return "", nil, fmt.Errorf("notice refused: %s", refusalReply(dec).Error())
 	}
-	text, err := io.ReadAll(io.LimitReader(n.Text, g.cfg.Limits.MessageBytesOr()/2))
+	text, err := io.ReadAll(io.LimitReader(n.Text, g.cfg.Limits.MessageBytes/2))
 	if err != nil {
 		return "", nil, err
 	}

@@ -258,7 +258,7 @@ func (g *Gateway) liftKeyHolds(ctx context.Context) {
 // configured warning period: this agency's own and each partner's.
 func (g *Gateway) warnExpiry(ctx context.Context) {
 	now := g.Now()
-	window := g.cfg.Keys.ExpiryWarning.Or(30 * 24 * time.Hour)
+	window := time.Duration(g.cfg.Keys.ExpiryWarning)
 	day := now.UTC().Format("2006-01-02")
 	type k struct {
 		agency string
@@ -388,7 +388,7 @@ func (g *Gateway) reseal(ctx context.Context, it store.Item, to *keys.Cert) ([]b
 	if err := mine.Add(pub, g.cfg.Agency, ""); err != nil {
 		return nil, err
 	}
-	max := g.cfg.Limits.MessageBytesOr() * 2
+	max := g.cfg.Limits.MessageBytes * 2
 	sp, err := envelope.NewSpool(os.TempDir(), max)
 	if err != nil {
 		return nil, err

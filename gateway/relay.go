@@ -34,9 +34,6 @@ const (
 // loss.
 func (g *Gateway) runRelay(ctx context.Context) {
 	workers := g.cfg.Queue.Workers
-	if workers <= 0 {
-		workers = 4
-	}
 	sem := make(chan struct{}, workers)
 	// Closed last, once every worker is done: Run returns with no
 	// session to a partner left open.
@@ -117,7 +114,7 @@ func (g *Gateway) deliverItem(ctx context.Context, pool *relayPool, it store.Ite
 		log.Error("admin alert: destination gateway failed a security check; nothing was sent", "err", err)
 	}
 	age := g.Now().Sub(it.Created)
-	maxAge := g.cfg.Queue.MaxAge.Or(72 * time.Hour)
+	maxAge := time.Duration(g.cfg.Queue.MaxAge)
 	if re.permanent || age > maxAge {
 		reason := err.Error()
 		if !re.permanent {
@@ -139,7 +136,7 @@ func (g *Gateway) deliverItem(ctx context.Context, pool *relayPool, it store.Ite
 		g.notifyFailure(it, reason)
 		return
 	}
-	next := g.Now().Add(backoff(it.Attempts, g.cfg.Queue.RetryMin.Or(30*time.Second), g.cfg.Queue.RetryMax.Or(30*time.Minute)))
+	next := g.Now().Add(backoff(it.Attempts, time.Duration(g.cfg.Queue.RetryMin), time.Duration(g.cfg.Queue.RetryMax)))
 	events := []audit.Event{{Kind: audit.Retried, Package: it.PackageID, Destination: it.Destination, Detail: err.Error()}}
 	if re.alert {
 		events = append(events, audit.Event{Kind: audit.Alert, Package: it.PackageID, Destination: it.Destination, Rule: "tls", Detail: err.Error()})

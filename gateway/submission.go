@@ -20,8 +20,8 @@ func (g *Gateway) newSmtpServer(be smtp.Backend) *smtp.Server {
 	s := smtp.NewServer(be)
 	s.Domain = g.hostname()
 	s.TLSConfig = g.serverTLS
-	s.MaxMessageBytes = g.cfg.Limits.MessageBytesOr()
-	s.MaxRecipients = g.cfg.Limits.RecipientsOr()
+	s.MaxMessageBytes = g.cfg.Limits.MessageBytes
+	s.MaxRecipients = g.cfg.Limits.Recipients
 	s.MaxLineLength = 4000
 	s.AllowInsecureAuth = false // invariant 4: no AUTH without TLS
 	s.ReadTimeout = 5 * time.Minute
@@ -72,7 +72,7 @@ func (s *subSession) tls() bool {
 
 func (s *subSession) count() error {
 	s.cmds++
-	if s.cmds > s.g.cfg.Limits.CommandsOr() {
+	if s.cmds > s.g.cfg.Limits.Commands {
 		return errTooMany
 	}
 	return nil
@@ -162,7 +162,7 @@ func (s *subSession) Data(r io.Reader) error {
 	if s.triage {
 		return s.g.triageReply(context.Background(), s.user, r)
 	}
-	sp, err := envelope.NewSpool("", s.g.cfg.Limits.MessageBytesOr())
+	sp, err := envelope.NewSpool("", s.g.cfg.Limits.MessageBytes)
 	if err != nil {
 		io.Copy(io.Discard, r)
 		return errTempStore

@@ -134,6 +134,13 @@ func NewVault(cfg VaultConfig) (*Vault, error) {
 		vc.MinRetryWait, vc.MaxRetryWait = cfg.RetryWait, 3*cfg.RetryWait
 	}
 	tr := vc.HttpClient.Transport.(*http.Transport)
+	// The client reads VAULT_* from the environment (api.DefaultConfig),
+	// and one of them must never apply: VAULT_SKIP_VERIFY would send the
+	// login and fetch the agency's secret key without checking who
+	// answers.
+	if tr.TLSClientConfig.InsecureSkipVerify {
+		return nil, errors.New("vault: VAULT_SKIP_VERIFY is set in the environment: the key store's certificate is always verified; unset it and give vault.ca-file")
+	}
 	tr.TLSClientConfig.MinVersion = tls.VersionTLS12
 	if cfg.Timeout > 0 {
 		tr.DialContext = (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext

@@ -22,7 +22,7 @@ type Policy struct {
 	// File is the administrator policy file it was compiled from.
 	File string
 
-	rules []Rule // built-in catalogue, DESIGN.md order
+	rules []Rule // built-in catalogue, docs/design.md order
 	admin []*AdminRule
 	// now is the clock for training validity (tests pin it).
 	now func() time.Time

@@ -60,7 +60,7 @@ type EscalationParams struct {
 type SeniorityParams struct {
 	Risks []string `yaml:"risks,omitempty"`
 	// CopyPAS sends the seniority copy to PAS as well as to the governing
-	// governor (DESIGN.md; Wormwood Scrubs report 7.2 "any previous Police
+	// governor (docs/design.md; Wormwood Scrubs report 7.2 "any previous Police
 	// Advisor Section applications").
 	CopyPAS *bool `yaml:"copy-pas,omitempty"`
 }

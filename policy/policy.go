@@ -1,6 +1,6 @@
 // Package policy is in charge of the sharing policy: the rules of the
 // agreements between HMPPS and the police (the built-in catalogue of
-// DESIGN.md, each rule citing the paragraph of the source document it
+// docs/design.md, each rule citing the paragraph of the source document it
 // implements), the administrator's own rules with CEL conditions, and the
 // decisions they produce for an outgoing package (Decide), a received one
 // (DecideInbound) and a notice about a package already sent (DecideNotice).
@@ -42,7 +42,7 @@ import (
 // or explaining the policy need; what a rule does in each phase of a
 // decision is an optional method, found by type assertion.
 type Rule interface {
-	// ID is the rule's stable identifier, as DESIGN.md's catalogue names
+	// ID is the rule's stable identifier, as docs/design.md's catalogue names
 	// it (or the administrator's id).
 	ID() string
 	// Source is the citation: the seed document and section the rule

@@ -30,13 +30,13 @@ type (
 	receiver interface{ receive(e *eval) }
 )
 
-// Builtins returns the built-in catalogue in DESIGN.md order, with the
+// Builtins returns the built-in catalogue in docs/design.md order, with the
 // given parameters.
 func builtins(p *Params) []Rule {
 	return []Rule{
-		&senderIsFrom{meta{"sender-is-from", "DESIGN.md, Security invariant 5 (a submitter may only send as its own agency)",
+		&senderIsFrom{meta{"sender-is-from", "docs/design.md, Security invariant 5 (a submitter may only send as its own agency)",
 			"the package's from must be the authenticated sending agency"}},
-		&knownRecipient{meta{"known-recipient", "DESIGN.md, Security invariant 5 (a recipient not in the directory is refused)",
+		&knownRecipient{meta{"known-recipient", "docs/design.md, Security invariant 5 (a recipient not in the directory is refused)",
 			"every addressee must be in the agency directory"}},
 		&labelRequired{meta{"label-required", mou + "Annex A (Data handling; Accuracy)",
 			"a package without a complete label (classification, grading, basis, data subjects, purpose) is refused"}},
@@ -91,7 +91,7 @@ func (r *senderIsFrom) gate(e *eval) {
 		return
 	}
 	if e.sender != e.self {
-		// DESIGN.md invariant 5: a gateway sends for its own agency only,
+		// docs/design.md, Security invariant 5: a gateway sends for its own agency only,
 		// whatever the submitter claims.
 		e.deny(r, "this gateway sends for %s only, not for %s", e.self.ID, e.sender.ID)
 		e.alert(r, "submission as another agency (%s)", e.sender.ID)
@@ -312,7 +312,7 @@ func (r *handlingCode) destGate(e *eval, d *dest) {
 			e.refuse(d, r, why)
 		} else {
 			e.hold(d, r, why)
-			// The originator must act on a held package (DESIGN.md,
+			// The originator must act on a held package (docs/design.md,
 			// handling: "5 no further dissemination: refer to the
 			// originator"). Neither seed sets a period for that, so the
 			// clock is a parameter (HandlingParams.HoldHours, default

@@ -12,7 +12,7 @@ import (
 
 func TestSenderMustBeTheFromAgency(t *testing.T) {
 	p := builtinPolicy(t, "northshire-pio")
-	wantCitation(t, p, "sender-is-from", "DESIGN.md", "Security invariant 5")
+	wantCitation(t, p, "sender-is-from", "docs/design.md", "Security invariant 5")
 	m := pkg("northshire-police", "hmp-northgate")
 	d := p.Decide(context.Background(), m, Sender{Agency: "northshire-pio"})
 	wantOutcome(t, d, Deny)

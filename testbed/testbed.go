@@ -34,11 +34,16 @@ import (
 
 	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/examples"
-	"github.com/conduit-gateway/conduit/gateway"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/keys"
 	"github.com/conduit-gateway/conduit/pki"
 )
+
+// ClockEnv names a file whose content (a Go duration, "73h") `conduit
+// serve` adds to its gateway's clock. It is a test-only hook: the bed sets
+// it on every node so MoveClock can move a running gateway 72 hours ahead
+// in a second; a deployment never sets it.
+const ClockEnv = "CONDUIT_TEST_CLOCK_OFFSET_FILE"
 
 // Node is one agency's gateway in the bed.
 type Node struct {
@@ -290,7 +295,7 @@ func (b *Bed) Start(ctx context.Context, id string) error {
 	n.cmd = exec.Command(b.Bin, "serve", "--config", n.Config, "--log-format", "json")
 	n.cmd.Dir = n.Dir
 	// Every node's clock can be moved by MoveClock (absent file: no offset).
-	n.cmd.Env = append(os.Environ(), gateway.TestClockEnv+"="+filepath.Join(n.Dir, "clock-offset"))
+	n.cmd.Env = append(os.Environ(), ClockEnv+"="+filepath.Join(n.Dir, "clock-offset"))
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	if err := n.cmd.Start(); err != nil {
 		logf.Close()
@@ -547,7 +552,7 @@ func tail(path string, n int) string {
 }
 
 // MoveClock sets how far ahead of real time a node's gateway runs, at once
-// and while it runs (gateway.TestClockEnv).
+// and while it runs (ClockEnv).
 func (b *Bed) MoveClock(id string, ahead time.Duration) error {
 	return os.WriteFile(filepath.Join(b.Nodes[id].Dir, "clock-offset"), []byte(ahead.String()+"\n"), 0o600)
 }

@@ -20,7 +20,7 @@ import (
 // else the config's store.audit-key-file; nil when none is set.
 func auditKey(cfg *config.Config, keyFile string) ([]byte, error) {
 	if keyFile == "" {
-		keyFile = os.Getenv("CONDUIT_AUDIT_KEY_FILE")
+		keyFile = os.Getenv(auditKeyFileEnv)
 	}
 	if keyFile == "" {
 		keyFile = cfg.Store.AuditKeyFile
@@ -111,7 +111,8 @@ func printEvents(w io.Writer, l []audit.Event) {
 	tw.Flush()
 }
 
-func init() {
+// newAuditCmd builds `conduit audit`.
+func newAuditCmd() *cobra.Command {
 	auditCmd := &cobra.Command{
 		Use:   "audit",
 		Short: "Verify, query and export the audit trail",
@@ -271,5 +272,5 @@ resumes after the last seq it has.`,
 	export.Flags().Int64Var(&afterSeq, "after-seq", 0, "only events after this seq")
 
 	auditCmd.AddCommand(verify, query, export)
-	rootCmd.AddCommand(auditCmd)
+	return auditCmd
 }

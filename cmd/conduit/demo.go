@@ -16,7 +16,8 @@ import (
 	"github.com/conduit-gateway/conduit/keys"
 )
 
-func init() {
+// newDemoCmd builds `conduit demo`.
+func newDemoCmd() *cobra.Command {
 	var envelopeOnly, keep bool
 	c := &cobra.Command{
 		Use:   "demo",
@@ -45,7 +46,7 @@ replayed copy refused.`,
 	}
 	c.Flags().BoolVar(&envelopeOnly, "envelope-only", false, "show the envelope alone, in one process")
 	c.Flags().BoolVar(&keep, "keep", false, "keep the working directory (keys, configs, stores, Maildirs) for inspection")
-	rootCmd.AddCommand(c)
+	return c
 }
 
 const demoMessage = "From: DS Patel <analyst@met.example>\r\n" +

@@ -1,8 +1,8 @@
 package main
 
-// End-to-end tests of issue 5's accountability (deadlines, triage by reply,
+// End-to-end tests of accountability (deadlines, triage by reply,
 // retention by crypto-shredding), across real gateway processes whose
-// clocks the tests move (gateway.TestClockEnv).
+// clocks the tests move (testbed.ClockEnv).
 
 import (
 	"bytes"
@@ -25,7 +25,7 @@ import (
 
 // TestHandlingCode5HoldClockAlertsWhenTheOriginatorDoesNotDecide: a
 // package graded 5x5x5 handling code 5 ("no further dissemination: refer
-// to the originator"; DESIGN.md handling codes, NIM grading as the
+// to the originator"; docs/design.md handling codes, NIM grading as the
 // Statement of Common Principles cites it in 000_8d469ee3e549c8f4.txt) is
 // held, and its hold clock starts (handling-code.hold-hours: the seeds set
 // no period, default 72 hours). Releasing or dropping the held item stops

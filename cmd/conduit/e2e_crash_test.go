@@ -202,7 +202,7 @@ func TestCrashKilledGatewaysDeliverEveryAcceptedPackageOnce(t *testing.T) {
 	t.Logf("delivered after %s: %d acknowledged packages once each, %d orphans (stored, 250 lost to a kill, resubmitted), %d re-sent envelopes deduplicated by the receiver, mailboxes %v",
 		time.Since(start).Round(time.Second), len(acked), orphans, dups, boxes)
 
-	// The audit trail lost nothing to the kills (issue 5; DESIGN.md: every
+	// The audit trail lost nothing to the kills (docs/design.md: every
 	// arrow writes an audit event): every package the receiver has, the
 	// acknowledged ones and the orphans, has its events in both gateways'
 	// chains, and both chains verify. The events are written in the same

@@ -1,7 +1,6 @@
 package main
 
-// End-to-end tests of the key lifecycle (issue 6, part 4 and 5) across real
-// gateway processes: a rotation during traffic loses nothing; a partner's
+// End-to-end tests of the key lifecycle across real gateway processes: a rotation during traffic loses nothing; a partner's
 // new key waits for an administrator and nothing is sealed to it before;
 // an expired partner key holds delivery with its reason, and the held
 // package goes once a usable key is approved.

@@ -1,6 +1,6 @@
 package main
 
-// End-to-end scenarios of issue 4: each test lays out a bed, starts the
+// End-to-end scenarios: each test lays out a bed, starts the
 // gateways it needs as separate `conduit serve` processes on 127.0.0.1,
 // and drives them over real SMTP with real TLS.
 

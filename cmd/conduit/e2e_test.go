@@ -272,7 +272,7 @@ func sealAs(t *testing.T, b *testbed.Bed, from, to, subject string) []byte {
 // TestDeliveredPackageIsReceipted: the receiving gateway sends the
 // originator a signed receipt naming the package and the mailboxes it went
 // to; the originator records it and `conduit queue show` says when and to
-// whom (issue 5: signed receipts).
+// whom.
 func TestDeliveredPackageIsReceipted(t *testing.T) {
 	b := newBed(t, testbed.Options{}, "northshire-pio", "hmp-northgate", "rpiu-north-east")
 	ctx := context.Background()

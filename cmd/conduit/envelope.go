@@ -25,7 +25,7 @@ const (
 
 func readPassphrase(path string) ([]byte, error) {
 	if path == "" {
-		if v := os.Getenv("CONDUIT_PASSPHRASE"); v != "" {
+		if v := os.Getenv(passphraseEnv); v != "" {
 			return []byte(v), nil
 		}
 		return nil, nil
@@ -59,10 +59,10 @@ func loadCert(path string) (*keys.Cert, error) {
 	return c, nil
 }
 
-// keysCmd is `conduit keys`; its lifecycle subcommands live in keys.go.
-var keysCmd = &cobra.Command{Use: "keys", Short: "Agency keys: generate, export, rotate, revoke; partner key changes"}
-
-func init() {
+// newKeysCmd builds `conduit keys`: generate and export here, the
+// lifecycle subcommands in keys.go, the Vault ones in keys_vault.go.
+func newKeysCmd() *cobra.Command {
+	keysCmd := &cobra.Command{Use: "keys", Short: "Agency keys: generate, export, rotate, revoke; partner key changes"}
 
 	var agency, email, out, passFile, profile string
 	gen := &cobra.Command{
@@ -136,9 +136,9 @@ is written readable by its owner only, and a warning says so.`,
 	export.Flags().StringVar(&exportKey, "key", "", "secret key file")
 	export.Flags().StringVar(&exportPass, "passphrase-file", "", "passphrase file for the secret key")
 	keysCmd.AddCommand(gen, export)
-	rootCmd.AddCommand(keysCmd)
-
-	rootCmd.AddCommand(sealCommand(), openCommand())
+	addKeyLifecycleCmds(keysCmd)
+	addVaultKeyCmds(keysCmd)
+	return keysCmd
 }
 
 // writeNew writes a file that must not exist yet: generating keys over an

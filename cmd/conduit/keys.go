@@ -25,7 +25,8 @@ import (
 // subkey under the same pinned fingerprint) or revoked; partner key
 // changes wait for an administrator's decision.
 
-func init() {
+// addKeyLifecycleCmds adds the lifecycle subcommands to `conduit keys`.
+func addKeyLifecycleCmds(keysCmd *cobra.Command) {
 	var cfgPath, reason, lifetime, subkey string
 	var compromised bool
 
@@ -38,7 +39,7 @@ func init() {
 		if err != nil {
 			return nil, nil, nil, &exitError{exitUsage, err}
 		}
-		be, err := gateway.OpenKeyBackend(ctx, cfg, pass, nil)
+		be, err := gateway.OpenKeyBackend(ctx, cfg, pass, os.Getenv(vaultTokenEnv), nil)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -382,7 +383,7 @@ func cliGateway(ctx context.Context, cfgPath string) (*gateway.Gateway, func(), 
 		st.Close()
 		return nil, nil, err
 	}
-	g, err := gateway.New(ctx, cfg, gateway.Options{Store: st, Audit: trail, Policy: pol})
+	g, err := gateway.New(ctx, cfg, gatewayOptions(gateway.Options{Store: st, Audit: trail, Policy: pol}))
 	if err != nil {
 		trail.Close()
 		st.Close()

@@ -33,14 +33,14 @@ func vaultFromConfig(cfgPath string) (*config.Config, *keys.Vault, error) {
 	if cfg.Keys.KeyBackend() != config.BackendVault {
 		return nil, nil, &exitError{exitUsage, fmt.Errorf("%s: keys.backend is %s, not vault", cfgPath, cfg.Keys.KeyBackend())}
 	}
-	v, err := keys.NewVault(gateway.VaultConfig(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	v, err := keys.NewVault(gateway.VaultConfig(cfg, os.Getenv(vaultTokenEnv), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
 		return nil, nil, &exitError{exitUsage, err}
 	}
 	return cfg, v, nil
 }
 
-// subcommand finds a registered subcommand by name.
+// subcommand finds a subcommand by name.
 func subcommand(parent *cobra.Command, name string) *cobra.Command {
 	for _, c := range parent.Commands() {
 		if c.Name() == name {
@@ -50,11 +50,9 @@ func subcommand(parent *cobra.Command, name string) *cobra.Command {
 	return nil
 }
 
-func init() {
-	keysCmd := subcommand(rootCmd, "keys")
-	if keysCmd == nil {
-		panic("keys_vault: the keys command is not registered")
-	}
+// addVaultKeyCmds adds the Vault subcommands to `conduit keys` and the
+// --config forms to its generate and export.
+func addVaultKeyCmds(keysCmd *cobra.Command) {
 	extendGenerate(subcommand(keysCmd, "generate"))
 	extendExport(subcommand(keysCmd, "export"))
 

@@ -8,7 +8,8 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() {
+// newLabelCmd builds `conduit label`.
+func newLabelCmd() *cobra.Command {
 	labelCmd := &cobra.Command{
 		Use:   "label",
 		Short: "Work with handling labels",
@@ -38,5 +39,5 @@ form, or says exactly which field is wrong and what is allowed.`,
 	}
 	check.Flags().BoolVar(&explain, "explain", false, "also print what each field means")
 	labelCmd.AddCommand(check)
-	rootCmd.AddCommand(labelCmd)
+	return labelCmd
 }

@@ -14,7 +14,8 @@ import (
 	"github.com/conduit-gateway/conduit/policy"
 )
 
-func init() {
+// newNoticeCmd builds `conduit notice`.
+func newNoticeCmd() *cobra.Command {
 	var cfgPath, kind, pkg, textFile, label, originator, from string
 	send := &cobra.Command{
 		Use:   "send --config FILE --kind KIND --package ID --text FILE --label LABEL [--originator AGENCY]",
@@ -73,7 +74,7 @@ text file is sealed; it is never logged.`,
 				return err
 			}
 			defer trail.Close()
-			g, err := gateway.New(ctx, cfg, gateway.Options{Store: st, Audit: trail, Policy: pol})
+			g, err := gateway.New(ctx, cfg, gatewayOptions(gateway.Options{Store: st, Audit: trail, Policy: pol}))
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
@@ -99,5 +100,5 @@ text file is sealed; it is never logged.`,
 	_ = send.MarkFlagRequired("config")
 	notice := &cobra.Command{Use: "notice", Short: "Notices about packages already exchanged"}
 	notice.AddCommand(send)
-	rootCmd.AddCommand(notice)
+	return notice
 }

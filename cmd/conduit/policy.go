@@ -19,7 +19,8 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() {
+// newPolicyCmd builds `conduit policy`.
+func newPolicyCmd() *cobra.Command {
 	policyCmd := &cobra.Command{
 		Use:   "policy",
 		Short: "Check, explain and reload the sharing policy",
@@ -33,7 +34,8 @@ func init() {
 		Short: "Validate the config, the agency directory and the policy file",
 		Long: `Check loads the gateway's config file, its agency directory and its policy
 file, type-checks every administrator rule, and lists the rules in force with
-their citations. Any error names the file, line and field.`,
+their citations. Any error names the file, line and field. The gateway's
+other settings, every default filled in, are what conduit config show prints.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, cfg, err := policy.Load(configPath)
@@ -153,7 +155,7 @@ the gateway refuses it anyway and keeps the policy in force.`,
 		},
 	}
 	policyCmd.AddCommand(check, explain, reload)
-	rootCmd.AddCommand(policyCmd)
+	return policyCmd
 }
 
 func readPID(path string) (int, error) {
@@ -172,7 +174,8 @@ func printCheck(w io.Writer, p *policy.Policy, cfg *config.Config) {
 	fmt.Fprintf(w, "config %s: OK\n", cfg.File)
 	fmt.Fprintf(w, "  this gateway: %s (%s, %s)\n", cfg.Self().ID, cfg.Self().Name, cfg.Self().Kind)
 	fmt.Fprintf(w, "  directory %s: %d agencies\n", cfg.DirectoryFile, len(cfg.Directory.Agencies))
-	fmt.Fprintf(w, "  policy %s: %d administrator rules\n\n", cfg.Policy, len(p.AdminRules()))
+	fmt.Fprintf(w, "  policy %s: %d administrator rules\n", cfg.Policy, len(p.AdminRules()))
+	fmt.Fprintf(w, "  settings in force, every default filled in: conduit config show --config %s\n\n", cfg.File)
 	fmt.Fprintln(w, "Rules in force, in order of precedence within each phase:")
 	for _, r := range p.Rules() {
 		sum := ""

@@ -11,34 +11,17 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-
-	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 )
 
-// runCLI executes the CLI with fresh flag values and returns its output.
+// runCLI executes a freshly built CLI in process and returns its output.
 func runCLI(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	var reset func(c *cobra.Command)
-	reset = func(c *cobra.Command) {
-		for _, fs := range []*pflag.FlagSet{c.Flags(), c.PersistentFlags()} {
-			fs.VisitAll(func(f *pflag.Flag) {
-				if f.Changed {
-					_ = f.Value.Set(f.DefValue)
-					f.Changed = false
-				}
-			})
-		}
-		for _, sub := range c.Commands() {
-			reset(sub)
-		}
-	}
-	reset(rootCmd)
+	root := newRootCmd()
 	var out bytes.Buffer
-	rootCmd.SetOut(&out)
-	rootCmd.SetErr(&out)
-	rootCmd.SetArgs(args)
-	err := rootCmd.Execute()
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.ExecuteContext(t.Context())
 	return out.String(), err
 }
 
@@ -54,7 +37,7 @@ func TestPolicyCheckPassesOnTheExample(t *testing.T) {
 		t.Fatalf("policy check on examples/: %v\n%s", err, out)
 	}
 	for _, want := range []string{"OK", "22 agencies", "governor-to-regional-ccu", "002_7fa272ff2a5b7e4b.txt", "000_8d469ee3e549c8f4.txt",
-		"pecs-corruption-to-ncca", "examples/policy.yaml:"} {
+		"pecs-corruption-to-ncca", "examples/policy.yaml:", "conduit config show --config"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
 		}

@@ -10,7 +10,8 @@ import (
 	"github.com/conduit-gateway/conduit/policy"
 )
 
-func init() {
+// newPurgeCmd builds `conduit purge`.
+func newPurgeCmd() *cobra.Command {
 	var cfgPath string
 	var dry bool
 	c := &cobra.Command{
@@ -76,5 +77,5 @@ would go and destroys nothing.`,
 	c.Flags().StringVar(&cfgPath, "config", "", "the gateway's config file (required)")
 	c.Flags().BoolVar(&dry, "dry-run", false, "list what would be destroyed; destroy nothing")
 	_ = c.MarkFlagRequired("config")
-	rootCmd.AddCommand(c)
+	return c
 }

@@ -78,7 +78,8 @@ func printQItem(w io.Writer, q store.QItem) {
 	tw.Flush()
 }
 
-func init() {
+// newQuarantineCmd builds `conduit quarantine`.
+func newQuarantineCmd() *cobra.Command {
 	qCmd := &cobra.Command{
 		Use:   "quarantine",
 		Short: "List, show, release and purge quarantined messages",
@@ -214,7 +215,7 @@ be undone.`,
 	purge.Flags().StringVar(&purgeReason, "reason", "", "why it is purged (required; kept with the record)")
 
 	qCmd.AddCommand(list, show, release, purge)
-	rootCmd.AddCommand(qCmd)
+	return qCmd
 }
 
 func setQState(cmd *cobra.Command, cfgPath, arg string, to store.QState, reason string) error {

@@ -200,7 +200,8 @@ func printItem(w io.Writer, it store.Item) {
 	tw.Flush()
 }
 
-func init() {
+// newQueueCmd builds `conduit queue`.
+func newQueueCmd() *cobra.Command {
 	queueCmd := &cobra.Command{
 		Use:   "queue",
 		Short: "List, show, retry, release and drop outbound queue items",
@@ -394,7 +395,7 @@ made the release lawful (the originator's consent, the training record).`,
 	release.Flags().StringVar(&relReason, "reason", "", "what makes sending it lawful now (required; kept with the record)")
 
 	queueCmd.AddCommand(list, show, retry, drop, release)
-	rootCmd.AddCommand(queueCmd)
+	return queueCmd
 }
 
 // adminLog records an administrator's action. The audit trail (a later

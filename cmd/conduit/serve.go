@@ -19,7 +19,8 @@ import (
 	"github.com/conduit-gateway/conduit/policy"
 )
 
-func init() {
+// newServeCmd builds `conduit serve`.
+func newServeCmd() *cobra.Command {
 	var cfgPath, logFormat, logLevel string
 	c := &cobra.Command{
 		Use:   "serve --config FILE",
@@ -68,7 +69,7 @@ stop it cleanly.`,
 				}
 				return out, nil
 			})
-			g, err := gateway.New(ctx, cfg, gateway.Options{Store: st, Audit: trail, Metrics: m, Policy: pol, Log: log})
+			g, err := gateway.New(ctx, cfg, gatewayOptions(gateway.Options{Store: st, Audit: trail, Metrics: m, Policy: pol, Log: log}))
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
@@ -129,7 +130,7 @@ stop it cleanly.`,
 	c.Flags().StringVar(&logFormat, "log-format", "json", "json or text")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	c.MarkFlagRequired("config")
-	rootCmd.AddCommand(c)
+	return c
 }
 
 func newLogger(format, level string) (*slog.Logger, error) {

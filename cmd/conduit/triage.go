@@ -13,7 +13,8 @@ import (
 	"github.com/conduit-gateway/conduit/policy"
 )
 
-func init() {
+// newTriageCmd builds `conduit triage`.
+func newTriageCmd() *cobra.Command {
 	var cfgPath, note string
 	triage := &cobra.Command{Use: "triage", Short: "Record the triage of received reports (the 72-hour clock)"}
 	triage.PersistentFlags().StringVar(&cfgPath, "config", "", "the gateway's config file (required)")
@@ -61,8 +62,11 @@ package, addressed to the gateway address its Conduit-Triage header names.`,
 	}
 	done.Flags().StringVar(&note, "note", "triaged", "what was decided (kept with the clock)")
 	triage.AddCommand(done)
-	rootCmd.AddCommand(triage)
+	return triage
+}
 
+// newDeadlinesCmd builds `conduit deadlines`.
+func newDeadlinesCmd() *cobra.Command {
 	var dlCfg string
 	dl := &cobra.Command{
 		Use:   "deadlines --config FILE",
@@ -99,5 +103,5 @@ package, addressed to the gateway address its Conduit-Triage header names.`,
 	}
 	dl.Flags().StringVar(&dlCfg, "config", "", "the gateway's config file (required)")
 	_ = dl.MarkFlagRequired("config")
-	rootCmd.AddCommand(dl)
+	return dl
 }

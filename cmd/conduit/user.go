@@ -10,7 +10,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-func init() {
+// newUserCmd builds `conduit user`.
+func newUserCmd() *cobra.Command {
 	userCmd := &cobra.Command{Use: "user", Short: "Manage submission accounts"}
 	userCmd.AddCommand(&cobra.Command{
 		Use:   "hash",
@@ -33,5 +34,5 @@ func init() {
 			return nil
 		},
 	})
-	rootCmd.AddCommand(userCmd)
+	return userCmd
 }

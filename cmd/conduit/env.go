@@ -1,0 +1,80 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/conduit-gateway/conduit/gateway"
+	"github.com/conduit-gateway/conduit/testbed"
+)
+
+// The environment is read here and in config loading only; the packages
+// below take what it says as options, so that a library caller (a test, the
+// demo, another program) decides everything explicitly.
+const (
+	// passphraseEnv holds the passphrase that decrypts the agency's
+	// secret key; for the gateway it overrides keys.passphrase-file.
+	passphraseEnv = "CONDUIT_PASSPHRASE"
+	// vaultTokenEnv is an operator's Vault token for the key commands,
+	// whose writes the gateway's own read-only policy does not allow.
+	vaultTokenEnv = "CONDUIT_VAULT_TOKEN"
+	// auditKeyFileEnv names the audit chain's HMAC key file.
+	auditKeyFileEnv = "CONDUIT_AUDIT_KEY_FILE"
+)
+
+// gatewayOptions completes the options of gateway.New with what the
+// environment says: the passphrase and Vault token overrides, and the
+// test clock.
+func gatewayOptions(opt gateway.Options) gateway.Options {
+	if v := os.Getenv(passphraseEnv); v != "" && opt.Passphrase == nil {
+		opt.Passphrase = []byte(v)
+	}
+	if opt.VaultToken == "" {
+		opt.VaultToken = os.Getenv(vaultTokenEnv)
+	}
+	if opt.Now == nil {
+		opt.Now = testClock(opt.Log)
+	}
+	return opt
+}
+
+// testClock honours testbed.ClockEnv, a test-only hook: it names a file
+// whose content (a Go duration, "73h") is added to the gateway's clock,
+// so that end-to-end tests and the demo can move a running gateway
+// process 72 hours ahead in a second. A deployment never sets it; nil when
+// unset.
+func testClock(log *slog.Logger) func() time.Time {
+	f := os.Getenv(testbed.ClockEnv)
+	if f == "" {
+		return nil
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Warn("the clock is offset by a test file; never in a deployment", "file", f)
+	return offsetClock(f)
+}
+
+// offsetClock is time.Now plus the offset in a file, re-read when the file
+// changes.
+func offsetClock(path string) func() time.Time {
+	var mu sync.Mutex
+	var mod time.Time
+	var off time.Duration
+	return func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		if st, err := os.Stat(path); err == nil && !st.ModTime().Equal(mod) {
+			mod = st.ModTime()
+			if b, err := os.ReadFile(path); err == nil {
+				if d, err := time.ParseDuration(strings.TrimSpace(string(b))); err == nil {
+					off = d
+				}
+			}
+		}
+		return time.Now().Add(off)
+	}
+}

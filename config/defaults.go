@@ -1,0 +1,154 @@
+package config
+
+import (
+	"maps"
+	"time"
+
+	"github.com/conduit-gateway/conduit/envelope"
+)
+
+// The defaults of every optional setting, filled into the Config once by
+// Load (setDefaults), so the rest of the code reads plain fields and
+// `conduit config show` prints what is in force. Each says why it is what
+// it is.
+const (
+	// DefaultMessageBytes (25 MiB) is the size most mail systems accept
+	// for one message; a package bigger than the partner's mail system
+	// takes would be refused there after crossing the network.
+	DefaultMessageBytes = 25 << 20
+	// DefaultRecipients bounds one submission's RCPTs: a package goes to
+	// a few agencies' mailboxes, never to a mailing list.
+	DefaultRecipients = 50
+	// DefaultConnections bounds concurrent SMTP connections per listener,
+	// so a flood of connections cannot exhaust file descriptors.
+	DefaultConnections = 100
+	// DefaultCommands bounds one SMTP session's commands; a partner's
+	// relay reuses a session for at most 100, so 200 leaves room while
+	// cutting off a client that loops.
+	DefaultCommands = 200
+
+	// DefaultRetryMin is the first retry delay after a temporary relay
+	// failure: short enough that a partner's restart costs little.
+	DefaultRetryMin = 30 * time.Second
+	// DefaultRetryMax caps the doubling retry delay, so a partner back
+	// from an outage is tried again within half an hour.
+	DefaultRetryMax = 30 * time.Minute
+	// DefaultMaxAge is how long a package is retried before its sender
+	// is told it could not be delivered: three days ride out a partner
+	// gateway down over a weekend; beyond that the intelligence may be
+	// stale and a person should decide how else to pass it on.
+	DefaultMaxAge = 72 * time.Hour
+	// DefaultWorkers is the number of concurrent deliveries: each waits
+	// mostly on the receiver's fsyncs, so a few overlap those waits
+	// without loading a small machine.
+	DefaultWorkers = 4
+
+	// DefaultExpiryWarning is how long before a key expires that
+	// administrators are warned: 30 days leaves time to rotate and have
+	// partners check the new fingerprint by a trusted channel.
+	DefaultExpiryWarning = 30 * 24 * time.Hour
+
+	// DefaultShutdownTimeout bounds a clean stop: sessions in progress
+	// and deliveries under way get this long to finish (a 250 promised is
+	// kept either way: the store is durable), then connections are closed.
+	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultHousekeepingInterval is how often the gateway looks for work
+	// that falls due without a message arriving (overdue clocks,
+	// retention, key expiry): a minute is well inside every deadline,
+	// which are counted in hours.
+	DefaultHousekeepingInterval = time.Minute
+
+	// DefaultVaultMount and DefaultVaultPath are the KV v2 mount and
+	// secret that docs/vault-policy.hcl grants.
+	DefaultVaultMount = "conduit"
+	DefaultVaultPath  = "agency-identity"
+	// DefaultVaultTransitMount is where Vault mounts Transit by default.
+	DefaultVaultTransitMount = "transit"
+	// DefaultVaultTimeout bounds one Vault operation, retries included:
+	// a submission waits on it before its 250.
+	DefaultVaultTimeout = 10 * time.Second
+	// DefaultVaultMaxRetries rides over a Vault leader election or a
+	// dropped connection without failing the operation.
+	DefaultVaultMaxRetries = 2
+	// DefaultVaultRetryWait is the first wait before a retry (up to three
+	// times that): shorter than a submitter's patience, longer than a
+	// standby's redirect.
+	DefaultVaultRetryWait = 500 * time.Millisecond
+	// DefaultKeyCheckInterval is how often the gateway checks that its
+	// key backend answers and whether the key was rotated: an outage
+	// closes the gateway within seconds (fail closed), and the check (a
+	// file's stat, a Vault metadata read) is cheap.
+	DefaultKeyCheckInterval = 5 * time.Second
+)
+
+// SetDefaults fills every optional setting left unset with its default.
+// Load runs it once, after the checks, so that an error still points at
+// what the file says; a Config built in code (tests of parts) calls it.
+func (c *Config) SetDefaults() {
+	if len(c.LegacyMarkings) == 0 {
+		c.LegacyMarkings = maps.Clone(map[string]envelope.Classification(envelope.DefaultLegacyMarkings))
+	}
+	g := &c.Gateway
+	if g.ShutdownTimeout == 0 {
+		g.ShutdownTimeout = Duration(DefaultShutdownTimeout)
+	}
+	if g.HousekeepingInterval == 0 {
+		g.HousekeepingInterval = Duration(DefaultHousekeepingInterval)
+	}
+	if g.Keys.Backend == "" {
+		g.Keys.Backend = BackendFile
+	}
+	if g.Keys.Profile == "" {
+		g.Keys.Profile = "rfc4880"
+	}
+	setDuration(&g.Keys.ExpiryWarning, DefaultExpiryWarning)
+	if g.Keys.CheckInterval == 0 && g.Keys.Backend == BackendVault {
+		g.Keys.CheckInterval = g.Vault.CheckInterval
+	}
+	setDuration(&g.Keys.CheckInterval, DefaultKeyCheckInterval)
+	setInt(&g.Limits.Recipients, DefaultRecipients)
+	setInt(&g.Limits.Connections, DefaultConnections)
+	setInt(&g.Limits.Commands, DefaultCommands)
+	if g.Limits.MessageBytes == 0 {
+		g.Limits.MessageBytes = DefaultMessageBytes
+	}
+	setDuration(&g.Queue.RetryMin, DefaultRetryMin)
+	setDuration(&g.Queue.RetryMax, DefaultRetryMax)
+	setDuration(&g.Queue.MaxAge, DefaultMaxAge)
+	setInt(&g.Queue.Workers, DefaultWorkers)
+	if g.Keys.Backend == BackendVault {
+		v := &g.Vault
+		if v.Mount == "" {
+			v.Mount = DefaultVaultMount
+		}
+		if v.Path == "" {
+			v.Path = DefaultVaultPath
+		}
+		if v.Auth.Mount == "" {
+			v.Auth.Mount = v.Auth.Method
+		}
+		if v.Transit != nil && v.Transit.Mount == "" {
+			v.Transit.Mount = DefaultVaultTransitMount
+		}
+		setDuration(&v.Timeout, DefaultVaultTimeout)
+		setInt(&v.MaxRetries, DefaultVaultMaxRetries)
+		setDuration(&v.RetryWait, DefaultVaultRetryWait)
+		v.CheckInterval = g.Keys.CheckInterval
+		if v.Renew == nil {
+			renew := true
+			v.Renew = &renew
+		}
+	}
+}
+
+func setDuration(d *Duration, def time.Duration) {
+	if *d == 0 {
+		*d = Duration(def)
+	}
+}
+
+func setInt(v *int, def int) {
+	if *v == 0 {
+		*v = def
+	}
+}
