@@ -115,8 +115,13 @@ type Agency struct {
 	// MutualTLS requires the agency's gateway to present its TLS client
 	// certificate (verified by the agencies' CA, naming the agency, and
 	// matching TLSPin when there is one) when it delivers here.
-	MutualTLS bool      `yaml:"mutual-tls,omitempty"`
-	Mailboxes []Mailbox `yaml:"mailboxes"`
+	MutualTLS bool `yaml:"mutual-tls,omitempty"`
+	// MessageBytes is the largest envelope the agency's gateway accepts
+	// (its limits.message-bytes; default DefaultMessageBytes). A package
+	// whose envelope would be larger is refused at submission, with a
+	// 5xx, rather than accepted and then refused by the partner.
+	MessageBytes int64     `yaml:"message-bytes,omitempty"`
+	Mailboxes    []Mailbox `yaml:"mailboxes"`
 	// Escalation lists the contacts that receive immediate copies of
 	// packages carrying a major or imminent risk (MoU 6.1).
 	Escalation []Mailbox `yaml:"escalation,omitempty"`
@@ -249,6 +254,12 @@ func (d *Directory) check(doc *Doc, base string) error {
 		}
 		if err := checkGateway(a.Gateway); err != nil {
 			return doc.Errorf(at(i, "gateway"), "%v", err)
+		}
+		if a.MessageBytes < 0 {
+			return doc.Errorf(at(i, "message-bytes"), "must not be negative")
+		}
+		if a.MessageBytes == 0 {
+			a.MessageBytes = DefaultMessageBytes
 		}
 		fp := strings.ToUpper(strings.ReplaceAll(a.Fingerprint, " ", ""))
 		if b, err := hex.DecodeString(fp); err != nil || (len(b) != 20 && len(b) != 32) {
