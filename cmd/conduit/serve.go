@@ -38,6 +38,11 @@ stop it cleanly.`,
 				return &exitError{exitUsage, err}
 			}
 			slog.SetDefault(log)
+			if err := disableCoreDumps(); err != nil {
+				// Fail closed: a gateway that could dump its keys does
+				// not start.
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			pol, cfg, err := policy.Load(cfgPath)
