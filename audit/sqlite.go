@@ -36,6 +36,8 @@ type SQLite struct {
 
 	mu  sync.Mutex
 	now func() time.Time
+	// owned: the trail opened the file and closes it.
+	owned bool
 }
 
 // OpenSQLite opens the audit trail in the database at path, creating the
@@ -44,37 +46,51 @@ type SQLite struct {
 // the mode it was created with, and opening it with the wrong key, or
 // without its key, fails with ErrKeyMismatch.
 func OpenSQLite(ctx context.Context, path string, key []byte) (*SQLite, error) {
-	if key != nil && len(key) < 16 {
-		return nil, fmt.Errorf("open audit log %s: the key is %d bytes, fewer than 16", path, len(key))
-	}
-	w, r, err := sqlschema.Open(path)
+	db, err := sqlschema.OpenDB(path)
 	if err != nil {
 		return nil, fmt.Errorf("open audit log %s: %w", path, err)
 	}
-	s := &SQLite{w: w, r: r, now: time.Now}
+	s, err := NewSQLite(ctx, db, key)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open audit log %s: %w", path, err)
+	}
+	s.owned = true
+	return s, nil
+}
+
+// NewSQLite is the audit trail in a database file opened by the caller
+// (shared with the store: one writer per file), who closes it after the
+// trail.
+func NewSQLite(ctx context.Context, db *sqlschema.DB, key []byte) (*SQLite, error) {
+	if key != nil && len(key) < 16 {
+		return nil, fmt.Errorf("the key is %d bytes, fewer than 16", len(key))
+	}
+	s := &SQLite{w: db.W, r: db.R, now: time.Now}
 	if key != nil {
 		s.key = append([]byte(nil), key...)
 	}
 	if err := s.migrate(ctx); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open audit log %s: %w", path, err)
+		return nil, err
 	}
 	if err := s.checkMode(ctx); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open audit log %s: %w", path, err)
+		return nil, err
 	}
 	// Events staged by a process that died before moving them are chained
 	// now: a crash between a state change and its chaining is repaired on
 	// the next open.
 	if _, err := s.Drain(ctx); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open audit log %s: %w", path, err)
+		return nil, err
 	}
 	return s, nil
 }
 
-// Close closes the database. Every appended event is already durable.
+// Close closes the database when the trail opened it. Every appended
+// event is already durable.
 func (s *SQLite) Close() error {
+	if !s.owned {
+		return nil
+	}
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 

@@ -1,10 +1,22 @@
-// Package gateway is in charge of one agency's gateway daemon: the
-// submission listener for the agency's own staff, the inbound listener for
-// partner gateways, the intake that reads a submitted package's marking,
-// asks the sharing policy and seals one envelope per destination, the relay
-// that delivers queued envelopes over SMTP with mandatory TLS, and the
-// receiving side that opens envelopes, applies the inbound policy, delivers
-// to local Maildirs, and quarantines whatever fails a check.
+// Package gateway is in charge of one agency's gateway daemon as a whole:
+// it builds the daemon's parts from the configuration and wires them
+// together, starts them and stops them cleanly. The parts, each a package
+// named for what it owns:
+//
+//   - submission: the staff front end, intake and triage replies;
+//   - inbound: the partner front end, opening, delivery, receipts,
+//     key-change notices and the quarantine;
+//   - relay: the outbound queue's delivery to partner gateways;
+//   - delivery: Maildir and LMTP hand-over to the agency's mailboxes;
+//   - keyring: this gateway's key, partner keys, the fail-closed key gate;
+//   - clocks: the policy's deadlines, overdue alerts and retention;
+//   - smtpserver and tlsroute: what the front ends and the relay share;
+//   - store: the durable state, written one transaction per state change.
+//
+// The audit trail's group-commit writer is audit.Writer. Each part takes
+// the smallest interfaces it needs, declared where it uses them; this
+// package is the only one that knows them all (docs/design.md, "The
+// daemon's parts").
 package gateway
 
 import (
@@ -17,60 +29,56 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/emersion/go-smtp"
+
+	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/config"
-	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/gateway/clocks"
+	"github.com/conduit-gateway/conduit/gateway/delivery"
+	"github.com/conduit-gateway/conduit/gateway/inbound"
+	"github.com/conduit-gateway/conduit/gateway/keyring"
+	"github.com/conduit-gateway/conduit/gateway/relay"
+	"github.com/conduit-gateway/conduit/gateway/smtpserver"
 	"github.com/conduit-gateway/conduit/gateway/store"
+	"github.com/conduit-gateway/conduit/gateway/submission"
 	"github.com/conduit-gateway/conduit/keys"
 	"github.com/conduit-gateway/conduit/metrics"
 	"github.com/conduit-gateway/conduit/policy"
 )
 
-// Gateway is one running agency gateway.
+// Gateway is one agency gateway: its parts, wired.
 type Gateway struct {
-	cfg  *config.Config
-	self *config.Agency
-	// id and partnerSet are swapped whole when a key changes (a
-	// rotation, an approved partner key change): readers take one
-	// snapshot per use.
-	id         atomic.Pointer[keys.Identity]
-	keys       keys.Backend
-	gate       *keyGate // fail closed while the key backend is unavailable
-	partnerSet atomic.Pointer[keys.Partners]
-	keyWatch   keyWatch
-	engine     *policy.Engine
-	store      store.Store
-	auditor    Auditor
-	auditCh    chan auditReq // group commit, when the auditor can batch
-	// auditKick tells the audit writer that events were staged.
-	auditKick chan struct{}
-	metrics   *metrics.Metrics // nil: none
-	log       *slog.Logger
+	cfg     *config.Config
+	self    *config.Agency
+	engine  *policy.Engine
+	store   store.Store
+	trail   audit.Appender // nil: no trail (tests of parts)
+	audit   *audit.Writer
+	metrics *metrics.Metrics // nil: none
+	log     *slog.Logger
+	now     func() time.Time
 
 	serverTLS *tls.Config
 	clientTLS *tls.Config
 
-	// Now is the clock; tests and the demo may move it.
-	Now func() time.Time
+	keys       *keyring.Ring
+	deliver    *delivery.Deliverer
+	submission *submission.Server
+	inbound    *inbound.Server
+	relay      *relay.Relay
+	clocks     *clocks.Keeper
 
-	wake chan struct{} // nudges the relay after an enqueue
-	// housekeep nudges housekeeping after a clock was started, so that
-	// it sleeps until the earliest one.
-	housekeep chan struct{}
-
-	mu      sync.Mutex
-	servers []closer
+	closeOnce sync.Once
 }
-
-type closer interface{ Close() error }
 
 // Options are what New needs besides the config.
 type Options struct {
 	Store store.Store
-	// Audit receives the audit trail; nil writes none (tests of parts).
-	Audit Auditor
+	// Audit receives the audit trail (audit.SQLite); nil writes none
+	// (tests of parts).
+	Audit audit.Appender
 	// Metrics counts what the gateway does; nil counts nothing.
 	Metrics *metrics.Metrics
 	Policy  *policy.Policy
@@ -87,10 +95,17 @@ type Options struct {
 }
 
 // New checks the configuration, loads the keys and TLS identity, and
-// returns a gateway ready to Run.
+// builds the gateway's parts. Close releases what New started (the audit
+// writer) whether or not Run was called.
 func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error) {
 	if missing := cfg.MissingForServe(); len(missing) > 0 {
 		return nil, fmt.Errorf("%s: the gateway cannot start without: %s", cfg.File, strings.Join(missing, "; "))
+	}
+	if opt.Policy == nil {
+		return nil, errors.New("gateway: no policy")
+	}
+	if opt.Store == nil {
+		return nil, errors.New("gateway: no store")
 	}
 	log := opt.Log
 	if log == nil {
@@ -104,56 +119,61 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 			return nil, err
 		}
 	}
-	backend, err := OpenKeyBackend(ctx, cfg, pass, opt.VaultToken, log)
+	backend, err := keyring.OpenBackend(cfg, pass, opt.VaultToken, log)
 	if err != nil {
 		return nil, err
-	}
-	id, err := backend.Identity(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("keys: %w", err)
 	}
 	serverTLS, clientTLS, err := loadTLS(cfg)
 	if err != nil {
 		return nil, err
 	}
-	if opt.Policy == nil {
-		return nil, errors.New("gateway: no policy")
-	}
 	g := &Gateway{
-		cfg: cfg, self: cfg.Self(), keys: backend,
-		engine: policy.NewEngine(opt.Policy, log), store: opt.Store, auditor: opt.Audit, metrics: opt.Metrics, log: log,
-		serverTLS: serverTLS, clientTLS: clientTLS,
-		Now:  time.Now,
-		wake: make(chan struct{}, 1), housekeep: make(chan struct{}, 1),
+		cfg: cfg, self: cfg.Self(), engine: policy.NewEngine(opt.Policy, log), store: opt.Store, trail: opt.Audit,
+		metrics: opt.Metrics, log: log, now: time.Now, serverTLS: serverTLS, clientTLS: clientTLS,
 	}
 	if opt.Now != nil {
-		g.Now = opt.Now
+		g.now = opt.Now
 	}
-	if err := g.acceptIdentity(id); err != nil {
+	g.audit = audit.NewWriter(opt.Audit, cfg.Agency, g.now, log, g.metrics.AuditFailed)
+	hostname := smtpserver.Hostname(g.self, cfg.Agency)
+	g.deliver = delivery.New(cfg.Delivery.Maildir, cfg.Delivery.LMTP, hostname)
+	g.keys, err = keyring.New(ctx, cfg, backend, keyring.Options{
+		Store: g.store, Audit: g.audit, Deliver: g.deliver, Metrics: g.metrics, Log: log, Now: g.now,
+		Nudge: func() { g.relay.Nudge() },
+	})
+	if err != nil {
 		return nil, err
 	}
-	g.id.Store(id)
-	g.gate = newKeyGate(g, backend, time.Duration(cfg.Keys.CheckInterval))
-	if err := g.loadPartners(ctx); err != nil {
-		return nil, err
-	}
-	if b, ok := opt.Audit.(batchAuditor); ok {
-		// The writer lives as long as the process: the CLI's short-lived
-		// gateways (notice send) use it too.
-		g.auditCh = make(chan auditReq, maxAuditBatch)
-		g.auditKick = make(chan struct{}, 1)
-		go g.runAuditWriter(b)
-	}
+	g.relay = relay.New(relay.Config{Agency: cfg.Agency, Queue: cfg.Queue, Directory: cfg.Directory, Hostname: hostname, ClientTLS: clientTLS},
+		g.store, g.keys, g.audit, g.deliver, g.metrics, log, g.now)
+	g.clocks = clocks.NewKeeper(cfg, clocks.Options{
+		Store: g.store, Trail: drainer(opt.Audit), Audit: g.audit, Deliver: g.deliver, Metrics: g.metrics, Log: log, Now: g.now,
+		From:      func() string { return keyring.Address(g.keys.Identity()) },
+		Retention: func() time.Duration { return time.Duration(g.engine.Policy().Params.Retention.Days) * 24 * time.Hour },
+	})
+	queued := func() { g.relay.Nudge(); g.clocks.Kick() }
+	g.submission = submission.New(cfg, submission.Options{Engine: g.engine, Keys: g.keys, Store: g.store, Audit: g.audit,
+		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Hostname: hostname, TLS: serverTLS})
+	g.inbound = inbound.New(cfg, inbound.Options{Engine: g.engine, Keys: g.keys, Store: g.store, Audit: g.audit, Deliver: g.deliver,
+		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Hostname: hostname, TLS: serverTLS})
+	g.audit.Start()
 	return g, nil
 }
 
-// OpenKeyBackend returns the backend the config names for this gateway's
-// own secret key. vaultToken, when set, replaces the config's Vault login.
-func OpenKeyBackend(ctx context.Context, cfg *config.Config, pass []byte, vaultToken string, log *slog.Logger) (keys.Backend, error) {
-	if cfg.Keys.KeyBackend() == config.BackendVault {
-		return keys.NewVault(VaultConfig(cfg, vaultToken, log))
+func drainer(a audit.Appender) clocks.TrailDrainer {
+	if d, ok := a.(clocks.TrailDrainer); ok {
+		return d
 	}
-	return &keys.File{Path: cfg.Keys.Secret, Passphrase: pass}, nil
+	return nil
+}
+
+// Close stops what New started (the audit writer, after it has written
+// every event waiting). It does not close the store or the trail: they are
+// the caller's, closed after.
+func (g *Gateway) Close() error {
+	var err error
+	g.closeOnce.Do(func() { err = g.audit.Close() })
+	return err
 }
 
 func passphrase(file string) ([]byte, error) {
@@ -194,12 +214,21 @@ func loadTLS(cfg *config.Config) (server, client *tls.Config, err error) {
 	return server, client, nil
 }
 
-// Run serves until ctx is done, then shuts everything down.
+// Run serves until ctx is done, then stops: the listeners stop accepting,
+// sessions under way get the configured shutdown-timeout to finish (a
+// submission mid-DATA is answered, or cut and retried by its client:
+// nothing is acknowledged that is not stored), the relay cuts its
+// transactions (each item stays queued and is retried), and every
+// goroutine has returned when Run does. A listener that cannot be opened
+// stops the start: what was opened before it is closed.
 func (g *Gateway) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 4)
-	start := func(name, addr string, implicitTLS bool, srv smtpServer) error {
+	type listener struct {
+		name string
+		srv  *smtp.Server
+		l    net.Listener
+	}
+	var ls []listener
+	open := func(name, addr string, implicitTLS bool, srv *smtp.Server) error {
 		if addr == "" {
 			return nil
 		}
@@ -207,124 +236,146 @@ func (g *Gateway) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("listen %s %s: %w", name, addr, err)
 		}
-		l = limitListener(l, g.cfg.Limits.Connections)
+		l = smtpserver.LimitListener(l, g.cfg.Limits.Connections)
 		if implicitTLS {
 			// TLS on top of the limiter, never under it: go-smtp tells a
 			// TLS connection by conn.(*tls.Conn), which a wrapper around
 			// the TLS connection would hide (AUTH would answer 538).
 			l = tls.NewListener(l, g.serverTLS)
 		}
-		g.mu.Lock()
-		g.servers = append(g.servers, srv)
-		g.mu.Unlock()
-		g.log.Info("listening", "listener", name, "addr", l.Addr().String())
-		go func() { errc <- srv.Serve(l) }()
+		ls = append(ls, listener{name, srv, l})
 		return nil
 	}
-	if err := start("submission", g.cfg.Listen.Submission, false, g.newSubmissionServer()); err != nil {
-		return err
+	for _, o := range []struct {
+		name, addr string
+		tls        bool
+		srv        func() *smtp.Server
+	}{
+		{"submission", g.cfg.Listen.Submission, false, g.submission.SMTP},
+		{"submission-tls", g.cfg.Listen.SubmissionTLS, true, g.submission.SMTP},
+		{"inbound", g.cfg.Listen.Inbound, false, g.inbound.SMTP},
+	} {
+		if err := open(o.name, o.addr, o.tls, o.srv()); err != nil {
+			for _, l := range ls {
+				l.l.Close()
+			}
+			return err
+		}
 	}
-	if err := start("submission-tls", g.cfg.Listen.SubmissionTLS, true, g.newSubmissionServer()); err != nil {
-		return err
+
+	// The parts' work runs on its own context, cancelled once the
+	// listeners have stopped (or the shutdown timeout ran out).
+	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	var wg sync.WaitGroup
+	wg.Go(func() { g.keys.RunGate(work) })
+	wg.Go(func() { g.relay.Run(work) })
+	wg.Go(func() { g.inbound.RunReleases(work) })
+	wg.Go(func() { g.clocks.Run(work) })
+	wg.Go(func() { g.keys.RunWatch(work) })
+	wg.Go(func() { g.watchStore(work) })
+
+	errc := make(chan error, len(ls))
+	var serving sync.WaitGroup
+	for _, l := range ls {
+		g.log.Info("listening", "listener", l.name, "addr", l.l.Addr().String())
+		serving.Go(func() {
+			if err := l.srv.Serve(l.l); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
+				errc <- fmt.Errorf("%s: %w", l.name, err)
+			}
+		})
 	}
-	if err := start("inbound", g.cfg.Listen.Inbound, false, g.newInboundServer()); err != nil {
-		return err
-	}
-	gateDone := make(chan struct{})
-	go func() { g.gate.run(ctx); close(gateDone) }()
-	relayDone := make(chan struct{})
-	go func() { g.runRelay(ctx); close(relayDone) }()
-	releasesDone := make(chan struct{})
-	go func() { g.runReleases(ctx); close(releasesDone) }()
-	deadlinesDone := make(chan struct{})
-	go func() { g.runDeadlines(ctx); close(deadlinesDone) }()
-	keysDone := make(chan struct{})
-	go func() { g.runKeyWatch(ctx); close(keysDone) }()
 
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	g.mu.Lock()
-	for _, s := range g.servers {
-		s.Close()
+	timeout := time.Duration(g.cfg.ShutdownTimeout)
+	g.log.Info("stopping", "shutdown_timeout", timeout.String())
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	// Sessions first: they may still be storing what they will promise.
+	// A session that outlives the timeout is closed under it; whatever it
+	// had not been told 250 for, its client sends again.
+	var shut sync.WaitGroup
+	for _, l := range ls {
+		shut.Go(func() {
+			if serr := l.srv.Shutdown(sctx); serr != nil {
+				g.log.Warn("sessions cut at the shutdown timeout", "listener", l.name, "err", serr)
+				l.srv.Close()
+			}
+		})
 	}
-	g.mu.Unlock()
-	cancel()
-	<-relayDone
-	<-releasesDone
-	<-deadlinesDone
-	<-keysDone
-	<-gateDone
+	shut.Wait()
+	serving.Wait()
+	stopWork()
+	wg.Wait()
+	g.log.Info("stopped")
 	return err
 }
 
-type smtpServer interface {
-	Serve(net.Listener) error
-	Close() error
+// watchStore wakes the parts when the store changes where no call of
+// theirs could tell them: an administrator's release, retry, drop or key
+// decision made with the command line in another process.
+func (g *Gateway) watchStore(ctx context.Context) {
+	w, ok := g.store.(interface {
+		Changes(ctx context.Context, every time.Duration) <-chan struct{}
+	})
+	if !ok {
+		return
+	}
+	for range w.Changes(ctx, time.Second) {
+		g.relay.Nudge()
+		g.inbound.KickReleases()
+	}
 }
-
-// identity is this gateway's own key as it stands now.
-func (g *Gateway) identity() *keys.Identity { return g.id.Load() }
-
-// partners are the partner certificates in force now.
-func (g *Gateway) partners() *keys.Partners { return g.partnerSet.Load() }
 
 // Policy is the engine in force, for reloads.
 func (g *Gateway) Policy() *policy.Engine { return g.engine }
 
-func (g *Gateway) nudge() {
-	select {
-	case g.wake <- struct{}{}:
-	default:
-	}
+// Store is the gateway's store, for the command line.
+func (g *Gateway) Store() store.Store { return g.store }
+
+// KeysReady is the readiness check of the admin listener (`keys`): it
+// checks the key backend now (not the cached answer), so /readyz tells the
+// truth at once, and an error means nothing can be sealed or opened.
+func (g *Gateway) KeysReady(ctx context.Context) error { return g.keys.Check(ctx) }
+
+// ReloadIdentity reads this gateway's key from its backend again (after
+// conduit keys rotate or revoke, on SIGHUP) and reports whether it changed.
+func (g *Gateway) ReloadIdentity(ctx context.Context) (bool, error) {
+	return g.keys.ReloadIdentity(ctx)
 }
 
-func (g *Gateway) kickHousekeeping() {
-	select {
-	case g.housekeep <- struct{}{}:
-	default:
-	}
+// AnnounceKey queues cert's certificate to every partner, signed by the
+// key in force.
+func (g *Gateway) AnnounceKey(ctx context.Context, cert *keys.Identity, why string) ([]string, error) {
+	return g.keys.AnnounceKey(ctx, cert, why)
 }
 
-// limitListener bounds concurrent connections: the next Accept waits for a
-// free slot, so an excess client waits in the kernel's backlog rather than
-// being refused outright.
-func limitListener(l net.Listener, n int) net.Listener {
-	return &limited{Listener: l, sem: make(chan struct{}, n)}
+// KeysInForce lists this gateway's own public certificate, then the
+// partner certificates in force.
+func (g *Gateway) KeysInForce() []*keys.Cert { return g.keys.KeysInForce() }
+
+// OfferPartnerCert takes a partner certificate an operator received out of
+// band (conduit keys offer).
+func (g *Gateway) OfferPartnerCert(ctx context.Context, c *keys.Cert, source string) (store.PartnerKey, error) {
+	return g.keys.OfferPartnerCert(ctx, c, source)
 }
 
-type limited struct {
-	net.Listener
-	sem chan struct{}
-}
+// PurgeExpired is clocks.PurgeExpired, for the command line.
+var PurgeExpired = clocks.PurgeExpired
 
-func (l *limited) Accept() (net.Conn, error) {
-	l.sem <- struct{}{}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
-	}
-	return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
-}
+// Purged is what retention destroyed for one package.
+type Purged = clocks.Purged
 
-type limitedConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
+// VaultConfig turns the config's vault section into the backend's
+// settings (keyring.VaultConfig).
+var VaultConfig = keyring.VaultConfig
 
-func (c *limitedConn) Close() error {
-	c.once.Do(c.release)
-	return c.Conn.Close()
-}
-
-// openParams are the envelope checks' parameters for this gateway.
-func (g *Gateway) openParams(replay envelope.ReplayChecker) envelope.OpenParams {
-	return envelope.OpenParams{
-		Identity: g.identity(), Partners: g.partners(), Replay: replay, Now: g.Now,
-		Legacy: g.cfg.Legacy(), MaxSize: g.cfg.Limits.MessageBytes * 2,
-	}
+// OpenKeyBackend returns the backend the config names for this gateway's
+// own secret key (keyring.OpenBackend).
+func OpenKeyBackend(_ context.Context, cfg *config.Config, pass []byte, vaultToken string, log *slog.Logger) (keys.Backend, error) {
+	return keyring.OpenBackend(cfg, pass, vaultToken, log)
 }

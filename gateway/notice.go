@@ -12,6 +12,8 @@ import (
 
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/gateway/keyring"
+	"github.com/conduit-gateway/conduit/gateway/smtpserver"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/keys"
 	"github.com/conduit-gateway/conduit/policy"
@@ -37,7 +39,7 @@ type Notice struct {
 // destination receipts it. It returns the notice's id and its
 // destination agencies.
 func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, error) {
-	if err := g.keysReady(ctx); err != nil {
+	if err := g.keys.Ready(ctx); err != nil {
 		return "", nil, fmt.Errorf("notice not sealed: %w", err)
 	}
 	var recipients []string
@@ -59,7 +61,7 @@ func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, e
 	dec := g.engine.Policy().DecideNotice(ctx, policy.Notice{Kind: n.Kind, From: g.cfg.Agency, Originator: n.Originator,
 		Reference: n.Label.Reference, Recipients: recipients})
 	if len(dec.Deliveries) == 0 {
-		return "", nil, fmt.Errorf("notice refused: %s", refusalReply(dec).Error())
+		return "", nil, fmt.Errorf("notice refused: %s", smtpserver.Refusal(dec).Error())
 	}
 	text, err := io.ReadAll(io.LimitReader(n.Text, g.cfg.Limits.MessageBytes/2))
 	if err != nil {
@@ -68,7 +70,7 @@ func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, e
 	l := n.Label
 	l.Originator = g.cfg.Agency
 	if l.Created.IsZero() {
-		l.Created = g.Now().UTC().Truncate(time.Second)
+		l.Created = g.now().UTC().Truncate(time.Second)
 	}
 	if err := l.Validate(); err != nil {
 		return "", nil, fmt.Errorf("notice label: %w", err)
@@ -76,7 +78,7 @@ func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, e
 	id := envelope.NewPackageID()
 	from := n.Sender
 	if !strings.Contains(from, "@") {
-		from, n.Sender = emailOfIdentity(g.identity()), ""
+		from, n.Sender = keyring.Address(g.keys.Identity()), ""
 	}
 	var items []store.Item
 	var dests []string
@@ -84,15 +86,15 @@ func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, e
 		if slices.Contains(dests, d.Agency) {
 			continue
 		}
-		cert, hold, ok := g.sealTarget(d.Agency)
+		cert, hold, ok := g.keys.SealTarget(d.Agency)
 		if !ok {
 			return "", nil, fmt.Errorf("no pinned certificate for %s; nothing was sent", d.Agency)
 		}
 		msg := fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: Conduit notice: %s of package %s\r\nDate: %s\r\n%s: %s; package=%s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
-			from, d.Mailbox, n.Kind, n.PackageID, g.Now().Format(time.RFC1123Z), NoticeHeader, n.Kind, n.PackageID)
+			from, d.Mailbox, n.Kind, n.PackageID, g.now().Format(time.RFC1123Z), NoticeHeader, n.Kind, n.PackageID)
 		var buf bytes.Buffer
 		if _, err := envelope.Seal(ctx, &buf, io.MultiReader(strings.NewReader(msg), bytes.NewReader(text)), envelope.SealParams{
-			Signer: g.identity(), Recipients: []*keys.Cert{cert}, Label: l, PackageID: id, Now: g.Now,
+			Signer: g.keys.Identity(), Recipients: []*keys.Cert{cert}, Label: l, PackageID: id, Now: g.now,
 			Manifest: &envelope.Manifest{From: g.cfg.Agency, To: []string{d.Agency}, Kind: envelope.KindNotice},
 		}); err != nil {
 			return "", nil, err
@@ -102,7 +104,7 @@ func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, e
 			prio = store.Immediate
 		}
 		items = append(items, store.Item{PackageID: id, Destination: d.Agency, Recipients: []string{d.Mailbox},
-			MailFrom: emailOfIdentity(g.identity()), Submitter: n.Sender, Marking: l.Marking(), Envelope: buf.Bytes(), Priority: prio, State: heldIf(hold), Reason: hold})
+			MailFrom: keyring.Address(g.keys.Identity()), Submitter: n.Sender, Marking: l.Marking(), Envelope: buf.Bytes(), Priority: prio, State: keyring.HoldState(hold), Reason: hold})
 		dests = append(dests, d.Agency)
 	}
 	if len(items) == 0 {
@@ -117,11 +119,11 @@ func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, e
 		if _, err := tx.Enqueue(items); err != nil {
 			return err
 		}
-		return g.stage(tx, events...)
+		return g.audit.Stage(tx, events...)
 	}); err != nil {
 		return "", nil, err
 	}
-	g.kickAudit()
-	g.nudge()
+	g.audit.Kick()
+	g.relay.Nudge()
 	return id, dests, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/policy"
 	"github.com/conduit-gateway/conduit/testbed"
+	"go.uber.org/goleak"
 )
 
 // countingProxy forwards TCP connections (TLS passes through it untouched)
@@ -115,6 +116,9 @@ func runNode(t *testing.T, b *testbed.Bed, id string) (stop func()) {
 			if err := <-done; err != nil {
 				t.Errorf("%s: Run: %v", id, err)
 			}
+			if err := g.Close(); err != nil {
+				t.Errorf("%s: Close: %v", id, err)
+			}
 			st.Close()
 		})
 	}
@@ -185,9 +189,34 @@ func TestRunReusesRelaySessionsAndClosesThemOnStop(t *testing.T) {
 	buf := make([]byte, 1<<20)
 	stacks := string(buf[:runtime.Stack(buf, true)])
 	for _, g := range strings.Split(stacks, "\n\n") {
-		if strings.Contains(g, "gateway.(*relayPool)") || strings.Contains(g, "gateway.(*Gateway).runRelay") ||
-			strings.Contains(g, "gateway.(*relaySession)") {
+		if strings.Contains(g, "relay.(*relayPool)") || strings.Contains(g, "relay.(*Relay).Run") ||
+			strings.Contains(g, "relay.(*relaySession)") {
 			t.Errorf("goroutine left after Run returned:\n%s", g)
 		}
+	}
+}
+
+// Starting a gateway and stopping it leaves no goroutine of it behind:
+// listeners, sessions, the relay and its connection cache, the clock
+// keeper, the key gate and watch, the store watch and the audit writer
+// all end when Run and Close return.
+func TestStartAndStopLeavesNoGoroutineBehind(t *testing.T) {
+	b, err := testbed.Create(t.TempDir(), "", testbed.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := goleak.IgnoreCurrent()
+	stop := runNode(t, b, "northshire-pio")
+	ctx := context.Background()
+	msg := fmt.Sprintf("From: %s\r\nTo: intel@northgate.hmpps.example\r\nSubject: Leak test\r\nDate: %s\r\n"+
+		"Handling-Label: v=1; classification=OFFICIAL-SENSITIVE; grading=5x5x5; source=B; intelligence=2; handling=1; basis=assessment; "+
+		"subjects=suspected; purpose=prison-security; sanitised=yes; originator=northshire-pio; reference=LEAK-1\r\n\r\nbody\r\n",
+		b.Nodes["northshire-pio"].Address, time.Now().Format(time.RFC1123Z))
+	if _, err := b.Submit(ctx, "northshire-pio", []string{"intel@northgate.hmpps.example"}, []byte(msg)); err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	stop()
+	if err := goleak.Find(before); err != nil {
+		t.Errorf("goroutines left after the gateway stopped: %v", err)
 	}
 }

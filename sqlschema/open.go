@@ -70,3 +70,25 @@ func Open(path string, pragmas ...string) (w, r *sql.DB, err error) {
 	r.SetMaxIdleConns(readConns)
 	return w, r, nil
 }
+
+// DB is one database file's connections: the single writer and the read
+// pool. The parts that keep tables in the same file (the store and the
+// audit trail) share one DB, so that the file has one writer and their
+// transactions queue in the process rather than on SQLite's file lock.
+type DB struct {
+	W, R *sql.DB
+}
+
+// OpenDB opens a database file as Open does.
+func OpenDB(path string, pragmas ...string) (*DB, error) {
+	w, r, err := Open(path, pragmas...)
+	if err != nil {
+		return nil, err
+	}
+	return &DB{W: w, R: r}, nil
+}
+
+// Close closes both pools.
+func (d *DB) Close() error {
+	return errors.Join(d.R.Close(), d.W.Close())
+}

@@ -19,7 +19,7 @@ import (
 
 	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/envelope"
-	"github.com/conduit-gateway/conduit/gateway"
+	"github.com/conduit-gateway/conduit/gateway/tlsroute"
 	"github.com/conduit-gateway/conduit/keys"
 	"github.com/conduit-gateway/conduit/testbed"
 )
@@ -247,7 +247,7 @@ func pinOf(t *testing.T, certFile string) string {
 	blk, _ := pem.Decode(data)
 	c, err := x509.ParseCertificate(blk.Bytes)
 	tcheck(t, err, "parse cert")
-	return gateway.SPKIPin(c)
+	return tlsroute.SPKIPin(c)
 }
 
 // sealAs seals a package with an agency's key from the bed, to another.

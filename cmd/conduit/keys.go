@@ -389,5 +389,5 @@ func cliGateway(ctx context.Context, cfgPath string) (*gateway.Gateway, func(), 
 		st.Close()
 		return nil, nil, &exitError{exitUsage, err}
 	}
-	return g, func() { trail.Close(); st.Close() }, nil
+	return g, func() { g.Close(); trail.Close(); st.Close() }, nil
 }

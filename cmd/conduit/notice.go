@@ -78,6 +78,7 @@ text file is sealed; it is never logged.`,
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
+			defer g.Close()
 			if from == "" {
 				from = administrator()
 			}

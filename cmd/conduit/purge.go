@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -38,7 +39,9 @@ would go and destroys nothing.`,
 				return err
 			}
 			defer st.Close()
-			var aud gateway.Auditor
+			var aud interface {
+				Drain(context.Context) (int, error)
+			}
 			if !dry {
 				trail, err := openTrail(ctx, cfg)
 				if err != nil {

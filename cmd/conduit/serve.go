@@ -17,6 +17,7 @@ import (
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/metrics"
 	"github.com/conduit-gateway/conduit/policy"
+	"github.com/conduit-gateway/conduit/sqlschema"
 )
 
 // newServeCmd builds `conduit serve`.
@@ -49,27 +50,38 @@ stop it cleanly.`,
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
-			st, err := store.OpenSQLite(ctx, cfg.Store.Path)
+			// One database file, one writer: the store and the audit
+			// trail share its connections, closed last.
+			db, err := sqlschema.OpenDB(cfg.Store.Path, store.StorePragmas...)
+			if err != nil {
+				return fmt.Errorf("open store %s: %w", cfg.Store.Path, err)
+			}
+			defer db.Close()
+			st, err := store.NewSQLite(ctx, db)
+			if err != nil {
+				return fmt.Errorf("open store %s: %w", cfg.Store.Path, err)
+			}
+			key, err := auditKey(cfg, "")
 			if err != nil {
 				return err
 			}
-			defer st.Close()
-			trail, err := openTrail(ctx, cfg)
+			trail, err := audit.NewSQLite(ctx, db, key)
 			if err != nil {
-				return err
+				return fmt.Errorf("open audit log %s: %w", cfg.Store.Path, err)
 			}
-			defer trail.Close()
 			m := metrics.New(log)
 			m.QueueDepthFunc(st.Depth)
 			m.OverdueFunc(func(ctx context.Context) (map[string]int, error) {
-				ds, err := st.Deadlines(ctx, time.Now(), false)
-				if err != nil {
-					return nil, err
-				}
+				// By kind, each an index range: a scrape does not read the
+				// retention clocks every package has.
 				out := map[string]int{}
-				for _, d := range ds {
-					if d.Kind != policy.DeadlineRetention && time.Now().After(d.Due) {
-						out[d.Kind]++
+				for _, kind := range []string{policy.DeadlineAcknowledge, policy.DeadlineTriage, policy.DeadlineHold} {
+					ds, err := st.DueDeadlines(ctx, kind, time.Now(), 100000)
+					if err != nil {
+						return nil, err
+					}
+					if len(ds) > 0 {
+						out[kind] = len(ds)
 					}
 				}
 				return out, nil
@@ -78,6 +90,9 @@ stop it cleanly.`,
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
+			// The audit writer stops before the trail and the store close
+			// (deferred above, so they run after this).
+			defer g.Close()
 			g.Policy().OnReload = func(rerr error) {
 				e := audit.Event{Agency: cfg.Agency, Kind: audit.PolicyReload, Actor: "SIGHUP", Detail: "policy reloaded"}
 				if rerr != nil {

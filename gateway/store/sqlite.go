@@ -31,36 +31,52 @@ type SQLite struct {
 	r *sql.DB // read-only pool
 	// now is the clock for Created/Updated stamps; tests may replace it.
 	now func() time.Time
+	// owned: the store opened the file and closes it.
+	owned bool
 }
 
 var _ Store = (*SQLite)(nil)
 
+// StorePragmas are the pragmas the store needs of its database file
+// (freed pages zeroed, so that a purged message's bytes do not linger in
+// the file; foreign keys enforced). A file shared with the audit trail is
+// opened with them.
+var StorePragmas = []string{"foreign_keys(1)", "secure_delete(1)"}
+
 // OpenSQLite opens (creating it if needed, readable by its owner only) the
 // database at path and brings its schema up to date.
 func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
-	// Freed pages are zeroed, so that a purged message's bytes do not
-	// linger in the file.
-	w, r, err := sqlschema.Open(path, "foreign_keys(1)", "secure_delete(1)")
+	db, err := sqlschema.OpenDB(path, StorePragmas...)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s := &SQLite{w: w, r: r, now: time.Now}
-	if err := s.migrate(ctx); err != nil {
-		s.Close()
+	s, err := NewSQLite(ctx, db)
+	if err != nil {
+		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	s.owned = true
+	return s, nil
+}
+
+// NewSQLite is the store in a database file opened by the caller (shared
+// with the audit trail: one writer per file), who closes it after the
+// store.
+func NewSQLite(ctx context.Context, db *sqlschema.DB) (*SQLite, error) {
+	w, r := db.W, db.R
+	s := &SQLite{w: w, r: r, now: time.Now}
+	if err := s.migrate(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.migrateKeys(ctx); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, err
 	}
 	var mode string
 	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, err
 	}
 	if !strings.EqualFold(mode, "wal") {
-		s.Close()
-		return nil, fmt.Errorf("open store %s: journal mode is %q, not WAL", path, mode)
+		return nil, fmt.Errorf("journal mode is %q, not WAL", mode)
 	}
 	return s, nil
 }
@@ -188,8 +204,12 @@ func (s *SQLite) SchemaVersion(ctx context.Context) (int, error) {
 	return v, err
 }
 
-// Close closes the database. Everything written is already durable.
+// Close closes the database when the store opened it. Everything written
+// is already durable.
 func (s *SQLite) Close() error {
+	if !s.owned {
+		return nil
+	}
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 

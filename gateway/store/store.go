@@ -190,6 +190,9 @@ type Store interface {
 	// DueDeadlines lists the open clocks of one kind due at or before now,
 	// by an index on (kind, due): housekeeping never scans every clock.
 	DueDeadlines(ctx context.Context, kind string, now time.Time, limit int) ([]Deadline, error)
+	// OverdueDeadlines lists up to limit open clocks due at or before now
+	// that were not alerted yet, retention aside, oldest first.
+	OverdueDeadlines(ctx context.Context, now time.Time, limit int) ([]Deadline, error)
 	// NextDeadline is when the earliest open, unalerted clock falls due
 	// (zero when none is open).
 	NextDeadline(ctx context.Context) (time.Time, error)
@@ -201,6 +204,12 @@ type Store interface {
 	QuarantinedBefore(ctx context.Context, t time.Time, limit int) ([]QItem, error)
 	// GetQuarantine returns one quarantined message with Raw.
 	GetQuarantine(ctx context.Context, id int64) (QItem, error)
+
+	// Changes receives after a commit to the store that this process may
+	// not have seen (the command line, another gateway): the SQLite store
+	// watches the database's data version, a PostgreSQL store listens for
+	// a notification. It is closed when ctx is done.
+	Changes(ctx context.Context, every time.Duration) <-chan struct{}
 
 	Close() error
 }

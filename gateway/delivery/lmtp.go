@@ -1,0 +1,92 @@
+// Package delivery is in charge of handing opened packages, notices and
+// alerts to the agency's own mailboxes: into a Maildir (each step synced,
+// under a name that makes a repeated delivery a no-op), or to the agency's
+// mail store by LMTP (RFC 2033).
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Deliverer delivers to the agency's mailboxes, by LMTP when an LMTP
+// address is set, else into Maildirs under a root folder.
+type Deliverer struct {
+	maildir  string
+	lmtp     string // "host:port" or "unix:/path"
+	hostname string // the name given in LHLO
+}
+
+// New returns a deliverer: into Maildirs under maildir, or, when lmtp is
+// set, to the mail store listening there.
+func New(maildir, lmtp, hostname string) *Deliverer {
+	return &Deliverer{maildir: maildir, lmtp: lmtp, hostname: hostname}
+}
+
+// Maildir is the Maildir root ("" when delivering by LMTP).
+func (d *Deliverer) Maildir() string {
+	if d.lmtp != "" {
+		return ""
+	}
+	return d.maildir
+}
+
+// Deliver hands an opened package to a local mailbox: into its Maildir,
+// or to the agency's mail store by LMTP.
+func (d *Deliverer) Deliver(ctx context.Context, mailbox, originator, pkgID string, extraHeader, msg []byte) error {
+	if d.lmtp != "" {
+		return d.deliverLMTP(ctx, mailbox, extraHeader, msg)
+	}
+	return d.deliverMaildir(mailbox, originator, pkgID, extraHeader, msg)
+}
+
+// deliverLMTP delivers one message to one mailbox of the agency's mail
+// store (RFC 2033). The store's per-recipient reply is the outcome: a 4xx
+// is a temporary failure (the partner retries), a 5xx is reported as one
+// too, since the package is already verified and must not be lost for a
+// local misconfiguration. Unlike the Maildir, LMTP cannot tell a repeated
+// delivery after a crash between the store's 250 and the replay record;
+// the delivered message's Message-ID and Conduit-Package let the store
+// or its user drop the duplicate.
+func (d *Deliverer) deliverLMTP(ctx context.Context, mailbox string, extraHeader, msg []byte) error {
+	network, addr := "tcp", d.lmtp
+	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		network, addr = "unix", p
+	}
+	dialer := net.Dialer{Timeout: 20 * time.Second}
+	conn, err := dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		return fmt.Errorf("lmtp: %w", err)
+	}
+	c := smtp.NewClientLMTP(conn)
+	defer c.Close()
+	c.CommandTimeout = time.Minute
+	c.SubmissionTimeout = 5 * time.Minute
+	if err := c.Hello(d.hostname); err != nil {
+		return fmt.Errorf("lmtp: %w", err)
+	}
+	if err := c.Mail("", nil); err != nil {
+		return fmt.Errorf("lmtp: %w", err)
+	}
+	if err := c.Rcpt(mailbox, nil); err != nil {
+		return fmt.Errorf("lmtp: %w", err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		return fmt.Errorf("lmtp: %w", err)
+	}
+	if _, err := w.Write(append(bytes.Clone(extraHeader), msg...)); err != nil {
+		return fmt.Errorf("lmtp: %w", err)
+	}
+	// One recipient, so the per-recipient reply is the outcome.
+	if _, err := w.CloseWithLMTPResponse(); err != nil {
+		return fmt.Errorf("lmtp %s: %w", mailbox, err)
+	}
+	return c.Quit()
+}

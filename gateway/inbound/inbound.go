@@ -1,0 +1,291 @@
+package inbound
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message/textproto"
+	"github.com/emersion/go-smtp"
+
+	"github.com/conduit-gateway/conduit/audit"
+	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/gateway/clocks"
+	"github.com/conduit-gateway/conduit/gateway/smtpserver"
+	"github.com/conduit-gateway/conduit/gateway/store"
+	"github.com/conduit-gateway/conduit/gateway/tlsroute"
+	"github.com/conduit-gateway/conduit/metrics"
+	"github.com/conduit-gateway/conduit/policy"
+)
+
+// inSession is one SMTP session of a partner gateway.
+type inSession struct {
+	srv   *Server
+	conn  *smtp.Conn
+	from  string
+	rcpts []string
+	cmds  int
+}
+
+func (s *inSession) Mail(from string, _ *smtp.MailOptions) error {
+	if s.cmds++; s.cmds > s.srv.cfg.Limits.Commands {
+		return smtpserver.ErrTooMany
+	}
+	// Security invariant 4: STARTTLS before MAIL FROM, always.
+	if _, ok := s.conn.TLSConnectionState(); !ok {
+		return smtpserver.ErrNeedTLS
+	}
+	s.from = from
+	return nil
+}
+
+func (s *inSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if s.cmds++; s.cmds > s.srv.cfg.Limits.Commands {
+		return smtpserver.ErrTooMany
+	}
+	if s.from == "" {
+		return smtpserver.Reply(503, smtp.EnhancedCode{5, 5, 1}, "MAIL FROM first")
+	}
+	if !s.srv.self.HasMailbox(to) {
+		return smtpserver.Reply(550, smtp.EnhancedCode{5, 1, 1}, to+" is not a mailbox of "+s.srv.cfg.Agency+" in the agency directory")
+	}
+	s.rcpts = append(s.rcpts, to)
+	return nil
+}
+
+func (s *inSession) Reset()        { s.from, s.rcpts = "", nil }
+func (s *inSession) Logout() error { return nil }
+
+func (s *inSession) Data(r io.Reader) error {
+	if s.cmds++; s.cmds > s.srv.cfg.Limits.Commands {
+		io.Copy(io.Discard, r)
+		return smtpserver.ErrTooMany
+	}
+	var raw bytes.Buffer
+	if _, err := io.Copy(&raw, &smtpserver.StrictCRLF{R: r}); err != nil {
+		io.Copy(io.Discard, r)
+		return smtpserver.DataErr(err)
+	}
+	st, _ := s.conn.TLSConnectionState()
+	return s.srv.receive(context.Background(), received{
+		remote: s.conn.Conn().RemoteAddr().String(), helo: s.conn.Hostname(),
+		from: s.from, rcpts: s.rcpts, raw: raw.Bytes(), peer: st.PeerCertificates, live: true,
+	})
+}
+
+type received struct {
+	remote, helo, from string
+	rcpts              []string
+	raw                []byte
+	// peer is the client certificate chain the partner presented; live is
+	// false for a quarantined message an administrator released, whose
+	// connection is gone (the release stands in for the route check).
+	peer []*x509.Certificate
+	live bool
+}
+
+// replayCheck asks the store whether a package was already delivered. It
+// only checks: the package is recorded once it has been delivered, so that
+// a crash between the check and the delivery loses nothing (the sender
+// retries, and the Maildir file names make the delivery happen once).
+type replayCheck struct{ srv *Server }
+
+func (rc replayCheck) CheckReplay(ctx context.Context, k envelope.ReplayKey) error {
+	seen, err := rc.srv.store.Delivered(ctx, k.Originator, k.PackageID)
+	if err != nil {
+		return err
+	}
+	if seen {
+		return envelope.ErrReplay
+	}
+	return nil
+}
+
+// outcome is what became of a received message.
+type outcome struct {
+	reply     error // the SMTP reply (a 250 *smtp.SMTPError on success)
+	delivered bool
+	qid       int64 // the quarantine id when it was quarantined
+}
+
+// receive opens a partner's envelope, applies the inbound policy and
+// delivers it; anything that fails a check is quarantined, kept whole.
+func (srv *Server) receive(ctx context.Context, m received) error { return srv.process(ctx, m).reply }
+
+func (srv *Server) process(ctx context.Context, m received) outcome {
+	if err := srv.keys.Ready(ctx); err != nil {
+		return outcome{reply: smtpserver.ErrKeysUnavailable} // fail closed: the sender keeps it queued
+	}
+	var opened bytes.Buffer
+	start := time.Now()
+	o, err := envelope.Open(ctx, &opened, bytes.NewReader(m.raw), srv.openParams(replayCheck{srv}))
+	srv.metrics.ObserveOpen(time.Since(start))
+	if err != nil {
+		var ce *envelope.CheckError
+		if !errors.As(err, &ce) {
+			srv.log.Error("open failed", "err", err)
+			return outcome{reply: smtpserver.Reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure opening the package; try again shortly")}
+		}
+		if errors.Is(err, envelope.ErrReplay) {
+			// Already delivered: the sender did not see our 250 (a crash,
+			// a cut connection). Accept again without delivering twice.
+			srv.log.Info("duplicate package acknowledged, not delivered again", "remote", m.remote, "detail", ce.Detail)
+			return outcome{reply: smtpserver.Reply(250, smtp.EnhancedCode{2, 0, 0}, "Package already delivered; not delivered twice"), delivered: true}
+		}
+		return srv.quarantine(ctx, m, checkName(err), err.Error())
+	}
+	if m.live {
+		if err := tlsroute.CheckClientCert(srv.cfg.Directory.Agency(o.Signer.Agency), m.peer); err != nil {
+			return srv.quarantine(ctx, m, "mutual-tls", err.Error())
+		}
+	}
+	if o.Manifest.Kind == envelope.KindReceipt {
+		// A gateway's statement about a package we sent: recorded, not
+		// delivered to anyone, and not judged as intelligence.
+		return srv.takeReceipt(ctx, m, o, opened.Bytes())
+	}
+	if o.Manifest.Kind == envelope.KindKeyChange {
+		return srv.takeKeyChange(ctx, m, o, opened.Bytes())
+	}
+	dec := srv.engine.DecideInboundFor(ctx, &o.Manifest, o.Signer.Agency, m.rcpts)
+	var mailboxes []string
+	for _, d := range dec.Deliveries {
+		if d.Agency == srv.cfg.Agency && d.Mailbox != "" {
+			mailboxes = append(mailboxes, d.Mailbox)
+		}
+	}
+	if dec.Decision == policy.Deny || len(mailboxes) == 0 {
+		why := smtpserver.Refusal(dec).Message
+		if dec.Decision != policy.Deny && len(dec.Holds) > 0 {
+			// Held here: kept (in quarantine, whole and still encrypted)
+			// until an administrator releases it, and the sender told it
+			// arrived, so it does not report a failure.
+			out := srv.quarantine(ctx, m, "held", strings.TrimPrefix(why, "Package refused, nothing was sent: "))
+			if out.qid != 0 {
+				out.reply = smtpserver.Reply(250, smtp.EnhancedCode{2, 0, 0}, fmt.Sprintf("Package accepted and held as Q%d at %s until an administrator releases it: %s",
+					out.qid, srv.cfg.Agency, strings.TrimPrefix(why, "Package refused, nothing was sent: ")))
+			}
+			return out
+		}
+		return srv.quarantine(ctx, m, "inbound-policy", why)
+	}
+	// The receipt is sealed before anything is delivered, so that it is
+	// stored with the delivery record below or the package is not
+	// delivered at all (the sender retries).
+	receipt, err := srv.sealReceipt(ctx, o, mailboxes)
+	if err != nil {
+		srv.log.Error("receipt not sealed; package not delivered, the sender retries", "package", o.PackageID, "originator", o.Label.Originator, "err", err)
+		if errors.Is(err, smtpserver.ErrKeysUnavailable) {
+			return outcome{reply: smtpserver.ErrKeysUnavailable}
+		}
+		return outcome{reply: smtpserver.Reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure sealing the receipt; the package was not delivered, try again shortly")}
+	}
+	for _, mb := range mailboxes {
+		hdr := fmt.Sprintf("Conduit-Delivered-To: %s\r\nConduit-Decision: %s\r\n%s", mb, strings.Join(smtpserver.RuleIDs(dec), ", "), srv.triageHeader(o.PackageID, dec))
+		if err := srv.deliver.Deliver(ctx, mb, o.Label.Originator, o.PackageID, []byte(hdr), opened.Bytes()); err != nil {
+			srv.log.Error("delivery failed", "package", o.PackageID, "mailbox", mb, "err", err)
+			return outcome{reply: smtpserver.Reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure delivering the package; try again shortly")}
+		}
+	}
+	// The replay record, the receipt, the clocks and the delivery's events
+	// in one transaction, fully synced before the 250.
+	events := []audit.Event{{Kind: audit.Received, Package: o.PackageID, Destination: o.Label.Originator, Actor: o.Signer.Agency,
+		Detail: fmt.Sprintf("verified: signed by %s, %s, reference %s", o.Signer.Fingerprint, o.Label.Marking(), o.Label.Reference)}}
+	for _, mb := range mailboxes {
+		srv.metrics.Delivery(o.Label.Originator, metrics.Delivered)
+		events = append(events, audit.Event{Kind: audit.Delivered, Package: o.PackageID, Destination: o.Label.Originator, Rule: strings.Join(smtpserver.RuleIDs(dec), ","), Detail: "to " + mb})
+	}
+	if receipt != nil {
+		events = append(events, receipt.event)
+	}
+	now := srv.now()
+	if err := srv.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.RecordDelivered(o.Label.Originator, o.PackageID, o.MessageID, o.Date); err != nil {
+			return err
+		}
+		if receipt != nil {
+			if _, err := tx.Enqueue([]store.Item{receipt.item}); err != nil {
+				return err
+			}
+		}
+		if err := clocks.Add(tx, clocks.Inbound(now, o.PackageID, o.Label.Originator, dec),
+			clocks.Retention(now, o.PackageID, o.Label.Originator, dec)); err != nil {
+			return err
+		}
+		return srv.audit.Stage(tx, events...)
+	}); err != nil {
+		// Delivered, but not recorded: the sender is told to try again,
+		// and the Maildir names keep the retry from delivering twice.
+		srv.log.Error("delivery not recorded; the sender retries", "package", o.PackageID, "err", err)
+		return outcome{reply: smtpserver.ErrTempStore}
+	}
+	srv.audit.Kick()
+	srv.queued()
+	srv.log.Info("package delivered", "package", o.PackageID, "originator", o.Label.Originator,
+		"signer", o.Signer.Fingerprint, "mailboxes", mailboxes, "rules", smtpserver.RuleIDs(dec))
+	return outcome{reply: smtpserver.Reply(250, smtp.EnhancedCode{2, 0, 0}, "Package "+o.PackageID+" verified and delivered to "+strings.Join(mailboxes, ", ")), delivered: true}
+}
+
+// quarantine keeps a failed message whole and answers the sender with the
+// reason. Security invariant 6: kept, never dropped.
+func (srv *Server) quarantine(ctx context.Context, m received, check, reason string) outcome {
+	q := store.QItem{
+		Received: srv.now().UTC(), RemoteAddr: m.remote, Helo: m.helo, MailFrom: m.from, Recipients: m.rcpts,
+		Check: check, Reason: reason, Raw: m.raw, Size: int64(len(m.raw)), State: store.Held,
+		PackageID: outerPackageID(m.raw),
+	}
+	// Kept with its event in one transaction.
+	var id int64
+	err := srv.store.Update(ctx, func(tx store.Tx) error {
+		var err error
+		if id, err = tx.Quarantine(q); err != nil {
+			return err
+		}
+		return srv.audit.Stage(tx, audit.Event{Kind: audit.Quarantined, Package: q.PackageID, Rule: check, Actor: m.remote,
+			Detail: fmt.Sprintf("Q%d: %s", id, reason)})
+	})
+	if err != nil {
+		srv.log.Error("quarantine failed", "err", err)
+		return outcome{reply: smtpserver.ErrTempStore}
+	}
+	srv.audit.Kick()
+	srv.log.Error("admin alert: package quarantined", "quarantine", id, "check", check, "reason", reason,
+		"remote", m.remote, "package", q.PackageID)
+	srv.metrics.Quarantined(check)
+	return outcome{qid: id, reply: smtpserver.Reply(550, smtp.EnhancedCode{5, 7, 1}, fmt.Sprintf("Package refused and quarantined as Q%d at %s: %s", id, srv.cfg.Agency, reason))}
+}
+
+func outerPackageID(raw []byte) string {
+	h, err := textproto.ReadHeader(bufio.NewReader(io.LimitReader(bytes.NewReader(raw), 64<<10)))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(h.Get(envelope.PackageHeader))
+}
+
+// checkName is a short name for the failed envelope check.
+func checkName(err error) string {
+	for _, c := range []struct {
+		err  error
+		name string
+	}{
+		{envelope.ErrTampered, "tampered"}, {envelope.ErrNoIntegrity, "no-integrity"},
+		{envelope.ErrSignerNotPinned, "signer-not-pinned"}, {envelope.ErrNotSigned, "not-signed"},
+		{envelope.ErrBadSignature, "bad-signature"}, {envelope.ErrMarkingMismatch, "marking-mismatch"},
+		{envelope.ErrLabelInvalid, "label-invalid"}, {envelope.ErrOutsideWindow, "outside-window"},
+		{envelope.ErrNoKey, "not-for-us"}, {envelope.ErrNotEncrypted, "not-encrypted"},
+		{envelope.ErrTruncated, "truncated"}, {envelope.ErrTooLarge, "too-large"},
+		{envelope.ErrMalformed, "malformed"},
+	} {
+		if errors.Is(err, c.err) {
+			return c.name
+		}
+	}
+	return "other"
+}

@@ -1,0 +1,139 @@
+package smtpserver
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/conduit-gateway/conduit/config"
+	"github.com/conduit-gateway/conduit/policy"
+)
+
+// Options are what a front end's server is built with.
+type Options struct {
+	Hostname string      // the name in the greeting
+	TLS      *tls.Config // STARTTLS (and implicit TLS)
+	Limits   config.Limits
+	Log      *slog.Logger
+}
+
+// New builds a go-smtp server for a front end with the gateway's limits.
+func New(be smtp.Backend, o Options) *smtp.Server {
+	s := smtp.NewServer(be)
+	s.Domain = o.Hostname
+	s.TLSConfig = o.TLS
+	s.MaxMessageBytes = o.Limits.MessageBytes
+	s.MaxRecipients = o.Limits.Recipients
+	s.MaxLineLength = 4000
+	s.AllowInsecureAuth = false // invariant 4: no AUTH without TLS
+	s.ReadTimeout = 5 * time.Minute
+	s.WriteTimeout = 5 * time.Minute
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	s.ErrorLog = slogPrintf{log}
+	return s
+}
+
+// Hostname is the name a gateway gives in its greeting and HELO: the
+// host of its directory entry.
+func Hostname(self *config.Agency, agency string) string {
+	if self != nil {
+		if h, _, ok := strings.Cut(self.Gateway, ":"); ok && h != "" {
+			return h
+		}
+	}
+	return agency + ".conduit.invalid"
+}
+
+type slogPrintf struct {
+	l interface{ Warn(string, ...any) }
+}
+
+func (s slogPrintf) Printf(format string, v ...any) {
+	s.l.Warn("smtp", "detail", fmt.Sprintf(format, v...))
+}
+func (s slogPrintf) Println(v ...any) { s.l.Warn("smtp", "detail", fmt.Sprintln(v...)) }
+
+// LimitListener bounds concurrent connections: the next Accept waits for a
+// free slot, so an excess client waits in the kernel's backlog rather than
+// being refused outright. TLS, when the listener is implicit TLS, goes on
+// top of it (tls.NewListener), never under it: go-smtp tells a TLS
+// connection by conn.(*tls.Conn).
+func LimitListener(l net.Listener, n int) net.Listener {
+	return &limited{Listener: l, sem: make(chan struct{}, n)}
+}
+
+type limited struct {
+	net.Listener
+	sem chan struct{}
+}
+
+func (l *limited) Accept() (net.Conn, error) {
+	l.sem <- struct{}{}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+type limitedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitedConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
+}
+
+// ErrKeysUnavailable answers a submission or a partner while the key
+// backend is unavailable (RFC 3463 4.3.0: a temporary system failure).
+var ErrKeysUnavailable = Reply(451, smtp.EnhancedCode{4, 3, 0},
+	"Temporary failure: this gateway cannot reach its key store, so it can neither seal nor open packages. "+
+		"Nothing was accepted; your system keeps the message and tries again")
+
+// RuleIDs are the rules a decision's trace names, each once, in order.
+func RuleIDs(d policy.Decision) []string {
+	var out []string
+	for _, s := range d.Trace {
+		if !slices.Contains(out, s.Rule) {
+			out = append(out, s.Rule)
+		}
+	}
+	return out
+}
+
+// Refusal explains a decision that sends nothing: each refusal and hold
+// with its rule.
+func Refusal(d policy.Decision) *smtp.SMTPError {
+	var why []string
+	for _, r := range d.Refusals {
+		why = append(why, fmt.Sprintf("%s (%s)", r.Reason, r.Rule))
+	}
+	for _, h := range d.Holds {
+		why = append(why, fmt.Sprintf("held for %s: %s (%s)", h.Agency, h.Reason, h.Rule))
+	}
+	if len(why) == 0 {
+		for _, s := range d.Trace {
+			if s.Effect == policy.EffectDeny {
+				why = append(why, fmt.Sprintf("%s (%s)", s.Detail, s.Rule))
+			}
+		}
+	}
+	if len(why) == 0 {
+		why = []string{"no destination remains after the sharing policy"}
+	}
+	return Reply(550, smtp.EnhancedCode{5, 7, 1}, "Package refused, nothing was sent: "+strings.Join(why, "; "))
+}

@@ -1,0 +1,100 @@
+// Package submission is in charge of the staff side of a gateway: the
+// submission listener (STARTTLS or implicit TLS, AUTH, the submitter may
+// send only as their own address to mailboxes in the directory), the
+// intake that reads a submitted package's marking and manifest facts, asks
+// the sharing policy, seals one envelope per destination agency and stores
+// them, with every clock and audit event, in one transaction before the
+// 250; and triage replies, by which staff stop a received report's triage
+// clock.
+package submission
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/conduit-gateway/conduit/audit"
+	"github.com/conduit-gateway/conduit/config"
+	"github.com/conduit-gateway/conduit/gateway/smtpserver"
+	"github.com/conduit-gateway/conduit/gateway/store"
+	"github.com/conduit-gateway/conduit/keys"
+	"github.com/conduit-gateway/conduit/metrics"
+	"github.com/conduit-gateway/conduit/policy"
+)
+
+// Keys is the key ring as intake uses it.
+type Keys interface {
+	Ready(ctx context.Context) error
+	Down(ctx context.Context) bool
+	Identity() *keys.Identity
+	SealTarget(agency string) (cert *keys.Cert, holdReason string, ok bool)
+	Sync(ctx context.Context) bool
+}
+
+// Store is the store as intake uses it.
+type Store interface {
+	Update(ctx context.Context, f func(store.Tx) error) error
+	PackagesByMessageID(ctx context.Context, messageID string) ([]string, error)
+}
+
+// Auditor is the audit trail as intake writes it.
+type Auditor interface {
+	Append(ctx context.Context, es ...audit.Event)
+	Stage(tx audit.Stager, es ...audit.Event) error
+	Fill(e *audit.Event)
+	Kick()
+}
+
+// Options are the parts a submission server works with.
+type Options struct {
+	Engine  *policy.Engine
+	Keys    Keys
+	Store   Store
+	Audit   Auditor
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
+	Now     func() time.Time
+	// Queued is told that items and clocks were stored (the relay and the
+	// clock keeper wake).
+	Queued func()
+	// Hostname is the name in the greeting.
+	Hostname string
+	TLS      *tls.Config
+}
+
+// Server is the staff submission front end of one gateway.
+type Server struct {
+	cfg      *config.Config
+	self     *config.Agency
+	engine   *policy.Engine
+	keys     Keys
+	store    Store
+	audit    Auditor
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+	now      func() time.Time
+	queued   func()
+	hostname string
+	tls      *tls.Config
+}
+
+// New returns a submission server for cfg's agency.
+func New(cfg *config.Config, o Options) *Server {
+	q := o.Queued
+	if q == nil {
+		q = func() {}
+	}
+	return &Server{cfg: cfg, self: cfg.Self(), engine: o.Engine, keys: o.Keys, store: o.Store, audit: o.Audit,
+		metrics: o.Metrics, log: o.Log, now: o.Now, queued: q, hostname: o.Hostname, tls: o.TLS}
+}
+
+// SMTP builds the listener's SMTP server; each listener (STARTTLS,
+// implicit TLS) has its own.
+func (srv *Server) SMTP() *smtp.Server {
+	return smtpserver.New(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		return &subSession{srv: srv, conn: c}, nil
+	}), smtpserver.Options{Hostname: srv.hostname, TLS: srv.tls, Limits: srv.cfg.Limits, Log: srv.log})
+}
