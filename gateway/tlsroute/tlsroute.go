@@ -31,14 +31,18 @@ func SPKIPin(c *x509.Certificate) string {
 // this gateway's base client configuration: the agency's certificate
 // verified against the agencies' CA for the directory's host name, or,
 // when the directory pins the agency's TLS key, that key and no other.
-func ClientConfig(base *tls.Config, a *config.Agency, host string) *tls.Config {
+// Without a pin the certificate must also name the agency
+// (CertNamesAgency): a valid certificate of another partner, answering
+// on the agency's address, is refused. dir tells whether the host name is
+// the agency's alone.
+func ClientConfig(base *tls.Config, dir *config.Directory, a *config.Agency, host string) *tls.Config {
 	tc := base.Clone()
 	tc.ServerName = host
 	if a.TLSPin == "" {
 		// The chain verifies for the host; it must also be the
 		// destination agency's own certificate, not another partner's
 		// from the same CA that answers on that address.
-		shared := hostShared(g.cfg.Directory, a)
+		shared := hostShared(dir, a)
 		tc.VerifyConnection = func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
 				return errors.New("the gateway presented no certificate")

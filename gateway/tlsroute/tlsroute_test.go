@@ -1,4 +1,4 @@
-package gateway
+package tlsroute
 
 import (
 	"crypto/x509"
