@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -35,6 +36,7 @@ import (
 
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/config"
+	"github.com/conduit-gateway/conduit/gateway/admission"
 	"github.com/conduit-gateway/conduit/gateway/clocks"
 	"github.com/conduit-gateway/conduit/gateway/delivery"
 	"github.com/conduit-gateway/conduit/gateway/inbound"
@@ -172,7 +174,10 @@ func drainer(a audit.Appender) clocks.TrailDrainer {
 // the caller's, closed after.
 func (g *Gateway) Close() error {
 	var err error
-	g.closeOnce.Do(func() { err = g.audit.Close() })
+	g.closeOnce.Do(func() {
+		g.inbound.Close()
+		err = g.audit.Close()
+	})
 	return err
 }
 
@@ -236,7 +241,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("listen %s %s: %w", name, addr, err)
 		}
-		l = smtpserver.LimitListener(l, g.cfg.Limits.Connections)
+		// Admission before any SMTP work: a per-address cap, slots kept
+		// for proven clients (a partner's client certificate, staff after
+		// AUTH), short deadlines until then.
+		lim := g.cfg.Limits
+		al := admission.Wrap(l, admission.Config{
+			Max: lim.Connections, PerAddress: lim.ConnectionsPerAddress, Reserved: lim.PartnerSlots,
+			PreAuthIdle: time.Duration(lim.PreAuthTimeout), PreAuthTotal: time.Duration(lim.PreAuthTotal),
+		})
+		al.OnRefuse = func(r admission.Reason, _ netip.Addr) { g.metrics.ConnectionRefused(name, r.String()) }
+		l = al
 		if implicitTLS {
 			// TLS on top of the limiter, never under it: go-smtp tells a
 			// TLS connection by conn.(*tls.Conn), which a wrapper around

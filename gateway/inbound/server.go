@@ -22,9 +22,12 @@ import (
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/gateway/admission"
 	"github.com/conduit-gateway/conduit/gateway/keyring"
+	"github.com/conduit-gateway/conduit/gateway/qguard"
 	"github.com/conduit-gateway/conduit/gateway/smtpserver"
 	"github.com/conduit-gateway/conduit/gateway/store"
+	"github.com/conduit-gateway/conduit/gateway/tlsroute"
 	"github.com/conduit-gateway/conduit/keys"
 	"github.com/conduit-gateway/conduit/metrics"
 	"github.com/conduit-gateway/conduit/policy"
@@ -96,6 +99,8 @@ type Server struct {
 	hostname string
 	tls      *tls.Config
 	releases chan struct{}
+	qguard   *qguard.Guard
+	alerts   *qguard.Alerts
 }
 
 // New returns an inbound server for cfg's agency.
@@ -104,15 +109,38 @@ func New(cfg *config.Config, o Options) *Server {
 	if q == nil {
 		q = func() {}
 	}
-	return &Server{cfg: cfg, self: cfg.Self(), engine: o.Engine, keys: o.Keys, store: o.Store, audit: o.Audit,
+	srv := &Server{cfg: cfg, self: cfg.Self(), engine: o.Engine, keys: o.Keys, store: o.Store, audit: o.Audit,
 		deliver: o.Deliver, metrics: o.Metrics, log: o.Log, now: o.Now, queued: q, hostname: o.Hostname, tls: o.TLS,
 		releases: make(chan struct{}, 1)}
+	qc := cfg.Quarantine
+	srv.qguard = qguard.New(qguard.Config{QuotaBytes: qc.QuotaBytes, PerSourceHour: qc.PerSourceHour})
+	srv.alerts = qguard.NewAlerts(time.Duration(qc.AlertInterval), func(a qguard.Alert) {
+		if a.First {
+			return // raised by quarantine itself, with the message's details
+		}
+		srv.log.Error("admin alert: more packages quarantined", "count", a.Count, "summary", a.Summary())
+	})
+	return srv
 }
+
+// Close raises the quarantine alerts still grouped.
+func (srv *Server) Close() { srv.alerts.Close() }
 
 // SMTP builds the inbound listener's SMTP server.
 func (srv *Server) SMTP() *smtp.Server {
 	return smtpserver.New(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
-		return &inSession{srv: srv, conn: c}, nil
+		// go-smtp makes a new session at each EHLO, so after STARTTLS
+		// too: a partner gateway's verified client certificate moves the
+		// connection into the slots kept for partners, out of reach of
+		// the pre-auth deadlines and of eviction.
+		s := &inSession{srv: srv, conn: c}
+		if st, ok := c.TLSConnectionState(); ok {
+			if a := tlsroute.PartnerOf(srv.cfg.Directory, srv.cfg.Agency, st); a != nil {
+				s.partner = a.ID
+				admission.Promote(c.Conn())
+			}
+		}
+		return s, nil
 	}), smtpserver.Options{Hostname: srv.hostname, TLS: srv.tls, Limits: srv.cfg.Limits, Log: srv.log})
 }
 

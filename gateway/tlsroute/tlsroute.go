@@ -131,3 +131,26 @@ func hostShared(d *config.Directory, a *config.Agency) bool {
 	}
 	return false
 }
+
+// PartnerOf returns the directory agency, other than self, whose gateway
+// presented this verified client certificate chain, or nil. The handshake
+// (tls.VerifyClientCertIfGiven against the agencies' CA) verified the
+// chain; this names whose it is.
+func PartnerOf(dir *config.Directory, self string, cs tls.ConnectionState) *config.Agency {
+	if dir == nil || len(cs.VerifiedChains) == 0 || len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	leaf := cs.PeerCertificates[0]
+	for _, a := range dir.Agencies {
+		if a.ID == self {
+			continue
+		}
+		if a.TLSPin != "" && SPKIPin(leaf) != a.TLSPin {
+			continue
+		}
+		if CertNamesAgency(leaf, a, hostShared(dir, a)) == nil {
+			return a
+		}
+	}
+	return nil
+}
