@@ -37,6 +37,7 @@ import (
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/gateway/admission"
+	"github.com/conduit-gateway/conduit/gateway/authlimit"
 	"github.com/conduit-gateway/conduit/gateway/clocks"
 	"github.com/conduit-gateway/conduit/gateway/delivery"
 	"github.com/conduit-gateway/conduit/gateway/inbound"
@@ -94,6 +95,9 @@ type Options struct {
 	VaultToken string
 	// Now is the clock; nil is time.Now. Only tests and the demo move it.
 	Now func() time.Time
+	// Locks keeps login lockouts (authlimit.NewSQLLocks on the store's
+	// database); nil keeps them in memory, for as long as the process.
+	Locks authlimit.LockStore
 }
 
 // New checks the configuration, loads the keys and TLS identity, and
@@ -154,8 +158,12 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 		Retention: func() time.Duration { return time.Duration(g.engine.Policy().Params.Retention.Days) * 24 * time.Hour },
 	})
 	queued := func() { g.relay.Nudge(); g.clocks.Kick() }
+	// Lockouts after failed logins live in the gateway's database (the
+	// caller's Locks), so that a restart keeps them and `conduit user
+	// unlock` can lift them.
+	throttle := authlimit.New(submission.ThrottleConfig(cfg.Auth), opt.Locks)
 	g.submission = submission.New(cfg, submission.Options{Engine: g.engine, Keys: g.keys, Store: g.store, Audit: g.audit,
-		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Hostname: hostname, TLS: serverTLS})
+		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Hostname: hostname, TLS: serverTLS, Throttle: throttle})
 	g.inbound = inbound.New(cfg, inbound.Options{Engine: g.engine, Keys: g.keys, Store: g.store, Audit: g.audit, Deliver: g.deliver,
 		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Hostname: hostname, TLS: serverTLS})
 	g.audit.Start()

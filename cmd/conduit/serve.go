@@ -14,6 +14,7 @@ import (
 
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/gateway"
+	"github.com/conduit-gateway/conduit/gateway/authlimit"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/metrics"
 	"github.com/conduit-gateway/conduit/policy"
@@ -69,6 +70,10 @@ stop it cleanly.`,
 			if err != nil {
 				return fmt.Errorf("open audit log %s: %w", cfg.Store.Path, err)
 			}
+			locks, err := authlimit.NewSQLLocks(ctx, db)
+			if err != nil {
+				return fmt.Errorf("open login lockouts %s: %w", cfg.Store.Path, err)
+			}
 			m := metrics.New(log)
 			m.QueueDepthFunc(st.Depth)
 			m.OverdueFunc(func(ctx context.Context) (map[string]int, error) {
@@ -86,7 +91,7 @@ stop it cleanly.`,
 				}
 				return out, nil
 			})
-			g, err := gateway.New(ctx, cfg, gatewayOptions(gateway.Options{Store: st, Audit: trail, Metrics: m, Policy: pol, Log: log}))
+			g, err := gateway.New(ctx, cfg, gatewayOptions(gateway.Options{Store: st, Audit: trail, Metrics: m, Policy: pol, Log: log, Locks: locks}))
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}

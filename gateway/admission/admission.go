@@ -266,6 +266,8 @@ type Conn struct {
 	elem     *list.Element // in l.unproven while unproven
 	proven   atomic.Bool
 	evicted  atomic.Bool
+	dropped  atomic.Bool
+	fails    atomic.Int32
 	once     sync.Once
 }
 
@@ -287,10 +289,39 @@ func (c *Conn) clamp(t time.Time) time.Time {
 // SetDeadline, SetReadDeadline and SetWriteDeadline apply the pre-auth
 // bounds to whatever the SMTP server asks for (go-smtp renews its read
 // deadline before every command).
-func (c *Conn) SetDeadline(t time.Time) error     { return c.Conn.SetDeadline(c.clamp(t)) }
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.Conn.SetReadDeadline(c.clamp(t)) }
+func (c *Conn) SetDeadline(t time.Time) error { return c.Conn.SetDeadline(c.clamp(t)) }
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if c.dropped.Load() {
+		return c.Conn.SetReadDeadline(time.Unix(1, 0))
+	}
+	return c.Conn.SetReadDeadline(c.clamp(t))
+}
 func (c *Conn) SetWriteDeadline(t time.Time) error {
 	return c.Conn.SetWriteDeadline(c.clamp(t))
+}
+
+// Fail counts a failure (a failed login) against the connection, across
+// SMTP sessions (go-smtp starts a new one at each EHLO), and returns the
+// count so far.
+func Fail(nc net.Conn) int {
+	c, err := Of(nc)
+	if err != nil {
+		return 0
+	}
+	return int(c.fails.Add(1))
+}
+
+// Drop ends a connection after the reply being written now: its next
+// read fails at once, and the server then closes it. RFC 4954 section 4
+// lets a server end the session after failed authentications.
+func Drop(nc net.Conn) {
+	c, err := Of(nc)
+	if err != nil {
+		nc.Close()
+		return
+	}
+	c.dropped.Store(true)
+	c.Conn.SetReadDeadline(time.Unix(1, 0))
 }
 
 // Evicted says whether the connection was dropped to make room.

@@ -274,3 +274,48 @@ func TestOfRefusesForeignConnections(t *testing.T) {
 		t.Fatal("promoted a connection that was never admitted")
 	}
 }
+
+func TestDropEndsTheConnectionAfterTheReply(t *testing.T) {
+	nl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := Wrap(nl, Config{PreAuthIdle: time.Hour, PreAuthTotal: time.Hour})
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		io.WriteString(c, "220 ready\r\n")
+		for {
+			c.SetReadDeadline(time.Now().Add(time.Hour))
+			if _, err := br.ReadString('\n'); err != nil {
+				io.WriteString(c, "421 4.4.2 bye\r\n")
+				return
+			}
+			if Fail(c) >= 2 {
+				Drop(c)
+				io.WriteString(c, "535 5.7.8 failed, closing\r\n")
+				continue
+			}
+			io.WriteString(c, "535 5.7.8 failed\r\n")
+		}
+	}()
+	c := dial(t, l)
+	banner(t, c)
+	if r := c.cmd(t, "AUTH"); !strings.HasPrefix(r, "535 5.7.8 failed\r") {
+		t.Fatalf("first: %q", r)
+	}
+	if r := c.cmd(t, "AUTH"); !strings.HasPrefix(r, "535 5.7.8 failed, closing") {
+		t.Fatalf("second: %q", r)
+	}
+	if r, err := c.line(t); err != nil || !strings.HasPrefix(r, "421") {
+		t.Fatalf("after the drop: %q %v", r, err)
+	}
+	if _, err := c.line(t); !errors.Is(err, io.EOF) {
+		t.Fatalf("still open: %v", err)
+	}
+}

@@ -13,29 +13,48 @@ import (
 // SQLLocks keeps lockouts in the gateway's SQLite database, in a table of
 // their own, so that they outlast a restart and `conduit user unlock`
 // (another process) can lift them.
-type SQLLocks struct{ w, r *sql.DB }
+type SQLLocks struct {
+	w, r *sql.DB
+	own  bool // opened here, closed by Close
+}
 
 var lockMigrations = []string{
 	`CREATE TABLE auth_lockouts (key TEXT PRIMARY KEY, until_unix INTEGER NOT NULL, reason TEXT NOT NULL, locked_unix INTEGER NOT NULL)`,
 }
 
 // OpenSQLLocks opens (and creates, if needed) the lockout table in the
-// database at path.
+// database at path, on connections of its own (the command line).
 func OpenSQLLocks(ctx context.Context, path string) (*SQLLocks, error) {
 	w, r, err := sqlschema.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("authlimit: open %s: %w", path, err)
 	}
-	if err := sqlschema.Migrate(ctx, w, "auth_lockouts_schema_version", "the login lockouts", lockMigrations); err != nil {
+	s, err := NewSQLLocks(ctx, &sqlschema.DB{W: w, R: r})
+	if err != nil {
 		w.Close()
 		r.Close()
 		return nil, err
 	}
-	return &SQLLocks{w: w, r: r}, nil
+	s.own = true
+	return s, nil
 }
 
-// Close closes the database handles.
-func (s *SQLLocks) Close() error { return errors.Join(s.w.Close(), s.r.Close()) }
+// NewSQLLocks keeps lockouts in a database file whose connections the
+// gateway shares with its store and audit trail (one writer per file).
+func NewSQLLocks(ctx context.Context, db *sqlschema.DB) (*SQLLocks, error) {
+	if err := sqlschema.Migrate(ctx, db.W, "auth_lockouts_schema_version", "the login lockouts", lockMigrations); err != nil {
+		return nil, err
+	}
+	return &SQLLocks{w: db.W, r: db.R}, nil
+}
+
+// Close closes the database handles it opened itself.
+func (s *SQLLocks) Close() error {
+	if s == nil || !s.own {
+		return nil
+	}
+	return errors.Join(s.w.Close(), s.r.Close())
+}
 
 // Lock records or extends a lockout.
 func (s *SQLLocks) Lock(ctx context.Context, key string, until time.Time, reason string) error {
