@@ -141,6 +141,11 @@ type received struct {
 	// connection is gone (the release stands in for the route check).
 	peer []*x509.Certificate
 	live bool
+	// released names the quarantine release a re-processed message comes
+	// from ("Q7, released by ..."), "" for a live one: the receipt says
+	// so, and the originator then takes it as a late delivery of a
+	// package it was told had been refused.
+	released string
 }
 
 // replayCheck asks the store whether a package was already delivered. It
@@ -247,7 +252,7 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 	// The receipt is sealed before anything is delivered, so that it is
 	// stored with the delivery record below or the package is not
 	// delivered at all (the sender retries).
-	receipt, err := srv.sealReceipt(ctx, o, mailboxes)
+	receipt, err := srv.sealReceipt(ctx, o, mailboxes, m.released)
 	if err != nil {
 		srv.log.Error("receipt not sealed; package not delivered, the sender retries", "package", o.PackageID, "originator", o.Label.Originator, "err", err)
 		if errors.Is(err, smtpserver.ErrKeysUnavailable) {
