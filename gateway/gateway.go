@@ -165,7 +165,7 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 	g.submission = submission.New(cfg, submission.Options{Engine: g.engine, Keys: g.keys, Store: g.store, Audit: g.audit,
 		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Hostname: hostname, TLS: serverTLS, Throttle: throttle})
 	g.inbound = inbound.New(cfg, inbound.Options{Engine: g.engine, Keys: g.keys, Store: g.store, Audit: g.audit, Deliver: g.deliver,
-		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Hostname: hostname, TLS: serverTLS})
+		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Hostname: hostname, TLS: serverTLS, InFlight: g.relay.Delivering})
 	g.audit.Start()
 	return g, nil
 }

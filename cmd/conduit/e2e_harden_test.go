@@ -114,3 +114,304 @@ func TestServeDisablesCoreDumps(t *testing.T) {
 	}
 	t.Fatal("no core file limit in /proc/PID/limits")
 }
+
+// wire is a line-level SMTP client that never fails the test on a
+// closed connection: what the gateway does to a hostile client (a 421, a
+// close) is what these tests look at.
+type wire struct {
+	t  *testing.T
+	c  net.Conn
+	tp *textproto.Conn
+}
+
+// dialFrom connects to addr from a local loopback address (127.0.0.2 is
+// another host than the partners' 127.0.0.1) and reads the greeting.
+func dialFrom(t *testing.T, addr, local string) (*wire, int, string) {
+	t.Helper()
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if local != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
+	}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, local, err)
+	}
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	w := &wire{t: t, c: c, tp: textproto.NewConn(c)}
+	t.Cleanup(func() { w.c.Close() })
+	code, msg := w.reply()
+	return w, code, msg
+}
+
+// reply reads one reply; 0 and the error's text when the connection
+// closed or timed out.
+func (w *wire) reply() (int, string) {
+	code, msg, err := w.tp.ReadResponse(0)
+	if err != nil && code == 0 {
+		return 0, err.Error()
+	}
+	return code, msg
+}
+
+func (w *wire) cmd(format string, args ...any) (int, string) {
+	if err := w.tp.PrintfLine(format, args...); err != nil {
+		return 0, err.Error()
+	}
+	return w.reply()
+}
+
+func (w *wire) mustCmd(want int, format string, args ...any) string {
+	w.t.Helper()
+	code, msg := w.cmd(format, args...)
+	if code != want {
+		w.t.Fatalf("%s: %d %s, want %d", fmt.Sprintf(format, args...), code, msg, want)
+	}
+	return msg
+}
+
+func (w *wire) startTLS(cfg *tls.Config) {
+	w.t.Helper()
+	w.mustCmd(250, "EHLO hostile.example")
+	w.mustCmd(220, "STARTTLS")
+	tc := tls.Client(w.c, cfg)
+	if err := tc.Handshake(); err != nil {
+		w.t.Fatalf("TLS handshake: %v", err)
+	}
+	w.c, w.tp = tc, textproto.NewConn(tc)
+	w.mustCmd(250, "EHLO hostile.example")
+}
+
+func (w *wire) auth(user, pass string) (int, string) {
+	return w.cmd("AUTH PLAIN %s", base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00"+pass)))
+}
+
+func (w *wire) data(body []byte) (int, string) {
+	if code, msg := w.cmd("DATA"); code != 354 {
+		return code, msg
+	}
+	if _, err := w.c.Write(append(append([]byte{}, body...), "\r\n.\r\n"...)); err != nil {
+		return 0, err.Error()
+	}
+	return w.reply()
+}
+
+// junk is a message that is no envelope: n bytes of text.
+func junk(n int) []byte {
+	var b bytes.Buffer
+	b.WriteString("From: <x@evil.example>\r\nSubject: junk\r\n\r\n")
+	line := strings.Repeat("J", 76) + "\r\n"
+	for b.Len() < n {
+		b.WriteString(line)
+	}
+	return b.Bytes()
+}
+
+func countInLog(t *testing.T, b *testbed.Bed, id, s string) int {
+	t.Helper()
+	raw, err := os.ReadFile(b.Nodes[id].Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(raw), s)
+}
+
+// Finding 1: anyone who can reach port 25 could fill the quarantine.
+func TestStrangersCannotFillTheQuarantine(t *testing.T) {
+	b := newE2EBed(t, testbed.Options{Extra: "quarantine: {per-source-hour: 2}\n"}, "hmp-northgate")
+	ctx := context.Background()
+	ng := b.Nodes["hmp-northgate"]
+	// A stranger over STARTTLS with no client certificate: 3 MB of junk,
+	// four times in one session.
+	w, code, msg := dialFrom(t, ng.Inbound, "127.0.0.2")
+	if code != 220 {
+		t.Fatalf("greeting %d %s", code, msg)
+	}
+	w.startTLS(b.ClientTLS())
+	for i := 0; i < 4; i++ {
+		w.mustCmd(250, "MAIL FROM:<x@evil.example>")
+		w.mustCmd(250, "RCPT TO:<%s>", ngIntel)
+		code, msg := w.data(junk(3 << 20))
+		if code != 554 || !strings.HasPrefix(msg, "5.6.0") || !strings.Contains(msg, "not kept") {
+			t.Fatalf("junk %d from a stranger: %d %s; want 554 5.6.0, not kept", i, code, msg)
+		}
+	}
+	qs, err := b.Quarantined(ctx, "hmp-northgate")
+	tcheck(t, err, "quarantine")
+	if len(qs) != 0 {
+		t.Fatalf("a stranger's junk was kept: %d quarantined", len(qs))
+	}
+	// A partner's gateway (its certificate) sending junk: quarantined,
+	// up to the per-source rate; then 452 4.3.1, kept by the sender.
+	for i := 0; i < 3; i++ {
+		_, err := b.InjectAs(ctx, "hmp-northgate", "northshire-pio", pioFrom, []string{ngIntel}, junk(64<<10))
+		code, msg := smtpCode(err)
+		switch {
+		case i < 2 && (code != 550 || !strings.Contains(msg, "quarantined as Q")):
+			t.Fatalf("partner junk %d: %v; want 550 quarantined", i, err)
+		case i == 2 && code != 452:
+			t.Fatalf("partner junk past the per-source rate: %v; want 452 4.3.1", err)
+		}
+	}
+	qs, err = b.Quarantined(ctx, "hmp-northgate")
+	tcheck(t, err, "quarantine")
+	if len(qs) != 2 {
+		t.Fatalf("%d quarantined, want the 2 within the rate", len(qs))
+	}
+	if n := countInLog(t, b, "hmp-northgate", "admin alert: package quarantined"); n != 1 {
+		t.Errorf("%d quarantine alerts, want 1 (the rest grouped)", n)
+	}
+}
+
+// attack holds connections from local against addr until the test ends:
+// idle ones that never send, and slow ones that send a byte a second;
+// each reconnects when the gateway drops it.
+func attack(t *testing.T, addr, local string, idle, slow int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: 5 * time.Second}
+	one := func(trickle bool) {
+		for ctx.Err() == nil {
+			c, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			done := make(chan struct{})
+			go func() { io.Copy(io.Discard, c); close(done) }()
+			for stop := false; !stop; {
+				select {
+				case <-ctx.Done():
+					stop = true
+				case <-done:
+					stop = true
+				case <-time.After(time.Second):
+					if trickle {
+						c.Write([]byte("N"))
+					}
+				}
+			}
+			c.Close()
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	for i := 0; i < idle; i++ {
+		wg.Go(func() { one(false) })
+	}
+	for i := 0; i < slow; i++ {
+		wg.Go(func() { one(true) })
+	}
+}
+
+// Finding 2: idle connections shut the inbound listener; an escape
+// package waited behind them.
+func TestIdleAndSlowStrangersCannotDelayAPartner(t *testing.T) {
+	b := newE2EBed(t, testbed.Options{Extra: "limits: {connections: 30, partner-slots: 8, connections-per-address: 12, pre-auth-timeout: 3s, pre-auth-total: 5s}\n"},
+		"hmp-northgate", "northshire-pio")
+	ctx := context.Background()
+	ng, pio := b.Nodes["hmp-northgate"], b.Nodes["northshire-pio"]
+	// The per-address cap answers at once, with its reason.
+	for i := 0; i < 12; i++ {
+		if _, code, msg := dialFrom(t, ng.Inbound, "127.0.0.5"); code != 220 {
+			t.Fatalf("connection %d from one address: %d %s", i, code, msg)
+		}
+	}
+	if _, code, msg := dialFrom(t, ng.Inbound, "127.0.0.5"); code != 421 || !strings.Contains(msg, "Too many connections from your address") {
+		t.Fatalf("13th connection from one address: %d %s; want 421 4.7.0", code, msg)
+	}
+	// An idle stranger is cut off by the pre-auth timeout, not after 5
+	// minutes.
+	w, _, _ := dialFrom(t, ng.Inbound, "127.0.0.6")
+	if code, msg := w.reply(); code != 421 && code != 0 {
+		t.Fatalf("an idle stranger: %d %s", code, msg)
+	} else if strings.Contains(msg, "i/o timeout") {
+		t.Fatalf("an idle stranger was still connected after 60 s: %s", msg)
+	}
+	// Many strangers, idle and slow, on both listeners, from several
+	// addresses: more than all the slots.
+	for _, local := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
+		attack(t, ng.Inbound, local, 12, 8)
+		attack(t, pio.Submission, local, 12, 8)
+	}
+	time.Sleep(2 * time.Second) // the attack fills every slot strangers may hold
+	// Staff still log in and submit; the partner still delivers an
+	// immediate package.
+	resp, err := b.Submit(ctx, "northshire-pio", []string{ngIntel}, e2eMessage(e2eLabel, "Escape plan, wing C",
+		"Conduit-Risk: escape", "Conduit-Topic: security"))
+	if err != nil {
+		t.Fatalf("submission under attack: %v", err)
+	}
+	pkg := packageOf(t, resp)
+	if !testbed.WaitFor(ctx, 30*time.Second, func() bool {
+		per, _ := deliveredByPackage(b, "hmp-northgate")
+		return per[pkg] > 0
+	}) {
+		items, _ := b.Queue(ctx, "northshire-pio", store.Filter{PackageID: pkg})
+		t.Fatalf("the immediate package was not delivered under attack: %s\n%s", describeItems(items), b.Tail("hmp-northgate", 10))
+	}
+}
+
+// Finding 3: no AUTH throttling; user names leaked by timing.
+func TestFailedLoginsSlowThenLockThenUnlock(t *testing.T) {
+	b := newE2EBed(t, testbed.Options{Extra: "auth: {penalty: 20ms, max-penalty: 100ms, account-failures: 5, address-failures: 50, session-failures: 3}\n"}, "northshire-pio")
+	ctx := context.Background()
+	pio := b.Nodes["northshire-pio"]
+	session := func() *wire {
+		w, code, msg := dialFrom(t, pio.Submission, "127.0.0.2")
+		if code != 220 {
+			t.Fatalf("greeting %d %s", code, msg)
+		}
+		w.startTLS(b.ClientTLS())
+		return w
+	}
+	// Three failures end the session.
+	w := session()
+	for i := 1; i <= 3; i++ {
+		code, msg := w.auth(pio.User, "wrong-"+strconv.Itoa(i))
+		if code != 535 {
+			t.Fatalf("wrong password %d: %d %s", i, code, msg)
+		}
+		if i == 3 && !strings.Contains(msg, "closing") {
+			t.Fatalf("third failure: %s; want the connection closed", msg)
+		}
+	}
+	if code, msg := w.cmd("NOOP"); code == 250 {
+		t.Fatalf("the session survived three failed logins: %d %s", code, msg)
+	}
+	// Two more from another session: the account locks; the right
+	// password is then refused too.
+	w = session()
+	w.auth(pio.User, "wrong-4")
+	w.auth(pio.User, "wrong-5")
+	w = session()
+	if code, msg := w.auth(pio.User, pio.Password); code != 454 || !strings.Contains(msg, "locked") {
+		t.Fatalf("right password on a locked account: %d %s; want 454 4.7.0", code, msg)
+	}
+	// From another address too: the lock is the account's.
+	if _, err := b.Submit(ctx, "northshire-pio", []string{ngIntel}, e2eMessage(e2eLabel, "After the lock")); err == nil {
+		t.Fatal("a locked account submitted")
+	}
+	out := mustRun(t, b.Dir, nil, nil, conduitBin, "user", "unlock", pio.User, "--reason", "the officer called the service desk", "--config", pio.Config)
+	if !strings.Contains(out, "unlocked account "+pio.User) {
+		t.Fatalf("unlock: %s", out)
+	}
+	w = session()
+	if code, msg := w.auth(pio.User, pio.Password); code != 235 {
+		t.Fatalf("after unlock: %d %s", code, msg)
+	}
+	// Every failure is in the audit trail; none names an unknown account.
+	w = session()
+	w.auth("no-such-user", "guess")
+	audit := mustRun(t, b.Dir, nil, nil, conduitBin, "audit", "query", "--kind", "auth-failed", "--config", pio.Config)
+	if n := strings.Count(audit, "auth-failed"); n < 6 {
+		t.Errorf("%d auth-failed events, want 6:\n%s", n, audit)
+	}
+	if strings.Contains(audit, "no-such-user") || !strings.Contains(audit, "an unknown account") {
+		t.Errorf("the audit trail names what an unknown user typed:\n%s", audit)
+	}
+	for _, kind := range []string{"auth-locked", "auth-unlocked"} {
+		if !strings.Contains(mustRun(t, b.Dir, nil, nil, conduitBin, "audit", "query", "--kind", kind, "--config", pio.Config), kind) {
+			t.Errorf("no %s event", kind)
+		}
+	}
+}

@@ -195,11 +195,10 @@ func (l *Listener) admit(nc net.Conn) *Conn {
 		return nil
 	}
 	if l.unproven.Len() >= min(l.cfg.Max-l.cfg.Reserved, l.cfg.Max-l.proven) {
-		// The strangers' share is full: drop the oldest stranger rather
-		// than keep the newcomer waiting. A real client proves itself
-		// within one round trip after its banner; an idle one does not.
-		if front := l.unproven.Front(); front != nil {
-			evict = front.Value.(*Conn)
+		// The strangers' share is full: drop a stranger rather than keep
+		// the newcomer waiting. A real client proves itself within a few
+		// round trips after its banner; an idle one never does.
+		if evict = l.victim(); evict != nil {
 			l.unlink(evict)
 			l.refused[Evicted]++
 		}
@@ -218,6 +217,26 @@ func (l *Listener) admit(nc net.Conn) *Conn {
 		evict.Conn.Close()
 	}
 	return c
+}
+
+// victim picks the unproven connection to drop (l.mu held): the oldest
+// of the address holding the most, so that a flood from a few addresses
+// evicts itself before it evicts a partner's single new connection, and
+// the oldest of all when every address holds as many.
+func (l *Listener) victim() *Conn {
+	most := 0
+	for _, n := range l.perAddr {
+		most = max(most, n)
+	}
+	for e := l.unproven.Front(); e != nil; e = e.Next() {
+		if c := e.Value.(*Conn); l.perAddr[c.prefix] == most {
+			return c
+		}
+	}
+	if f := l.unproven.Front(); f != nil {
+		return f.Value.(*Conn)
+	}
+	return nil
 }
 
 // refuse writes the refusal line and closes; it never waits more than a

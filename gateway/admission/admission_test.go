@@ -319,3 +319,29 @@ func TestDropEndsTheConnectionAfterTheReply(t *testing.T) {
 		t.Fatalf("still open: %v", err)
 	}
 }
+
+func TestEvictionFallsOnTheAddressHoldingTheMost(t *testing.T) {
+	// 4 slots for strangers; a flood from 127.0.0.2 holds 3, a partner
+	// from 127.0.0.1 one: newcomers evict the flood's oldest, never the
+	// partner's connection, however old it is.
+	l := lineServer(t, Config{Max: 4, Reserved: 0, PerAddress: 100, PreAuthIdle: time.Hour, PreAuthTotal: time.Hour}, nil)
+	partner := dial(t, l)
+	banner(t, partner)
+	from := func() *client {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+		c, err := d.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		cl := &client{c: c, br: bufio.NewReader(c)}
+		banner(t, cl)
+		return cl
+	}
+	for i := 0; i < 10; i++ {
+		from()
+	}
+	if r := partner.cmd(t, "NOOP"); !strings.HasPrefix(r, "250") {
+		t.Fatalf("the partner's connection was evicted by a flood from another address: %q", r)
+	}
+}

@@ -61,11 +61,10 @@ func (s *inSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if !s.srv.self.HasMailbox(to) {
 		return smtpserver.Reply(550, smtp.EnhancedCode{5, 1, 1}, to+" is not a mailbox of "+s.srv.cfg.Agency+" in the agency directory")
 	}
-	// The same mailbox twice is one recipient (as Postfix collapses
-	// duplicate RCPTs): accepted, not counted again.
-	if !slices.ContainsFunc(s.rcpts, func(r string) bool { return strings.EqualFold(r, to) }) {
-		s.rcpts = append(s.rcpts, to)
+	if slices.ContainsFunc(s.rcpts, func(r string) bool { return strings.EqualFold(r, to) }) {
+		return smtpserver.ErrDuplicateRcpt(to)
 	}
+	s.rcpts = append(s.rcpts, to)
 	return nil
 }
 

@@ -124,21 +124,31 @@ func (srv *Server) takeReceipt(ctx context.Context, m received, o *envelope.Open
 			return srv.quarantine(ctx, m, "receipt-invalid", fmt.Sprintf("a receipt from %s for package %s names %s, not a mailbox of %s", rb.Agency, rb.Package, mb, rb.Agency))
 		}
 	}
-	// Sent counts, and a queued item the relay has tried (the receiver
-	// queues its receipt before its 250 reaches us, so the receipt may
-	// arrive before the relay records the item sent). A queued item never
-	// tried, a held or dropped one was never delivered: its receipt is
-	// suspect. A failed one is a late delivery only when the receipt says
-	// the receiver released it from its quarantine.
+	// Sent counts, and a queued item the relay is delivering right now
+	// (the receiver queues its receipt before its 250 reaches us, so the
+	// receipt may arrive before the relay records the item sent). For a
+	// queued item not in flight the receipt waits (4xx: the receiver
+	// retries it) until the item is sent: it must not stop an escalation
+	// clock for a package not yet delivered. A held or dropped item was
+	// never delivered: its receipt is suspect. A failed one is a late
+	// delivery only when the receipt says the receiver released it from
+	// its quarantine.
 	var late *store.Item
-	known := false
+	known, waiting := false, false
 	for i, it := range items {
 		switch {
-		case it.State == store.Sent, it.State == store.Queued && it.Attempts > 0:
+		case it.State == store.Sent, it.State == store.Queued && srv.inFlight(it.ID):
 			known = true
+		case it.State == store.Queued:
+			waiting = true
 		case it.State == store.Failed && rb.Released != "":
 			late = &items[i]
 		}
+	}
+	if !known && late == nil && waiting {
+		srv.log.Info("receipt for a package not yet sent: deferred", "package", rb.Package, "agency", rb.Agency)
+		return outcome{reply: smtpserver.Reply(451, smtp.EnhancedCode{4, 3, 0},
+			"Receipt for package "+rb.Package+" deferred: it has not been sent to "+rb.Agency+" yet; try again later")}
 	}
 	if !known && late == nil {
 		return srv.quarantine(ctx, m, "receipt-unknown", fmt.Sprintf("a receipt from %s for package %s, which was not sent to them", rb.Agency, rb.Package))

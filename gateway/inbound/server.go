@@ -81,6 +81,9 @@ type Options struct {
 	Queued   func()
 	Hostname string
 	TLS      *tls.Config
+	// InFlight says whether a queued item is being relayed right now (a
+	// receipt for a queued item is taken only then); nil: never.
+	InFlight func(id int64) bool
 }
 
 // Server is the partner front end of one gateway.
@@ -99,6 +102,7 @@ type Server struct {
 	hostname string
 	tls      *tls.Config
 	releases chan struct{}
+	inFlight func(id int64) bool
 	qguard   *qguard.Guard
 	alerts   *qguard.Alerts
 }
@@ -111,7 +115,10 @@ func New(cfg *config.Config, o Options) *Server {
 	}
 	srv := &Server{cfg: cfg, self: cfg.Self(), engine: o.Engine, keys: o.Keys, store: o.Store, audit: o.Audit,
 		deliver: o.Deliver, metrics: o.Metrics, log: o.Log, now: o.Now, queued: q, hostname: o.Hostname, tls: o.TLS,
-		releases: make(chan struct{}, 1)}
+		releases: make(chan struct{}, 1), inFlight: o.InFlight}
+	if srv.inFlight == nil {
+		srv.inFlight = func(int64) bool { return false }
+	}
 	qc := cfg.Quarantine
 	srv.qguard = qguard.New(qguard.Config{QuotaBytes: qc.QuotaBytes, PerSourceHour: qc.PerSourceHour})
 	srv.alerts = qguard.NewAlerts(time.Duration(qc.AlertInterval), func(a qguard.Alert) {

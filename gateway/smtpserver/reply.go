@@ -40,6 +40,14 @@ var (
 	ErrTempStore   = Reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure storing the package; nothing was lost, try again shortly")
 )
 
+// ErrDuplicateRcpt answers a RCPT for a mailbox already a recipient of
+// the transaction: accepted once, as Postfix collapses duplicates, and
+// (a reply, not an error, so go-smtp does not count it) never counted
+// against the recipient limit again. RFC 3463 2.1.5: destination valid.
+func ErrDuplicateRcpt(to string) *smtp.SMTPError {
+	return Reply(250, smtp.EnhancedCode{2, 1, 5}, to+" is already a recipient of this message; it is counted once")
+}
+
 // StrictCRLF passes a DATA stream through, failing at the first CR not
 // followed by LF or LF not preceded by CR. go-smtp ends DATA only on a
 // strict CRLF.CRLF, but keeps bare line endings in the data, where another

@@ -175,11 +175,10 @@ func (s *subSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if a.ID == s.srv.cfg.Agency {
 		return smtpserver.Reply(550, smtp.EnhancedCode{5, 1, 6}, to+" is in your own agency; use your internal mail")
 	}
-	// The same mailbox twice is one recipient, as Postfix collapses
-	// duplicate RCPTs.
-	if !slices.ContainsFunc(s.rcpts, func(r string) bool { return strings.EqualFold(r, to) }) {
-		s.rcpts = append(s.rcpts, to)
+	if slices.ContainsFunc(s.rcpts, func(r string) bool { return strings.EqualFold(r, to) }) {
+		return smtpserver.ErrDuplicateRcpt(to)
 	}
+	s.rcpts = append(s.rcpts, to)
 	return nil
 }
 
