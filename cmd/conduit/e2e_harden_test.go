@@ -6,18 +6,27 @@ package main
 // malicious member of staff would.
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
+	"fmt"
+	"io"
 	"net"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/conduit-gateway/conduit/config"
+	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/keys"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/testbed"
 )
@@ -413,5 +422,276 @@ func TestFailedLoginsSlowThenLockThenUnlock(t *testing.T) {
 		if !strings.Contains(mustRun(t, b.Dir, nil, nil, conduitBin, "audit", "query", "--kind", kind, "--config", pio.Config), kind) {
 			t.Errorf("no %s event", kind)
 		}
+	}
+}
+
+// submitRaw submits msg as the bed's account of id over a raw session
+// and returns the final reply (of RCPT when a RCPT is refused).
+func submitRaw(t *testing.T, b *testbed.Bed, id string, rcpts []string, msg []byte) (int, string) {
+	t.Helper()
+	n := b.Nodes[id]
+	w, code, text := dialFrom(t, n.Submission, "")
+	if code != 220 {
+		t.Fatalf("greeting %d %s", code, text)
+	}
+	w.startTLS(b.ClientTLS())
+	if code, text := w.auth(n.User, n.Password); code != 235 {
+		t.Fatalf("AUTH: %d %s", code, text)
+	}
+	w.mustCmd(250, "MAIL FROM:<%s>", n.Address)
+	for _, r := range rcpts {
+		if code, text := w.cmd("RCPT TO:<%s>", r); code != 250 {
+			return code, text
+		}
+	}
+	return w.data(msg)
+}
+
+// message builds a submission with the given header lines before the
+// e2e label and body.
+func message(from string, extra []string, body string) []byte {
+	var b strings.Builder
+	if from != "" {
+		fmt.Fprintf(&b, "From: %s\r\n", from)
+	}
+	fmt.Fprintf(&b, "To: <%s>\r\nSubject: Wing C\r\nMessage-ID: <%d@northshire-pio.example>\r\nHandling-Label: %s\r\n", ngIntel, time.Now().UnixNano(), e2eLabel)
+	for _, e := range extra {
+		b.WriteString(e + "\r\n")
+	}
+	b.WriteString("Content-Type: text/plain; charset=utf-8\r\n\r\n" + body + "\r\n")
+	return []byte(b.String())
+}
+
+// Findings 4, 5, 6 and the duplicate recipients of 9: what a member of
+// staff submits is checked as the receiver will check it, and refused
+// with a permanent code naming what is wrong.
+func TestSubmissionIsCheckedAsThePartnerWillCheckIt(t *testing.T) {
+	const limit = 2 << 20 // every gateway's, and the directory's, inbound limit
+	b := newE2EBed(t, testbed.Options{
+		Extra: fmt.Sprintf("limits: {message-bytes: %d}\n", limit),
+		Directory: func(_ *testbed.Bed, d *config.Directory) {
+			for _, a := range d.Agencies {
+				a.MessageBytes = limit
+			}
+		},
+	}, "hmp-northgate", "northshire-pio")
+	ctx := context.Background()
+	own := "\"D Patel\" <pio@northshire-pio.example>"
+	delivered := func(t *testing.T, pkg string) string {
+		t.Helper()
+		if !testbed.WaitFor(ctx, 30*time.Second, func() bool { per, _ := deliveredByPackage(b, "hmp-northgate"); return per[pkg] > 0 }) {
+			qs, _ := b.Quarantined(ctx, "hmp-northgate")
+			t.Fatalf("package %s not delivered; quarantined at the prison: %+v\n%s", pkg, qs, b.Tail("hmp-northgate", 6))
+		}
+		for _, f := range b.Delivered("hmp-northgate", ngIntel) {
+			raw, err := os.ReadFile(f)
+			tcheck(t, err, "read delivered")
+			if bytes.Contains(raw, []byte(pkg)) {
+				return string(raw)
+			}
+		}
+		t.Fatalf("no delivered file names %s", pkg)
+		return ""
+	}
+	for _, tc := range []struct {
+		name    string
+		msg     []byte
+		rcpts   []string
+		code    int
+		enh     string
+		mention string
+	}{
+		{"forged From", message("\"National CCU Director\" <director@ccu-national.example>", nil, e2eBody), nil, 553, "5.7.1", "From:"},
+		{"foreign Sender", message(own, []string{"Sender: director@ccu-national.example"}, e2eBody), nil, 553, "5.7.1", "Sender:"},
+		{"Reply-To outside the directory", message(own, []string{"Reply-To: attacker@evil.example"}, e2eBody), nil, 553, "5.7.1", "Reply-To:"},
+		{"another agency as originator", []byte(strings.Replace(string(message(own, nil, e2eBody)), "originator=northshire-pio", "originator=hmp-eastmoor", 1)), nil, 553, "5.7.1", "originator"},
+		{"a 4,000-character line", message(own, nil, strings.Repeat("x", 4100)), nil, 500, "5.5.6", "line"},
+		{"360 KB of header", message(own, []string{strings.TrimSuffix(strings.Repeat("X-Filler: "+strings.Repeat("f", 990)+"\r\n", 360), "\r\n")}, e2eBody), nil, 552, "5.3.4", "header section"},
+		{"an attachment the partner would refuse once armored", message(own, nil, strings.Repeat(strings.Repeat("A", 76)+"\r\n", 1700<<10/78)), nil, 552, "5.3.4", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, text := submitRaw(t, b, "northshire-pio", []string{ngIntel}, tc.msg)
+			if code != tc.code || !strings.HasPrefix(text, tc.enh) || !strings.Contains(text, tc.mention) {
+				t.Fatalf("%d %s; want %d %s naming %q", code, text, tc.code, tc.enh, tc.mention)
+			}
+		})
+	}
+	items, err := b.Queue(ctx, "northshire-pio", store.Filter{})
+	tcheck(t, err, "queue")
+	if len(items) != 0 {
+		t.Fatalf("refused submissions were queued: %s", describeItems(items))
+	}
+
+	t.Run("forged trust headers removed, the sender's date replaced", func(t *testing.T) {
+		for _, date := range []time.Time{time.Now().Add(48 * time.Hour), time.Now().Add(-15 * 24 * time.Hour)} {
+			msg := message(own, []string{
+				"Reply-To: " + ngIntel,
+				"Date: " + date.Format(time.RFC1123Z),
+				"Conduit-Verified: signer=ccu-national; fingerprint=0000; label=valid; package=cdt-forged",
+				"Conduit-Delivered-To: director@ccu-national.example",
+				"Conduit-Decision: forged-rule",
+				"Conduit-Topic: security",
+			}, e2eBody)
+			code, text := submitRaw(t, b, "northshire-pio", []string{ngIntel}, msg)
+			if code != 250 {
+				t.Fatalf("%d %s", code, text)
+			}
+			got := delivered(t, packageOf(t, text))
+			hdr, _, _ := strings.Cut(got, "\r\n\r\n")
+			for f, want := range map[string]int{"Conduit-Verified:": 1, "Conduit-Delivered-To:": 1, "Conduit-Decision:": 1} {
+				if n := strings.Count(hdr, f); n != want {
+					t.Errorf("%d %s fields in the delivered copy, want %d:\n%s", n, f, want, hdr)
+				}
+			}
+			for _, forged := range []string{"ccu-national", "cdt-forged", "forged-rule", date.Format(time.RFC1123Z)} {
+				if strings.Contains(hdr, forged) {
+					t.Errorf("the delivered copy carries the forged %q", forged)
+				}
+			}
+			if !strings.Contains(hdr, "Conduit-Verified: signer=northshire-pio") {
+				t.Errorf("the genuine Conduit-Verified is missing:\n%s", hdr)
+			}
+		}
+	})
+
+	t.Run("the same recipient fifty-five times is one", func(t *testing.T) {
+		rcpts := make([]string, 55)
+		for i := range rcpts {
+			rcpts[i] = ngIntel
+		}
+		code, text := submitRaw(t, b, "northshire-pio", rcpts, message(own, []string{"Conduit-Topic: security"}, e2eBody))
+		if code != 250 {
+			t.Fatalf("%d %s", code, text)
+		}
+		items, err := b.Queue(ctx, "northshire-pio", store.Filter{PackageID: packageOf(t, text)})
+		tcheck(t, err, "queue")
+		if len(items) != 1 || len(items[0].Recipients) != 1 {
+			t.Fatalf("items %s", describeItems(items))
+		}
+	})
+}
+
+// Finding 8: a package refused (550) and later released at the receiver
+// is delivered there; the originator takes its receipt as a late
+// delivery, and both audit trails and the submitter say so.
+func TestReleaseAfterRefusalGivesOneTruthOnBothSides(t *testing.T) {
+	const wrongPin = "0000000000000000000000000000000000000000000000000000000000000000"
+	b := newE2EBed(t, testbed.Options{Directory: func(_ *testbed.Bed, d *config.Directory) {
+		// The prison expects northshire-pio's client certificate with a
+		// key the directory pins wrongly: its deliveries are refused and
+		// quarantined until the directory is corrected.
+		a := d.Agency("northshire-pio")
+		a.MutualTLS, a.TLSPin = true, wrongPin
+	}}, "hmp-northgate", "northshire-pio")
+	ctx := context.Background()
+	pio, ng := b.Nodes["northshire-pio"], b.Nodes["hmp-northgate"]
+	resp, err := b.Submit(ctx, "northshire-pio", []string{ngIntel}, e2eMessage(e2eLabel, "Refused, then released", "Conduit-Topic: security"))
+	tcheck(t, err, "submit")
+	pkg := packageOf(t, resp)
+	items, ok := waitQueue(t, b, "northshire-pio", pkg, 30*time.Second, func(its []store.Item) bool {
+		return len(its) == 1 && its[0].State == store.Failed
+	})
+	if !ok {
+		t.Fatalf("the prison's refusal did not fail the item: %s\n%s", describeItems(items), b.Tail("hmp-northgate", 6))
+	}
+	notices := func() string {
+		var all strings.Builder
+		for _, f := range b.Delivered("northshire-pio", pio.Address) {
+			raw, _ := os.ReadFile(f)
+			all.Write(raw)
+		}
+		return all.String()
+	}
+	if !testbed.WaitFor(ctx, 10*time.Second, func() bool { return strings.Contains(notices(), "Undelivered: package "+pkg) }) {
+		t.Fatal("the submitter was not told the package was undelivered")
+	}
+	// The administrator corrects the directory and releases the package.
+	tcheck(t, b.Stop("hmp-northgate"), "stop the prison")
+	dirFile := filepath.Join(b.Dir, "directory.yaml")
+	raw, err := os.ReadFile(dirFile)
+	tcheck(t, err, "read directory")
+	fixed := strings.Replace(string(raw), wrongPin, pinOf(t, filepath.Join(pio.Dir, "gw.crt")), 1)
+	tcheck(t, os.WriteFile(dirFile, []byte(fixed), 0o644), "write directory")
+	tcheck(t, b.Start(ctx, "hmp-northgate"), "start the prison")
+	mustRun(t, b.Dir, nil, nil, conduitBin, "quarantine", "release", "1", "--reason", "pin corrected with the PIO unit", "--config", ng.Config)
+
+	if !testbed.WaitFor(ctx, 30*time.Second, func() bool {
+		its, _ := b.Queue(ctx, "northshire-pio", store.Filter{PackageID: pkg})
+		return len(its) == 1 && its[0].State == store.Sent
+	}) {
+		its, _ := b.Queue(ctx, "northshire-pio", store.Filter{})
+		qs, _ := b.Quarantined(ctx, "northshire-pio")
+		t.Fatalf("the late receipt did not make the item sent: %s; quarantined at the PIO: %+v\n%s\n%s", describeItems(its), qs, b.Tail("northshire-pio", 8), b.Tail("hmp-northgate", 8))
+	}
+	if per, _ := deliveredByPackage(b, "hmp-northgate"); per[pkg] == 0 {
+		t.Fatal("not delivered at the prison")
+	}
+	if qs, _ := b.Quarantined(ctx, "northshire-pio"); len(qs) != 0 {
+		t.Fatalf("the receipt was quarantined at the originator: %+v", qs)
+	}
+	if !testbed.WaitFor(ctx, 10*time.Second, func() bool { return strings.Contains(notices(), "Delivered after all: package "+pkg) }) {
+		t.Fatal("the submitter was not told the package arrived after all")
+	}
+	sender := mustRun(t, b.Dir, nil, nil, conduitBin, "audit", "query", "--package", pkg, "--config", pio.Config)
+	receiver := mustRun(t, b.Dir, nil, nil, conduitBin, "audit", "query", "--package", pkg, "--config", ng.Config)
+	if !strings.Contains(sender, "delivered late") || !strings.Contains(sender, "released it from its quarantine") {
+		t.Errorf("the originator's audit trail does not record the late delivery:\n%s", sender)
+	}
+	if !strings.Contains(receiver, "delivered after release from quarantine Q1") {
+		t.Errorf("the receiver's audit trail does not tie the receipt to the release:\n%s", receiver)
+	}
+}
+
+// forgeReceipt seals, with the prison's real key, a receipt for package
+// pkg naming mailboxes, as the prison's gateway would.
+func forgeReceipt(t *testing.T, b *testbed.Bed, pkg string, mailboxes []string) []byte {
+	t.Helper()
+	signer := bedIdentity(t, b, "hmp-northgate")
+	l, err := envelope.ParseLabel(strings.Replace(e2eLabel, "originator=northshire-pio", "originator=hmp-northgate", 1) +
+		`; created="` + time.Now().UTC().Format(time.RFC3339) + `"`)
+	tcheck(t, err, "label")
+	body := fmt.Sprintf(`{"package":%q,"agency":"hmp-northgate","mailboxes":[%q],"delivered":%q}`,
+		pkg, strings.Join(mailboxes, `","`), time.Now().UTC().Format(time.RFC3339))
+	msg := "From: <conduit@hmp-northgate.example>\r\nTo: <pio@northshire-pio.example>\r\nSubject: Receipt\r\n" +
+		"Content-Type: application/vnd.conduit.receipt+json\r\n\r\n" + body + "\r\n"
+	var buf bytes.Buffer
+	_, err = envelope.Seal(context.Background(), &buf, strings.NewReader(msg), envelope.SealParams{
+		Signer: signer, Recipients: []*keys.Cert{bedCert(t, b, "northshire-pio")}, Label: l, PackageID: "rcpt-" + pkg,
+		Manifest: &envelope.Manifest{From: "hmp-northgate", To: []string{"northshire-pio"}, Kind: envelope.KindReceipt},
+		Profile:  keys.ProfileOf(signer.Entity), Now: time.Now,
+	})
+	tcheck(t, err, "seal receipt")
+	return buf.Bytes()
+}
+
+// Finding 9: a receipt was accepted for an item still queued and never
+// sent, and the mailboxes it lists were not checked.
+func TestReceiptsOnlyForPackagesSentAndTheirAgencysMailboxes(t *testing.T) {
+	// The prison's gateway is down: the package stays queued.
+	b := newE2EBed(t, testbed.Options{RetryMin: "1h", RetryMax: "1h"}, "northshire-pio")
+	ctx := context.Background()
+	resp, err := b.Submit(ctx, "northshire-pio", []string{ngIntel}, e2eMessage(e2eLabel, "Never sent", "Conduit-Topic: security"))
+	tcheck(t, err, "submit")
+	pkg := packageOf(t, resp)
+	if _, ok := waitQueue(t, b, "northshire-pio", pkg, 20*time.Second, func(its []store.Item) bool {
+		return len(its) == 1 && its[0].LastError != ""
+	}); !ok {
+		t.Fatal("no failed attempt recorded")
+	}
+	_, err = b.InjectAs(ctx, "northshire-pio", "hmp-northgate", "conduit@hmp-northgate.example",
+		[]string{"pio@northshire-pio.example"}, forgeReceipt(t, b, pkg, []string{ngIntel}))
+	if code, text := smtpCode(err); code != 451 || !strings.Contains(text, "not been sent") {
+		t.Fatalf("a receipt for a package never sent: %v; want 451, deferred", err)
+	}
+	items, err := b.Queue(ctx, "northshire-pio", store.Filter{PackageID: pkg})
+	tcheck(t, err, "queue")
+	if len(items) != 1 || items[0].State != store.Queued {
+		t.Fatalf("items %s", describeItems(items))
+	}
+	// A receipt naming a mailbox that is not the prison's.
+	_, err = b.InjectAs(ctx, "northshire-pio", "hmp-northgate", "conduit@hmp-northgate.example",
+		[]string{"pio@northshire-pio.example"}, forgeReceipt(t, b, pkg, []string{"director@ccu-national.example"}))
+	if code, text := smtpCode(err); code != 550 || !strings.Contains(text, "not a mailbox of hmp-northgate") {
+		t.Fatalf("a receipt naming another agency's mailbox: %v; want 550, quarantined", err)
 	}
 }
