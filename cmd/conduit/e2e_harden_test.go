@@ -26,8 +26,8 @@ import (
 
 	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/envelope"
-	"github.com/conduit-gateway/conduit/keys"
 	"github.com/conduit-gateway/conduit/gateway/store"
+	"github.com/conduit-gateway/conduit/keys"
 	"github.com/conduit-gateway/conduit/testbed"
 )
 
