@@ -116,16 +116,15 @@ func newSessionRig(t testing.TB) *sessionRig {
 		stranger: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: "127.0.0.1"}}
 	ngCert, err := ng.Public()
 	check(err, "public")
-	label, err := envelope.ParseLabel(`v=1; classification=OFFICIAL-SENSITIVE; grading=5x5x5; source=B; intelligence=2; handling=1; basis=assessment; subjects=suspected; purpose=prison-security; sanitised=yes; originator=northshire-pio; reference=FUZZ-1; created=`+time.Now().UTC().Format(time.RFC3339))
+	label, err := envelope.ParseLabel(`v=1; classification=OFFICIAL-SENSITIVE; grading=5x5x5; source=B; intelligence=2; handling=1; basis=assessment; subjects=suspected; purpose=prison-security; sanitised=yes; originator=northshire-pio; reference=FUZZ-1; created=` + time.Now().UTC().Format(time.RFC3339))
 	check(err, "label")
-	for i, topic := range []string{"security", "corruption"} {
+	for _, topic := range []string{"security", "corruption"} {
 		var buf bytes.Buffer
 		msg := "From: <pio@northshire-pio.example>\r\nTo: <" + rigMailbox + ">\r\nSubject: fuzz seed\r\nContent-Type: text/plain\r\n\r\nSeed " + topic + "\r\n"
 		label.Created = time.Now().UTC().Truncate(time.Second)
 		_, err := envelope.Seal(ctx, &buf, strings.NewReader(msg), envelope.SealParams{Signer: pio, Recipients: []*keys.Cert{ngCert}, Label: label,
 			Manifest: &envelope.Manifest{From: "northshire-pio", To: []string{"hmp-northgate"}, Topic: topic}, Now: time.Now})
 		check(err, "seal")
-		_ = i
 		rig.envelopes = append(rig.envelopes, buf.Bytes())
 	}
 	return rig
