@@ -27,12 +27,18 @@ type Accounts struct {
 // as the config lists them).
 func NewAccounts(list []Account) *Accounts {
 	a := &Accounts{byName: map[string]int{}, list: list}
-	cost := bcrypt.DefaultCost
+	// The dearest account's cost: an unknown name must cost what a known
+	// one costs, neither less nor more (accounts hashed by `conduit user
+	// hash` all have bcrypt's default cost).
+	cost := 0
 	for i, ac := range list {
 		a.byName[ac.Name] = i
 		if c, err := bcrypt.Cost([]byte(ac.Hash)); err == nil && c > cost {
 			cost = c
 		}
+	}
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
 	}
 	h, err := bcrypt.GenerateFromPassword([]byte("conduit-unknown-account"), cost)
 	if err != nil {

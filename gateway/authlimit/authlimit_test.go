@@ -157,10 +157,10 @@ func TestUnknownAccountsCostOneBcryptOfTheSameCost(t *testing.T) {
 	h, err := bcrypt.GenerateFromPassword([]byte("right"), bcrypt.MinCost+2)
 	tcheck(t, err, "hash")
 	a := NewAccounts([]Account{{Name: "dpatel", Hash: string(h)}})
-	if c, _ := bcrypt.Cost(a.dummy); c != bcrypt.DefaultCost {
-		// DefaultCost is the floor: a cheaper account must not make an
-		// unknown name cheaper than the default.
-		t.Fatalf("dummy cost %d", c)
+	if c, _ := bcrypt.Cost(a.dummy); c != bcrypt.MinCost+2 {
+		// An unknown name costs what the account costs, neither less
+		// (the old leak) nor more (the same leak, reversed).
+		t.Fatalf("dummy cost %d, want the account's %d", c, bcrypt.MinCost+2)
 	}
 	for _, tc := range []struct {
 		name, pw string
@@ -170,9 +170,9 @@ func TestUnknownAccountsCostOneBcryptOfTheSameCost(t *testing.T) {
 			t.Errorf("Verify(%q, %q) = %d, want %d", tc.name, tc.pw, got, tc.want)
 		}
 	}
-	dear, _ := bcrypt.GenerateFromPassword([]byte("x"), bcrypt.DefaultCost+1)
+	dear, _ := bcrypt.GenerateFromPassword([]byte("x"), bcrypt.MinCost+3)
 	b := NewAccounts([]Account{{Name: "a", Hash: string(h)}, {Name: "b", Hash: string(dear)}})
-	if c, _ := bcrypt.Cost(b.dummy); c != bcrypt.DefaultCost+1 {
+	if c, _ := bcrypt.Cost(b.dummy); c != bcrypt.MinCost+3 {
 		t.Fatalf("dummy cost %d, want the dearest account's", c)
 	}
 }
