@@ -185,4 +185,3 @@ func (c *client) close() {
 	c.tp.PrintfLine("QUIT")
 	c.c.Close()
 }
-
