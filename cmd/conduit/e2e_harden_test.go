@@ -224,7 +224,8 @@ func countInLog(t *testing.T, b *testbed.Bed, id, s string) int {
 	return strings.Count(string(raw), s)
 }
 
-// Finding 1: anyone who can reach port 25 could fill the quarantine.
+// TestStrangersCannotFillTheQuarantine: anyone who can reach the inbound
+// port must not be able to fill the quarantine or the alert log.
 func TestStrangersCannotFillTheQuarantine(t *testing.T) {
 	b := newE2EBed(t, testbed.Options{Extra: "quarantine: {per-source-hour: 2}\n"}, "hmp-northgate")
 	ctx := context.Background()
@@ -312,8 +313,8 @@ func attack(t *testing.T, addr, local string, idle, slow int) {
 	}
 }
 
-// Finding 2: idle connections shut the inbound listener; an escape
-// package waited behind them.
+// TestIdleAndSlowStrangersCannotDelayAPartner: idle and slow connections
+// must not shut the listeners, nor make an escape package wait.
 func TestIdleAndSlowStrangersCannotDelayAPartner(t *testing.T) {
 	b := newE2EBed(t, testbed.Options{Extra: "limits: {connections: 30, partner-slots: 8, connections-per-address: 12, pre-auth-timeout: 3s, pre-auth-total: 5s}\n"},
 		"hmp-northgate", "northshire-pio")
@@ -360,7 +361,8 @@ func TestIdleAndSlowStrangersCannotDelayAPartner(t *testing.T) {
 	}
 }
 
-// Finding 3: no AUTH throttling; user names leaked by timing.
+// TestFailedLoginsSlowThenLockThenUnlock: password guessing is slowed,
+// stopped, audited, and undone only by time or an administrator.
 func TestFailedLoginsSlowThenLockThenUnlock(t *testing.T) {
 	b := newE2EBed(t, testbed.Options{Extra: "auth: {penalty: 20ms, max-penalty: 100ms, account-failures: 5, address-failures: 50, session-failures: 3}\n"}, "northshire-pio")
 	ctx := context.Background()
@@ -462,7 +464,7 @@ func message(from string, extra []string, body string) []byte {
 	return []byte(b.String())
 }
 
-// Findings 4, 5, 6 and the duplicate recipients of 9: what a member of
+// TestSubmissionIsCheckedAsThePartnerWillCheckIt: what a member of
 // staff submits is checked as the receiver will check it, and refused
 // with a permanent code naming what is wrong.
 func TestSubmissionIsCheckedAsThePartnerWillCheckIt(t *testing.T) {
@@ -571,7 +573,8 @@ func TestSubmissionIsCheckedAsThePartnerWillCheckIt(t *testing.T) {
 	})
 }
 
-// Finding 8: a package refused (550) and later released at the receiver
+// TestReleaseAfterRefusalGivesOneTruthOnBothSides: a package refused
+// (550) and later released at the receiver
 // is delivered there; the originator takes its receipt as a late
 // delivery, and both audit trails and the submitter say so.
 func TestReleaseAfterRefusalGivesOneTruthOnBothSides(t *testing.T) {
@@ -664,8 +667,8 @@ func forgeReceipt(t *testing.T, b *testbed.Bed, pkg string, mailboxes []string) 
 	return buf.Bytes()
 }
 
-// Finding 9: a receipt was accepted for an item still queued and never
-// sent, and the mailboxes it lists were not checked.
+// TestReceiptsOnlyForPackagesSentAndTheirAgencysMailboxes: a receipt is
+// taken only for an item sent, and only naming the receiver's mailboxes.
 func TestReceiptsOnlyForPackagesSentAndTheirAgencysMailboxes(t *testing.T) {
 	// The prison's gateway is down: the package stays queued.
 	b := newE2EBed(t, testbed.Options{RetryMin: "1h", RetryMax: "1h"}, "northshire-pio")
