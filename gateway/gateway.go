@@ -331,6 +331,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	shut.Wait()
 	serving.Wait()
+	// Whatever handler is still at work (a session closed under it at the
+	// timeout) is cut and waited for: none outlives Run, so none finds the
+	// store closed under it.
+	g.submission.Stop()
+	g.inbound.Stop()
 	stopWork()
 	wg.Wait()
 	g.log.Info("stopped")

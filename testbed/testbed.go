@@ -195,6 +195,12 @@ store: {path: conduit.db}
 delivery: {maildir: maildir}
 queue: {retry-min: %s, retry-max: %s, workers: 4%s}
 %s`, a.ID, a.ID, n.Submission, n.Inbound, n.Admin, retryMin, retryMax, maxAge, opt.Extra)
+		if !strings.Contains(opt.Extra, "housekeeping-interval:") {
+			// A bed moves its gateways' clocks (ClockEnv) by hours in a
+			// second: its clocks and retention are looked at every second,
+			// where a deployment keeps the default minute.
+			cfg += "housekeeping-interval: 1s\n"
+		}
 		if n.Address != "" {
 			cfg += fmt.Sprintf("users:\n  - {name: %s, address: %q, password-hash: %q}\n", n.User, n.Address, hash)
 		}

@@ -113,7 +113,7 @@ func PurgeExpired(ctx context.Context, cfg *config.Config, st store.Store, trail
 			}
 		}
 		// The package's envelopes, and the receipt this gateway sealed for
-		// it (receipt.go): a receipt is kept as long as its package. The
+		// it (inbound/receipt.go): a receipt is kept as long as its package. The
 		// keys are destroyed, the clock closed and the purge audited in one
 		// transaction.
 		err = st.Update(ctx, func(tx store.Tx) error {

@@ -96,7 +96,9 @@ func (s *inSession) Data(r io.Reader) error {
 		return smtpserver.ErrTempStore
 	}
 	st, _ := s.conn.TLSConnectionState()
-	return s.srv.receive(context.Background(), received{
+	ctx, done := s.srv.handlers.Begin()
+	defer done()
+	return s.srv.receive(ctx, received{
 		remote: s.conn.Conn().RemoteAddr().String(), helo: s.conn.Hostname(),
 		from: s.from, rcpts: s.rcpts, msg: sp, peer: st.PeerCertificates, live: true, partner: s.partner,
 	})

@@ -101,6 +101,7 @@ type Server struct {
 	queued   func()
 	hostname string
 	tls      *tls.Config
+	handlers smtpserver.Handlers
 	releases chan struct{}
 	inFlight func(id int64) bool
 	qguard   *qguard.Guard
@@ -132,6 +133,13 @@ func New(cfg *config.Config, o Options) *Server {
 
 // Close raises the quarantine alerts still grouped.
 func (srv *Server) Close() { srv.alerts.Close() }
+
+// Stop cuts the message handlers still running (their context is
+// cancelled: they answer 4xx) and waits for every one to return.
+func (srv *Server) Stop() {
+	srv.handlers.Cut()
+	srv.handlers.Wait()
+}
 
 // SMTP builds the inbound listener's SMTP server.
 func (srv *Server) SMTP() *smtp.Server {

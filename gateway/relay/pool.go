@@ -22,7 +22,7 @@ import (
 // short idle time, and the next item for the same destination goes over it
 // after an RSET, instead of a new TCP connection, STARTTLS handshake and
 // EHLO. Every session in the cache was verified when it was made, exactly
-// as a one-shot session is (relayTLS: TLS 1.2 or later, the agencies' CA or
+// as a one-shot session is (tlsroute.ClientConfig: TLS 1.2 or later, the agencies' CA or
 // the route's SPKI pin, this gateway's client certificate for mutual TLS);
 // none is ever kept in clear.
 const (

@@ -1,11 +1,13 @@
 package smtpserver
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -100,3 +102,38 @@ func Refusal(d policy.Decision) *smtp.SMTPError {
 	}
 	return Reply(550, smtp.EnhancedCode{5, 7, 1}, "Package refused, nothing was sent: "+strings.Join(why, "; "))
 }
+
+// Handlers tracks a front end's message handlers (what runs between the
+// end of DATA and the reply: intake, opening, delivery), so that a stop
+// can wait for them, and gives them a context that the stop cancels when
+// its time runs out: a handler cut that way answers 4xx and has promised
+// nothing, and none is left running once the store is closed.
+type Handlers struct {
+	mu     sync.Mutex
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Begin starts a handler; call done when it has answered.
+func (h *Handlers) Begin() (ctx context.Context, done func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ctx == nil {
+		h.ctx, h.cancel = context.WithCancel(context.Background())
+	}
+	h.wg.Add(1)
+	return h.ctx, h.wg.Done
+}
+
+// Cut cancels the context of the handlers still running.
+func (h *Handlers) Cut() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cancel != nil {
+		h.cancel()
+	}
+}
+
+// Wait returns when every handler begun has answered.
+func (h *Handlers) Wait() { h.wg.Wait() }

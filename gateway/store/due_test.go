@@ -88,7 +88,10 @@ func fillIdle(t testing.TB, s *SQLite, n int, now time.Time, open bool) {
 // method gives what its query here gives, so that the two cannot drift
 // apart unnoticed.
 type housekeepingQuery struct {
-	name  string
+	name string
+	// first: the query takes the first entry of a partial index in its
+	// order (LIMIT 1).
+	first bool
 	plans *regexp.Regexp
 	q     string
 	args  []any
@@ -99,25 +102,27 @@ func housekeepingQueries(now time.Time) []housekeepingQuery {
 	return []housekeepingQuery{
 		// Only the queued items: by queue_next, or by queue_due on its
 		// state.
-		{"NextDue", regexp.MustCompile(`INDEX (queue_next\b|queue_due \(state=\?\))`),
-			`SELECT min(next_attempt) FROM queue WHERE state = 'queued'`, nil},
+		{"NextDue", true, regexp.MustCompile(`INDEX (queue_next\b|queue_due \(state=\?\))`),
+			`SELECT next_attempt FROM queue INDEXED BY queue_next
+		WHERE state = 'queued' ORDER BY next_attempt LIMIT 1`, nil},
 		// Only the open clocks that can raise an alert: deadlines_alert.
 		// deadlines_due (done, alerted, due) would walk every open
 		// retention clock, years ahead, to find that none other is open.
-		{"NextDeadline", regexp.MustCompile(`INDEX deadlines_alert\b`),
-			`SELECT min(due) FROM deadlines WHERE done = 0 AND alerted = 0 AND kind <> 'retention'`, nil},
+		{"NextDeadline", true, regexp.MustCompile(`INDEX deadlines_alert\b`),
+			`SELECT due FROM deadlines INDEXED BY deadlines_alert
+		WHERE done = 0 AND alerted = 0 AND kind <> 'retention' ORDER BY due LIMIT 1`, nil},
 		// Only the open clocks already due.
-		{"OverdueDeadlines", regexp.MustCompile(`INDEX (deadlines_alert\b|deadlines_due \(done=\? AND alerted=\? AND due<\?\))`),
-			`SELECT ` + deadlineCols + ` FROM deadlines
-			WHERE done = 0 AND alerted = 0 AND kind <> 'retention' AND due <= ? ORDER BY due, id LIMIT ?`, []any{nowN, 1000}},
+		{"OverdueDeadlines", false, regexp.MustCompile(`INDEX (deadlines_alert\b|deadlines_due \(done=\? AND alerted=\? AND due<\?\))`),
+			`SELECT ` + deadlineCols + ` FROM deadlines INDEXED BY deadlines_alert
+		WHERE done = 0 AND alerted = 0 AND kind <> 'retention' AND due <= ? ORDER BY due, id LIMIT ?`, []any{nowN, 1000}},
 		// Only the open retention clocks already due.
-		{"DueDeadlines", regexp.MustCompile(`INDEX deadlines_open_kind \(kind=\? AND due<\?\)`),
+		{"DueDeadlines", false, regexp.MustCompile(`INDEX deadlines_open_kind \(kind=\? AND due<\?\)`),
 			`SELECT ` + deadlineCols + ` FROM deadlines
 			WHERE done = 0 AND kind = ? AND due <= ? ORDER BY due, id LIMIT ?`, []any{"retention", nowN, 1000}},
 		// Only the kept messages past their period, never the purged ones.
-		{"QuarantinedBefore", regexp.MustCompile(`INDEX (quarantine_kept\b|quarantine_state \(state=\? AND received<\?\))`),
-			`SELECT ` + qCols + ` FROM quarantine
-			WHERE state IN ('held', 'released') AND received < ? ORDER BY received, id LIMIT ?`, []any{nowN - int64(30*24*time.Hour), 1000}},
+		{"QuarantinedBefore", false, regexp.MustCompile(`INDEX (quarantine_kept\b|quarantine_state \(state=\? AND received<\?\))`),
+			`SELECT ` + qCols + ` FROM quarantine INDEXED BY quarantine_kept
+		WHERE state IN ('held', 'released') AND received < ? ORDER BY received, id LIMIT ?`, []any{nowN - int64(30*24*time.Hour), 1000}},
 	}
 }
 
@@ -147,7 +152,10 @@ func TestIdleHousekeepingReadsIndexesNotTables(t *testing.T) {
 			tcheck(t, rows.Err(), "plan")
 			t.Logf("plan: %s", strings.Join(plan, "; "))
 			for _, step := range plan {
-				if strings.HasPrefix(step, "SCAN ") {
+				// A scan of a partial index in its order, stopped at the
+				// first entry (LIMIT 1), reads one entry of what can be
+				// work; any other scan reads what the gateway keeps.
+				if strings.HasPrefix(step, "SCAN ") && !(hq.first && hq.plans.MatchString(step)) {
 					t.Errorf("%s scans: %q", hq.name, step)
 				}
 			}
@@ -198,7 +206,7 @@ func TestIdleHousekeepingReadsIndexesNotTables(t *testing.T) {
 	// The queries above are the methods' own: same answers on the same
 	// store (two days on, when each has something to find).
 	for _, hq := range housekeepingQueries(later) {
-		if !strings.Contains(hq.q, "LIMIT") {
+		if !strings.Contains(hq.q, "LIMIT ?") {
 			continue
 		}
 		var n int

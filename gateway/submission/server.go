@@ -83,6 +83,7 @@ type Server struct {
 	queued   func()
 	hostname string
 	tls      *tls.Config
+	handlers smtpserver.Handlers
 	throttle *authlimit.Throttle
 	accounts *authlimit.Accounts
 	// maxMessage is the submission size limit: what the smallest
@@ -134,6 +135,13 @@ func MessageLimit(cfg *config.Config) int64 {
 		limit = min(limit, envelope.MaxPayload(a.MessageBytes))
 	}
 	return limit
+}
+
+// Stop cuts the message handlers still running (their context is
+// cancelled: they answer 4xx) and waits for every one to return.
+func (srv *Server) Stop() {
+	srv.handlers.Cut()
+	srv.handlers.Wait()
 }
 
 // SMTP builds the listener's SMTP server; each listener (STARTTLS,

@@ -188,7 +188,9 @@ func (s *subSession) Data(r io.Reader) error {
 		return err
 	}
 	if s.triage {
-		return s.srv.triageReply(context.Background(), s.user, r)
+		ctx, done := s.srv.handlers.Begin()
+		defer done()
+		return s.srv.triageReply(ctx, s.user, r)
 	}
 	sp, err := envelope.NewSpool("", s.srv.maxMessage)
 	if err != nil {
@@ -206,7 +208,9 @@ func (s *subSession) Data(r io.Reader) error {
 	if err := sp.Finish(); err != nil {
 		return smtpserver.ErrTempStore
 	}
-	return s.srv.intake(context.Background(), submission{user: s.user, from: s.from, rcpts: s.rcpts, msg: sp})
+	ctx, done := s.srv.handlers.Begin()
+	defer done()
+	return s.srv.intake(ctx, submission{user: s.user, from: s.from, rcpts: s.rcpts, msg: sp})
 }
 
 func (s *subSession) Reset() {
