@@ -8,13 +8,15 @@
 # the time from submitting an immediate (escape risk) package to its file
 # in the receiver's Maildir, and the receiver's resident memory.
 #
-# Usage: bench/hostile.sh [IDLE] [SLOW] [ADDRS] [PROBES]      (defaults 1000 1000 1 5)
+# Usage: bench/hostile.sh [IDLE] [SLOW] [ADDRS] [PROBES] [RETRY]      (defaults 1000 1000 1 5 1s)
+# RETRY is how soon a refused or dropped attacker connects again.
 # ADDRS > 1 spreads the attacker over that many loopback addresses.
 set -euo pipefail
 IDLE=${1:-1000}
 SLOW=${2:-1000}
 ADDRS=${3:-1}
 PROBES=${4:-5}
+RETRY=${5:-1s}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/hostilebench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -22,4 +24,4 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cd "$repo"
 go build -o "$work/conduit" ./cmd/conduit
 go build -o "$work/hostile" ./bench/hostile
-"$work/hostile" -bin "$work/conduit" -dir "$work/bed" -idle "$IDLE" -slow "$SLOW" -addrs "$ADDRS" -probes "$PROBES"
+"$work/hostile" -bin "$work/conduit" -dir "$work/bed" -idle "$IDLE" -slow "$SLOW" -addrs "$ADDRS" -probes "$PROBES" -retry "$RETRY"

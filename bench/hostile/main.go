@@ -58,10 +58,12 @@ func main() {
 	addrs := flag.Int("addrs", 1, "attacker source addresses (consecutive from -from)")
 	probes := flag.Int("probes", 5, "partner banners and immediate packages measured")
 	settle := flag.Duration("settle", 5*time.Second, "how long the attack runs before the first probe")
+	retry := flag.Duration("retry", time.Second, "how soon an attacker connects again after the gateway refused or dropped it")
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up after this long")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
+	retryPause = *retry
 	if err := run(ctx, *bin, *dir, *idle, *slow, *trickle, *from, *addrs, *probes, *settle); err != nil {
 		fmt.Fprintln(os.Stderr, "hostile:", err)
 		os.Exit(1)
@@ -150,7 +152,8 @@ func run(ctx context.Context, bin, dir string, idle, slow int, trickle time.Dura
 	stop()
 	wg.Wait()
 
-	fmt.Printf("attack: %d idle + %d slow-loris clients from %d address(es) starting %s, against %s\n", idle, slow, max(addrs, 1), first, receiver)
+	fmt.Printf("attack: %d idle + %d slow-loris clients from %d address(es) starting %s, against %s, each connecting again %s after it is refused or dropped\n",
+		idle, slow, max(addrs, 1), first, receiver, retryPause)
 	fmt.Printf("  connections the attacker held open at the end: %d; got a banner: %d; refused with 421: %d; cut off by the gateway: %d\n",
 		held, st.banners.Load(), st.refused.Load(), st.cut.Load())
 	fmt.Printf("partner (client certificate, STARTTLS) banner under attack: %s\n", summary(banners))
@@ -164,6 +167,9 @@ func run(ctx context.Context, bin, dir string, idle, slow int, trickle time.Dura
 	}
 	return nil
 }
+
+// retryPause is how soon an attacker connects again.
+var retryPause = time.Second
 
 type attackStats struct {
 	open, banners, refused, cut atomic.Int64
@@ -228,7 +234,7 @@ func attacker(ctx context.Context, target string, src netip.Addr, trickle time.D
 		}
 		c.Close()
 		st.open.Add(-1)
-		pause(ctx, 100*time.Millisecond)
+		pause(ctx, retryPause)
 	}
 }
 
