@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/marking"
 	"github.com/goccy/go-yaml/ast"
 )
 
@@ -30,6 +31,10 @@ type Config struct {
 	// LegacyMarkings replaces the default mapping of legacy GPMS markings
 	// to classifications; a marking not in the table is refused.
 	LegacyMarkings map[string]envelope.Classification `yaml:"legacy-markings,omitempty"`
+	// PurviewLabels says what the Microsoft Purview sensitivity labels
+	// this gateway's senders apply in Outlook mean as handling markings,
+	// by label GUID (the msip_labels header).
+	PurviewLabels []PurviewLabel `yaml:"purview-labels,omitempty"`
 
 	// Gateway holds the sections only `conduit serve` needs (gateway.go).
 	Gateway `yaml:",inline"`
@@ -40,6 +45,10 @@ type Config struct {
 	DirectoryFile string `yaml:"-"`
 	// Directory is the agency directory, inline or from its own file.
 	Directory *Directory `yaml:"-"`
+
+	// legacyLines is the line of each legacy-markings entry, for the
+	// trace entry that cites the table a mapping came from.
+	legacyLines map[string]int
 }
 
 // fileConfig is the on-disk form: Config plus the directory, which is
@@ -150,15 +159,78 @@ func (c *Config) check(doc *Doc) error {
 	if err := c.checkGateway(doc); err != nil {
 		return err
 	}
+	if err := c.checkPurview(doc); err != nil {
+		return err
+	}
+	c.legacyLines = map[string]int{}
+	if mn, ok := doc.Node("$.legacy-markings").(*ast.MappingNode); ok {
+		for _, kv := range mn.Values {
+			if kv.Key != nil && kv.Key.GetToken() != nil {
+				c.legacyLines[envelope.NormalizeMarking(kv.Key.GetToken().Value)] = kv.Key.GetToken().Position.Line
+			}
+		}
+	}
 	for k, v := range c.LegacyMarkings {
 		if !slices.Contains(envelope.Classifications, v) {
 			return doc.Errorf("$.legacy-markings", "%q maps to %q, which is not a classification", k, v)
 		}
-		if slices.Contains(envelope.Classifications, envelope.Classification(strings.ToUpper(k))) {
+		if envelope.IsCurrent(k) {
 			return doc.Errorf("$.legacy-markings", "%q is a current classification, not a legacy marking", k)
 		}
 	}
 	return nil
+}
+
+// PurviewLabel is one sensitivity label of the agency's Purview tenant.
+type PurviewLabel struct {
+	// GUID is the label's id, as in MSIP_Label_<guid>_Enabled=true.
+	GUID string `yaml:"guid"`
+	// Name is the label's display name, for people (never matched).
+	Name           string                  `yaml:"name"`
+	Classification envelope.Classification `yaml:"classification"`
+	Descriptor     string                  `yaml:"descriptor,omitempty"`
+	Caveat         string                  `yaml:"caveat,omitempty"`
+}
+
+func (c *Config) checkPurview(doc *Doc) error {
+	seen := map[string]int{}
+	for i, l := range c.PurviewLabels {
+		at := fmt.Sprintf("$.purview-labels[%d]", i)
+		if !marking.IsGUID(l.GUID) {
+			return doc.Errorf(at+".guid", "%q is not a label GUID such as 3c9e4a1b-7f0d-4c2a-9b1e-5d6f7a8b9c0d (the <guid> of MSIP_Label_<guid>_Enabled in the msip_labels header)", l.GUID)
+		}
+		g := strings.ToLower(l.GUID)
+		if j, dup := seen[g]; dup {
+			return doc.Errorf(at+".guid", "label %s is already listed at purview-labels[%d]", l.GUID, j)
+		}
+		seen[g] = i
+		if strings.TrimSpace(l.Name) == "" {
+			return doc.Errorf(at+".name", "label %s has no name: give the name senders see in Outlook", l.GUID)
+		}
+		if !slices.Contains(envelope.Classifications, l.Classification) {
+			return doc.Errorf(at+".classification", "%q is not a classification; allowed: OFFICIAL, OFFICIAL-SENSITIVE, SECRET, TOP SECRET", l.Classification)
+		}
+		if l.Descriptor != "" && !slices.Contains(envelope.Descriptors, l.Descriptor) {
+			return doc.Errorf(at+".descriptor", "%q is not a descriptor; allowed: %s", l.Descriptor, strings.Join(envelope.Descriptors, ", "))
+		}
+		if l.Descriptor != "" && l.Classification != envelope.OfficialSensitive {
+			return doc.Errorf(at+".descriptor", "a descriptor qualifies OFFICIAL-SENSITIVE only, and this label is %s", l.Classification)
+		}
+		if l.Caveat != "" && !slices.Contains(envelope.Caveats, l.Caveat) {
+			return doc.Errorf(at+".caveat", "%q is not a national caveat; allowed: %s", l.Caveat, strings.Join(envelope.Caveats, ", "))
+		}
+	}
+	return nil
+}
+
+// Purview returns the Purview label table, keyed by lower-case GUID.
+func (c *Config) Purview() marking.PurviewTable {
+	t := make(marking.PurviewTable, len(c.PurviewLabels))
+	for _, l := range c.PurviewLabels {
+		g := strings.ToLower(l.GUID)
+		t[g] = marking.PurviewLabel{GUID: g, Name: l.Name, Classification: l.Classification, Descriptor: l.Descriptor, Caveat: l.Caveat}
+	}
+	return t
 }
 
 // Legacy returns the legacy-marking table in force: the configured one, or
@@ -170,9 +242,24 @@ func (c *Config) Legacy() envelope.LegacyMarkings {
 	}
 	m := make(envelope.LegacyMarkings, len(c.LegacyMarkings))
 	for k, v := range c.LegacyMarkings {
-		m[strings.ToUpper(strings.TrimSpace(k))] = v
+		m[envelope.NormalizeMarking(k)] = v
 	}
 	return m
+}
+
+// LegacySource says where the mapping of a legacy marking comes from, for
+// the decision's trace and the audit trail: the config file and line of
+// the administrator's entry, or the built-in table.
+func (c *Config) LegacySource(marking string) string {
+	// legacyLines holds the entries the file wrote; SetDefaults fills an
+	// absent table with the built-in one, which is cited as such.
+	if c == nil || len(c.legacyLines) == 0 {
+		return "built-in legacy-marking table (DESIGN.md, The handling label)"
+	}
+	if line, ok := c.legacyLines[envelope.NormalizeMarking(marking)]; ok {
+		return fmt.Sprintf("legacy-markings in %s, line %d", c.File, line)
+	}
+	return "legacy-markings in " + c.File
 }
 
 // Self returns this gateway's own agency.

@@ -78,6 +78,51 @@ type Mailbox struct {
 // TrainedOn returns the training date, and false if there is no record.
 func (m *Mailbox) TrainedOn() (time.Time, bool) { return m.trained, !m.trained.IsZero() }
 
+// PostKind is what kind of post a post is, for administrators' rules
+// (a rule may treat a senior manager differently from other staff).
+type PostKind string
+
+// The kinds of post.
+const (
+	PostStaff         PostKind = "staff"          // a member of staff (an officer, an analyst)
+	PostSeniorManager PostKind = "senior-manager" // a senior manager: deputy governor grade, a head of function (MoU 4.1: the LCCM is at deputy governor grade)
+	PostGovernor      PostKind = "governor"       // a governor grade: the governing governor, a duty governor
+	PostPolice        PostKind = "police"         // a police officer based at the establishment (a PIO, MoU 4.2)
+	PostContractor    PostKind = "contractor"     // staff of a contracted service provider (MoU 3.2, 6.1)
+)
+
+// PostKinds lists the kinds of post.
+var PostKinds = []PostKind{PostStaff, PostSeniorManager, PostGovernor, PostPolice, PostContractor}
+
+// Post is a post at an establishment that a package's subject may hold:
+// the Local Counter Corruption Manager, the head of security, a deputy
+// governor (MoU 4.1). Local agreements route by post (MoU 7.1).
+type Post struct {
+	// ID is how a package names the post (lccm, head-of-security).
+	ID   string   `yaml:"id"`
+	Name string   `yaml:"name"`
+	Kind PostKind `yaml:"kind"`
+	// Oversight marks a post with oversight of the intelligence function
+	// at the establishment. A subject holding it is treated like the
+	// governing governor: the establishment receives nothing (MoU 6.1
+	// police, bullet 5: "if it is inappropriate to disseminate to prisons
+	// (e.g. if it concerns the governing-governor)" — the governor is the
+	// example, not the whole rule). The administrator decides which posts.
+	Oversight bool `yaml:"oversight,omitempty"`
+}
+
+// EnvelopeProfile is the message format a partner's gateway speaks.
+type EnvelopeProfile string
+
+// The envelope profiles.
+const (
+	EnvelopeConduit EnvelopeProfile = "conduit"
+	EnvelopePGPMIME EnvelopeProfile = "pgp-mime"
+)
+
+// PlainPGPMIME reports whether the agency speaks standard PGP/MIME only.
+func (a *Agency) PlainPGPMIME() bool { return a != nil && a.Envelope == EnvelopePGPMIME }
+
 // Agency is one entry of the directory.
 type Agency struct {
 	ID   string `yaml:"id"`
@@ -120,11 +165,53 @@ type Agency struct {
 	// (its limits.message-bytes; default DefaultMessageBytes). A package
 	// whose envelope would be larger is refused at submission, with a
 	// 5xx, rather than accepted and then refused by the partner.
-	MessageBytes int64     `yaml:"message-bytes,omitempty"`
-	Mailboxes    []Mailbox `yaml:"mailboxes"`
+	MessageBytes int64 `yaml:"message-bytes,omitempty"`
+	// Envelope is what the agency's gateway speaks: conduit (the default:
+	// Conduit envelopes with a manifest and signed receipts) or pgp-mime
+	// (a partner without Conduit: standard RFC 3156 PGP/MIME, read by
+	// GnuPG, Kleopatra, Thunderbird or a commercial gateway, which sends
+	// no receipts).
+	Envelope  EnvelopeProfile `yaml:"envelope,omitempty"`
+	Mailboxes []Mailbox       `yaml:"mailboxes"`
 	// Escalation lists the contacts that receive immediate copies of
 	// packages carrying a major or imminent risk (MoU 6.1).
 	Escalation []Mailbox `yaml:"escalation,omitempty"`
+	// Posts lists the posts at this establishment a package's subject may
+	// hold (prisons, probation divisions, CRCs, PECS contractors).
+	Posts []Post `yaml:"posts,omitempty"`
+}
+
+// DefaultPrisonPosts are the posts of a prison whose directory entry lists
+// none: the two every prison must appoint (MoU 4.1: "Each HMPPS and
+// Privately Contracted Prison must appoint a Local Counter Corruption
+// Manager (LCCM) at Deputy Governor grade and a Deputy Local Counter
+// Corruption Manager (D-LCCM)"), both the prison's lead for corruption and
+// so with oversight of its intelligence on it. An administrator who lists
+// posts replaces them.
+func DefaultPrisonPosts() []Post {
+	return []Post{
+		{ID: "lccm", Name: "Local Counter Corruption Manager", Kind: PostSeniorManager, Oversight: true},
+		{ID: "d-lccm", Name: "Deputy Local Counter Corruption Manager", Kind: PostStaff, Oversight: true},
+	}
+}
+
+// Post returns the establishment's post with the id, or nil.
+func (a *Agency) Post(id string) *Post {
+	for i := range a.Posts {
+		if a.Posts[i].ID == id {
+			return &a.Posts[i]
+		}
+	}
+	return nil
+}
+
+// PostIDs lists the establishment's post ids, for error messages.
+func (a *Agency) PostIDs() []string {
+	out := make([]string, len(a.Posts))
+	for i, p := range a.Posts {
+		out[i] = p.ID
+	}
+	return out
 }
 
 // Mailbox returns the first mailbox with the function, or nil.
@@ -311,6 +398,34 @@ func (d *Directory) check(doc *Doc, base string) error {
 				}
 			}
 		}
+		switch a.Envelope {
+		case "":
+			a.Envelope = EnvelopeConduit
+		case EnvelopeConduit, EnvelopePGPMIME:
+		default:
+			return doc.Errorf(at(i, "envelope"), "%q is not an envelope profile; allowed: conduit (the default), pgp-mime (a partner without Conduit)", a.Envelope)
+		}
+		if a.Kind == Prison && len(a.Posts) == 0 {
+			a.Posts = DefaultPrisonPosts()
+		}
+		if len(a.Posts) > 0 && !slices.Contains([]Kind{Prison, ProbationDivision, CRC, PECS}, a.Kind) {
+			return doc.Errorf(at(i, "posts"), "only an establishment (a prison, probation division, CRC or PECS contractor) lists posts")
+		}
+		for j, p := range a.Posts {
+			pp := fmt.Sprintf("%s[%d]", at(i, "posts"), j)
+			if !envelope.IsAgencyID(p.ID) {
+				return doc.Errorf(pp+".id", "%q is not a post id: lower-case letters, digits and hyphens, such as lccm or head-of-security", p.ID)
+			}
+			if slices.ContainsFunc(a.Posts[:j], func(q Post) bool { return q.ID == p.ID }) {
+				return doc.Errorf(pp+".id", "duplicate post %q at %s", p.ID, a.ID)
+			}
+			if strings.TrimSpace(p.Name) == "" {
+				return doc.Errorf(pp+".name", "post %s at %s has no name", p.ID, a.ID)
+			}
+			if !slices.Contains(PostKinds, p.Kind) {
+				return doc.Errorf(pp+".kind", "%q is not a kind of post; allowed: %s", p.Kind, joinPostKinds())
+			}
+		}
 		if a.Mailbox(Intake) == nil {
 			return doc.Errorf(at(i, "mailboxes"), "agency %s has no intake mailbox (a mailbox with function intake, the default)", a.ID)
 		}
@@ -463,4 +578,12 @@ func joinFunctions() string {
 		fs = append(fs, string(f))
 	}
 	return strings.Join(fs, ", ")
+}
+
+func joinPostKinds() string {
+	var ks []string
+	for _, k := range PostKinds {
+		ks = append(ks, string(k))
+	}
+	return strings.Join(ks, ", ")
 }

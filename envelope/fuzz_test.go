@@ -71,3 +71,23 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// FuzzOpenPlain: standard PGP/MIME from a partner without Conduit comes
+// from the network too. OpenPlain must never panic, and must never write
+// anything unless every check passed.
+func FuzzOpenPlain(f *testing.F) {
+	pr := newPair(f, keys.ProfileRFC4880)
+	valid := seal(f, pr, sampleMessage(), func(p *SealParams) { p.Plain = true })
+	f.Add(valid)
+	f.Add(valid[:len(valid)/2])
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		var out bytes.Buffer
+		_, err := OpenPlain(context.Background(), &out, bytes.NewReader(msg), OpenParams{
+			Identity: pr.receiver, Partners: pr.partners, SpoolDir: t.TempDir(),
+			SubjectMarking: func(s string) (Label, bool, error) { return Label{}, false, nil },
+		})
+		if err != nil && out.Len() > 0 {
+			t.Fatalf("%d bytes released with error %v", out.Len(), err)
+		}
+	})
+}

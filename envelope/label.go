@@ -64,11 +64,7 @@ var DefaultLegacyMarkings = LegacyMarkings{
 // a missing hyphen ("OFFICIAL SENSITIVE", as mail subjects often write it)
 // are accepted.
 func (m LegacyMarkings) Map(marking string) (Classification, error) {
-	s := strings.ToUpper(strings.TrimSpace(marking))
-	s = strings.ReplaceAll(s, "_", " ")
-	if s == "OFFICIAL SENSITIVE" {
-		s = string(OfficialSensitive)
-	}
+	s := NormalizeMarking(marking)
 	if slices.Contains(Classifications, Classification(s)) {
 		return Classification(s), nil
 	}
@@ -85,6 +81,42 @@ func (m LegacyMarkings) Map(marking string) (Classification, error) {
 	slices.Sort(allowed[len(Classifications):])
 	return "", &LabelError{Field: "classification", Value: marking, Allowed: allowed,
 		Reason: "is not a classification or a legacy marking in the mapping table"}
+}
+
+// NormalizeMarking is the form a marking is looked up in: upper case,
+// surrounding space and underscores dropped, runs of space made one, and
+// "OFFICIAL SENSITIVE" (as mail subjects often write it) hyphenated.
+func NormalizeMarking(marking string) string {
+	s := strings.ToUpper(strings.ReplaceAll(marking, "_", " "))
+	s = strings.Join(strings.Fields(s), " ")
+	if s == "OFFICIAL SENSITIVE" {
+		s = string(OfficialSensitive)
+	}
+	return s
+}
+
+// IsCurrent reports whether a marking, normalised, is a current
+// classification rather than a legacy one.
+func IsCurrent(marking string) bool {
+	return slices.Contains(Classifications, Classification(NormalizeMarking(marking)))
+}
+
+// MapLegacy maps a legacy marking left unmapped by a parser that had no
+// table (the YAML form: Label.UnmarshalYAML) with the table in force. A
+// marking outside the table is refused with an error naming it.
+func (l *Label) MapLegacy(table LegacyMarkings) error {
+	if l.Marked == "" || l.Classification != "" {
+		return nil
+	}
+	if table == nil {
+		table = DefaultLegacyMarkings
+	}
+	c, err := table.Map(l.Marked)
+	if err != nil {
+		return err
+	}
+	l.Classification = c
+	return nil
 }
 
 // Scheme is an intelligence grading scheme. The scheme is always explicit
@@ -248,8 +280,14 @@ type Label struct {
 	SanitisedBy string // optional: who protected source and tactic (MoU 6.1)
 	Originator  string // agency id
 	Reference   string // the originator's package reference
-	Created     time.Time
-	Review      time.Time // optional review or expiry date (zero if none)
+	// Marked is the legacy marking the package was marked with when a
+	// legacy-marking table read it as Classification ("RESTRICTED");
+	// empty for a current marking. It is not part of the canonical form:
+	// the sending gateway records the mapping (policy trace, audit) and
+	// signs the classification it was read as.
+	Marked  string
+	Created time.Time
+	Review  time.Time // optional review or expiry date (zero if none)
 }
 
 // LabelVersion is the only version of the canonical form so far.

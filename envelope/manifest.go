@@ -62,6 +62,10 @@ type Subject struct {
 	Establishment string   `yaml:"establishment,omitempty" json:"establishment,omitempty"`
 	Region        string   `yaml:"region,omitempty" json:"region,omitempty"`
 	Flags         []string `yaml:"flags,omitempty" json:"flags,omitempty"`
+	// Post is the post the subject holds at Establishment (lccm,
+	// head-of-security, deputy-governor), as the directory declares it;
+	// the post, never the person, is what routing sees.
+	Post string `yaml:"post,omitempty" json:"post,omitempty"`
 	// ID is the subject's identity (a prison number, a name). It travels
 	// only inside the envelope and is never logged or audited.
 	ID string `yaml:"id,omitempty" json:"id,omitempty"`
@@ -91,7 +95,16 @@ type Manifest struct {
 // with its line. The label is checked value by value but not for
 // completeness; call Validate for that (the policy reports an incomplete
 // label under its label-required rule).
+//
+// Legacy markings are mapped with DefaultLegacyMarkings; a caller with a
+// configuration uses ParseManifestWith and the configured table.
 func ParseManifest(r io.Reader) (*Manifest, error) {
+	return ParseManifestWith(r, DefaultLegacyMarkings)
+}
+
+// ParseManifestWith is ParseManifest mapping a legacy marking with the
+// given table (config.Config.Legacy): a marking outside it is refused.
+func ParseManifestWith(r io.Reader, legacy LegacyMarkings) (*Manifest, error) {
 	// A manifest is a few hundred bytes; the limit keeps a hostile one from
 	// exhausting memory, and holding it lets errors quote the line.
 	src, err := io.ReadAll(io.LimitReader(r, maxManifest+1))
@@ -104,6 +117,9 @@ func ParseManifest(r io.Reader) (*Manifest, error) {
 	var m Manifest
 	if err := decodeYAML(src, &m); err != nil {
 		return nil, fmt.Errorf("package manifest: %s", yaml.FormatError(err, false, true))
+	}
+	if err := m.Label.MapLegacy(legacy); err != nil {
+		return nil, &ManifestSourceError{Err: err, Source: annotate(src, err)}
 	}
 	if err := m.check(); err != nil {
 		return nil, &ManifestSourceError{Err: err, Source: annotate(src, err)}
@@ -235,10 +251,25 @@ func (m *Manifest) check() error {
 	if err := m.Label.ValidatePresent(); err != nil {
 		return err
 	}
-	for i, s := range m.Subjects {
+	for i := range m.Subjects {
+		s := &m.Subjects[i]
 		f := fmt.Sprintf("subjects[%d]", i)
+		// A post named where the role goes ("role: lccm") is a post held
+		// by a member of staff at the establishment; the directory says
+		// whether the establishment has it (the policy checks).
+		if s.Post == "" && s.Establishment != "" && !hasCode(Roles, string(s.Role)) && isAgencyID(string(s.Role)) {
+			s.Post, s.Role = string(s.Role), "staff"
+		}
+		if s.Post != "" {
+			if !isAgencyID(s.Post) {
+				return &ManifestError{Field: f + ".post", Value: s.Post, Reason: "is not a post id (lower-case letters, digits, hyphens, such as lccm or head-of-security)"}
+			}
+			if s.Role == "" {
+				s.Role = "staff"
+			}
+		}
 		if !hasCode(Roles, string(s.Role)) {
-			return &ManifestError{Field: f + ".role", Value: string(s.Role), Reason: "is not a subject role", Allowed: codes(Roles)}
+			return &ManifestError{Field: f + ".role", Value: string(s.Role), Reason: "is not a subject role (for a post at an establishment, such as lccm, give post: and establishment:)", Allowed: codes(Roles)}
 		}
 		if s.Establishment != "" && !isAgencyID(s.Establishment) {
 			return &ManifestError{Field: f + ".establishment", Value: s.Establishment, Reason: "must be a directory agency id"}

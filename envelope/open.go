@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,6 +59,11 @@ type OpenParams struct {
 	SpoolDir string
 	// Legacy maps legacy markings in the inner label (default table if nil).
 	Legacy LegacyMarkings
+	// SubjectMarking reads a classification marking from a subject line
+	// (marking.FromSubject through the legacy table in force), for
+	// OpenPlain: a plain PGP/MIME partner may mark a message only in its
+	// protected subject. found is false when the subject has no marking.
+	SubjectMarking func(subject string) (l Label, found bool, err error)
 }
 
 // Signer says who signed an opened package.
@@ -77,6 +83,12 @@ type Opened struct {
 	// AEAD reports whether the payload was protected by SEIPD v2 (RFC
 	// 9580) rather than SEIPD v1 with MDC.
 	AEAD bool
+	// Plain reports a standard PGP/MIME message from a partner without
+	// Conduit (OpenPlain): no manifest, no receipt to expect.
+	Plain bool
+	// References are the message ids the signed In-Reply-To and
+	// References headers name (OpenPlain): what a reply answers.
+	References []string
 }
 
 // MaxHeaderBytes bounds a header section, outside and inside the
@@ -109,87 +121,15 @@ const (
 // content) written to w. On any failure nothing is written to w and the
 // error is a *CheckError naming the check.
 func Open(ctx context.Context, w io.Writer, r io.Reader, p OpenParams) (*Opened, error) {
-	if p.Identity == nil {
-		return nil, errors.New("open: no identity to decrypt with")
-	}
-	if p.Partners == nil {
-		p.Partners = keys.NewPartners()
-	}
-	now := time.Now
-	if p.Now != nil {
-		now = p.Now
-	}
-	maxSize := p.MaxSize
-	if maxSize <= 0 {
-		maxSize = defaultMaxSize
-	}
-	legacy := p.Legacy
-	if legacy == nil {
-		legacy = DefaultLegacyMarkings
-	}
-
-	part, err := encryptedPart(ctx, r)
+	pl, err := openPayload(ctx, r, &p)
 	if err != nil {
 		return nil, err
 	}
-	outer, block, dataRec, data, mr := part.outer, part.block, part.rec, part.data, part.mr
-
-	keyring := append(openpgp.EntityList{p.Identity.Entity}, p.Partners.Entities()...)
-	cfg := &packet.Config{Time: now}
-	md, err := openpgp.ReadMessage(block.Body, keyring, nil, cfg)
-	if err != nil {
-		return nil, decryptErr(orTruncated(dataRec, err))
-	}
-	if !md.IsEncrypted {
-		return nil, checkErr(ErrNotEncrypted, "the OpenPGP message is signed or literal data only", nil)
-	}
-	sp, err := newSpool(p.SpoolDir, maxSize)
-	if err != nil {
-		return nil, fmt.Errorf("open: %w", err)
-	}
-	defer sp.Close()
-	if _, err := io.Copy(sp, md.UnverifiedBody); err != nil {
-		if errors.Is(err, ErrTooLarge) {
-			return nil, checkErr(ErrTooLarge, fmt.Sprintf("over %d bytes", maxSize), nil)
-		}
-		return nil, bodyErr(orTruncated(dataRec, err))
-	}
-	if err := sp.finish(); err != nil {
-		return nil, fmt.Errorf("open: %w", err)
-	}
-	// The rest of the encrypted part, then the closing boundary: a message
-	// cut short after the ciphertext is still truncated.
-	if _, err := io.Copy(io.Discard, data); err != nil {
-		return nil, structural("encrypted part", err)
-	}
-	if _, err := mr.NextPart(); err != io.EOF {
-		if err == nil {
-			return nil, checkErr(ErrMalformed, "more than two parts in multipart/encrypted", nil)
-		}
-		return nil, structural("closing boundary", err)
-	}
-
-	// Signature: valid, and by a pinned key.
-	if !md.IsSigned {
-		return nil, checkErr(ErrNotSigned, "the encrypted payload carries no signature", nil)
-	}
-	if md.SignatureError != nil {
-		if errors.Is(md.SignatureError, pgperrors.ErrUnknownIssuer) {
-			return nil, checkErr(ErrSignerNotPinned, "signed by a key pinned for no agency", md.SignatureError)
-		}
-		return nil, checkErr(ErrBadSignature, md.SignatureError.Error(), md.SignatureError)
-	}
-	if md.SignedBy == nil || md.SignedBy.Entity == nil {
-		return nil, checkErr(ErrNotSigned, "no verified signature", nil)
-	}
-	signerEnt := md.SignedBy.Entity
-	signer := Signer{Fingerprint: keys.Fingerprint(signerEnt)}
-	if bytes.Equal(signerEnt.PrimaryKey.Fingerprint, p.Identity.Entity.PrimaryKey.Fingerprint) {
-		signer.Agency = p.Identity.Agency
-	} else if a, ok := p.Partners.AgencyOf(signerEnt.PrimaryKey.Fingerprint); ok {
-		signer.Agency = a
-	} else {
-		return nil, checkErr(ErrSignerNotPinned, "signer "+signer.Fingerprint+" is pinned for no agency", nil)
+	defer pl.sp.Close()
+	outer, sp, signer, md, now := pl.outer, pl.sp, pl.signer, pl.md, p.Now
+	legacy := p.Legacy
+	if legacy == nil {
+		legacy = DefaultLegacyMarkings
 	}
 
 	res, innerHdr, err := checkInner(sp, outer, signer, legacy)
@@ -216,6 +156,125 @@ func Open(ctx context.Context, w io.Writer, r io.Reader, p OpenParams) (*Opened,
 		return nil, fmt.Errorf("open: write opened message: %w", err)
 	}
 	return res, nil
+}
+
+// payload is a decrypted, integrity-checked and signature-verified
+// PGP/MIME payload, spooled encrypted, with the pinned agency that signed
+// it.
+type payload struct {
+	outer  textproto.Header
+	sp     *spool
+	signer Signer
+	md     *openpgp.MessageDetails
+	// sum is the SHA-256 of the decrypted payload: the identity of a
+	// message that carries no signed Message-ID (plain PGP/MIME).
+	sum [sha256.Size]byte
+}
+
+// openPayload reads a PGP/MIME message (RFC 3156 section 4), decrypts its
+// OpenPGP message into an encrypted spool, and checks integrity
+// protection and a valid signature by a pinned key (by the pin: the
+// signer's user ID is not consulted). p.Now is set to the clock in use.
+// The caller closes pl.sp.
+func openPayload(ctx context.Context, r io.Reader, p *OpenParams) (pl *payload, err error) {
+	return openPayloadSigned(ctx, r, p, false)
+}
+
+// openPayloadSigned is openPayload; with nested, a payload with no OpenPGP
+// signature is returned unsigned (pl.signer empty) for the caller to
+// verify a signature inside it (RFC 3156 section 6.1).
+func openPayloadSigned(ctx context.Context, r io.Reader, p *OpenParams, nested bool) (pl *payload, err error) {
+	if p.Identity == nil {
+		return nil, errors.New("open: no identity to decrypt with")
+	}
+	if p.Partners == nil {
+		p.Partners = keys.NewPartners()
+	}
+	if p.Now == nil {
+		p.Now = time.Now
+	}
+	now := p.Now
+	maxSize := p.MaxSize
+	if maxSize <= 0 {
+		maxSize = defaultMaxSize
+	}
+
+	part, err := encryptedPart(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	outer, block, dataRec, data, mr := part.outer, part.block, part.rec, part.data, part.mr
+
+	keyring := append(openpgp.EntityList{p.Identity.Entity}, p.Partners.Entities()...)
+	cfg := &packet.Config{Time: now}
+	md, err := openpgp.ReadMessage(block.Body, keyring, nil, cfg)
+	if err != nil {
+		return nil, decryptErr(orTruncated(dataRec, err))
+	}
+	if !md.IsEncrypted {
+		return nil, checkErr(ErrNotEncrypted, "the OpenPGP message is signed or literal data only", nil)
+	}
+	sp, err := newSpool(p.SpoolDir, maxSize)
+	if err != nil {
+		return nil, fmt.Errorf("open: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			sp.Close()
+		}
+	}()
+	hash := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(sp, hash), md.UnverifiedBody); err != nil {
+		if errors.Is(err, ErrTooLarge) {
+			return nil, checkErr(ErrTooLarge, fmt.Sprintf("over %d bytes", maxSize), nil)
+		}
+		return nil, bodyErr(orTruncated(dataRec, err))
+	}
+	if err := sp.finish(); err != nil {
+		return nil, fmt.Errorf("open: %w", err)
+	}
+	// The rest of the encrypted part, then the closing boundary: a message
+	// cut short after the ciphertext is still truncated.
+	if _, err := io.Copy(io.Discard, data); err != nil {
+		return nil, structural("encrypted part", err)
+	}
+	if _, err := mr.NextPart(); err != io.EOF {
+		if err == nil {
+			return nil, checkErr(ErrMalformed, "more than two parts in multipart/encrypted", nil)
+		}
+		return nil, structural("closing boundary", err)
+	}
+
+	// Signature: valid, and by a pinned key.
+	if !md.IsSigned && nested {
+		pl = &payload{outer: outer, sp: sp, md: md}
+		hash.Sum(pl.sum[:0])
+		return pl, nil
+	}
+	if !md.IsSigned {
+		return nil, checkErr(ErrNotSigned, "the encrypted payload carries no signature", nil)
+	}
+	if md.SignatureError != nil {
+		if errors.Is(md.SignatureError, pgperrors.ErrUnknownIssuer) {
+			return nil, checkErr(ErrSignerNotPinned, "signed by a key pinned for no agency", md.SignatureError)
+		}
+		return nil, checkErr(ErrBadSignature, md.SignatureError.Error(), md.SignatureError)
+	}
+	if md.SignedBy == nil || md.SignedBy.Entity == nil {
+		return nil, checkErr(ErrNotSigned, "no verified signature", nil)
+	}
+	signerEnt := md.SignedBy.Entity
+	signer := Signer{Fingerprint: keys.Fingerprint(signerEnt)}
+	if bytes.Equal(signerEnt.PrimaryKey.Fingerprint, p.Identity.Entity.PrimaryKey.Fingerprint) {
+		signer.Agency = p.Identity.Agency
+	} else if a, ok := p.Partners.AgencyOf(signerEnt.PrimaryKey.Fingerprint); ok {
+		signer.Agency = a
+	} else {
+		return nil, checkErr(ErrSignerNotPinned, "signer "+signer.Fingerprint+" is pinned for no agency", nil)
+	}
+	pl = &payload{outer: outer, sp: sp, signer: signer, md: md}
+	hash.Sum(pl.sum[:0])
+	return pl, nil
 }
 
 // pgpPart is the encrypted part of a PGP/MIME message, and what reads

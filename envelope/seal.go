@@ -55,6 +55,11 @@ type SealParams struct {
 	OuterFrom string
 	OuterTo   []string
 	Now       func() time.Time
+	// Plain seals for a partner without Conduit: standard RFC 3156
+	// PGP/MIME with RFC 9788 protected headers (the label among them) and
+	// the subject marking, but no manifest part, which such a partner's
+	// reader (Thunderbird, Kleopatra, mutt) has no use for.
+	Plain bool
 }
 
 // Sealed describes a sealed envelope.
@@ -138,7 +143,11 @@ func Seal(ctx context.Context, w io.Writer, msg io.Reader, p SealParams) (*Seale
 	if man == nil {
 		man = &Manifest{From: p.Signer.Agency}
 		for _, c := range p.Recipients {
-			man.To = append(man.To, c.Agency)
+			// A certificate no agency was given for (an ordinary user ID)
+			// adds no addressee: the pin, not the key, names agencies.
+			if c.Agency != "" {
+				man.To = append(man.To, c.Agency)
+			}
 		}
 	} else {
 		cp := *man
@@ -283,8 +292,12 @@ func Seal(ctx context.Context, w io.Writer, msg io.Reader, p SealParams) (*Seale
 	for _, f := range inner {
 		writeField(&hb, f)
 	}
-	fmt.Fprintf(&hb, "\r\n--%s\r\nContent-Type: %s; charset=utf-8\r\nContent-Disposition: attachment; filename=\"conduit-manifest.json\"\r\n\r\n%s\r\n--%s\r\n",
-		innerBoundary, ManifestType, manJSON, innerBoundary)
+	if p.Plain {
+		fmt.Fprintf(&hb, "\r\n--%s\r\n", innerBoundary)
+	} else {
+		fmt.Fprintf(&hb, "\r\n--%s\r\nContent-Type: %s; charset=utf-8\r\nContent-Disposition: attachment; filename=\"conduit-manifest.json\"\r\n\r\n%s\r\n--%s\r\n",
+			innerBoundary, ManifestType, manJSON, innerBoundary)
+	}
 	for _, c := range content {
 		hb.WriteString(c)
 	}

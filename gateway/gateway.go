@@ -385,6 +385,10 @@ func (g *Gateway) AnnounceKey(ctx context.Context, cert *keys.Identity, why stri
 // partner certificates in force.
 func (g *Gateway) KeysInForce() []*keys.Cert { return g.keys.KeysInForce() }
 
+// PartnersUnusable lists the partners whose certificate cannot be used,
+// with the reason (packages for them are held), for conduit keys list.
+func (g *Gateway) PartnersUnusable() map[string]string { return g.keys.Unusable() }
+
 // OfferPartnerCert takes a partner certificate an operator received out of
 // band (conduit keys offer).
 func (g *Gateway) OfferPartnerCert(ctx context.Context, c *keys.Cert, source string) (store.PartnerKey, error) {

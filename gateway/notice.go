@@ -95,7 +95,7 @@ func (g *Gateway) SendNotice(ctx context.Context, n Notice) (string, []string, e
 		var buf bytes.Buffer
 		if _, err := envelope.Seal(ctx, &buf, io.MultiReader(strings.NewReader(msg), bytes.NewReader(text)), envelope.SealParams{
 			Signer: g.keys.Identity(), Recipients: []*keys.Cert{cert}, Label: l, PackageID: id, Now: g.now,
-			Manifest: &envelope.Manifest{From: g.cfg.Agency, To: []string{d.Agency}, Kind: envelope.KindNotice},
+			Manifest: &envelope.Manifest{From: g.cfg.Agency, To: []string{d.Agency}, Kind: envelope.KindNotice}, Plain: g.keys.PlainFor(d.Agency),
 		}); err != nil {
 			return "", nil, err
 		}

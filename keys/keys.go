@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -73,9 +74,11 @@ func (p Profile) Config() *packet.Config {
 // Typed errors callers branch on.
 var (
 	ErrFingerprintMismatch = errors.New("certificate fingerprint is not the pinned one")
-	ErrNotAgencyKey        = errors.New("certificate does not name a Conduit agency")
-	ErrPassphrase          = errors.New("secret key passphrase is wrong")
-	ErrNeedPassphrase      = errors.New("secret key is encrypted: a passphrase is needed")
+	// ErrNotAgencyKey: no agency was given to pin a certificate for, and
+	// its user ID names none.
+	ErrNotAgencyKey   = errors.New("certificate is not pinned for an agency")
+	ErrPassphrase     = errors.New("secret key passphrase is wrong")
+	ErrNeedPassphrase = errors.New("secret key is encrypted: a passphrase is needed")
 )
 
 // userIDComment marks the user ID of a gateway identity; the user ID's
@@ -90,9 +93,38 @@ type Identity struct {
 }
 
 // Cert is a partner's public certificate.
+//
+// Agency is the agency the certificate is pinned for: the directory's
+// pinned fingerprint, an administrator's decision, binds a key to an
+// agency (Partners.Add). Before it is pinned, Agency is what the user ID
+// claims, which may be empty: a key made with `gpg --quick-gen-key 'HMP
+// Northgate Intel <intel@northgate.example>'` names no agency id at all.
 type Cert struct {
 	Agency string
-	Entity *openpgp.Entity
+	// Claimed is the agency id the certificate's user ID names, if any
+	// (informational only: never consulted to decide whose key it is).
+	Claimed string
+	Entity  *openpgp.Entity
+}
+
+// NameWarning says when the certificate's user ID names another agency
+// than the one it is pinned for; "" when it names that agency or none.
+// A warning for `keys list` and `policy check`, never a refusal: the pin
+// decides.
+func (c *Cert) NameWarning(agency string) string {
+	if c.Claimed == "" || c.Claimed == agency {
+		return ""
+	}
+	return fmt.Sprintf("certificate %s is pinned for %s but its user ID names %q; the pin decides, check the directory entry", c.Fingerprint(), agency, c.Claimed)
+}
+
+// Label names the certificate for messages: its agency, else its
+// fingerprint.
+func (c *Cert) Label() string {
+	if c.Agency != "" {
+		return c.Agency
+	}
+	return c.Fingerprint()
 }
 
 // Fingerprint is the upper-case hex fingerprint of a key.
@@ -133,9 +165,33 @@ func generate(agency, email string, profile Profile, now time.Time, lifetimeSecs
 	return &Identity{Agency: agency, Entity: e}, nil
 }
 
+// claimedAgency is the agency id a certificate's user IDs name, or "".
+func claimedAgency(e *openpgp.Entity) string {
+	a, err := agencyOf(e)
+	if err != nil || !isAgencyWord(a) {
+		return ""
+	}
+	return a
+}
+
+// isAgencyWord reports whether s has the form of a directory agency id
+// (lower-case letters, digits, hyphens).
+func isAgencyWord(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 // agencyOf reads the agency id from a certificate's user IDs: the name part
 // of a "agency (Conduit gateway) <email>" user ID, or of any user ID whose
-// name is a single word (certificates made with gpg or sq for tests).
+// name is a single word. It names this gateway's own identity; for a
+// partner's certificate it is only a claim (Cert.Claimed).
 func agencyOf(e *openpgp.Entity) (string, error) {
 	var fallback string
 	for _, id := range e.Identities {
@@ -280,11 +336,10 @@ func ReadCert(r io.Reader) (*Cert, error) {
 	if err != nil {
 		return nil, err
 	}
-	agency, err := agencyOf(pub)
-	if err != nil {
-		return nil, fmt.Errorf("read certificate %s: %w", Fingerprint(pub), err)
-	}
-	return &Cert{Agency: agency, Entity: pub}, nil
+	// The user ID is a claim, not a binding: an ordinary user ID made by
+	// gpg or sq names no agency, and the pin decides whose key it is.
+	claimed := claimedAgency(pub)
+	return &Cert{Agency: claimed, Claimed: claimed, Entity: pub}, nil
 }
 
 func publicOnly(e *openpgp.Entity) (*openpgp.Entity, error) {
@@ -301,7 +356,7 @@ func (id *Identity) Public() (*Cert, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Cert{Agency: id.Agency, Entity: pub}, nil
+	return &Cert{Agency: id.Agency, Claimed: id.Agency, Entity: pub}, nil
 }
 
 // NormalizeFingerprint upper-cases a fingerprint and drops spaces and
@@ -310,13 +365,16 @@ func NormalizeFingerprint(s string) string {
 	return strings.ToUpper(strings.NewReplacer(" ", "", ":", "").Replace(s))
 }
 
-// Pin checks that a certificate is the one pinned for an agency.
+// Pin checks that a certificate is the one pinned for an agency. The
+// fingerprint is the whole binding (DESIGN.md, Keys: "partner public keys
+// are pinned by fingerprint in the directory"); what the user ID says is
+// not consulted (see Cert.NameWarning).
 func Pin(c *Cert, agency, fingerprint string) error {
+	if agency == "" {
+		return fmt.Errorf("certificate %s: %w: say which agency it is pinned for", c.Fingerprint(), ErrNotAgencyKey)
+	}
 	if c.Fingerprint() != NormalizeFingerprint(fingerprint) {
 		return fmt.Errorf("%w: %s presented %s, pinned %s", ErrFingerprintMismatch, agency, c.Fingerprint(), NormalizeFingerprint(fingerprint))
-	}
-	if c.Agency != agency {
-		return fmt.Errorf("certificate %s names agency %q, pinned for %q: %w", c.Fingerprint(), c.Agency, agency, ErrNotAgencyKey)
 	}
 	return nil
 }
@@ -418,10 +476,26 @@ func (f *File) Check(ctx context.Context) error {
 // for one agency.
 type Partners struct {
 	byAgency map[string]*Cert
+	// unusable records, per agency, why its certificate could not be read
+	// or pinned: one partner's bad file must not stop the gateway, and
+	// what is for that partner is held with this reason.
+	unusable map[string]string
 }
 
 // NewPartners makes an empty set of pinned partners.
-func NewPartners() *Partners { return &Partners{byAgency: map[string]*Cert{}} }
+func NewPartners() *Partners {
+	return &Partners{byAgency: map[string]*Cert{}, unusable: map[string]string{}}
+}
+
+// SetUnusable records that an agency's certificate cannot be used, and why.
+func (p *Partners) SetUnusable(agency, reason string) { p.unusable[agency] = reason }
+
+// Unusable returns why an agency's certificate could not be used, if it
+// could not.
+func (p *Partners) Unusable(agency string) (string, bool) {
+	r, ok := p.unusable[agency]
+	return r, ok
+}
 
 // Add pins a certificate for an agency after checking its fingerprint. An
 // empty fingerprint pins whatever the certificate is (for the CLI, where the
@@ -436,9 +510,15 @@ func (p *Partners) Add(c *Cert, agency, fingerprint string) error {
 	if err := Pin(c, agency, fingerprint); err != nil {
 		return err
 	}
-	p.byAgency[agency] = c
+	bound := *c
+	bound.Agency = agency
+	p.byAgency[agency] = &bound
 	return nil
 }
+
+// UnusableAll returns every agency whose certificate could not be used,
+// with the reason.
+func (p *Partners) UnusableAll() map[string]string { return maps.Clone(p.unusable) }
 
 // Get returns the pinned certificate of an agency.
 func (p *Partners) Get(agency string) (*Cert, bool) {

@@ -102,9 +102,26 @@ func TestCertificatesArePinnedByFingerprint(t *testing.T) {
 	if a, ok := ps.AgencyOf(met.Entity.PrimaryKey.Fingerprint); !ok || a != "met-pio" {
 		t.Fatalf("AgencyOf = %q, %v", a, ok)
 	}
-	// A certificate is never pinned for an agency it does not name.
-	if err := ps.Add(good, "hmp-northgate", fp); !errors.Is(err, ErrNotAgencyKey) {
-		t.Fatalf("pinned for another agency: %v", err)
+	// The pin, not the user ID, binds a key to an agency: an
+	// administrator who pins met-pio's key for hmp-northgate gets it, with
+	// a warning to show, and AgencyOf answers by the pin.
+	other2 := NewPartners()
+	tcheck(t, other2.Add(good, "hmp-northgate", fp), "pin for another agency")
+	if a, _ := other2.AgencyOf(met.Entity.PrimaryKey.Fingerprint); a != "hmp-northgate" {
+		t.Fatalf("AgencyOf by pin = %q", a)
+	}
+	got, _ := other2.Get("hmp-northgate")
+	if w := got.NameWarning("hmp-northgate"); !strings.Contains(w, `"met-pio"`) {
+		t.Errorf("no warning for a user ID naming another agency: %q", w)
+	}
+	if good.Agency != "met-pio" {
+		t.Errorf("pinning changed the caller's certificate: %q", good.Agency)
+	}
+	// Nothing to bind to: no agency given and none claimed.
+	anon := *good
+	anon.Agency, anon.Claimed = "", ""
+	if err := NewPartners().Add(&anon, "", ""); !errors.Is(err, ErrNotAgencyKey) {
+		t.Fatalf("pinned for no agency: %v", err)
 	}
 }
 

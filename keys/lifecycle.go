@@ -267,9 +267,11 @@ func UpdateCert(pinned, offered *Cert) (*Cert, error) {
 	if offered.Fingerprint() != pinned.Fingerprint() {
 		return nil, fmt.Errorf("%w: %s offered %s, pinned %s", ErrFingerprintMismatch, pinned.Agency, offered.Fingerprint(), pinned.Fingerprint())
 	}
-	if offered.Agency != pinned.Agency {
-		return nil, fmt.Errorf("certificate %s names agency %q, pinned for %q: %w", offered.Fingerprint(), offered.Agency, pinned.Agency, ErrNotAgencyKey)
-	}
+	// Same fingerprint, same key: the pin binds it to the pinned agency
+	// whatever its user IDs say.
+	cp := *offered
+	cp.Agency = pinned.Agency
+	offered = &cp
 	if StatusOf(pinned.Entity, time.Now()).Revoked && !StatusOf(offered.Entity, time.Now()).Revoked {
 		return pinned, nil
 	}

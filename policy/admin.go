@@ -161,6 +161,7 @@ func celEnv(dir *config.Directory) (*cel.Env, error) {
 		{"label.originator", str}, {"label.reference", str},
 		{"manifest.from", str}, {"manifest.to", strs}, {"manifest.risk", strs}, {"manifest.topic", str},
 		{"manifest.roles", strs}, {"manifest.flags", strs}, {"manifest.establishments", strs},
+		{"manifest.posts", strs}, {"manifest.post_kinds", strs}, {"manifest.oversight", cel.BoolType},
 		{"sender.agency", str}, {"sender.kind", str}, {"sender.region", str},
 		{"sender.jurisdiction", str}, {"sender.force", str},
 		{"self.agency", str}, {"self.kind", str}, {"direction", str},
@@ -384,7 +385,7 @@ var celVars = [...]string{
 	"label.has_conditions", "label.basis", "label.subjects", "label.purpose", "label.sanitised",
 	"label.sanitised_by", "label.originator", "label.reference",
 	"manifest.from", "manifest.to", "manifest.risk", "manifest.topic", "manifest.roles",
-	"manifest.flags", "manifest.establishments",
+	"manifest.flags", "manifest.establishments", "manifest.posts", "manifest.post_kinds", "manifest.oversight",
 	"sender.agency", "sender.kind", "sender.region", "sender.jurisdiction", "sender.force",
 	"self.agency", "self.kind", "direction",
 }
@@ -487,6 +488,33 @@ func (a *activation) resolve(name string) ref.Val {
 			}
 		}
 		return list(out)
+	case "manifest.posts", "manifest.post_kinds":
+		// The posts subjects hold and their kinds, as the directory
+		// declares them (local agreements route by post, MoU 7.1).
+		var out []string
+		for _, s := range e.m.Subjects {
+			if s.Post == "" {
+				continue
+			}
+			if name == "manifest.posts" {
+				out = append(out, s.Post)
+			} else if a := e.d.Agency(s.Establishment); a != nil && a.Post(s.Post) != nil {
+				out = append(out, string(a.Post(s.Post).Kind))
+			}
+		}
+		return list(out)
+	case "manifest.oversight":
+		// A subject holds a post with oversight of the intelligence
+		// function at its establishment (or is its governing governor).
+		for _, s := range e.m.Subjects {
+			if s.Establishment != "" && e.governorSubject(s.Establishment) {
+				return types.Bool(true)
+			}
+			if s.Role == "governing-governor" {
+				return types.Bool(true)
+			}
+		}
+		return types.Bool(false)
 	case "self.agency":
 		return str(e.self.ID)
 	case "self.kind":

@@ -21,6 +21,10 @@ type Policy struct {
 	Params    Params
 	// File is the administrator policy file it was compiled from.
 	File string
+	// LegacySource says where the legacy-marking table's entry for a
+	// marking comes from (config.Config.LegacySource); nil: the built-in
+	// table.
+	LegacySource func(marking string) string
 
 	rules []Rule // built-in catalogue, docs/design.md order
 	admin []*AdminRule
@@ -124,6 +128,7 @@ func (p *Policy) Decide(ctx context.Context, m *envelope.Manifest, s Sender) Dec
 	e.dests = make([]*dest, 0, 8)
 	e.out.Trace = make([]Step, 0, 16)
 	e.out.Deliveries = make([]Delivery, 0, 8)
+	p.traceMarking(e)
 
 	// Phase 1: package gates.
 	for _, g := range p.gaters {
@@ -176,6 +181,27 @@ func (p *Policy) Decide(ctx context.Context, m *envelope.Manifest, s Sender) Dec
 	return e.finish()
 }
 
+// RuleLegacyMarking is the trace and audit id of a legacy marking read
+// through the legacy-marking table.
+const RuleLegacyMarking = "legacy-marking"
+
+// traceMarking records that the package was marked with a legacy marking
+// and which table read it as which classification (DESIGN.md, The handling
+// label: "mapped by a configurable table, never guessed"), so that the
+// decision says so whichever table did it.
+func (p *Policy) traceMarking(e *eval) {
+	l := &e.m.Label
+	if l.Marked == "" || l.Classification == "" {
+		return
+	}
+	src := "built-in legacy-marking table (DESIGN.md, The handling label)"
+	if p.LegacySource != nil {
+		src = p.LegacySource(l.Marked)
+	}
+	e.out.Trace = append(e.out.Trace, Step{Rule: RuleLegacyMarking, Effect: EffectRecord, Source: src,
+		Detail: fmt.Sprintf("marked %s, read as %s by the legacy-marking table (%s)", l.Marked, l.Classification, src)})
+}
+
 // DecideInbound decides what this gateway does with a received package
 // that has been opened and verified: from is the agency whose pinned key
 // signed it. A refused inbound package is quarantined by the caller.
@@ -195,6 +221,7 @@ func (p *Policy) DecideInboundFor(ctx context.Context, m *envelope.Manifest, fro
 	e := &eval{ctx: ctx, p: p, d: p.Directory, m: m, self: p.Self, sender: p.Directory.Agency(from),
 		dir: inbound, now: p.now()}
 	e.act = newActivation(e)
+	p.traceMarking(e)
 	var fns []config.Function
 	for _, addr := range mailboxes {
 		for i := range p.Self.Mailboxes {

@@ -161,16 +161,48 @@ func (e *eval) deadline(r Rule, kind string, hours int, why string) {
 	e.step(r, EffectDeadline, kind+" within "+strconv.Itoa(hours)+" hours: "+why)
 }
 
-// governorSubject reports whether the governing governor of the prison is
-// a subject. A governor subject with no establishment is taken to concern
-// every prison, which is the safer reading.
+// governorSubject reports whether the governing governor of the prison,
+// or the holder of a post with oversight of the intelligence function
+// there, is a subject. A governor subject with no establishment is taken
+// to concern every prison, which is the safer reading.
 func (e *eval) governorSubject(prison string) bool {
+	_, ok := e.oversightSubject(prison)
+	return ok
+}
+
+// oversightSubject says who, among the subjects, makes it inappropriate to
+// disseminate to the prison (MoU 6.1 police, bullet 5: "If it is
+// inappropriate to disseminate to prisons (e.g. if it concerns the
+// governing-governor), police should disseminate to the regional CCU"):
+// the governing governor, or the holder of a post the directory marks as
+// having oversight of the intelligence function at that prison. The
+// governor is the MoU's example, not the whole rule.
+func (e *eval) oversightSubject(prison string) (who string, ok bool) {
 	for _, s := range e.m.Subjects {
 		if s.Role == "governing-governor" && (s.Establishment == "" || s.Establishment == prison) {
-			return true
+			return "the governing governor of " + prison, true
 		}
 	}
-	return false
+	a := e.d.Agency(prison)
+	if a == nil {
+		return "", false
+	}
+	for _, s := range e.m.Subjects {
+		post := s.Post
+		if post == "" && !slices.ContainsFunc(envelope.Roles, func(c envelope.Code) bool { return c.Code == string(s.Role) }) {
+			// A manifest built without ParseManifest ("role: lccm").
+			post = string(s.Role)
+		}
+		// A post holder with no establishment is taken to concern every
+		// prison that has the post, as a governor with none is.
+		if post == "" || (s.Establishment != prison && s.Establishment != "") {
+			continue
+		}
+		if p := a.Post(post); p != nil && p.Oversight {
+			return fmt.Sprintf("the %s (post %s, %s, with oversight of the intelligence function) of %s", p.Name, p.ID, p.Kind, prison), true
+		}
+	}
+	return "", false
 }
 
 func (e *eval) hasRole(role envelope.Role) bool {

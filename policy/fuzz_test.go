@@ -73,11 +73,24 @@ func FuzzDecide(f *testing.F) {
 		if as, err := p.As(m.From); err == nil {
 			q = as
 		}
-		for _, d := range []Decision{
+		w := &world{dir: dir, policy: p}
+		for i, d := range []Decision{
 			q.Decide(context.Background(), m, Sender{Agency: m.From}),
 			p.DecideInbound(context.Background(), m, m.From),
 		} {
 			checkInvariants(t, dir, m, d)
+			if dir.Agency(m.From) != nil {
+				// The agreements' safety properties (properties_test.go).
+				c := &propCase{m: m, sender: m.From, self: q.Self.ID, inbound: i == 1}
+				if c.inbound {
+					c.self = p.Self.ID
+				}
+				for _, pr := range properties {
+					if why := pr.broken(w, c, d); why != "" {
+						t.Fatalf("property %s (%s): %s", pr.id, pr.source, why)
+					}
+				}
+			}
 			b, _ := json.Marshal(d)
 			if strings.Contains(string(b), secretID) {
 				t.Fatalf("subject identity in the decision: %s", b)
@@ -112,8 +125,12 @@ func checkInvariants(t *testing.T, dir *config.Directory, m *envelope.Manifest, 
 				}
 			}
 		}
-		if m.Label.Grading.Scheme == envelope.Scheme5x5x5 && (m.Label.Grading.Handling == "3" || m.Label.Grading.Handling == "5") {
-			t.Fatalf("handling code %s delivered", m.Label.Grading.Handling)
+		if m.Label.Grading.Scheme == envelope.Scheme5x5x5 && m.Label.Grading.Handling == "3" {
+			t.Fatalf("handling code 3 delivered")
+		}
+		// Code 5: the originator is the one destination allowed.
+		if m.Label.Grading.Scheme == envelope.Scheme5x5x5 && m.Label.Grading.Handling == "5" && x.Agency != m.Label.Originator {
+			t.Fatalf("handling code 5 delivered to %s, not the originator %s", x.Agency, m.Label.Originator)
 		}
 		if from := dir.Agency(m.From); from != nil {
 			if from.Kind.Police() && (a.Kind == config.ProbationDivision || a.Kind == config.CRC) {

@@ -195,6 +195,7 @@ func Load(configPath string) (*Policy, *config.Config, error) {
 	if err != nil {
 		return nil, cfg, err
 	}
+	p.LegacySource = cfg.LegacySource
 	return p, cfg, nil
 }
 

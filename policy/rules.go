@@ -57,7 +57,7 @@ func builtins(p *Params) []Rule {
 		&pecsSecurityManager{meta{"pecs-security-manager", mou + "4.1 (PECS Security Manager); Annex B (PECS pursue process)",
 			"corruption concerning PECS goes to the PECS Security Manager; reports on prisoners or HMPPS staff follow the prison process"}},
 		&governorToRegionalCCU{meta{"governor-to-regional-ccu", mou + "6.1 police responsibilities, bullet 5",
-			"when the governing governor of the receiving prison is a subject, the regional CCU covering it receives the package instead"}},
+			"when the governing governor of the receiving prison, or a post the directory marks with oversight of its intelligence function, is a subject, the regional CCU covering it receives the package instead"}},
 		&hqToNCCA{meta{"hq-to-ncca", mou + "6.1 police responsibilities, bullet 5",
 			"when HMPPS HQ is concerned, the national counter corruption analyst in the CCU receives the package instead"}},
 		&probationViaCCU{meta{"probation-via-ccu", mou + "6.1 police responsibilities, bullet 4; Annex B (Probation pursue process)",
@@ -304,9 +304,16 @@ func (r *handlingCode) destGate(e *eval, d *dest) {
 	if l.Grading.Scheme == envelope.Scheme5x5x5 && l.Grading.Handling == "4" && !e.sameOrg(d.agency.ID, l.Originator) {
 		e.refuse(d, r, fmt.Sprintf("5x5x5 handling code 4: originating agency (%s) only", l.Originator))
 	}
+	if l.Grading.Scheme == envelope.Scheme5x5x5 && l.Grading.Handling == "5" && d.agency.ID == l.Originator {
+		// "No further dissemination: refer to the originator" (NIM 5x5x5
+		// handling code 5; DESIGN.md, The handling label): the originator
+		// is the one destination the code allows, so the referral goes.
+		e.trace(r, EffectRecord, "handling code 5: referred to the originator (%s), the one destination the code allows", l.Originator)
+		return
+	}
 	if l.Grading.Scheme == envelope.Scheme5x5x5 && l.Grading.Handling == "5" {
 		// "No further dissemination: refer to the originator": every
-		// destination waits for the originator's release.
+		// other destination waits for the originator's release.
 		why := fmt.Sprintf("5x5x5 handling code 5: no further dissemination; refer to the originator (%s), who must release it", l.Originator)
 		if d.addition {
 			e.refuse(d, r, why)
@@ -424,9 +431,42 @@ func (r *noOnwardDisclosure) destGate(e *eval, d *dest) {
 
 type governorToRegionalCCU struct{ meta }
 
+// gate refuses a package whose subject names a post its establishment
+// does not declare: whether the post has oversight of the intelligence
+// function there cannot be judged, and guessing could send a package
+// about the prison's own LCCM to the prison.
+func (r *governorToRegionalCCU) gate(e *eval) {
+	for i, s := range e.m.Subjects {
+		if s.Post == "" {
+			continue
+		}
+		if s.Establishment == "" {
+			if !slices.ContainsFunc(e.d.Agencies, func(a *config.Agency) bool { return a.Post(s.Post) != nil }) {
+				e.deny(r, "subject %d holds post %s, which no establishment in the directory declares; say which establishment, or ask your administrator to add the post", i+1, s.Post)
+			}
+			continue
+		}
+		a := e.d.Agency(s.Establishment)
+		switch {
+		case a == nil:
+			e.deny(r, "subject %d holds post %s at %q, which is not an agency in the directory", i+1, s.Post, s.Establishment)
+		case a.Post(s.Post) == nil:
+			declared := strings.Join(a.PostIDs(), ", ")
+			if declared == "" {
+				declared = "none"
+			}
+			e.deny(r, "subject %d holds post %s at %s, which the directory does not declare there (declared posts: %s); ask your administrator to add it", i+1, s.Post, a.ID, declared)
+		}
+	}
+}
+
 func (r *governorToRegionalCCU) redirect(e *eval) {
 	for _, d := range e.live() {
-		if d.agency.Kind != config.Prison || !e.governorSubject(d.agency.ID) {
+		if d.agency.Kind != config.Prison {
+			continue
+		}
+		who, ok := e.oversightSubject(d.agency.ID)
+		if !ok {
 			continue
 		}
 		// MoU 6.1 police, bullet 5: "If it is inappropriate to
@@ -434,7 +474,7 @@ func (r *governorToRegionalCCU) redirect(e *eval) {
 		// governing-governor), police should disseminate to the regional
 		// CCU."
 		ccu := e.d.RegionalCCU(d.agency.Region)
-		e.redirect(d, ccu, config.Intake, r, "the governing governor of "+d.agency.ID+" is a subject; the prison receives nothing")
+		e.redirect(d, ccu, config.Intake, r, who+" is a subject; the prison receives nothing")
 	}
 }
 
@@ -443,9 +483,10 @@ func (r *governorToRegionalCCU) blocks(e *eval, a *config.Agency) bool {
 }
 
 func (r *governorToRegionalCCU) receive(e *eval) {
-	if e.self.Kind == config.Prison && e.governorSubject(e.self.ID) {
-		e.deny(r, "the governing governor of this prison is a subject: the package belongs with the regional CCU")
-		e.alert(r, "package about this prison's governing governor received by the prison")
+	r.gate(e)
+	if who, ok := e.oversightSubject(e.self.ID); ok && e.self.Kind == config.Prison {
+		e.deny(r, "%s is a subject: the package belongs with the regional CCU", who)
+		e.alert(r, "package about this prison's governing governor or a post with oversight received by the prison")
 	}
 }
 
@@ -743,7 +784,7 @@ func (r *highRiskSeniority) add(e *eval) {
 	for _, pr := range prisons {
 		if b := e.p.blockedBy(e, pr); b != nil {
 			e.trace(r, EffectCopy, "%s: governing governor of %s", why, pr.ID)
-			e.trace(b, EffectOverridden, "no copy to the governing governor of %s (high-risk-seniority): %s", pr.ID, blockReason(b.ID(), pr.ID))
+			e.trace(b, EffectOverridden, "no copy to the governing governor of %s (high-risk-seniority): %s", pr.ID, blockReason(e, b.ID(), pr.ID))
 			continue
 		}
 		e.addDest(pr, config.GoverningGovernor, r.id, true)
@@ -756,10 +797,11 @@ func (r *highRiskSeniority) add(e *eval) {
 	}
 }
 
-func blockReason(rule, prison string) string {
+func blockReason(e *eval, rule, prison string) string {
 	switch rule {
 	case "governor-to-regional-ccu":
-		return "the governing governor of " + prison + " is a subject"
+		who, _ := e.oversightSubject(prison)
+		return who + " is a subject"
 	case "hq-to-ncca":
 		return "HMPPS HQ is concerned; the package goes to the national counter corruption analyst"
 	case "cat-a-via-pas":

@@ -15,6 +15,7 @@ import (
 
 	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/keys"
+	"github.com/conduit-gateway/conduit/marking"
 )
 
 // Exit statuses of seal and open, so scripts can branch on the failure.
@@ -161,7 +162,8 @@ func writeNew(path string, data []byte, mode os.FileMode) error {
 
 func sealCommand() *cobra.Command {
 	var signer, passFile, label, manifestPath, profile, pkgID string
-	var recipients []string
+	var recipients, agencies []string
+	var plain bool
 	c := &cobra.Command{
 		Use:   "seal --signer PREFIX.key --recipient CERT.asc [--recipient CERT.asc ...] --label LABEL < message.eml > sealed.eml",
 		Short: "Sign and encrypt a message into a Conduit envelope",
@@ -183,16 +185,34 @@ risk flags and topic then travel inside the envelope.`,
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
-			p := envelope.SealParams{Signer: id, PackageID: pkgID}
+			p := envelope.SealParams{Signer: id, PackageID: pkgID, Plain: plain}
 			if profile != "" {
 				if p.Profile, err = keys.ParseProfile(profile); err != nil {
 					return &exitError{exitUsage, err}
 				}
 			}
-			for _, r := range recipients {
+			if len(agencies) > 0 && len(agencies) != len(recipients) {
+				return &exitError{exitUsage, fmt.Errorf("--agency is given %d times for %d --recipient certificates: give one per recipient, in the same order", len(agencies), len(recipients))}
+			}
+			for i, r := range recipients {
 				c, err := loadCert(r)
 				if err != nil {
 					return &exitError{exitUsage, err}
+				}
+				// Any valid encryption-capable certificate will do, whatever
+				// its user ID says (a partner's key made by gpg or sq); the
+				// agency it is for is --agency's to say, where it matters.
+				if err := c.Usable(time.Now()); err != nil {
+					return &exitError{exitUsage, fmt.Errorf("%s: certificate %s cannot be encrypted to: %w", r, c.Fingerprint(), err)}
+				}
+				if len(agencies) > 0 {
+					if !envelope.IsAgencyID(agencies[i]) {
+						return &exitError{exitUsage, fmt.Errorf("--agency %q is not an agency id (lower-case letters, digits, hyphens)", agencies[i])}
+					}
+					c.Agency = agencies[i]
+				}
+				if w := c.NameWarning(c.Agency); w != "" {
+					fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+w)
 				}
 				p.Recipients = append(p.Recipients, c)
 			}
@@ -242,10 +262,12 @@ risk flags and topic then travel inside the envelope.`,
 	c.Flags().StringVar(&signer, "signer", "", "this agency's secret key (PREFIX.key)")
 	c.Flags().StringVar(&passFile, "passphrase-file", "", "passphrase file for the secret key (or CONDUIT_PASSPHRASE)")
 	c.Flags().StringArrayVar(&recipients, "recipient", nil, "a receiving agency's certificate (repeatable)")
+	c.Flags().StringArrayVar(&agencies, "agency", nil, "the agency id each --recipient certificate is for, in the same order (default: the agency its user ID names, if any)")
 	c.Flags().StringVar(&label, "label", "", "the handling label in header form; created defaults to now")
 	c.Flags().StringVar(&manifestPath, "manifest", "", "a package manifest (YAML) whose label, subjects, risk and topic to seal")
 	c.Flags().StringVar(&profile, "profile", "", "rfc4880 or rfc9580 (default: the signer key's)")
 	c.Flags().StringVar(&pkgID, "package-id", "", "the opaque package id (default: random)")
+	c.Flags().BoolVar(&plain, "plain", false, "standard PGP/MIME for a partner without Conduit: no manifest part")
 	return c
 }
 
@@ -260,14 +282,15 @@ func writeManifest(path string, m *envelope.Manifest) error {
 func recipientAgencies(cs []*keys.Cert) []string {
 	out := make([]string, len(cs))
 	for i, c := range cs {
-		out[i] = c.Agency
+		out[i] = c.Label()
 	}
 	return out
 }
 
 func openCommand() *cobra.Command {
-	var key, passFile, senderAgency, manifestOut string
-	var senders []string
+	var key, passFile, manifestOut string
+	var senders, senderAgency []string
+	var plain bool
 	var maxAge time.Duration
 	c := &cobra.Command{
 		Use:   "open --key PREFIX.key --sender CERT.asc < sealed.eml > opened.eml",
@@ -280,8 +303,9 @@ is the opened message written to standard output, with a Conduit-Verified
 header naming the signer. On any failure nothing is written, the reason is
 printed on one line, and the exit status is 3.
 
-Each --sender certificate is pinned for the agency its user ID names (or for
---sender-agency when there is one certificate).`,
+Each --sender certificate is pinned for the agency given by --sender-agency
+(one per --sender, in order), or else the agency its user ID names. The pin,
+not the user ID, decides whose signature it is.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -292,26 +316,37 @@ Each --sender certificate is pinned for the agency its user ID names (or for
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
+			if len(senderAgency) > 0 && len(senderAgency) != len(senders) {
+				return &exitError{exitUsage, fmt.Errorf("--sender-agency is given %d times for %d --sender certificates: give one per sender, in the same order", len(senderAgency), len(senders))}
+			}
 			partners := keys.NewPartners()
-			for _, s := range senders {
+			for i, s := range senders {
 				c, err := loadCert(s)
 				if err != nil {
 					return &exitError{exitUsage, err}
 				}
+				// The pin binds the key to the agency (here: the operator
+				// handing over the file, for the agency named with it).
 				agency := c.Agency
-				if senderAgency != "" && len(senders) == 1 {
-					agency, c.Agency = senderAgency, senderAgency
+				if len(senderAgency) > 0 {
+					agency = senderAgency[i]
 				}
 				if err := partners.Add(c, agency, ""); err != nil {
-					return &exitError{exitUsage, err}
+					return &exitError{exitUsage, fmt.Errorf("%s: %w (give --sender-agency)", s, err)}
+				}
+				if w := c.NameWarning(agency); w != "" {
+					fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+w)
 				}
 			}
 			// Open writes nothing until every check has passed, so stdout
 			// can take the message as it streams out of the spool.
 			out := bufio.NewWriter(cmd.OutOrStdout())
-			o, err := envelope.Open(ctx, out, cmd.InOrStdin(), envelope.OpenParams{
-				Identity: id, Partners: partners, MaxAge: maxAge,
-			})
+			op := envelope.OpenParams{Identity: id, Partners: partners, MaxAge: maxAge, SubjectMarking: subjectMarking(nil)}
+			open := envelope.Open
+			if plain {
+				open = envelope.OpenPlain
+			}
+			o, err := open(ctx, out, cmd.InOrStdin(), op)
 			if err != nil {
 				var ce *envelope.CheckError
 				if errors.As(err, &ce) {
@@ -329,14 +364,33 @@ Each --sender certificate is pinned for the agency its user ID names (or for
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "verified: package %s signed by %s (%s); label %s\n",
 				o.PackageID, o.Signer.Agency, o.Signer.Fingerprint, o.Label.Marking())
+			if err := o.Label.Validate(); err != nil {
+				// A plain PGP/MIME partner may send a marking only; the
+				// sharing policy refuses an incomplete label.
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: the label is incomplete (%v); a gateway's inbound policy refuses it (label-required)\n", err)
+			}
 			return nil
 		},
 	}
 	c.Flags().StringVar(&key, "key", "", "this agency's secret key (PREFIX.key)")
 	c.Flags().StringVar(&passFile, "passphrase-file", "", "passphrase file for the secret key (or CONDUIT_PASSPHRASE)")
 	c.Flags().StringArrayVar(&senders, "sender", nil, "a sending agency's certificate to pin (repeatable)")
-	c.Flags().StringVar(&senderAgency, "sender-agency", "", "the agency a single --sender certificate is pinned for")
+	c.Flags().StringArrayVar(&senderAgency, "sender-agency", nil, "the agency each --sender certificate is pinned for, in the same order (default: the agency its user ID names)")
 	c.Flags().StringVar(&manifestOut, "manifest-out", "", "write the package manifest (JSON) here")
 	c.Flags().DurationVar(&maxAge, "max-age", 0, "oldest signed date accepted (default 336h)")
+	c.Flags().BoolVar(&plain, "plain", false, "a standard signed and encrypted PGP/MIME message from a partner without Conduit")
 	return c
+}
+
+// subjectMarking reads a subject marking through a legacy table, for
+// envelope.OpenParams.SubjectMarking.
+func subjectMarking(legacy envelope.LegacyMarkings) func(string) (envelope.Label, bool, error) {
+	return func(subject string) (envelope.Label, bool, error) {
+		var l envelope.Label
+		m, found, err := marking.FromSubject(subject, legacy)
+		if err != nil || !found {
+			return l, found, err
+		}
+		return l, true, m.Apply(&l)
+	}
 }

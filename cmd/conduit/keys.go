@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -181,6 +183,15 @@ nothing more, until a new key is generated and the partners approve it.`,
 				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", k.Agency, st.Fingerprint, len(st.Subkeys), exp, state)
 			}
 			tw.Flush()
+			for _, k := range g.KeysInForce() {
+				if w := k.NameWarning(k.Agency); w != "" {
+					fmt.Fprintln(cmd.OutOrStdout(), "warning: "+w)
+				}
+			}
+			bad := g.PartnersUnusable()
+			for _, a := range slices.Sorted(maps.Keys(bad)) {
+				fmt.Fprintf(cmd.OutOrStdout(), "warning: %s has no usable key: %s; packages for it are held\n", a, bad[a])
+			}
 			return printPending(ctx, cmd.OutOrStdout(), g.Store())
 		},
 	}
@@ -199,6 +210,7 @@ nothing more, until a new key is generated and the partners approve it.`,
 		},
 	}
 
+	var offerAgency string
 	offer := &cobra.Command{
 		Use:   "offer CERT-FILE --config FILE",
 		Short: "Record a partner certificate received out of band: an update is taken, a new key waits for approval",
@@ -214,6 +226,14 @@ nothing more, until a new key is generated and the partners approve it.`,
 			if err != nil {
 				return &exitError{exitCheck, err}
 			}
+			// The agency is the operator's to say: a key made with gpg or sq
+			// for a partner names no agency id in its user ID.
+			if offerAgency != "" {
+				c.Agency = offerAgency
+			}
+			if c.Agency == "" {
+				return &exitError{exitUsage, fmt.Errorf("%s: certificate %s names no agency: give --agency", args[0], c.Fingerprint())}
+			}
 			g, closeAll, err := cliGateway(ctx, cfgPath)
 			if err != nil {
 				return err
@@ -227,6 +247,8 @@ nothing more, until a new key is generated and the partners approve it.`,
 			return nil
 		},
 	}
+
+	offer.Flags().StringVar(&offerAgency, "agency", "", "the agency the certificate is for (default: the agency its user ID names)")
 
 	decide := func(verb string, state store.KeyState) *cobra.Command {
 		var why string

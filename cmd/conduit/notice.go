@@ -48,7 +48,12 @@ text file is sealed; it is never logged.`,
 			if pkg == "" || textFile == "" || label == "" {
 				return &exitError{exitUsage, errors.New("notice send needs --package, --text and --label")}
 			}
-			l, err := envelope.ParseLabelPartial(label)
+			pol, cfg, err := policy.Load(cfgPath)
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
+			// The configured legacy-marking table, as everywhere.
+			l, err := envelope.ParseLabelPartialWith(label, cfg.Legacy())
 			if err != nil {
 				return &exitError{exitCheck, err}
 			}
@@ -57,10 +62,6 @@ text file is sealed; it is never logged.`,
 				return &exitError{exitUsage, err}
 			}
 			defer text.Close()
-			pol, cfg, err := policy.Load(cfgPath)
-			if err != nil {
-				return &exitError{exitUsage, err}
-			}
 			if originator == "" {
 				originator = cfg.Agency
 			}

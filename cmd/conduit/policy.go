@@ -3,10 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/keys"
 	"github.com/conduit-gateway/conduit/policy"
 	"github.com/spf13/cobra"
 )
@@ -84,7 +86,8 @@ Nothing is sent. The sender is the package's "from" agency.
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			m, err := envelope.ParseManifest(f)
+			// The configured legacy-marking table, as the gateway reads it.
+			m, err := envelope.ParseManifestWith(f, cfg.Legacy())
 			f.Close()
 			if err != nil {
 				return &exitError{code: 2, err: fmt.Errorf("%s: %w", args[0], err)}
@@ -184,6 +187,48 @@ func printCheck(w io.Writer, p *policy.Policy, cfg *config.Config) {
 		}
 		fmt.Fprintf(w, "  %-26s %s\n  %-26s   source: %s\n", r.ID(), sum, "", r.Source())
 	}
+	for _, warn := range partnerCertWarnings(cfg) {
+		fmt.Fprintln(w, "warning: "+warn)
+	}
+}
+
+// partnerCertWarnings looks at the partner certificate folder as the
+// gateway will: a file it cannot use, or one whose user ID names another
+// agency than the one whose pinned fingerprint it carries. Warnings only:
+// the pin binds a key to its agency, and the gateway holds what is for a
+// partner whose certificate cannot be used.
+func partnerCertWarnings(cfg *config.Config) []string {
+	if cfg.Keys.Partners == "" {
+		return nil
+	}
+	var out []string
+	for _, a := range cfg.Directory.Agencies {
+		if a.ID == cfg.Agency {
+			continue
+		}
+		path := filepath.Join(cfg.Keys.Partners, a.ID+".pub.asc")
+		f, err := os.Open(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			out = append(out, fmt.Sprintf("%s: %v; packages for %s will be held", path, err, a.ID))
+			continue
+		}
+		c, err := keys.ReadCert(f)
+		f.Close()
+		switch {
+		case err != nil:
+			out = append(out, fmt.Sprintf("%s: %v; packages for %s will be held", path, err, a.ID))
+		case c.Fingerprint() != keys.NormalizeFingerprint(a.Fingerprint):
+			out = append(out, fmt.Sprintf("%s: fingerprint %s is not the one the directory pins for %s; it will wait for an administrator (conduit keys pending)", path, c.Fingerprint(), a.ID))
+		default:
+			if w := c.NameWarning(a.ID); w != "" {
+				out = append(out, path+": "+w)
+			}
+		}
+	}
+	return out
 }
 
 func printDecision(w io.Writer, p *policy.Policy, m *envelope.Manifest, d *policy.Decision, inbound bool) {

@@ -94,7 +94,14 @@ func TestExplainEveryExamplePackage(t *testing.T) {
 		"trained-recipients":               {"hold", "trained-recipients", "hold", nil},
 		"no-onward-disclosure":             {"hold", "no-onward-disclosure", "hold", nil},
 		"unknown-recipient":                {"deliver", "known-recipient", "refuse", nil},
+		"legacy-restricted":                {"deliver", "legacy-marking", "record", nil},
+		"legacy-protect":                   {"deliver", "legacy-marking", "record", nil},
+		"handling-code-5-referral":         {"deliver", "handling-code", "record", nil},
+		"lccm-subject":                     {"deliver", "governor-to-regional-ccu", "redirect", nil},
+		"officer-subject":                  {"deliver", "police-to-prison-via-pio", "redirect", []string{"--as", "northshire-police"}},
 	}
+	// Packages explained under another example config than conduit.yaml.
+	configs := map[string]string{"legacy-protect": "../../examples/conduit-legacy.yaml"}
 	files, err := filepath.Glob("../../examples/packages/*.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no example packages: %v", err)
@@ -106,7 +113,11 @@ func TestExplainEveryExamplePackage(t *testing.T) {
 			if !ok {
 				t.Fatalf("example %s has no expectation here; add one", name)
 			}
-			args := append([]string{"policy", "explain", "--config", exampleConfig, "--at", at, "--json", f}, w.extra...)
+			cfg := exampleConfig
+			if c, ok := configs[name]; ok {
+				cfg = c
+			}
+			args := append([]string{"policy", "explain", "--config", cfg, "--at", at, "--json", f}, w.extra...)
 			out, err := runCLI(t, args...)
 			if err != nil {
 				t.Fatalf("explain: %v\n%s", err, out)
@@ -156,6 +167,33 @@ func TestExplainReadsWellToAnAdministrator(t *testing.T) {
 	}
 	if strings.Contains(out, "governor@northgate") {
 		t.Errorf("the governor who is a subject is sent a copy:\n%s", out)
+	}
+}
+
+// The administrator's legacy-marking table is the one explain reads with:
+// RESTRICTED, absent from it, is refused with an error naming it; PROTECT
+// is read as the table says, and the trace cites the config line.
+func TestExplainUsesTheConfiguredLegacyTable(t *testing.T) {
+	const legacyConfig = "../../examples/conduit-legacy.yaml"
+	_, err := runCLI(t, "policy", "explain", "--config", legacyConfig, "--at", at, "../../examples/packages/legacy-restricted.yaml")
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), `"RESTRICTED"`) || !strings.Contains(err.Error(), "legacy marking") {
+		t.Errorf("RESTRICTED under a table without it: %v", err)
+	}
+	out, err := runCLI(t, "policy", "explain", "--config", legacyConfig, "--at", at, "../../examples/packages/legacy-protect.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "marked PROTECT, read as OFFICIAL-SENSITIVE by the legacy-marking table (legacy-markings in ../../examples/conduit-legacy.yaml, line 9)"; !strings.Contains(out, want) {
+		t.Errorf("explain lacks %q:\n%s", want, out)
+	}
+	// The built-in table, when it maps, says so too.
+	out, err = runCLI(t, "policy", "explain", "--config", exampleConfig, "--at", at, "../../examples/packages/legacy-restricted.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "marked RESTRICTED, read as OFFICIAL-SENSITIVE by the legacy-marking table (built-in legacy-marking table"; !strings.Contains(out, want) {
+		t.Errorf("explain lacks %q:\n%s", want, out)
 	}
 }
 

@@ -103,5 +103,58 @@ func newDeadlinesCmd() *cobra.Command {
 	}
 	dl.Flags().StringVar(&dlCfg, "config", "", "the gateway's config file (required)")
 	_ = dl.MarkFlagRequired("config")
+
+	var ackCfg, ackAgency, ackNote string
+	ack := &cobra.Command{
+		Use:   "ack PACKAGE-ID --agency ID --note TEXT --config FILE",
+		Short: "Record that a destination acknowledged an escalated package (stops its acknowledgement clock)",
+		Long: `Ack records that a destination acknowledged an immediately escalated package
+by another channel (a telephone call, a plain PGP/MIME partner's reply), stopping
+its acknowledgement clock (MoU 6.1: major or imminent risk escalated
+immediately). A partner without Conduit sends no signed receipt, so its clock
+is stopped by its signed reply or by this command, never left waiting. Who did
+it and the note are kept with the clock and in the audit trail.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if strings.TrimSpace(ackNote) == "" || ackAgency == "" {
+				return &exitError{exitUsage, fmt.Errorf("deadlines ack needs --agency and --note: who acknowledged, and how")}
+			}
+			st, err := openStore(ctx, ackCfg)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			ev, err := adminEvent(ackCfg, audit.Event{Kind: audit.Receipt, Package: args[0], Destination: ackAgency, Rule: "imminent-risk-escalation",
+				Detail: "acknowledgement recorded by an administrator: " + oneLine(ackNote)})
+			if err != nil {
+				return err
+			}
+			var n int
+			err = st.Update(ctx, func(tx store.Tx) error {
+				if n, err = tx.CompleteDeadlines(args[0], policy.DeadlineAcknowledge, ackAgency, time.Now(), administrator()+": "+oneLine(ackNote)); err != nil || n == 0 {
+					return err
+				}
+				return tx.Audit(ev)
+			})
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return &exitError{exitUsage, fmt.Errorf("package %s has no open acknowledgement clock for %s here", args[0], ackAgency)}
+			}
+			adminLog(ctx, "acknowledgement recorded", "package", args[0], "agency", ackAgency)
+			if err := chainStaged(ctx, ackCfg); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "acknowledgement of package %s by %s recorded\n", args[0], ackAgency)
+			return nil
+		},
+	}
+	ack.Flags().StringVar(&ackCfg, "config", "", "the gateway's config file (required)")
+	ack.Flags().StringVar(&ackAgency, "agency", "", "the destination that acknowledged")
+	ack.Flags().StringVar(&ackNote, "note", "", "how it was acknowledged (kept with the clock)")
+	_ = ack.MarkFlagRequired("config")
+	dl.AddCommand(ack)
 	return dl
 }

@@ -183,11 +183,7 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 	}
 	var opened bytes.Buffer
 	start := time.Now()
-	raw, err := m.msg.Reader()
-	if err != nil {
-		return outcome{reply: smtpserver.ErrTempStore}
-	}
-	o, err := envelope.Open(ctx, &opened, raw, srv.openParams(replayCheck{srv}))
+	o, err := srv.openReceived(ctx, &opened, m.msg, srv.openParams(replayCheck{srv}))
 	srv.metrics.ObserveOpen(time.Since(start))
 	if err != nil {
 		var ce *envelope.CheckError
@@ -195,7 +191,7 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 			srv.log.Error("open failed", "err", err)
 			return outcome{reply: smtpserver.Reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure opening the package; try again shortly")}
 		}
-		if m.live && m.partner == "" && notAnEnvelopeForUs(err) {
+		if m.live && m.partner == "" && notAnEnvelopeForUs(err) && !errors.Is(err, errPlainFromConduitPartner) {
 			// A client that proved no partner identity sent something
 			// that cannot be a package for this gateway: refused, not
 			// kept and not alerted one by one (postscreen refuses before
@@ -220,6 +216,7 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 			return srv.quarantine(ctx, m, "mutual-tls", err.Error())
 		}
 	}
+	srv.ackByReply(ctx, o)
 	if o.Manifest.Kind == envelope.KindReceipt {
 		// A gateway's statement about a package we sent: recorded, not
 		// delivered to anyone, and not judged as intelligence.

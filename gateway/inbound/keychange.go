@@ -26,10 +26,14 @@ func (srv *Server) takeKeyChange(ctx context.Context, m received, o *envelope.Op
 	if err != nil {
 		return srv.quarantine(ctx, m, "key-change-invalid", "a key-change notice whose body is not a certificate: "+err.Error())
 	}
+	// The notice speaks for the agency whose pinned key signed it; the
+	// offered key's user ID is only a claim (a partner's key made with gpg
+	// names no agency id), so a different one is logged, not refused.
 	agency := o.Signer.Agency
-	if offered.Agency != agency {
-		return srv.quarantine(ctx, m, "key-change-invalid", fmt.Sprintf("a key-change notice signed by %s offers a key for %q", agency, offered.Agency))
+	if w := offered.NameWarning(agency); w != "" {
+		srv.log.Warn("key-change notice: the offered key's user ID names another agency", "partner", agency, "detail", w)
 	}
+	offered.Agency = agency
 	pinned, ok := srv.keys.Partners().Get(agency)
 	if !ok {
 		return srv.quarantine(ctx, m, "key-change-invalid", "a key-change notice from "+agency+", which has no key in force here")

@@ -53,7 +53,8 @@ type queuedReceipt struct {
 // it once however often it is asked.
 func (srv *Server) sealReceipt(ctx context.Context, o *envelope.Opened, mailboxes []string, released string) (*queuedReceipt, error) {
 	to := o.Label.Originator
-	if to == srv.cfg.Agency {
+	if to == srv.cfg.Agency || o.Plain {
+		// A partner without Conduit has no use for a receipt.
 		return nil, nil
 	}
 	if err := srv.keys.Ready(ctx); err != nil {

@@ -15,6 +15,9 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -106,6 +109,10 @@ type Server struct {
 	inFlight func(id int64) bool
 	qguard   *qguard.Guard
 	alerts   *qguard.Alerts
+	// plainIPs are the addresses of the partners without Conduit
+	// (envelope: pgp-mime), which may present no client certificate:
+	// their gateways' hosts in the directory, looked up once at start.
+	plainIPs atomic.Pointer[map[netip.Addr]string]
 }
 
 // New returns an inbound server for cfg's agency.
@@ -120,6 +127,7 @@ func New(cfg *config.Config, o Options) *Server {
 	if srv.inFlight == nil {
 		srv.inFlight = func(int64) bool { return false }
 	}
+	go srv.resolvePlainPartners()
 	qc := cfg.Quarantine
 	srv.qguard = qguard.New(qguard.Config{QuotaBytes: qc.QuotaBytes, PerSourceHour: qc.PerSourceHour})
 	srv.alerts = qguard.NewAlerts(time.Duration(qc.AlertInterval), func(a qguard.Alert) {
@@ -152,6 +160,10 @@ func (srv *Server) SMTP() *smtp.Server {
 		if st, ok := c.TLSConnectionState(); ok {
 			if a := tlsroute.PartnerOf(srv.cfg.Directory, srv.cfg.Agency, st); a != nil {
 				s.partner = a.ID
+			} else if id := srv.plainPartnerAt(c.Conn().RemoteAddr()); id != "" {
+				s.partner = id
+			}
+			if s.partner != "" {
 				admission.Promote(c.Conn())
 			}
 		}
@@ -180,4 +192,48 @@ func (srv *Server) triageHeader(pkgID string, dec policy.Decision) string {
 		return ""
 	}
 	return fmt.Sprintf("%s: reply to <%s> when triaged (package %s, within %d hours)\r\n", hdrTriage, keyring.Address(srv.keys.Identity()), pkgID, hours)
+}
+
+// resolvePlainPartners looks up the gateway hosts of the partners without
+// Conduit, once, with a short timeout (an IP literal needs no lookup).
+func (srv *Server) resolvePlainPartners() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ips := map[netip.Addr]string{}
+	for _, a := range srv.cfg.Directory.Agencies {
+		if !a.PlainPGPMIME() || a.ID == srv.cfg.Agency {
+			continue
+		}
+		host, _, err := net.SplitHostPort(a.Gateway)
+		if err != nil {
+			host = a.Gateway
+		}
+		if ip, err := netip.ParseAddr(host); err == nil {
+			ips[ip.Unmap()] = a.ID
+			continue
+		}
+		found, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		if err != nil {
+			srv.log.Warn("a plain PGP/MIME partner's gateway host was not resolved; its connections are treated as strangers' until a restart", "agency", a.ID, "host", host, "err", err)
+			continue
+		}
+		for _, ip := range found {
+			ips[ip.Unmap()] = a.ID
+		}
+	}
+	srv.plainIPs.Store(&ips)
+}
+
+// plainPartnerAt returns the partner without Conduit whose gateway host
+// has this address, or "".
+func (srv *Server) plainPartnerAt(a net.Addr) string {
+	m := srv.plainIPs.Load()
+	if m == nil {
+		return ""
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return ""
+	}
+	return (*m)[ap.Addr().Unmap()]
 }

@@ -92,12 +92,16 @@ func (r *Ring) Load(ctx context.Context) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("partner certificate: %w", err)
+			r.unusable(ctx, ps, a.ID, fmt.Sprintf("its certificate file %s cannot be read: %v", path, err))
+			continue
 		}
 		c, err := keys.ReadCert(f)
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("partner certificate %s: %w", path, err)
+			// One partner's unusable certificate does not stop the gateway:
+			// what is for that partner is held with the reason (SealTarget).
+			r.unusable(ctx, ps, a.ID, fmt.Sprintf("its certificate file %s cannot be used: %v", path, err))
+			continue
 		}
 		if pin == "" {
 			r.log.Warn("partner certificate not used: the directory pins no fingerprint", "partner", a.ID)
@@ -118,6 +122,19 @@ func (r *Ring) Load(ctx context.Context) error {
 	r.watch.mu.Unlock()
 	return nil
 }
+
+// unusable records that a partner's certificate cannot be used and alerts
+// the administrators.
+func (r *Ring) unusable(ctx context.Context, ps *keys.Partners, agency, why string) {
+	ps.SetUnusable(agency, why)
+	r.log.Error("admin alert: partner certificate not usable; deliveries to it are held", "partner", agency, "err", why)
+	r.AlertAdmins(ctx, "partner certificate for "+agency+" not usable", agency+": "+why+
+		"\r\nPackages for "+agency+" are held until a usable certificate is installed (conduit keys offer).\r\n")
+}
+
+// Unusable lists the partners whose certificate cannot be used, with the
+// reason, for conduit keys list.
+func (r *Ring) Unusable() map[string]string { return r.Partners().UnusableAll() }
 
 // Offer records a certificate with a fingerprint other than the
 // pinned one as a pending change, and alerts the administrators the first
@@ -421,7 +438,7 @@ func (r *Ring) reseal(ctx context.Context, it store.Item, to *keys.Cert) ([]byte
 	m := o.Manifest
 	if _, err := envelope.Seal(ctx, &buf, body, envelope.SealParams{
 		Signer: self, Recipients: []*keys.Cert{to}, Label: o.Label, Manifest: &m,
-		PackageID: it.PackageID, Now: r.now, Profile: keys.ProfileOf(self.Entity),
+		PackageID: it.PackageID, Now: r.now, Profile: keys.ProfileOf(self.Entity), Plain: r.PlainFor(it.Destination),
 	}); err != nil {
 		return nil, err
 	}
@@ -465,7 +482,7 @@ func (r *Ring) announceKey(ctx context.Context, self *keys.Identity, cert *keys.
 		var buf bytes.Buffer
 		if _, err := envelope.Seal(ctx, &buf, strings.NewReader(msg), envelope.SealParams{
 			Signer: self, Recipients: []*keys.Cert{cert}, Label: l, PackageID: id, Now: r.now, Profile: keys.ProfileOf(self.Entity),
-			Manifest: &envelope.Manifest{From: r.cfg.Agency, To: []string{a.ID}, Kind: envelope.KindKeyChange},
+			Manifest: &envelope.Manifest{From: r.cfg.Agency, To: []string{a.ID}, Kind: envelope.KindKeyChange}, Plain: a.PlainPGPMIME(),
 		}); err != nil {
 			return dests, fmt.Errorf("seal key-change notice for %s: %w", a.ID, err)
 		}
@@ -600,6 +617,11 @@ func (r *Ring) OfferPartnerCert(ctx context.Context, c *keys.Cert, source string
 func (r *Ring) SealTarget(agency string) (cert *keys.Cert, holdReason string, ok bool) {
 	cert, ok = r.Partners().Get(agency)
 	if !ok {
+		if why, bad := r.Partners().Unusable(agency); bad {
+			if self, err := r.Identity().Public(); err == nil {
+				return self, holdKeyPrefix + agency + "'s key cannot be used: " + why + "; held until a usable key is in force", true
+			}
+		}
 		return nil, "", false
 	}
 	if err := cert.Usable(r.now()); err != nil {
@@ -611,6 +633,14 @@ func (r *Ring) SealTarget(agency string) (cert *keys.Cert, holdReason string, ok
 		return self, r.keyHoldReason(agency, err), true
 	}
 	return cert, "", true
+}
+
+// PlainFor reports whether an agency speaks standard PGP/MIME only (its
+// directory entry says envelope: pgp-mime): what is sealed for it has no
+// manifest part, and it sends no receipts.
+func (r *Ring) PlainFor(agency string) bool {
+	a := r.cfg.Directory.Agency(agency)
+	return a != nil && a.PlainPGPMIME()
 }
 
 // HoldState is the state of a new queue item: held when there is a hold

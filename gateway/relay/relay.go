@@ -217,7 +217,7 @@ func (r *Relay) deliverItem(ctx context.Context, pool *relayPool, it store.Item)
 	remoteID, err := r.send(ctx, pool, it)
 	release()
 	if err == nil {
-		sent := audit.Event{Kind: audit.Sent, Package: it.PackageID, Destination: it.Destination, Detail: "accepted by the destination gateway: " + remoteID}
+		sent := audit.Event{Kind: audit.Sent, Package: it.PackageID, Destination: it.Destination, Detail: r.sentDetail(it.Destination, remoteID)}
 		if err := r.store.Bookkeep(ctx, func(tx store.Tx) error {
 			if err := tx.MarkSent(it.ID, remoteID); err != nil {
 				return err
@@ -403,4 +403,14 @@ func (r *Relay) notifyFailure(it store.Item, reason string) {
 	if err := r.notify.Deliver(context.Background(), it.Submitter, r.agency, "dsn-"+it.PackageID+"-"+it.Destination, nil, b.Bytes()); err != nil {
 		r.log.Error("failure notice not delivered", "package", it.PackageID, "err", err)
 	}
+}
+
+// sentDetail is the audit detail of a delivery the destination accepted. A
+// partner without Conduit (directory envelope: pgp-mime) sends no receipt:
+// the delivery is recorded as sent, with no receipt expected.
+func (r *Relay) sentDetail(agency, remoteID string) string {
+	if a := r.directory.Agency(agency); a != nil && a.PlainPGPMIME() {
+		return "accepted by the destination's mail server: " + remoteID + "; sent, no receipt expected (a partner without Conduit)"
+	}
+	return "accepted by the destination gateway: " + remoteID
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"github.com/conduit-gateway/conduit/gateway/smtpserver"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/keys"
+	"github.com/conduit-gateway/conduit/marking"
 	"github.com/conduit-gateway/conduit/policy"
 )
 
@@ -48,10 +48,6 @@ type submission struct {
 // canonical label, the package id, the HP-Outer records and the content
 // type (a few KiB; generous).
 const headerRoom = 16 << 10
-
-// subjectMarking finds a classification marking at the start of a subject:
-// "[OFFICIAL-SENSITIVE] ...", "OFFICIAL-SENSITIVE: ...", "OFFICIAL SENSITIVE - ...".
-var subjectMarking = regexp.MustCompile(`^\s*\[?\s*((?:NOT PROTECTIVELY MARKED|OFFICIAL[- ]SENSITIVE|OFFICIAL|TOP SECRET|SECRET|PROTECT|RESTRICTED|CONFIDENTIAL))\b`)
 
 // intake reads a submitted package's marking and manifest facts, asks the
 // sharing policy, seals one envelope per destination agency and stores
@@ -212,6 +208,8 @@ func (srv *Server) intake(ctx context.Context, sub submission) error {
 		_, err = envelope.Seal(ctx, &buf, sealIn, envelope.SealParams{
 			Signer: self, Recipients: []*keys.Cert{cert}, Label: m.Label, Manifest: &dm,
 			PackageID: pkgID, Now: srv.now, Profile: keys.ProfileOf(self.Entity),
+			// A partner without Conduit gets standard PGP/MIME, no manifest.
+			Plain: srv.cfg.Directory.Agency(agency).PlainPGPMIME(),
 		})
 		srv.metrics.ObserveSeal(time.Since(start))
 		if err != nil {
@@ -313,21 +311,14 @@ func (srv *Server) manifestFromHeader(h textproto.Header, rcpts []string) (*enve
 			m.To = append(m.To, a.ID)
 		}
 	}
-	if raw := h.Get(envelope.LabelHeader); raw != "" {
-		l, err := envelope.ParseLabelPartial(raw)
-		if err != nil {
-			return nil, smtpserver.Reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: the Handling-Label header is wrong: "+err.Error())
-		}
-		m.Label = l
-	} else if mk := subjectMarking.FindStringSubmatch(strings.ToUpper(h.Get("Subject"))); mk != nil {
-		// Only the classification can be read from a subject; the policy
-		// then says which other fields the label needs.
-		c, err := srv.cfg.Legacy().Map(mk[1])
-		if err != nil {
-			return nil, smtpserver.Reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: "+err.Error())
-		}
-		m.Label.Classification = c
+	// The marking: a Handling-Label header, a Purview sensitivity label or
+	// a subject marking, read through the configured tables.
+	mmsg := marking.Message{Label: h.Get(envelope.LabelHeader), Purview: h.Get(marking.PurviewHeader), Subject: h.Get("Subject")}
+	l, markedBy, err := marking.FromMessage(mmsg, srv.cfg.Legacy(), srv.cfg.Purview())
+	if err != nil {
+		return nil, smtpserver.Reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: "+err.Error())
 	}
+	m.Label = l
 	if m.Label.Created.IsZero() {
 		m.Label.Created = srv.now().UTC().Truncate(1e9)
 	}
@@ -347,6 +338,11 @@ func (srv *Server) manifestFromHeader(h textproto.Header, rcpts []string) (*enve
 	}
 	if err := m.ValidateFacts(); err != nil {
 		return nil, smtpserver.Reply(554, smtp.EnhancedCode{5, 6, 0}, "Package refused: "+err.Error())
+	}
+	if markedBy != nil && m.Label.Validate() != nil {
+		// A Purview label or a subject marking says how sensitive the
+		// package is, nothing else: ask for the rest, field by field.
+		return nil, smtpserver.Reply(554, smtp.EnhancedCode{5, 6, 0}, marking.Refusal(*markedBy, m.Label, mmsg.SanitisedSaid()))
 	}
 	return m, nil
 }
@@ -381,6 +377,8 @@ func parseSubjectHeader(v string) (envelope.Subject, error) {
 			s.Establishment = val
 		case "region":
 			s.Region = val
+		case "post":
+			s.Post = val
 		case "flags":
 			s.Flags = splitList(val)
 		case "id":
@@ -388,10 +386,10 @@ func parseSubjectHeader(v string) (envelope.Subject, error) {
 			// and is never logged or audited.
 			s.ID = val
 		default:
-			return s, fmt.Errorf("unknown field %q; allowed: role, establishment, region, flags, id", k)
+			return s, fmt.Errorf("unknown field %q; allowed: role, post, establishment, region, flags, id", k)
 		}
 	}
-	if s.Role == "" {
+	if s.Role == "" && s.Post == "" {
 		return s, errors.New("role is missing")
 	}
 	return s, nil
@@ -436,6 +434,10 @@ func (srv *Server) decisionEvents(pkgID, actor string, d policy.Decision) []audi
 		switch s.Effect {
 		case policy.EffectRedirect:
 			es = append(es, audit.Event{Kind: audit.Redirected, Package: pkgID, Rule: s.Rule, Actor: actor, Detail: s.Detail})
+		case policy.EffectRecord:
+			if s.Rule == policy.RuleLegacyMarking {
+				es = append(es, audit.Event{Kind: audit.Marking, Package: pkgID, Rule: s.Rule, Actor: actor, Detail: s.Detail})
+			}
 		case policy.EffectDeny:
 			srv.metrics.Refused(s.Rule)
 			es = append(es, audit.Event{Kind: audit.Refused, Package: pkgID, Rule: s.Rule, Actor: actor, Detail: s.Detail})

@@ -40,7 +40,10 @@ func testServer(t testing.TB) *Server {
 
 func TestManifestFromHeader(t *testing.T) {
 	g := testServer(t)
+	// The classification from the subject marking, the rest of the label
+	// from a Handling-Label header without one.
 	hdr := "Subject: [OFFICIAL-SENSITIVE] x\r\nConduit-Risk: escape, Firearms\r\nConduit-Topic: corruption\r\n" +
+		"Handling-Label: v=1; grading=5x5x5; source=B; intelligence=2; handling=1; basis=assessment; subjects=suspected; purpose=corruption-prison; sanitised=yes; reference=NP-1\r\n" +
 		"Conduit-Subject: role=governing-governor; establishment=hmp-northgate\r\n\r\n"
 	h, err := textproto.ReadHeader(bufio.NewReader(strings.NewReader(hdr)))
 	if err != nil {
