@@ -10,6 +10,9 @@ need=()
 command -v gpg >/dev/null 2>&1 || need+=(gnupg)
 command -v sq >/dev/null 2>&1 || need+=(sq)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
+# The console's browser tests drive headless Chromium.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if ((${#need[@]})); then
 	if [ "$(id -u)" = 0 ]; then
 		echo "test.sh: installing ${need[*]}"
@@ -19,6 +22,21 @@ if ((${#need[@]})); then
 		echo "test.sh: ${need[*]} missing; install them (apt-get install ${need[*]}) or interop tests skip" >&2
 	fi
 fi
+
+# axe-core, run inside each console page by the browser tests: a pinned
+# release from the npm registry, checked against its recorded digest,
+# kept in the user's cache (the test reads it from $CONDUIT_AXE).
+axever=4.10.3
+axesum=0f2b4d7dcdf7d1219df8d1959ad68e565f51d14c3f0d88bb71cd59abeb956292
+axedir="${XDG_CACHE_HOME:-$HOME/.cache}/conduit-test/axe-core-$axever"
+if [ ! -f "$axedir/package/axe.min.js" ]; then
+	echo "test.sh: fetching axe-core $axever from the npm registry"
+	mkdir -p "$axedir"
+	(cd "$axedir" && npm pack "axe-core@$axever" --silent >/dev/null)
+	echo "$axesum  $axedir/axe-core-$axever.tgz" | sha256sum -c --quiet -
+	tar -xzf "$axedir/axe-core-$axever.tgz" -C "$axedir" package/axe.min.js
+fi
+export CONDUIT_AXE="$axedir/package/axe.min.js"
 
 # The Vault test module (vaulttest/) has a dependency graph of its own,
 # far larger than the product's: fetch and compile it now, in the

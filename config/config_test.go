@@ -251,6 +251,9 @@ func TestConfigErrors(t *testing.T) {
 		{"legacy marking to a non-classification", "agency: pas\ndirectory: directory.yaml\npolicy: p.yaml\nlegacy-markings: {RESTRICTED: SORTA-SECRET}\n", "not a classification", 4},
 		{"syntax error", "agency: pas\ndirectory: [\n", "", 2},
 		{"administrator not an address", "agency: pas\ndirectory: directory.yaml\npolicy: p.yaml\nalerts:\n  administrators: [ops@pas.example, Duty Admin]\n", `"Duty Admin" is not a mailbox address`, 5},
+		{"unknown console role", "agency: pas\ndirectory: directory.yaml\npolicy: p.yaml\nusers:\n  - {name: a, address: pas@pas.example, password-hash: \"$2a$04$0123456789012345678901u8mZ.uP1U4SjJt1GJ6wDz0Tb3TtMwcS\", role: admin}\n", `"admin" is not a role; allowed: sender, receiver, supervisor, administrator`, 5},
+		{"console certificate without its key", "agency: pas\ndirectory: directory.yaml\npolicy: p.yaml\nconsole:\n  cert: c.crt\n", "give console.cert and console.key together", 5},
+		{"console not host:port", "agency: pas\ndirectory: directory.yaml\npolicy: p.yaml\nlisten:\n  console: 8443\n", `"8443" is not host:port`, 5},
 		{"negative expiry warning", "agency: pas\ndirectory: directory.yaml\npolicy: p.yaml\nkeys:\n  expiry-warning: -24h\n", "must not be negative", 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

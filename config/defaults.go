@@ -96,6 +96,12 @@ const (
 	// which are counted in hours.
 	DefaultHousekeepingInterval = time.Minute
 
+	// DefaultConsoleIdleTimeout signs a console user out after a quarter
+	// of an hour without a request: a screen left unlocked in an office
+	// stops showing intelligence metadata soon, and a PIO composing a
+	// package sends a request with every change.
+	DefaultConsoleIdleTimeout = 15 * time.Minute
+
 	// DefaultVaultMount and DefaultVaultPath are the KV v2 mount and
 	// secret that docs/vault-policy.hcl grants.
 	DefaultVaultMount = "conduit"
@@ -166,6 +172,7 @@ func (c *Config) SetDefaults() {
 	if g.Limits.MessageBytes == 0 {
 		g.Limits.MessageBytes = DefaultMessageBytes
 	}
+	setDuration(&g.Console.IdleTimeout, DefaultConsoleIdleTimeout)
 	setDuration(&g.Queue.RetryMin, DefaultRetryMin)
 	setDuration(&g.Queue.RetryMax, DefaultRetryMax)
 	setDuration(&g.Queue.MaxAge, DefaultMaxAge)

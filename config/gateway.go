@@ -2,6 +2,7 @@ package config
 
 import (
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,6 +37,39 @@ type Gateway struct {
 	// HousekeepingInterval is how often work that falls due by itself
 	// (overdue clocks, retention, key expiry) is looked for (default 1m).
 	HousekeepingInterval Duration `yaml:"housekeeping-interval,omitempty"`
+	// Console tunes the web console (listen.console starts it).
+	Console Console `yaml:"console,omitempty"`
+}
+
+// Console is the web console's section. It is served over HTTPS only,
+// with the gateway's own TLS certificate unless Cert and Key name another.
+type Console struct {
+	Cert string `yaml:"cert,omitempty"`
+	Key  string `yaml:"key,omitempty"`
+	// IdleTimeout signs a user out after this long without a request
+	// (default 15m).
+	IdleTimeout Duration `yaml:"idle-timeout,omitempty"`
+}
+
+// Roles of the console's users. A user's role decides, on the server,
+// every page and API call they may use.
+const (
+	RoleSender        = "sender"        // composes and sends packages, follows them
+	RoleReceiver      = "receiver"      // sees what arrived, marks triage done
+	RoleSupervisor    = "supervisor"    // releases or drops held packages
+	RoleAdministrator = "administrator" // routing policy, directory, keys, queue, audit
+)
+
+// Roles lists the roles.
+var Roles = []string{RoleSender, RoleReceiver, RoleSupervisor, RoleAdministrator}
+
+// RoleOr returns the user's role; a user without one is a sender, as
+// every user was before roles existed.
+func (u User) RoleOr() string {
+	if u.Role == "" {
+		return RoleSender
+	}
+	return u.Role
 }
 
 // Alerts says who is told, by mail, of what needs an administrator: a
@@ -93,6 +127,8 @@ type Listen struct {
 	// Admin serves /metrics (Prometheus), /healthz and /readyz over HTTP;
 	// keep it on loopback or a management network.
 	Admin string `yaml:"admin,omitempty"`
+	// Console serves the web console and its JSON API over HTTPS.
+	Console string `yaml:"console,omitempty"`
 }
 
 // Store is the durable store of the queue, the replay cache and the
@@ -115,6 +151,9 @@ type User struct {
 	Address string `yaml:"address"`
 	// PasswordHash is a bcrypt hash ($2a$/$2b$...).
 	PasswordHash string `yaml:"password-hash"`
+	// Role is the user's role in the web console: sender (default),
+	// receiver, supervisor or administrator.
+	Role string `yaml:"role,omitempty"`
 }
 
 // Delivery says where received packages go: one of Maildir or LMTP.
@@ -231,7 +270,7 @@ func (d Duration) MarshalText() ([]byte, error) {
 func (c *Config) checkGateway(doc *Doc) error {
 	g := &c.Gateway
 	for _, p := range []*string{&g.Keys.Secret, &g.Keys.PassphraseFile, &g.Keys.Partners,
-		&g.TLS.Cert, &g.TLS.Key, &g.TLS.CA, &g.Store.Path, &g.Store.AuditKeyFile, &g.Delivery.Maildir} {
+		&g.TLS.Cert, &g.TLS.Key, &g.TLS.CA, &g.Console.Cert, &g.Console.Key, &g.Store.Path, &g.Store.AuditKeyFile, &g.Delivery.Maildir} {
 		if *p != "" {
 			*p = resolve(c.File, *p)
 		}
@@ -245,7 +284,7 @@ func (c *Config) checkGateway(doc *Doc) error {
 	if k, v := g.Keys.CheckInterval, g.Vault.CheckInterval; k != 0 && v != 0 && k != v {
 		return doc.Errorf("$.vault.check-interval", "%s differs from keys.check-interval %s: give one", time.Duration(v), time.Duration(k))
 	}
-	for name, addr := range map[string]string{"submission": g.Listen.Submission, "submission-tls": g.Listen.SubmissionTLS, "inbound": g.Listen.Inbound, "admin": g.Listen.Admin} {
+	for name, addr := range map[string]string{"submission": g.Listen.Submission, "submission-tls": g.Listen.SubmissionTLS, "inbound": g.Listen.Inbound, "admin": g.Listen.Admin, "console": g.Listen.Console} {
 		if addr == "" {
 			continue
 		}
@@ -254,6 +293,9 @@ func (c *Config) checkGateway(doc *Doc) error {
 		} else if _, err := strconv.Atoi(port); err != nil {
 			return doc.Errorf("$.listen."+name, "%q has no numeric port", addr)
 		}
+	}
+	if (g.Console.Cert == "") != (g.Console.Key == "") {
+		return doc.Errorf("$.console", "give console.cert and console.key together (or neither: the console then uses tls.cert and tls.key)")
 	}
 	self := c.Self()
 	seen := map[string]bool{}
@@ -268,6 +310,9 @@ func (c *Config) checkGateway(doc *Doc) error {
 		seen[u.Name] = true
 		if !self.HasMailbox(u.Address) {
 			return doc.Errorf(at+".address", "%q is not a mailbox of this gateway's agency %s: staff may send only as their own agency", u.Address, c.Agency)
+		}
+		if u.Role != "" && !slices.Contains(Roles, u.Role) {
+			return doc.Errorf(at+".role", "%q is not a role; allowed: %s", u.Role, strings.Join(Roles, ", "))
 		}
 		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
 			return doc.Errorf(at+".password-hash", "not a bcrypt hash (make one with `conduit user hash`): %v", err)

@@ -2,7 +2,7 @@
 // `conduit demo` and the end-to-end tests run with no files around them.
 package examples
 
-import _ "embed"
+import "embed"
 
 // Directory is examples/directory.yaml.
 //
@@ -13,3 +13,9 @@ var Directory []byte
 //
 //go:embed policy.yaml
 var Policy []byte
+
+// Packages holds examples/packages: one package manifest per rule, and
+// the body they name.
+//
+//go:embed packages
+var Packages embed.FS

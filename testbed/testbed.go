@@ -53,11 +53,16 @@ type Node struct {
 	Submission string // host:port (STARTTLS)
 	Inbound    string // host:port
 	Admin      string // host:port of /metrics, /healthz, /readyz
-	User       string // submission account
-	Password   string
-	Address    string // the account's mailbox
-	Maildir    string
-	Log        string // the process's log file
+	// Console is the web console's host:port (Options.Console), served
+	// over HTTPS; every role has an account there: User (sender),
+	// User+"-receiver", User+"-supervisor" and User+"-admin", all with
+	// Password.
+	Console  string
+	User     string // submission account
+	Password string
+	Address  string // the account's mailbox
+	Maildir  string
+	Log      string // the process's log file
 
 	cmd  *exec.Cmd
 	done chan error
@@ -89,6 +94,11 @@ type Options struct {
 	// after the bed has filled in gateways and fingerprints, before it is
 	// written.
 	Directory func(b *Bed, d *config.Directory)
+	// Console starts every gateway's web console, with an account per
+	// role.
+	Console bool
+	// MessageBytes raises the gateways' message size limit (0: default).
+	MessageBytes int64
 }
 
 // Create makes a bed in dir from the example directory and policy. Every
@@ -168,6 +178,11 @@ func Create(dir, bin string, opt Options) (*Bed, error) {
 		if n.Admin, err = pp.next(); err != nil {
 			return nil, err
 		}
+		if opt.Console {
+			if n.Console, err = pp.next(); err != nil {
+				return nil, err
+			}
+		}
 		a.Gateway = n.Inbound
 		if err := ca.WriteFiles(filepath.Join(n.Dir, "gw"), a.ID, []string{"127.0.0.1", "localhost"}, now); err != nil {
 			return nil, err
@@ -190,11 +205,14 @@ policy: ../policy.yaml
 pid-file: conduit.pid
 keys: {secret: keys/%s.key, partners: ../certs}
 tls: {cert: gw.crt, key: gw.key, ca: ../ca.crt}
-listen: {submission: %q, inbound: %q, admin: %q}
+listen: {submission: %q, inbound: %q, admin: %q%s}
 store: {path: conduit.db}
 delivery: {maildir: maildir}
 queue: {retry-min: %s, retry-max: %s, workers: 4%s}
-%s`, a.ID, a.ID, n.Submission, n.Inbound, n.Admin, retryMin, retryMax, maxAge, opt.Extra)
+%s`, a.ID, a.ID, n.Submission, n.Inbound, n.Admin, consoleListen(n.Console), retryMin, retryMax, maxAge, opt.Extra)
+		if opt.MessageBytes > 0 {
+			cfg += fmt.Sprintf("limits: {message-bytes: %d}\n", opt.MessageBytes)
+		}
 		if !strings.Contains(opt.Extra, "housekeeping-interval:") {
 			// A bed moves its gateways' clocks (ClockEnv) by hours in a
 			// second: its clocks and retention are looked at every second,
@@ -203,6 +221,15 @@ queue: {retry-min: %s, retry-max: %s, workers: 4%s}
 		}
 		if n.Address != "" {
 			cfg += fmt.Sprintf("users:\n  - {name: %s, address: %q, password-hash: %q}\n", n.User, n.Address, hash)
+			if opt.Console {
+				for _, role := range []string{"receiver", "supervisor", "admin"} {
+					r := role
+					if r == "admin" {
+						r = config.RoleAdministrator
+					}
+					cfg += fmt.Sprintf("  - {name: %s-%s, address: %q, password-hash: %q, role: %s}\n", n.User, role, n.Address, hash, r)
+				}
+			}
 		}
 		if err := os.WriteFile(n.Config, []byte(cfg), 0o600); err != nil {
 			return nil, err
@@ -232,6 +259,13 @@ queue: {retry-min: %s, retry-max: %s, workers: 4%s}
 	}
 	sort.Strings(b.IDs)
 	return b, nil
+}
+
+func consoleListen(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	return fmt.Sprintf(", console: %q", addr)
 }
 
 func or(s, def string) string {
@@ -310,7 +344,10 @@ func (b *Bed) Start(ctx context.Context, id string) error {
 	n.done = make(chan error, 1)
 	go func() { n.done <- n.cmd.Wait(); logf.Close() }()
 	deadline := time.Now().Add(20 * time.Second)
-	for _, addr := range []string{n.Inbound, n.Submission} {
+	for _, addr := range []string{n.Inbound, n.Submission, n.Console} {
+		if addr == "" {
+			continue
+		}
 		for {
 			c, err := net.DialTimeout("tcp", addr, time.Second)
 			if err == nil {
@@ -331,6 +368,15 @@ func (b *Bed) Start(ctx context.Context, id string) error {
 		}
 	}
 	return nil
+}
+
+// Pid is the process id of a running node's gateway (0 when stopped).
+func (b *Bed) Pid(id string) int {
+	n := b.Nodes[id]
+	if n == nil || n.cmd == nil || n.cmd.Process == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
 }
 
 // StartAll starts the given nodes (all when ids is empty).

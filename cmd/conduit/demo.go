@@ -18,7 +18,7 @@ import (
 
 // newDemoCmd builds `conduit demo`.
 func newDemoCmd() *cobra.Command {
-	var envelopeOnly, keep bool
+	var envelopeOnly, keep, stay bool
 	c := &cobra.Command{
 		Use:   "demo",
 		Short: "Run several agencies' gateways on loopback and send real packages through them",
@@ -32,6 +32,9 @@ CCU, the prison gets nothing); an escape risk (immediate escalation); a SECRET
 package and an unsanitised one (refused, with their reasons); and a package
 tampered with on the wire (quarantined). It prints what each agency received
 and why, stops every gateway and exits 0, or exits 1 naming what went wrong.
+Each gateway also serves its web console; the demo prints the addresses of
+the PIO unit's and the regional CCU's consoles and their sign-ins (--stay
+keeps them running until Ctrl-C).
 
 With --envelope-only it shows the envelope alone, in one process: sealing,
 the wire view, opening with every check, and a tampered, a forged and a
@@ -41,10 +44,11 @@ replayed copy refused.`,
 			if envelopeOnly {
 				return runEnvelopeDemo(cmd.Context(), cmd.OutOrStdout())
 			}
-			return runGatewayDemo(cmd.Context(), cmd.OutOrStdout(), keep)
+			return runGatewayDemo(cmd.Context(), cmd.OutOrStdout(), keep, stay)
 		},
 	}
 	c.Flags().BoolVar(&envelopeOnly, "envelope-only", false, "show the envelope alone, in one process")
+	c.Flags().BoolVar(&stay, "stay", false, "keep the gateways and their web consoles running after the demo, until Ctrl-C")
 	c.Flags().BoolVar(&keep, "keep", false, "keep the working directory (keys, configs, stores, Maildirs) for inspection")
 	return c
 }

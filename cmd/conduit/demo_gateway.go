@@ -9,9 +9,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-message/textproto"
@@ -93,7 +95,7 @@ func demoMessageFor(from, to string, s demoScenario) []byte {
 
 // runGatewayDemo runs several agencies' gateways on loopback and drives
 // real packages through them over SMTP with TLS.
-func runGatewayDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
+func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool) (err error) {
 	say := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
 	bin, err := os.Executable()
 	if err != nil {
@@ -109,7 +111,7 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 	say("Conduit demo: %d agency gateways on loopback, real SMTP with TLS, real packages", len(demoAgencies))
 	say("(working directory %s)", dir)
 	say("")
-	bed, err := testbed.Create(dir, bin, testbed.Options{RetryMin: "500ms", RetryMax: "2s"})
+	bed, err := testbed.Create(dir, bin, testbed.Options{RetryMin: "500ms", RetryMax: "2s", Console: true})
 	if err != nil {
 		return err
 	}
@@ -121,6 +123,19 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 	for _, id := range demoAgencies {
 		a := bed.Directory.Agency(id)
 		say("   %-16s %-14s inbound %s  key %s", id, a.Kind, bed.Nodes[id].Inbound, a.Fingerprint[:16]+"...")
+	}
+
+	say("")
+	say("   Web consoles (HTTPS, certificate from the demo CA %s; each account's password is the same):", filepath.Join(dir, "ca.crt"))
+	for _, c := range []struct{ id, users string }{
+		{"northshire-pio", "northshire-pio (sender), northshire-pio-supervisor, northshire-pio-admin"},
+		{"ccu-north", "ccu-north-receiver (receiver), ccu-north-admin"},
+	} {
+		n := bed.Nodes[c.id]
+		say("   %-16s https://%s/  sign in as %s, password %s", c.id, n.Console, c.users, n.Password)
+	}
+	if !stay {
+		say("   (run `conduit demo --stay` to keep the gateways and consoles running after the demo)")
 	}
 
 	from := bed.Nodes["northshire-pio"].Address
@@ -241,6 +256,13 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 		failures = append(failures, "no overdue triage alert at ccu-north")
 	}
 
+	if stay {
+		say("")
+		say("   The gateways and their consoles keep running (addresses above); press Ctrl-C to stop them.")
+		wait, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		<-wait.Done()
+		stop()
+	}
 	bed.StopAll()
 	say("")
 	say("7. Every gateway stopped; each one's audit trail is checked with `conduit audit verify`:")

@@ -45,6 +45,7 @@ between agency gateways over SMTP with mandatory TLS.`,
 		newAuditCmd(),
 		newUserCmd(),
 		newDemoCmd(),
+		newSendCmd(),
 	)
 	return root
 }

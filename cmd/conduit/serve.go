@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/conduit-gateway/conduit/audit"
+	"github.com/conduit-gateway/conduit/console"
 	"github.com/conduit-gateway/conduit/gateway"
 	"github.com/conduit-gateway/conduit/gateway/authlimit"
 	"github.com/conduit-gateway/conduit/gateway/store"
@@ -91,7 +94,8 @@ stop it cleanly.`,
 				}
 				return out, nil
 			})
-			g, err := gateway.New(ctx, cfg, gatewayOptions(gateway.Options{Store: st, Audit: trail, Metrics: m, Policy: pol, Log: log, Locks: locks}))
+			gopt := gatewayOptions(gateway.Options{Store: st, Audit: trail, Metrics: m, Policy: pol, Log: log, Locks: locks})
+			g, err := gateway.New(ctx, cfg, gopt)
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
@@ -99,7 +103,7 @@ stop it cleanly.`,
 			// (deferred above, so they run after this).
 			defer g.Close()
 			g.Policy().OnReload = func(rerr error) {
-				e := audit.Event{Agency: cfg.Agency, Kind: audit.PolicyReload, Actor: "SIGHUP", Detail: "policy reloaded"}
+				e := audit.Event{Agency: cfg.Agency, Kind: audit.PolicyReload, Actor: "gateway", Detail: "policy reloaded"}
 				if rerr != nil {
 					e.Detail = "reload refused, the policy in force stays: " + rerr.Error()
 				}
@@ -144,6 +148,28 @@ stop it cleanly.`,
 					return err
 				}
 				go admin.Serve(ctx, ln)
+			}
+			if cfg.Listen.Console != "" {
+				con, err := console.New(console.Options{Config: cfg, Gateway: g, Store: st, Trail: trail, Log: log,
+					Now: gopt.Now, SpoolDir: filepath.Dir(cfg.Store.Path)})
+				if err != nil {
+					return err
+				}
+				ln, err := net.Listen("tcp", cfg.Listen.Console)
+				if err != nil {
+					return fmt.Errorf("listen console %s: %w", cfg.Listen.Console, err)
+				}
+				// The console stops with the gateway, and before the store
+				// and the audit trail close under it.
+				cctx, stopConsole := context.WithCancel(ctx)
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					if err := con.Serve(cctx, ln); err != nil {
+						log.Error("console stopped", "err", err)
+					}
+				}()
+				defer func() { stopConsole(); <-done }()
 			}
 			log.Info("gateway starting", "agency", cfg.Agency)
 			err = g.Run(ctx)

@@ -71,6 +71,9 @@ func NewSQLite(ctx context.Context, db *sqlschema.DB) (*SQLite, error) {
 	if err := s.migrateKeys(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.migrateDecided(ctx); err != nil {
+		return nil, err
+	}
 	var mode string
 	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
 		return nil, err

@@ -108,6 +108,7 @@ func (srv *Server) intake(ctx context.Context, sub submission) error {
 	}
 	pkgID := envelope.NewPackageID()
 	dec := srv.engine.Decide(ctx, m, policy.Sender{Agency: srv.cfg.Agency, OriginatorConsent: consent})
+	srv.recordDecision(ctx, pkgID, m, dec)
 	// The events of the intake are written with the envelopes, in the
 	// transaction that stores them (stage); a package refused or not
 	// stored has its events written straight to the trail.
