@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: installs the real peers the interop tests use
-# (GnuPG, Sequoia sq, swaks), then gofmt, go mod tidy -diff, go vet, every test, the Vault test
+# Runs the whole test suite: installs the real peers the interop and
+# deployment tests use (GnuPG, Sequoia sq, swaks, Postfix, Dovecot,
+# systemd-analyze), then gofmt, go mod tidy -diff, go vet, every test, the Vault test
 # module (vaulttest/, against Vault's own server), and a bounded run of each
 # fuzz target. Used by the README and by CI (.ci/run).
 set -euo pipefail
@@ -10,12 +11,28 @@ need=()
 command -v gpg >/dev/null 2>&1 || need+=(gnupg)
 command -v sq >/dev/null 2>&1 || need+=(sq)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
+# The agency's own mail system in the deployment tests: Postfix (the
+# MTA relaying through the gateway), Dovecot (LMTP and IMAP), and
+# systemd-analyze for the unit. The tests start their own instances from
+# temporary folders on loopback ports; a system Postfix or Dovecot that
+# the packages start is neither used nor disturbed.
+command -v postfix >/dev/null 2>&1 || need+=(postfix)
+[ -x /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
+[ -x /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# PostgreSQL's server: the store suite and the multi-gateway tests start
+# throwaway clusters with initdb (pgtest); under CI=true they fail, never
+# skip, when it is missing.
+command -v initdb >/dev/null 2>&1 || [ -x "$(pg_config --bindir 2>/dev/null)/initdb" ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # The console's browser tests drive headless Chromium.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 if ((${#need[@]})); then
 	if [ "$(id -u)" = 0 ]; then
 		echo "test.sh: installing ${need[*]}"
+		# Postfix asks how to configure the system's mail: "No
+		# configuration" (the tests configure their own instances).
+		echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 		apt-get update -qq
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 	else
@@ -59,7 +76,10 @@ fi
 # dependency is not marked indirect, nothing unused is left).
 go mod tidy -diff
 go vet ./...
-go test -count=1 ./...
+# The end-to-end package runs real gateway processes one test after
+# another and takes several minutes on a small machine: past go test's
+# default 10-minute limit per package on a loaded one.
+go test -count=1 -timeout 30m ./...
 
 # The Vault key backend against Vault's own in-process server (real core,
 # real TLS, the policies in docs/): a module of its own, vaulttest/go.mod,

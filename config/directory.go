@@ -2,10 +2,12 @@ package config
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/mail"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -147,11 +149,22 @@ type Agency struct {
 	// accredited for; OFFICIAL-SENSITIVE if not given (MoU Annex A,
 	// "Description of method of sharing": secure email).
 	Ceiling envelope.Classification `yaml:"ceiling,omitempty"`
-	// Gateway is the agency gateway's SMTP host[:port].
-	Gateway string `yaml:"gateway"`
+	// Gateway is the agency gateway's SMTP host[:port]: a host name
+	// (RFC 1123: labels of letters, digits and inner hyphens, up to 63
+	// characters each, 253 in all), an IPv4 address or a bracketed IPv6
+	// address, and an optional port (25 when left out). Empty for an
+	// agency that is not on Conduit: the policy still routes by it, and a
+	// package that would go there is refused with that reason.
+	Gateway string `yaml:"gateway,omitempty"`
+	// Gateways lists several gateways of the agency (host[:port] each), in
+	// order of preference, like MX records: a relay tries the next when
+	// one cannot be reached, with the same TLS checks on each. When both
+	// are given, Gateway is the first. The agency's gateways share one
+	// store (PostgreSQL), so any of them takes any package.
+	Gateways []string `yaml:"gateways,omitempty"`
 	// Fingerprint pins the gateway's OpenPGP key (40 hex digits for v4,
-	// 64 for v6); spaces are ignored.
-	Fingerprint string `yaml:"fingerprint"`
+	// 64 for v6); spaces are ignored. Required with a gateway.
+	Fingerprint string `yaml:"fingerprint,omitempty"`
 	// TLSPin, when set, pins the agency gateway's TLS key: the SHA-256 of
 	// its certificate's SubjectPublicKeyInfo, 64 hex digits. The relay then
 	// accepts that key whoever signed the certificate, and nothing else;
@@ -212,6 +225,24 @@ func (a *Agency) PostIDs() []string {
 		out[i] = p.ID
 	}
 	return out
+}
+
+// GatewayHostPort returns the gateway's host name (or address) and the
+// host:port to connect to, port 25 (SMTP) when the directory leaves it
+// out; both empty for an agency not on Conduit.
+func (a *Agency) GatewayHostPort() (host, addr string) { return HostPort(a.Gateway) }
+
+// HostPort splits a directory gateway entry (host[:port]) into its host
+// and the address to dial, port 25 when none is given.
+func HostPort(g string) (host, addr string) {
+	if g == "" {
+		return "", ""
+	}
+	if h, _, err := net.SplitHostPort(g); err == nil {
+		return h, g
+	}
+	h := strings.TrimSuffix(strings.TrimPrefix(g, "["), "]")
+	return h, net.JoinHostPort(h, "25")
 }
 
 // Mailbox returns the first mailbox with the function, or nil.
@@ -339,8 +370,18 @@ func (d *Directory) check(doc *Doc, base string) error {
 		} else if !slices.Contains(envelope.Classifications, a.Ceiling) {
 			return doc.Errorf(at(i, "ceiling"), "%q is not a classification; allowed: OFFICIAL, OFFICIAL-SENSITIVE, SECRET, TOP SECRET", a.Ceiling)
 		}
-		if err := checkGateway(a.Gateway); err != nil {
-			return doc.Errorf(at(i, "gateway"), "%v", err)
+		if a.Gateway == "" && len(a.Gateways) > 0 {
+			a.Gateway = a.Gateways[0]
+		}
+		if a.Gateway != "" {
+			if err := CheckHostPort(a.Gateway); err != nil {
+				return doc.Errorf(at(i, "gateway"), "%v", err)
+			}
+		}
+		for j, g := range a.Gateways {
+			if err := CheckHostPort(g); err != nil {
+				return doc.Errorf(fmt.Sprintf("%s[%d]", at(i, "gateways"), j), "%v", err)
+			}
 		}
 		if a.MessageBytes < 0 {
 			return doc.Errorf(at(i, "message-bytes"), "must not be negative")
@@ -349,8 +390,15 @@ func (d *Directory) check(doc *Doc, base string) error {
 			a.MessageBytes = DefaultMessageBytes
 		}
 		fp := strings.ToUpper(strings.ReplaceAll(a.Fingerprint, " ", ""))
-		if b, err := hex.DecodeString(fp); err != nil || (len(b) != 20 && len(b) != 32) {
+		switch b, err := hex.DecodeString(fp); {
+		case fp == "" && a.Gateway == "":
+			// Not on Conduit: no key to pin.
+		case fp == "":
+			return doc.Errorf(at(i, "fingerprint"), "agency %s has a gateway but no fingerprint: give its OpenPGP fingerprint (conduit init prints it; conduit keys export shows it)", a.ID)
+		case err != nil || (len(b) != 20 && len(b) != 32):
 			return doc.Errorf(at(i, "fingerprint"), "must be an OpenPGP fingerprint: 40 hex digits (v4) or 64 (v6)")
+		case a.Gateway == "":
+			return doc.Errorf(at(i, "gateway"), "agency %s has a fingerprint but no gateway: give its gateway's host[:port], or leave both out if it is not on Conduit", a.ID)
 		}
 		a.Fingerprint = fp
 		if a.TLSPin != "" {
@@ -442,10 +490,6 @@ func (d *Directory) check(doc *Doc, base string) error {
 			if len(a.Covers) == 0 {
 				return doc.Errorf(at(i, ""), "a regional CCU needs covers: the regions it covers")
 			}
-		case PIO, FIB:
-			if a.Force == "" {
-				return doc.Errorf(at(i, ""), "a %s needs force: the police force it belongs to", a.Kind)
-			}
 		}
 		if len(a.Covers) > 0 && a.Kind != CCURegional {
 			return doc.Errorf(at(i, "covers"), "only a regional CCU covers regions")
@@ -480,13 +524,19 @@ func (d *Directory) check(doc *Doc, base string) error {
 			d.regionalCC[r] = a
 		}
 		if a.Force != "" {
-			f := d.byID[a.Force]
-			if f == nil || f.Kind != PoliceForce {
-				return doc.Errorf(at(i, "force"), "%q is not a police-force in the directory", a.Force)
+			// The force may be left out of a small directory; when it
+			// is listed, it must be a police force.
+			if f := d.byID[a.Force]; f != nil && f.Kind != PoliceForce {
+				return doc.Errorf(at(i, "force"), "%q is a %s, not a police-force", a.Force, f.Kind)
+			} else if !envelope.IsAgencyID(a.Force) {
+				return doc.Errorf(at(i, "force"), "%q is not an agency id: 1 to 64 lower-case letters, digits and hyphens", a.Force)
 			}
 		}
 		switch a.Kind {
 		case FIB:
+			if a.Force == "" {
+				break
+			}
 			if prev := d.fibFor[a.Force]; prev != nil {
 				return doc.Errorf(at(i, "force"), "force %s already has FIB %s", a.Force, prev.ID)
 			}
@@ -513,49 +563,86 @@ func (d *Directory) check(doc *Doc, base string) error {
 			}
 		}
 	}
-	if d.pas == nil {
-		return doc.Errorf(base+".agencies", "the directory has no PAS (kind pas): Category A and terrorist intelligence has no gatekeeper")
-	}
-	if d.ncca == nil {
-		return doc.Errorf(base+".agencies", "the directory has no national CCU (kind ccu-national)")
-	}
-	// Third pass: what routing needs to find for every prison and
-	// probation division.
-	for i, a := range d.Agencies {
-		switch a.Kind {
-		case Prison, ProbationDivision, CRC:
-			if d.regionalCC[a.Region] == nil {
-				return doc.Errorf(at(i, "region"), "region %q of %s has no regional CCU (no ccu-regional covers it)", a.Region, a.ID)
-			}
+	// A directory may be small: two agencies that exchange packages are
+	// a valid directory. A rule that needs an agency the directory lacks
+	// (PAS, the national CCU, the regional CCU covering a region, the FIB
+	// conduit of a prison without a PIO) refuses the packages that need
+	// it, with that reason, when they are submitted.
+	return nil
+}
+
+// CheckHostPort checks a gateway address: a host name by the rules of
+// RFC 1123 section 2.1 (labels of 1 to 63 letters, digits and hyphens, not
+// beginning or ending with a hyphen; 253 characters in all), an IPv4
+// address, or an IPv6 address in brackets, then an optional :port. The
+// error says what is expected.
+func CheckHostPort(s string) error {
+	const want = "expected a host name (such as conduit.hmp-northgate.example or localhost), an IPv4 address or a bracketed IPv6 address, with an optional :port"
+	host := s
+	if h, port, err := net.SplitHostPort(s); err == nil {
+		host = h
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q: the port %q is not a number from 1 to 65535", s, port)
 		}
-		if a.Kind == Prison && d.pioFor[a.ID] == nil {
-			// Statement of Common Principles: "Where there isn't a PIO
-			// for the prison establishment, the force FIB where the
-			// prison is located will be the conduit."
-			if a.Force == "" {
-				return doc.Errorf(at(i, ""), "prison %s has no PIO, so it needs force: the force where it is located, whose FIB is its conduit", a.ID)
+		if strings.Contains(h, ":") {
+			if ip := net.ParseIP(h); ip == nil {
+				return fmt.Errorf("%q: %q is not an IPv6 address; %s", s, h, want)
 			}
-			if d.fibFor[a.Force] == nil {
-				return doc.Errorf(at(i, "force"), "prison %s has no PIO and force %s has no FIB to act as its conduit", a.ID, a.Force)
-			}
+			return nil
 		}
+	} else if strings.Contains(s, ":") {
+		if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") && net.ParseIP(s[1:len(s)-1]) != nil {
+			return nil
+		}
+		return fmt.Errorf("%q: %s (an IPv6 address needs brackets: [2001:db8::1]:25)", s, want)
+	}
+	if net.ParseIP(host) != nil {
+		return nil
+	}
+	if err := checkHostName(host); err != nil {
+		return fmt.Errorf("%q: %v; %s", s, err, want)
 	}
 	return nil
 }
 
-func checkGateway(s string) error {
-	if s == "" {
-		return fmt.Errorf("is required: the agency gateway's SMTP host[:port]")
-	}
-	host := s
-	if h, port, err := net.SplitHostPort(s); err == nil {
-		host = h
-		if port == "" {
-			return fmt.Errorf("%q has an empty port", s)
+// GatewayHosts lists the agency's gateways in order of preference:
+// Gateways, with Gateway first when it is not among them.
+func (a *Agency) GatewayHosts() []string {
+	if len(a.Gateways) == 0 {
+		if a.Gateway == "" {
+			return nil
 		}
+		return []string{a.Gateway}
 	}
-	if len(host) > 253 || strings.Trim(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") != "" || !strings.Contains(host, ".") {
-		return fmt.Errorf("%q is not a host name with an optional port", s)
+	if a.Gateway != "" && !slices.Contains(a.Gateways, a.Gateway) {
+		return append([]string{a.Gateway}, a.Gateways...)
+	}
+	return a.Gateways
+}
+
+// checkHostName applies RFC 1123's host name rules.
+func checkHostName(h string) error {
+	name := strings.TrimSuffix(h, ".")
+	if name == "" {
+		return errors.New("the host name is empty")
+	}
+	if len(name) > 253 {
+		return fmt.Errorf("the host name is %d characters long, more than 253", len(name))
+	}
+	for _, l := range strings.Split(name, ".") {
+		switch {
+		case l == "":
+			return errors.New("the host name has an empty label (two dots in a row)")
+		case len(l) > 63:
+			return fmt.Errorf("the label %q is longer than 63 characters", l)
+		case l[0] == '-' || l[len(l)-1] == '-':
+			return fmt.Errorf("the label %q begins or ends with a hyphen", l)
+		}
+		for _, c := range l {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return fmt.Errorf("the label %q holds %q; only letters, digits and hyphens are allowed", l, c)
+			}
+		}
 	}
 	return nil
 }

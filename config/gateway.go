@@ -1,7 +1,9 @@
 package config
 
 import (
+	"fmt"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -135,8 +137,19 @@ type Listen struct {
 // quarantine.
 type Store struct {
 	// Path is the SQLite database file (the queue, the replay cache, the
-	// quarantine and the audit trail).
-	Path string `yaml:"path"`
+	// quarantine and the audit trail): the embedded default, for one
+	// gateway process.
+	Path string `yaml:"path,omitempty"`
+	// Postgres is a PostgreSQL connection string ("postgres://user@host/db"
+	// or "host=... dbname=..."), instead of Path, for several gateway
+	// processes of one agency sharing one database. Keep the password out
+	// of it: PostgresFile, the PGPASSWORD environment variable or a
+	// ~/.pgpass file give it. The environment variable
+	// CONDUIT_STORE_POSTGRES overrides it.
+	Postgres string `yaml:"postgres,omitempty"`
+	// PostgresFile is a file (mode 0600) holding the connection string,
+	// password included, instead of Postgres.
+	PostgresFile string `yaml:"postgres-file,omitempty"`
 	// AuditKeyFile, when set, holds the key that makes the audit chain an
 	// HMAC chain: someone who can rewrite the database cannot recompute it
 	// without the key. Keep it off the gateway's disk backups.
@@ -149,8 +162,19 @@ type User struct {
 	// Address is the mailbox the user sends as; it must be a mailbox of
 	// this gateway's own agency (security invariant 5).
 	Address string `yaml:"address"`
-	// PasswordHash is a bcrypt hash ($2a$/$2b$...).
-	PasswordHash string `yaml:"password-hash"`
+	// PasswordHash is a bcrypt hash ($2a$/$2b$...). A relay account
+	// that authenticates by TLS client certificate only may leave it out.
+	PasswordHash string `yaml:"password-hash,omitempty"`
+	// Relay marks the account of the agency's own mail server (Postfix
+	// relaying through the gateway as its smarthost): it may submit for
+	// any mailbox of this agency, each message's From checked against the
+	// directory, and its bounces (a null sender) are delivered to the
+	// staff mailbox they are addressed to.
+	Relay bool `yaml:"relay,omitempty"`
+	// ClientCert, for a relay account, is the CN of the TLS client
+	// certificate (verified by tls.ca) with which the mail server may log
+	// in instead of a password (SASL EXTERNAL).
+	ClientCert string `yaml:"client-cert,omitempty"`
 	// Role is the user's role in the web console: sender (default),
 	// receiver, supervisor or administrator.
 	Role string `yaml:"role,omitempty"`
@@ -235,7 +259,9 @@ type Queue struct {
 	// MaxAge is how long a package is retried before the sender gets a
 	// failure notice (default 72h).
 	MaxAge Duration `yaml:"max-age,omitempty"`
-	// Workers is the number of concurrent deliveries (default 4).
+	// Workers is the number of concurrent deliveries the relay starts
+	// with (default 4); while a backlog lasts it grows, up to eight times
+	// that, and halves when a delivery is deferred (gateway/relay/adapt.go).
 	Workers int `yaml:"workers,omitempty"`
 }
 
@@ -265,12 +291,32 @@ func (d Duration) MarshalText() ([]byte, error) {
 	return []byte(s), nil
 }
 
+// EnvStorePostgres, when set, is the PostgreSQL connection string of the
+// store, overriding store.postgres and store.postgres-file.
+const EnvStorePostgres = "CONDUIT_STORE_POSTGRES"
+
+// PostgresDSN is the store's PostgreSQL connection string, or "" when the
+// store is SQLite.
+func (s Store) PostgresDSN() (string, error) {
+	if v := os.Getenv(EnvStorePostgres); v != "" {
+		return v, nil
+	}
+	if s.PostgresFile != "" {
+		b, err := os.ReadFile(s.PostgresFile)
+		if err != nil {
+			return "", fmt.Errorf("store.postgres-file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return s.Postgres, nil
+}
+
 // checkGateway resolves the gateway sections' paths and checks what is
 // given; RequireGateway checks that what serve needs is there.
 func (c *Config) checkGateway(doc *Doc) error {
 	g := &c.Gateway
 	for _, p := range []*string{&g.Keys.Secret, &g.Keys.PassphraseFile, &g.Keys.Partners,
-		&g.TLS.Cert, &g.TLS.Key, &g.TLS.CA, &g.Console.Cert, &g.Console.Key, &g.Store.Path, &g.Store.AuditKeyFile, &g.Delivery.Maildir} {
+		&g.TLS.Cert, &g.TLS.Key, &g.TLS.CA, &g.Console.Cert, &g.Console.Key, &g.Store.Path, &g.Store.PostgresFile, &g.Store.AuditKeyFile, &g.Delivery.Maildir} {
 		if *p != "" {
 			*p = resolve(c.File, *p)
 		}
@@ -311,8 +357,14 @@ func (c *Config) checkGateway(doc *Doc) error {
 		if !self.HasMailbox(u.Address) {
 			return doc.Errorf(at+".address", "%q is not a mailbox of this gateway's agency %s: staff may send only as their own agency", u.Address, c.Agency)
 		}
+		if u.ClientCert != "" && !u.Relay {
+			return doc.Errorf(at+".client-cert", "only a relay account (relay: true) may log in by client certificate")
+		}
 		if u.Role != "" && !slices.Contains(Roles, u.Role) {
 			return doc.Errorf(at+".role", "%q is not a role; allowed: %s", u.Role, strings.Join(Roles, ", "))
+		}
+		if u.PasswordHash == "" && u.ClientCert != "" {
+			continue
 		}
 		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
 			return doc.Errorf(at+".password-hash", "not a bcrypt hash (make one with `conduit user hash`): %v", err)
@@ -411,7 +463,8 @@ func (c *Config) MissingForServe() []string {
 	need(g.Keys.Partners != "", "keys.partners: the folder of partner certificates")
 	need(g.TLS.Cert != "" && g.TLS.Key != "", "tls.cert and tls.key: the gateway's TLS certificate")
 	need(g.TLS.CA != "", "tls.ca: the CA that signs partner gateways' certificates")
-	need(g.Store.Path != "", "store.path: the SQLite database")
+	need(g.Store.Path != "" || g.Store.Postgres != "" || g.Store.PostgresFile != "" || os.Getenv(EnvStorePostgres) != "",
+		"store.path (the SQLite database) or store.postgres (a PostgreSQL database)")
 	need(g.Listen.Inbound != "" || g.Listen.Submission != "" || g.Listen.SubmissionTLS != "", "listen: at least one listener")
 	need(g.Listen.Inbound == "" || g.Delivery.Maildir != "" || g.Delivery.LMTP != "", "delivery.maildir or delivery.lmtp: where received packages are delivered")
 	return out

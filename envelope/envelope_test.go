@@ -233,3 +233,32 @@ func ExampleLabel_Canonical() {
 	// Output:
 	// v=1; classification=OFFICIAL; grading=3x5x2; source=1; intelligence=A; handling=C; conditions="Not for court use"; basis=fact; subjects=convicted; purpose=prison-security; sanitised=no; originator=hmp-northgate; reference=NG-77; created="2026-11-23T10:00:00Z"
 }
+
+func TestSubjectMarkingIsNotDoubled(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"Conveyance on wing C", "Conveyance on wing C"},
+		{"[OFFICIAL-SENSITIVE] Conveyance", "Conveyance"},
+		{"[official sensitive personal] Conveyance", "Conveyance"},
+		{"OFFICIAL-SENSITIVE: Conveyance", "Conveyance"},
+		{"[RESTRICTED] [OFFICIAL-SENSITIVE] Conveyance", "Conveyance"},
+		{"[Wing C] Conveyance", "[Wing C] Conveyance"},
+		{"Re: Conveyance", "Re: Conveyance"},
+		{"Officially: no", "Officially: no"},
+	} {
+		if got := StripSubjectMarking(tc.in); got != tc.want {
+			t.Errorf("%q: got %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func FuzzStripSubjectMarking(f *testing.F) {
+	for _, s := range []string{"[OFFICIAL] a", "OFFICIAL: b", "[", "[]", "SECRET:", "[TOP SECRET UK EYES ONLY] x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := StripSubjectMarking(s)
+		if !strings.HasSuffix(strings.TrimSpace(s), got) {
+			t.Fatalf("%q became %q, which is not what followed the markings", s, got)
+		}
+	})
+}

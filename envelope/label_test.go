@@ -70,6 +70,7 @@ func TestLabelErrorsNameTheField(t *testing.T) {
 		{"conditions under 5x5x5", base + `; conditions="court only"`, "conditions", "3x5x2"},
 		{"unterminated quote", `v=1; caveat="UK EYES ONLY`, "label", "unterminated"},
 		{"missing equals", `v=1; classification`, "label", "expected '='"},
+		{"unquoted list", strings.Replace(base, `subjects="suspected,witness"`, "subjects=suspected,witness", 1), "label", `must be quoted: subjects="suspected,witness"`},
 		{"empty", ``, "label", "empty"},
 	}
 	for _, tt := range tests {

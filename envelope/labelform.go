@@ -355,7 +355,21 @@ func splitParams(s string) ([]param, error) {
 			return out, nil
 		}
 		if s[i] != ';' {
-			return nil, syntax(fmt.Sprintf("expected ';' after the value of %q", name))
+			why := fmt.Sprintf("expected ';' after the value of %q", name)
+			switch {
+			case s[i] == ',' || s[i] == ' ':
+				// subjects=suspected,witness: a list is one value, so
+				// it must be quoted.
+				whole := val + s[i:]
+				if j := strings.IndexByte(whole, ';'); j >= 0 {
+					whole = whole[:j]
+				}
+				whole = strings.TrimSpace(whole)
+				why += fmt.Sprintf(` (found %q: a value holding commas or spaces, such as a list of data subjects, must be quoted: %s=%q)`, s[i], name, whole)
+			default:
+				why += fmt.Sprintf(" (found %q: a value holding anything but letters, digits and - . _ must be quoted)", s[i])
+			}
+			return nil, syntax(why)
 		}
 		i++
 	}

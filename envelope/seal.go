@@ -214,10 +214,9 @@ func Seal(ctx context.Context, w io.Writer, msg io.Reader, p SealParams) (*Seale
 			continue
 		case lk == "subject":
 			haveSubject = true
-			v := strings.TrimSpace(f.Value())
-			if !strings.HasPrefix(v, label.SubjectMarking()) {
-				v = label.SubjectMarking() + " " + v
-			}
+			// The marking once: a marking the sender wrote is replaced
+			// by the label's, never doubled.
+			v := label.SubjectMarking() + " " + StripSubjectMarking(f.Value())
 			inner = append(inner, field{"Subject", v})
 			continue
 		case lk == "date":
@@ -445,4 +444,50 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
+}
+
+// StripSubjectMarking removes the markings a sender or a mail client put at
+// the start of a subject ("[OFFICIAL-SENSITIVE]", "[OFFICIAL SENSITIVE
+// PERSONAL]", "OFFICIAL-SENSITIVE:", "[RESTRICTED]", in any case), so that
+// the label's marking appears once. Anything else is left as it is.
+func StripSubjectMarking(subject string) string {
+	v := strings.TrimSpace(subject)
+	for {
+		var inner, rest string
+		switch {
+		case strings.HasPrefix(v, "["):
+			end := strings.IndexByte(v, ']')
+			if end < 0 {
+				return v
+			}
+			inner, rest = v[1:end], v[end+1:]
+		default:
+			i := strings.IndexByte(v, ':')
+			if i < 0 {
+				return v
+			}
+			inner, rest = v[:i], v[i+1:]
+		}
+		if !isMarking(inner) {
+			return v
+		}
+		v = strings.TrimSpace(rest)
+	}
+}
+
+// isMarking reports whether s reads as a protective marking: a
+// classification or legacy marking, then any descriptor or caveat.
+func isMarking(s string) bool {
+	u := strings.ToUpper(strings.Join(strings.Fields(s), " "))
+	if u == "" {
+		return false
+	}
+	heads := []string{"OFFICIAL-SENSITIVE", "OFFICIAL SENSITIVE", "OFFICIAL", "SECRET", "TOP SECRET",
+		"NOT PROTECTIVELY MARKED", "PROTECT", "RESTRICTED", "CONFIDENTIAL"}
+	for _, h := range heads {
+		if u == h || strings.HasPrefix(u, h+" ") {
+			return true
+		}
+	}
+	return false
 }

@@ -30,6 +30,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -72,6 +73,9 @@ type Gateway struct {
 	inbound    *inbound.Server
 	relay      *relay.Relay
 	clocks     *clocks.Keeper
+
+	// housekeeper: this gateway holds the agency's housekeeping lease.
+	housekeeper atomic.Bool
 
 	closeOnce sync.Once
 }
@@ -145,11 +149,12 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 	g.deliver = delivery.New(cfg.Delivery.Maildir, cfg.Delivery.LMTP, hostname)
 	g.keys, err = keyring.New(ctx, cfg, backend, keyring.Options{
 		Store: g.store, Audit: g.audit, Deliver: g.deliver, Metrics: g.metrics, Log: log, Now: g.now,
-		Nudge: func() { g.relay.Nudge() },
+		Nudge: func() { g.relay.Nudge() }, Housekeeper: g.housekeeper.Load,
 	})
 	if err != nil {
 		return nil, err
 	}
+	g.deliver.SetReturnPath(func() string { return keyring.Address(g.keys.Identity()) })
 	g.relay = relay.New(relay.Config{Agency: cfg.Agency, Queue: cfg.Queue, Directory: cfg.Directory, Hostname: hostname, ClientTLS: clientTLS},
 		g.store, g.keys, g.audit, g.deliver, g.metrics, log, g.now)
 	g.clocks = clocks.NewKeeper(cfg, clocks.Options{
@@ -162,7 +167,7 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 	// caller's Locks), so that a restart keeps them and `conduit user
 	// unlock` can lift them.
 	throttle := authlimit.New(submission.ThrottleConfig(cfg.Auth), opt.Locks)
-	g.submission = submission.New(cfg, submission.Options{Engine: g.engine, Keys: g.keys, Store: g.store, Audit: g.audit,
+	g.submission = submission.New(cfg, submission.Options{Engine: g.engine, Keys: g.keys, Store: g.store, Audit: g.audit, Deliver: g.deliver,
 		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Hostname: hostname, TLS: serverTLS, Throttle: throttle})
 	g.inbound = inbound.New(cfg, inbound.Options{Engine: g.engine, Keys: g.keys, Store: g.store, Audit: g.audit, Deliver: g.deliver,
 		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Hostname: hostname, TLS: serverTLS, InFlight: g.relay.Delivering})
@@ -293,7 +298,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	wg.Go(func() { g.keys.RunGate(work) })
 	wg.Go(func() { g.relay.Run(work) })
 	wg.Go(func() { g.inbound.RunReleases(work) })
-	wg.Go(func() { g.clocks.Run(work) })
+	wg.Go(func() { g.runHousekeeping(work) })
 	wg.Go(func() { g.keys.RunWatch(work) })
 	wg.Go(func() { g.watchStore(work) })
 
@@ -340,6 +345,28 @@ func (g *Gateway) Run(ctx context.Context) error {
 	wg.Wait()
 	g.log.Info("stopped")
 	return err
+}
+
+// housekeepingRetry is how often a gateway that does not hold the
+// housekeeping lease tries to take it: a gateway that dies hands
+// housekeeping on within about this long.
+const housekeepingRetry = 5 * time.Second
+
+// runHousekeeping runs the clocks (overdue alerts, retention, purges) on
+// one gateway of the agency at a time: the store's lease (an advisory lock
+// on PostgreSQL; always this gateway on SQLite).
+func (g *Gateway) runHousekeeping(ctx context.Context) {
+	run := func(ctx context.Context) {
+		g.housekeeper.Store(true)
+		defer g.housekeeper.Store(false)
+		g.clocks.Run(ctx)
+	}
+	l, ok := g.store.(store.Leader)
+	if !ok {
+		run(ctx)
+		return
+	}
+	l.Lead(ctx, "housekeeping", housekeepingRetry, run)
 }
 
 // watchStore wakes the parts when the store changes where no call of

@@ -78,7 +78,7 @@ var (
 	// its user ID names none.
 	ErrNotAgencyKey   = errors.New("certificate is not pinned for an agency")
 	ErrPassphrase     = errors.New("secret key passphrase is wrong")
-	ErrNeedPassphrase = errors.New("secret key is encrypted: a passphrase is needed")
+	ErrNeedPassphrase = errors.New("secret key is encrypted: a passphrase is needed; give it in a file (keys.passphrase-file in the config, or --passphrase-file FILE) or in CONDUIT_PASSPHRASE")
 )
 
 // userIDComment marks the user ID of a gateway identity; the user ID's

@@ -5,6 +5,7 @@
 package pki
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -21,7 +22,7 @@ import (
 // CA is a certificate authority held in memory.
 type CA struct {
 	Cert *x509.Certificate
-	key  *ecdsa.PrivateKey
+	key  crypto.Signer
 	PEM  []byte
 }
 

@@ -168,6 +168,12 @@ func (p *Policy) Decide(ctx context.Context, m *envelope.Manifest, s Sender) Dec
 		}
 	}
 	p.adminAdditions(e, matched, true)
+	if e.denied {
+		// An addition the package needs could not be made (the
+		// directory lacks its agency): nothing goes.
+		p.retention.finish(e)
+		return e.finish()
+	}
 
 	// Phase 4: destination gates, on every destination.
 	for _, d := range e.dests {

@@ -135,9 +135,36 @@ func (e *eval) addDest(a *config.Agency, fn config.Function, rule string, additi
 }
 
 func (e *eval) redirect(d *dest, to *config.Agency, fn config.Function, r Rule, why string) {
+	if to == nil {
+		// A small directory may lack the agency a rule sends packages
+		// to: the package is refused there, with both reasons, rather
+		// than the directory.
+		e.refuse(d, r, why+", but the directory has "+lacking(r.ID(), d.agency)+
+			"; nothing was sent there. Ask your administrator to add that agency to the directory")
+		return
+	}
 	e.step(r, EffectRedirect, d.agency.ID+" → "+to.ID+": "+why)
 	d.agency, d.fn, d.rule = to, fn, r.ID()
 	e.moves++
+}
+
+// lacking says which agency a redirecting rule needed and the directory
+// does not have.
+func lacking(rule string, from *config.Agency) string {
+	switch rule {
+	case "governor-to-regional-ccu", "probation-via-ccu":
+		return "no regional CCU (kind ccu-regional) covering region " + from.Region
+	case "hq-to-ncca":
+		return "no national CCU (kind ccu-national)"
+	case "cat-a-via-pas":
+		return "no Police Advisers Section (kind pas)"
+	case "police-to-prison-via-pio":
+		if from.Force == "" {
+			return "no PIO serving " + from.ID + " and no force for it (whose FIB would be its conduit)"
+		}
+		return "no PIO serving " + from.ID + " and no FIB of force " + from.Force
+	}
+	return "no agency to receive it"
 }
 
 // setMailbox sends a destination to a particular mailbox function.

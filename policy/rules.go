@@ -670,9 +670,11 @@ func (r *policeToPrisonViaPIO) conduit(e *eval, prison *config.Agency) (*config.
 	// establishment, the force FIB where the prison is located will be
 	// the conduit."
 	fib := e.d.FIBOf(prison.Force)
-	if fib == s {
+	if fib != nil && fib == s {
 		return nil, ""
 	}
+	// fib is nil when the directory has no FIB for the force: the
+	// redirection then refuses the destination, saying so.
 	return fib, prison.ID + " has no PIO; the FIB of the force where it is located is the conduit"
 }
 
@@ -684,7 +686,7 @@ func (r *policeToPrisonViaPIO) redirect(e *eval) {
 		if d.agency.Kind != config.Prison {
 			continue
 		}
-		if to, why := r.conduit(e, d.agency); to != nil {
+		if to, why := r.conduit(e, d.agency); why != "" {
 			e.redirect(d, to, config.Intake, r, why)
 		}
 	}
@@ -792,6 +794,10 @@ func (r *highRiskSeniority) add(e *eval) {
 	}
 	if r.p.CopyPAS == nil || *r.p.CopyPAS {
 		pas := e.d.PAS()
+		if pas == nil {
+			e.deny(r, "%s, and the copy goes to PAS, but the directory has no Police Advisers Section (kind pas); ask your administrator to add it, or to set this rule's copy-pas to false", why)
+			return
+		}
 		e.addDest(pas, config.Intake, r.id, true)
 		e.step(r, EffectCopy, why+": PAS ("+pas.ID+")")
 	}

@@ -53,7 +53,7 @@ func Open(path string, pragmas ...string) (w, r *sql.DB, err error) {
 		wq[k] = append([]string(nil), v...)
 	}
 	wq.Set("_txlock", "immediate")
-	if w, err = sql.Open("sqlite", path+"?"+wq.Encode()); err != nil {
+	if w, err = sql.Open(cachedDriver, path+"?"+wq.Encode()); err != nil {
 		return nil, nil, err
 	}
 	w.SetMaxOpenConns(1)
@@ -62,7 +62,7 @@ func Open(path string, pragmas ...string) (w, r *sql.DB, err error) {
 	w.SetConnMaxIdleTime(0)
 
 	q.Add("_pragma", "query_only(1)")
-	if r, err = sql.Open("sqlite", path+"?"+q.Encode()); err != nil {
+	if r, err = sql.Open(cachedDriver, path+"?"+q.Encode()); err != nil {
 		w.Close()
 		return nil, nil, err
 	}

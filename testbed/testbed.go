@@ -76,6 +76,9 @@ type Bed struct {
 	Directory *config.Directory
 	Nodes     map[string]*Node
 	IDs       []string
+	// Postgres names the agencies whose store is a PostgreSQL database
+	// (agency → connection string), as Options.Postgres.
+	Postgres  map[string]string
 	tlsClient *tls.Config
 }
 
@@ -94,6 +97,17 @@ type Options struct {
 	// after the bed has filled in gateways and fingerprints, before it is
 	// written.
 	Directory func(b *Bed, d *config.Directory)
+	// Postgres gives agencies a PostgreSQL store (agency → connection
+	// string) instead of their SQLite file.
+	Postgres map[string]string
+	// Gateways runs several gateway processes for an agency (agency →
+	// count, on its PostgreSQL store): the first is node AGENCY, the
+	// others AGENCY/2, AGENCY/3...; the directory lists them all
+	// (gateways:), and they share the agency's Maildir.
+	Gateways map[string]int
+	// LMTP delivers an agency's received packages by LMTP to the address
+	// given (agency → host:port) instead of its Maildir.
+	LMTP map[string]string
 	// Console starts every gateway's web console, with an account per
 	// role.
 	Console bool
@@ -116,7 +130,7 @@ func Create(dir, bin string, opt Options) (*Bed, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Bed{Dir: dir, Bin: bin, CA: ca, Nodes: map[string]*Node{}}
+	b := &Bed{Dir: dir, Bin: bin, CA: ca, Nodes: map[string]*Node{}, Postgres: opt.Postgres}
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Cert)
 	b.tlsClient = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
@@ -169,21 +183,6 @@ func Create(dir, bin string, opt Options) (*Bed, error) {
 			return nil, err
 		}
 		a.Fingerprint = id.Fingerprint()
-		if n.Submission, err = pp.next(); err != nil {
-			return nil, err
-		}
-		if n.Inbound, err = pp.next(); err != nil {
-			return nil, err
-		}
-		if n.Admin, err = pp.next(); err != nil {
-			return nil, err
-		}
-		if opt.Console {
-			if n.Console, err = pp.next(); err != nil {
-				return nil, err
-			}
-		}
-		a.Gateway = n.Inbound
 		if err := ca.WriteFiles(filepath.Join(n.Dir, "gw"), a.ID, []string{"127.0.0.1", "localhost"}, now); err != nil {
 			return nil, err
 		}
@@ -192,48 +191,88 @@ func Create(dir, bin string, opt Options) (*Bed, error) {
 		if len(a.Mailboxes) > 0 {
 			n.Address = a.Mailboxes[0].Address
 		}
-		n.Maildir = filepath.Join(n.Dir, "maildir")
-		n.Config = filepath.Join(n.Dir, "conduit.yaml")
-		n.Log = filepath.Join(n.Dir, "conduit.log")
 		hash, err := bcrypt.GenerateFromPassword([]byte(n.Password), bcrypt.MinCost)
 		if err != nil {
 			return nil, err
 		}
-		cfg := fmt.Sprintf(`agency: %s
+		storeLine := "store: {path: conduit.db}"
+		if dsn := opt.Postgres[a.ID]; dsn != "" {
+			storeLine = fmt.Sprintf("store: {postgres: %q}", dsn)
+		}
+		deliveryLine := "delivery: {maildir: maildir}"
+		if addr := opt.LMTP[a.ID]; addr != "" {
+			deliveryLine = fmt.Sprintf("delivery: {lmtp: %q}", addr)
+		}
+		count := max(opt.Gateways[a.ID], 1)
+		a.Gateways = nil
+		for k := 1; k <= count; k++ {
+			g := n
+			suffix := ""
+			if k > 1 {
+				suffix = fmt.Sprintf("-%d", k)
+				g = &Node{ID: fmt.Sprintf("%s/%d", a.ID, k), Dir: n.Dir, User: n.User, Password: n.Password, Address: n.Address}
+			}
+			if g.Submission, err = pp.next(); err != nil {
+				return nil, err
+			}
+			if g.Inbound, err = pp.next(); err != nil {
+				return nil, err
+			}
+			if g.Admin, err = pp.next(); err != nil {
+				return nil, err
+			}
+			if opt.Console {
+				if g.Console, err = pp.next(); err != nil {
+					return nil, err
+				}
+			}
+			if count > 1 {
+				a.Gateways = append(a.Gateways, g.Inbound)
+			}
+			g.Maildir = filepath.Join(n.Dir, "maildir")
+			g.Config = filepath.Join(n.Dir, "conduit"+suffix+".yaml")
+			g.Log = filepath.Join(n.Dir, "conduit"+suffix+".log")
+			cfg := fmt.Sprintf(`agency: %s
 directory: ../directory.yaml
 policy: ../policy.yaml
-pid-file: conduit.pid
+pid-file: conduit%s.pid
 keys: {secret: keys/%s.key, partners: ../certs}
 tls: {cert: gw.crt, key: gw.key, ca: ../ca.crt}
 listen: {submission: %q, inbound: %q, admin: %q%s}
-store: {path: conduit.db}
-delivery: {maildir: maildir}
+%s
+%s
 queue: {retry-min: %s, retry-max: %s, workers: 4%s}
-%s`, a.ID, a.ID, n.Submission, n.Inbound, n.Admin, consoleListen(n.Console), retryMin, retryMax, maxAge, opt.Extra)
-		if opt.MessageBytes > 0 {
-			cfg += fmt.Sprintf("limits: {message-bytes: %d}\n", opt.MessageBytes)
-		}
-		if !strings.Contains(opt.Extra, "housekeeping-interval:") {
-			// A bed moves its gateways' clocks (ClockEnv) by hours in a
-			// second: its clocks and retention are looked at every second,
-			// where a deployment keeps the default minute.
-			cfg += "housekeeping-interval: 1s\n"
-		}
-		if n.Address != "" {
-			cfg += fmt.Sprintf("users:\n  - {name: %s, address: %q, password-hash: %q}\n", n.User, n.Address, hash)
-			if opt.Console {
-				for _, role := range []string{"receiver", "supervisor", "admin"} {
-					r := role
-					if r == "admin" {
-						r = config.RoleAdministrator
+%s`, a.ID, suffix, a.ID, g.Submission, g.Inbound, g.Admin, consoleListen(g.Console), storeLine, deliveryLine, retryMin, retryMax, maxAge, opt.Extra)
+			if opt.MessageBytes > 0 {
+				cfg += fmt.Sprintf("limits: {message-bytes: %d}\n", opt.MessageBytes)
+			}
+			if !strings.Contains(opt.Extra, "housekeeping-interval:") {
+				// A bed moves its gateways' clocks (ClockEnv) by hours in a
+				// second: its clocks and retention are looked at every second,
+				// where a deployment keeps the default minute.
+				cfg += "housekeeping-interval: 1s\n"
+			}
+			if n.Address != "" {
+				cfg += fmt.Sprintf("users:\n  - {name: %s, address: %q, password-hash: %q}\n", n.User, n.Address, hash)
+				if opt.Console {
+					for _, role := range []string{"receiver", "supervisor", "admin"} {
+						r := role
+						if r == "admin" {
+							r = config.RoleAdministrator
+						}
+						cfg += fmt.Sprintf("  - {name: %s-%s, address: %q, password-hash: %q, role: %s}\n", n.User, role, n.Address, hash, r)
 					}
-					cfg += fmt.Sprintf("  - {name: %s-%s, address: %q, password-hash: %q, role: %s}\n", n.User, role, n.Address, hash, r)
 				}
 			}
+			if err := os.WriteFile(g.Config, []byte(cfg), 0o600); err != nil {
+				return nil, err
+			}
+			if k > 1 {
+				b.Nodes[g.ID] = g
+				b.IDs = append(b.IDs, g.ID)
+			}
 		}
-		if err := os.WriteFile(n.Config, []byte(cfg), 0o600); err != nil {
-			return nil, err
-		}
+		a.Gateway = n.Inbound
 		b.Nodes[a.ID] = n
 		b.IDs = append(b.IDs, a.ID)
 	}
@@ -461,6 +500,16 @@ func (b *Bed) SubmitAs(ctx context.Context, id, from string, rcpts []string, msg
 // ClientTLS is the TLS configuration a client of the bed's gateways uses:
 // the bed's CA, TLS 1.2 at least.
 func (b *Bed) ClientTLS() *tls.Config { return b.tlsClient.Clone() }
+
+// OpenAnyStore opens a node's store, SQLite or PostgreSQL; the caller
+// closes it.
+func (b *Bed) OpenAnyStore(ctx context.Context, id string) (store.Store, error) {
+	agency, _, _ := strings.Cut(id, "/")
+	if dsn := b.Postgres[agency]; dsn != "" {
+		return store.OpenPostgres(ctx, dsn)
+	}
+	return b.OpenStore(ctx, id)
+}
 
 // StorePath is the path of a node's SQLite database.
 func (b *Bed) StorePath(id string) string { return filepath.Join(b.Nodes[id].Dir, "conduit.db") }

@@ -8,6 +8,7 @@
 //
 //	e2edriver -mode conduit -bin ./conduit -dir WORK [-n 500 -size 16384 -clients 4]
 //	e2edriver -mode relay -relay 127.0.0.1:PORT -sink 127.0.0.1:PORT -dir WORK [...]
+//	e2edriver -mode ha -bin ./conduit -dir WORK -gateways K   (K senders on PostgreSQL; 0: one on SQLite)
 //	e2edriver -mode ports -count 2      (prints free loopback ports)
 //
 // Neither mode prints package content.
@@ -49,7 +50,7 @@ const (
 )
 
 func main() {
-	mode := flag.String("mode", "conduit", "conduit, relay or ports")
+	mode := flag.String("mode", "conduit", "conduit, relay, ports, or inject (a content filter's reinjection: the message on stdin to -relay, args: sender recipient...)")
 	bin := flag.String("bin", "", "the conduit binary (mode conduit)")
 	dir := flag.String("dir", "", "work directory")
 	n := flag.Int("n", 500, "packages")
@@ -60,6 +61,8 @@ func main() {
 	count := flag.Int("count", 2, "ports to print (mode ports)")
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up after this long")
 	workers := flag.Int("workers", 0, "the gateways' relay workers (mode conduit; 0: the testbed's 4)")
+	rate := flag.Float64("rate", 0, "open loop: packages arrive at this fixed rate per second, each at its time whatever the gateway's pace, and a package's latency starts at its arrival (0: closed loop, each client sends its next package once the last is accepted)")
+	gateways := flag.Int("gateways", 1, "the sending agency's gateways on PostgreSQL (mode ha; 0: one on SQLite)")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -68,9 +71,13 @@ func main() {
 	case "ports":
 		err = ports(*count)
 	case "conduit":
-		err = runConduit(ctx, *bin, *dir, *n, *size, *clients, *workers)
+		err = runConduit(ctx, *bin, *dir, *n, *size, *clients, *workers, *rate)
+	case "inject":
+		err = inject(*relay, flag.Args())
+	case "ha":
+		err = runHA(ctx, *bin, *dir, *n, *size, *clients, *gateways)
 	case "relay":
-		err = runRelay(ctx, *relay, *sink, *dir, *n, *size, *clients)
+		err = runRelay(ctx, *relay, *sink, *dir, *n, *size, *clients, *rate)
 	default:
 		err = fmt.Errorf("unknown mode %q", *mode)
 	}
@@ -78,6 +85,42 @@ func main() {
 		fmt.Fprintln(os.Stderr, "e2edriver:", err)
 		os.Exit(1)
 	}
+}
+
+// inject sends the message on standard input to addr over plain SMTP, as
+// a content filter (zeyple, gpg-mailgate) hands a filtered message back to
+// its MTA.
+func inject(addr string, args []string) error {
+	if addr == "" || len(args) < 2 {
+		return errors.New("mode inject needs -relay and the arguments: sender recipient...")
+	}
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Hello("filter.localhost"); err != nil {
+		return err
+	}
+	if err := c.Mail(args[0], nil); err != nil {
+		return err
+	}
+	for _, rcpt := range args[1:] {
+		if err := c.Rcpt(rcpt, nil); err != nil {
+			return err
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, bufio.NewReader(os.Stdin)); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
 }
 
 func ports(count int) error {
@@ -122,8 +165,9 @@ type load struct {
 	n, size, clients int
 	from             string
 	dial             dialer
-	maildir          string // the receiving Maildir folder (its new/ is watched)
-	verify           string // a header every delivered file must carry, if set
+	maildir          string  // the receiving Maildir folder (its new/ is watched)
+	verify           string  // a header every delivered file must carry, if set
+	rate             float64 // open loop: arrivals per second (0: closed loop)
 }
 
 type result struct {
@@ -149,11 +193,25 @@ func (l load) run(ctx context.Context) (result, error) {
 	}
 	starts := make([]time.Time, l.n)
 	next := make(chan int, l.n)
-	for i := 0; i < l.n; i++ {
-		next <- i
-	}
-	close(next)
 	t0 := time.Now()
+	if l.rate > 0 {
+		// Open loop: package i arrives at t0 + i/rate and waits for a free
+		// client if none is; its latency counts from its arrival.
+		go func() {
+			defer close(next)
+			for i := 0; i < l.n; i++ {
+				at := t0.Add(time.Duration(float64(i) / l.rate * float64(time.Second)))
+				time.Sleep(time.Until(at))
+				starts[i] = at
+				next <- i
+			}
+		}()
+	} else {
+		for i := 0; i < l.n; i++ {
+			next <- i
+		}
+		close(next)
+	}
 	var wg sync.WaitGroup
 	errc := make(chan error, l.clients)
 	for c := 0; c < l.clients; c++ {
@@ -168,7 +226,9 @@ func (l load) run(ctx context.Context) (result, error) {
 				}
 			}()
 			for i := range next {
-				starts[i] = time.Now()
+				if l.rate == 0 {
+					starts[i] = time.Now()
+				}
 				if cl == nil || sent == perSession {
 					if cl != nil {
 						cl.Quit()
@@ -303,7 +363,7 @@ func report(side string, r result) {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func runConduit(ctx context.Context, bin, dir string, n, size, clients, workers int) error {
+func runConduit(ctx context.Context, bin, dir string, n, size, clients, workers int, rate float64) error {
 	if bin == "" || dir == "" {
 		return errors.New("mode conduit needs -bin and -dir")
 	}
@@ -334,7 +394,7 @@ func runConduit(ctx context.Context, bin, dir string, n, size, clients, workers 
 	s := b.Nodes[sender]
 	tc := b.ClientTLS()
 	r, err := load{
-		n: n, size: size, clients: clients, from: s.Address,
+		n: n, size: size, clients: clients, from: s.Address, rate: rate,
 		maildir: filepath.Join(b.Nodes[receiver].Maildir, recipient),
 		verify:  "Conduit-Verified: signer=" + sender,
 		dial: func() (*smtp.Client, error) {
@@ -358,7 +418,7 @@ func runConduit(ctx context.Context, bin, dir string, n, size, clients, workers 
 	return nil
 }
 
-func runRelay(ctx context.Context, relay, sinkAddr, dir string, n, size, clients int) error {
+func runRelay(ctx context.Context, relay, sinkAddr, dir string, n, size, clients int, rate float64) error {
 	if relay == "" || sinkAddr == "" || dir == "" {
 		return errors.New("mode relay needs -relay, -sink and -dir")
 	}
@@ -379,7 +439,7 @@ func runRelay(ctx context.Context, relay, sinkAddr, dir string, n, size, clients
 	go srv.Serve(l)
 	defer srv.Close()
 	r, err := load{
-		n: n, size: size, clients: clients, from: "pio@northshire-pio.example", maildir: box,
+		n: n, size: size, clients: clients, from: "pio@northshire-pio.example", maildir: box, rate: rate,
 		dial: func() (*smtp.Client, error) {
 			c, err := smtp.Dial(relay)
 			if err != nil {

@@ -38,17 +38,17 @@ func auditKey(cfg *config.Config, keyFile string) ([]byte, error) {
 // openTrail opens (creating if need be) the audit trail of a loaded
 // config, with its chain key if it has one: for the commands that write to
 // it (serve, notice send, purge).
-func openTrail(ctx context.Context, cfg *config.Config) (*audit.SQLite, error) {
+func openTrail(ctx context.Context, cfg *config.Config) (audit.Trail, error) {
 	key, err := auditKey(cfg, "")
 	if err != nil {
 		return nil, err
 	}
-	return audit.OpenSQLite(ctx, cfg.Store.Path, key)
+	return openTrailCfg(ctx, cfg, key)
 }
 
 // openAudit opens the audit trail in the database named by a gateway
 // config file. Like openStore, it refuses to create a database.
-func openAudit(ctx context.Context, cfgPath, keyFile string) (*audit.SQLite, error) {
+func openAudit(ctx context.Context, cfgPath, keyFile string) (audit.Trail, error) {
 	cfg, err := existingDatabase(cfgPath)
 	if err != nil {
 		return nil, err
@@ -57,7 +57,7 @@ func openAudit(ctx context.Context, cfgPath, keyFile string) (*audit.SQLite, err
 	if err != nil {
 		return nil, err
 	}
-	a, err := audit.OpenSQLite(ctx, cfg.Store.Path, key)
+	a, err := openTrailCfg(ctx, cfg, key)
 	if errors.Is(err, audit.ErrKeyMismatch) && key == nil {
 		return nil, &exitError{exitUsage, fmt.Errorf("%w (--key-file)", err)}
 	}

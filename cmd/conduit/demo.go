@@ -19,6 +19,7 @@ import (
 // newDemoCmd builds `conduit demo`.
 func newDemoCmd() *cobra.Command {
 	var envelopeOnly, keep, stay bool
+	var pgDSN string
 	c := &cobra.Command{
 		Use:   "demo",
 		Short: "Run several agencies' gateways on loopback and send real packages through them",
@@ -38,17 +39,23 @@ keeps them running until Ctrl-C).
 
 With --envelope-only it shows the envelope alone, in one process: sealing,
 the wire view, opening with every check, and a tampered, a forged and a
-replayed copy refused.`,
+replayed copy refused.
+
+With --postgres DSN each agency's store is a database of its own on that
+PostgreSQL server (created for the demo, dropped after it unless --keep;
+the role needs CREATEDB), and HMP Northgate runs two gateways sharing
+theirs, listed in the directory as its gateways.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if envelopeOnly {
 				return runEnvelopeDemo(cmd.Context(), cmd.OutOrStdout())
 			}
-			return runGatewayDemo(cmd.Context(), cmd.OutOrStdout(), keep, stay)
+			return runGatewayDemo(cmd.Context(), cmd.OutOrStdout(), keep, stay, pgDSN)
 		},
 	}
 	c.Flags().BoolVar(&envelopeOnly, "envelope-only", false, "show the envelope alone, in one process")
 	c.Flags().BoolVar(&stay, "stay", false, "keep the gateways and their web consoles running after the demo, until Ctrl-C")
+	c.Flags().StringVar(&pgDSN, "postgres", "", "run the agencies' stores on this PostgreSQL server (a connection string)")
 	c.Flags().BoolVar(&keep, "keep", false, "keep the working directory (keys, configs, stores, Maildirs) for inspection")
 	return c
 }

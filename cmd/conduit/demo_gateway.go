@@ -7,20 +7,25 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/emersion/go-message/textproto"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/keys"
+	"github.com/conduit-gateway/conduit/policy"
 	"github.com/conduit-gateway/conduit/testbed"
 )
 
@@ -95,7 +100,7 @@ func demoMessageFor(from, to string, s demoScenario) []byte {
 
 // runGatewayDemo runs several agencies' gateways on loopback and drives
 // real packages through them over SMTP with TLS.
-func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool) (err error) {
+func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool, pgDSN string) (err error) {
 	say := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
 	bin, err := os.Executable()
 	if err != nil {
@@ -109,17 +114,41 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool) (err erro
 		defer os.RemoveAll(dir)
 	}
 	say("Conduit demo: %d agency gateways on loopback, real SMTP with TLS, real packages", len(demoAgencies))
-	say("(working directory %s)", dir)
+	if keep {
+		say("(working directory %s, kept at the end)", dir)
+	} else {
+		say("(working directory %s, removed at the end; --keep keeps it for inspection)", dir)
+	}
 	say("")
-	bed, err := testbed.Create(dir, bin, testbed.Options{RetryMin: "500ms", RetryMax: "2s", Console: true})
+	opt := testbed.Options{RetryMin: "500ms", RetryMax: "2s", Console: true}
+	start := demoAgencies
+	storeKind := "SQLite"
+	if pgDSN != "" {
+		dbs, drop, err := demoDatabases(ctx, pgDSN, demoAgencies)
+		if err != nil {
+			return err
+		}
+		if !keep {
+			defer drop()
+		}
+		opt.Postgres = dbs
+		opt.Gateways = map[string]int{"hmp-northgate": 2}
+		start = append(slices.Clone(demoAgencies), "hmp-northgate/2")
+		storeKind = "PostgreSQL"
+	}
+	bed, err := testbed.Create(dir, bin, opt)
 	if err != nil {
 		return err
 	}
+	bed.Postgres = opt.Postgres
 	defer bed.StopAll()
-	if err := bed.StartAll(ctx, demoAgencies...); err != nil {
+	if err := bed.StartAll(ctx, start...); err != nil {
 		return err
 	}
-	say("1. Gateways started, each with its own OpenPGP key, TLS certificate, SQLite queue and Maildir:")
+	say("1. Gateways started, each with its own OpenPGP key, TLS certificate, %s queue and Maildir:", storeKind)
+	if pgDSN != "" {
+		say("   (hmp-northgate runs two gateways on one database: %s)", strings.Join(bed.Directory.Agency("hmp-northgate").GatewayHosts(), ", "))
+	}
 	for _, id := range demoAgencies {
 		a := bed.Directory.Agency(id)
 		say("   %-16s %-14s inbound %s  key %s", id, a.Kind, bed.Nodes[id].Inbound, a.Fingerprint[:16]+"...")
@@ -143,6 +172,7 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool) (err erro
 	say("2. The Northshire PIO (%s) submits packages over SMTP (STARTTLS, AUTH):", from)
 	var failures []string
 	scen := demoScenarios()
+	var replies []string // the replies' texts name rules too
 	for i, s := range scen {
 		to := bed.Directory.Agency(s.to).Mailboxes[0].Address
 		resp, err := bed.Submit(ctx, "northshire-pio", []string{to}, demoMessageFor(from, to, s))
@@ -151,6 +181,7 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool) (err erro
 		switch {
 		case s.refused != "" && err != nil && strings.Contains(err.Error(), s.refused):
 			say("      refused: %s", err)
+			replies = append(replies, err.Error())
 		case s.refused != "":
 			failures = append(failures, fmt.Sprintf("%s: expected a refusal by %s, got %v %s", s.title, s.refused, err, resp))
 			say("      UNEXPECTED: %v %s", err, resp)
@@ -159,6 +190,7 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool) (err erro
 			say("      UNEXPECTED refusal: %v", err)
 		default:
 			say("      accepted: %s", resp)
+			replies = append(replies, resp)
 		}
 	}
 
@@ -197,6 +229,7 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool) (err erro
 
 	say("")
 	say("3. What each agency received, and why:")
+	var seenRules []string
 	for _, id := range demoAgencies {
 		boxes := bed.AllDelivered(id)
 		if len(boxes) == 0 {
@@ -216,6 +249,11 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool) (err erro
 				}
 				say("   %-16s %s", id, h.Get("Subject"))
 				say("   %-16s   to %s, signed by %s; inbound rules: %s", "", box, signerOf(h.Get(envelope.VerifiedHeader)), h.Get("Conduit-Decision"))
+				for _, r := range strings.Split(h.Get("Conduit-Decision"), ",") {
+					if r = strings.TrimSpace(r); r != "" && !slices.Contains(seenRules, r) {
+						seenRules = append(seenRules, r)
+					}
+				}
 			}
 		}
 	}
@@ -231,9 +269,17 @@ func runGatewayDemo(ctx context.Context, w io.Writer, keep, stay bool) (err erro
 			}
 		}
 	}
+	say("   The rules named above (conduit policy check lists every rule with its source):")
+	for _, line := range ruleLegend(bed.Nodes["northshire-pio"].Config, seenRules, replies) {
+		say("     %s", line)
+	}
 	q, _ := quarantineCount(ctx, bed, "hmp-northgate")
 	say("")
-	say("4. HMP Northgate's quarantine holds %d message(s); `conduit quarantine list --config %s` shows it.", q, bed.Nodes["hmp-northgate"].Config)
+	if keep {
+		say("4. HMP Northgate's quarantine holds %d message(s); `conduit quarantine list --config %s` shows it.", q, bed.Nodes["hmp-northgate"].Config)
+	} else {
+		say("4. HMP Northgate's quarantine holds %d message(s); run `conduit demo --keep`, then `conduit quarantine list --config FOLDER/hmp-northgate/conduit.yaml` shows it.", q)
+	}
 
 	say("")
 	say("5. Signed receipts the Northshire PIO holds for what it sent:")
@@ -356,7 +402,7 @@ func demoTampered(ctx context.Context, bed *testbed.Bed) ([]byte, error) {
 
 // demoReceipts lists the receipts the PIO's store holds, one line each.
 func demoReceipts(ctx context.Context, b *testbed.Bed) []string {
-	st, err := store.OpenSQLite(ctx, filepath.Join(b.Nodes["northshire-pio"].Dir, "conduit.db"))
+	st, err := b.OpenAnyStore(ctx, "northshire-pio")
 	if err != nil {
 		return nil
 	}
@@ -381,11 +427,97 @@ func demoReceipts(ctx context.Context, b *testbed.Bed) []string {
 // quarantineCount reads a node's quarantine from its store (SQLite lets
 // a reader in beside the running gateway).
 func quarantineCount(ctx context.Context, b *testbed.Bed, id string) (int, error) {
-	st, err := store.OpenSQLite(ctx, filepath.Join(b.Nodes[id].Dir, "conduit.db"))
+	st, err := b.OpenAnyStore(ctx, id)
 	if err != nil {
 		return 0, err
 	}
 	defer st.Close()
 	q, err := st.ListQuarantine(ctx, store.Held)
 	return len(q), err
+}
+
+// ruleLegend explains rule ids: "addressed" (the sender's own choice),
+// the built-in rules, and the example administrator rules, each with its
+// summary and whether it is built in or the administrator's.
+func ruleLegend(cfgPath string, ids, replies []string) []string {
+	pol, _, err := policy.Load(cfgPath)
+	if err != nil {
+		return nil
+	}
+	all := strings.Join(replies, "\n")
+	if strings.Contains(all, "(addressed") && !slices.Contains(ids, "addressed") {
+		ids = append([]string{"addressed"}, ids...)
+	}
+	for _, r := range pol.Rules() {
+		id := r.ID()
+		if !slices.Contains(ids, id) && (strings.Contains(all, "("+id) || strings.Contains(all, ", "+id+")") || strings.Contains(all, ", "+id+",")) {
+			ids = append(ids, id)
+		}
+	}
+	admin := map[string]bool{}
+	for _, r := range pol.AdminRules() {
+		admin[r.ID()] = true
+	}
+	var out []string
+	for _, id := range ids {
+		if id == "addressed" {
+			out = append(out, fmt.Sprintf("%-26s the sender addressed it there", id))
+			continue
+		}
+		for _, r := range pol.Rules() {
+			if r.ID() != id {
+				continue
+			}
+			what := "built-in rule"
+			if admin[id] {
+				what = "administrator rule in examples/policy.yaml"
+			}
+			sum := ""
+			if d, ok := r.(policy.Described); ok {
+				sum = d.Summary()
+			}
+			out = append(out, fmt.Sprintf("%-26s %s: %s", id, what, sum))
+		}
+	}
+	return out
+}
+
+// demoDatabases creates a database per agency on the PostgreSQL server of
+// dsn and returns their connection strings and a function that drops
+// them.
+func demoDatabases(ctx context.Context, dsn string, agencies []string) (map[string]string, func(), error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--postgres: %w", err)
+	}
+	suffix := strconv.FormatInt(time.Now().Unix()%1000000, 10)
+	out := map[string]string{}
+	var made []string
+	drop := func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, name := range made {
+			conn.Exec(dctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+		}
+		conn.Close(dctx)
+	}
+	for _, a := range agencies {
+		name := "conduit_demo_" + suffix + "_" + strings.ReplaceAll(a, "-", "_")
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+			drop()
+			return nil, nil, fmt.Errorf("--postgres: create database %s: %w", name, err)
+		}
+		made = append(made, name)
+		out[a] = withDatabase(dsn, name)
+	}
+	return out, drop, nil
+}
+
+// withDatabase is dsn naming another database.
+func withDatabase(dsn, name string) string {
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		u.Path = "/" + name
+		return u.String()
+	}
+	return dsn + " dbname=" + name
 }

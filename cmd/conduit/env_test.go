@@ -27,6 +27,7 @@ func TestOnlyTheCommandReadsTheEnvironment(t *testing.T) {
 		"bench":     "benchmark programs, commands of their own",
 		"vaulttest": "a separate module of tests",
 		"config":    "config loading",
+		"pgtest":    "throwaway database servers for tests: under CI=true a missing server fails the test",
 	}
 	// testbed starts gateway processes with this process's environment
 	// plus its own clock variable: it passes the environment on, it does

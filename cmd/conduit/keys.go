@@ -396,7 +396,7 @@ func cliGateway(ctx context.Context, cfgPath string) (*gateway.Gateway, func(), 
 	if err != nil {
 		return nil, nil, &exitError{exitUsage, err}
 	}
-	st, err := store.OpenSQLite(ctx, cfg.Store.Path)
+	st, err := openStoreCfg(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
 	}

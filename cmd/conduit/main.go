@@ -29,6 +29,7 @@ between agency gateways over SMTP with mandatory TLS.`,
 		SilenceErrors: true,
 	}
 	root.AddCommand(
+		newInitCmd(),
 		newServeCmd(),
 		newKeysCmd(),
 		sealCommand(),
@@ -45,6 +46,7 @@ between agency gateways over SMTP with mandatory TLS.`,
 		newAuditCmd(),
 		newUserCmd(),
 		newDemoCmd(),
+		newStoreCmd(),
 		newSendCmd(),
 	)
 	return root

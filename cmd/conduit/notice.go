@@ -10,7 +10,6 @@ import (
 
 	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/gateway"
-	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/policy"
 )
 
@@ -65,7 +64,7 @@ text file is sealed; it is never logged.`,
 			if originator == "" {
 				originator = cfg.Agency
 			}
-			st, err := store.OpenSQLite(ctx, cfg.Store.Path)
+			st, err := openStoreCfg(ctx, cfg)
 			if err != nil {
 				return err
 			}

@@ -129,11 +129,14 @@ Nothing is sent. The sender is the package's "from" agency.
 
 	reload := &cobra.Command{
 		Use:   "reload",
-		Short: "Validate the policy and tell the running gateway to reload it",
+		Short: "Validate the config, directory and policy and tell the running gateway to reload them",
 		Long: `Reload checks the config, directory and policy file exactly as the gateway
 will, and if they are valid and the config names a pid-file, sends SIGHUP to
-the running gateway, which reloads them. An invalid policy is never signalled;
-the gateway refuses it anyway and keeps the policy in force.`,
+the running gateway, which reloads all three together (and its own key). An
+invalid change is never signalled; the gateway would refuse it anyway,
+keep what is in force, and log and audit why. Listen addresses, the store,
+the key backend and the agency change only with a restart: the gateway
+refuses a reload that changes them, naming them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, cfg, err := policy.Load(configPath)
@@ -153,7 +156,7 @@ the gateway refuses it anyway and keeps the policy in force.`,
 			if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 				return &exitError{code: 1, err: fmt.Errorf("signal gateway (pid %d from %s): %w", pid, cfg.PIDFile, err)}
 			}
-			fmt.Fprintf(out, "sent SIGHUP to the gateway (pid %d)\n", pid)
+			fmt.Fprintf(out, "sent SIGHUP to the gateway (pid %d): it reloads the config, the directory and the policy together, or refuses the change and says why in its log\n", pid)
 			return nil
 		},
 	}

@@ -24,12 +24,12 @@ import (
 
 // openStore opens the store named by a gateway config file. It refuses to
 // create a database: an administrator's typo must not make an empty one.
-func openStore(ctx context.Context, cfgPath string) (*store.SQLite, error) {
+func openStore(ctx context.Context, cfgPath string) (cliStore, error) {
 	cfg, err := existingDatabase(cfgPath)
 	if err != nil {
 		return nil, err
 	}
-	return store.OpenSQLite(ctx, cfg.Store.Path)
+	return openStoreCfg(ctx, cfg)
 }
 
 // existingDatabase loads a gateway config whose database (store.path)
@@ -39,6 +39,11 @@ func existingDatabase(cfgPath string) (*config.Config, error) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return nil, &exitError{exitUsage, err}
+	}
+	if dsn, err := cfg.Store.PostgresDSN(); err != nil {
+		return nil, &exitError{exitUsage, err}
+	} else if dsn != "" {
+		return cfg, nil // a PostgreSQL database: its schema says whether a gateway ran
 	}
 	if cfg.Store.Path == "" {
 		return nil, &exitError{exitUsage, fmt.Errorf("%s: store.path is not set: the gateway's database", cfgPath)}

@@ -14,14 +14,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/console"
-	"github.com/conduit-gateway/conduit/gateway"
-	"github.com/conduit-gateway/conduit/gateway/authlimit"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/metrics"
 	"github.com/conduit-gateway/conduit/policy"
-	"github.com/conduit-gateway/conduit/sqlschema"
+	"github.com/conduit-gateway/conduit/preflight"
 )
 
 // newServeCmd builds `conduit serve`.
@@ -33,9 +30,11 @@ func newServeCmd() *cobra.Command {
 		Long: `Serve runs one agency's gateway: the submission listener for the agency's
 staff (AUTH only after TLS), the inbound listener for partner gateways
 (STARTTLS required), the relay that delivers queued packages, and delivery
-of received packages to local Maildirs. SIGHUP reloads the sharing policy
-(an invalid one is refused and the one in force stays); SIGINT or SIGTERM
-stop it cleanly.`,
+of received packages to local Maildirs. SIGHUP reloads the config, the
+directory and the policy together, or refuses the whole change (logged and
+audited with the reason) and keeps what is in force; listen addresses, the
+store, the TLS key pair's paths, the key backend and the agency need a
+restart. SIGINT or SIGTERM stop it cleanly.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(logFormat, logLevel)
@@ -54,30 +53,31 @@ stop it cleanly.`,
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
-			// One database file, one writer: the store and the audit
-			// trail share its connections, closed last.
-			db, err := sqlschema.OpenDB(cfg.Store.Path, store.StorePragmas...)
-			if err != nil {
-				return fmt.Errorf("open store %s: %w", cfg.Store.Path, err)
+			// Make the folders it writes, check what it reads, and name
+			// each problem with what to do, before anything starts.
+			warnings, err := preflight.Check(cfg, time.Now(), os.Getenv(passphraseEnv) != "")
+			for _, w := range warnings {
+				log.Warn("admin alert: "+w.Problem, "what", w.What, "fix", w.Fix)
 			}
-			defer db.Close()
-			st, err := store.NewSQLite(ctx, db)
 			if err != nil {
-				return fmt.Errorf("open store %s: %w", cfg.Store.Path, err)
+				return &exitError{exitUsage, fmt.Errorf("%s: %w", cfgPath, err)}
 			}
 			key, err := auditKey(cfg, "")
 			if err != nil {
 				return err
 			}
-			trail, err := audit.NewSQLite(ctx, db, key)
+			// The store and the audit trail on one database (one SQLite
+			// file, or one PostgreSQL pool), closed last.
+			be, err := openServeBackend(ctx, cfg, key)
 			if err != nil {
-				return fmt.Errorf("open audit log %s: %w", cfg.Store.Path, err)
+				return err
 			}
-			locks, err := authlimit.NewSQLLocks(ctx, db)
-			if err != nil {
-				return fmt.Errorf("open login lockouts %s: %w", cfg.Store.Path, err)
-			}
+			defer be.close()
+			st, trail := be.store, be.trail
 			m := metrics.New(log)
+			if be.pg != nil {
+				m.PoolStatsFunc(poolStats(be.pg))
+			}
 			m.QueueDepthFunc(st.Depth)
 			m.OverdueFunc(func(ctx context.Context) (map[string]int, error) {
 				// By kind, each an index range: a scrape does not read the
@@ -94,22 +94,39 @@ stop it cleanly.`,
 				}
 				return out, nil
 			})
-			gopt := gatewayOptions(gateway.Options{Store: st, Audit: trail, Metrics: m, Policy: pol, Log: log, Locks: locks})
-			g, err := gateway.New(ctx, cfg, gopt)
-			if err != nil {
+			// SIGHUP (conduit policy reload, systemctl reload, conduit keys
+			// rotate and revoke) reloads the config, the directory, the
+			// policy and this gateway's own key (reload.go).
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			sv := &server{cfgPath: cfgPath, log: log, st: st, trail: trail, metrics: m, locks: be.locks,
+				origin: fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano())}
+			if err := sv.start(ctx, cfg, pol); err != nil {
 				return &exitError{exitUsage, err}
 			}
-			// The audit writer stops before the trail and the store close
-			// (deferred above, so they run after this).
-			defer g.Close()
-			g.Policy().OnReload = func(rerr error) {
-				e := audit.Event{Agency: cfg.Agency, Kind: audit.PolicyReload, Actor: "gateway", Detail: "policy reloaded"}
-				if rerr != nil {
-					e.Detail = "reload refused, the policy in force stays: " + rerr.Error()
+			// A reload on one gateway of the agency reaches the others
+			// (PostgreSQL NOTIFY): each reloads its own copy of the
+			// config, directory and policy, as on SIGHUP.
+			if be.pg != nil {
+				sv.notify = func(ctx context.Context) {
+					if err := be.pg.NotifyPolicyReload(ctx, sv.origin); err != nil {
+						log.Warn("the other gateways were not told of the reload", "err", err)
+					}
 				}
-				if _, err := trail.Append(ctx, e); err != nil {
-					log.Error("admin alert: audit trail not written", "err", err)
-				}
+				go func() {
+					for from := range be.pg.PolicyReloads(ctx, time.Second) {
+						if from == sv.origin {
+							continue
+						}
+						// Reloaded as on SIGHUP, and not announced again.
+						sv.fromPeer.Store(true)
+						select {
+						case hup <- syscall.SIGHUP:
+						default:
+						}
+					}
+				}()
 			}
 			if cfg.PIDFile != "" {
 				if err := os.WriteFile(cfg.PIDFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
@@ -117,32 +134,16 @@ stop it cleanly.`,
 				}
 				defer os.Remove(cfg.PIDFile)
 			}
-			g.Policy().WatchSIGHUP(ctx, cfgPath)
-			// SIGHUP also re-reads this gateway's own key (conduit keys
-			// rotate and revoke signal it), and announces a change.
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
-			go func() {
-				for {
-					select {
-					case <-ctx.Done():
-						return
-					case <-hup:
-						if _, err := g.ReloadIdentity(ctx); err != nil {
-							log.Error("admin alert: own key not reloaded; the key in force stays", "err", err)
-						}
-					}
-				}
-			}()
 			if cfg.Listen.Admin != "" {
 				admin := &metrics.Server{Addr: cfg.Listen.Admin, Metrics: m, Log: log}
 				// Ready only when the store answers and the key backend
 				// still holds the agency's key.
-				admin.AddCheck("store", func(ctx context.Context) error { _, err := st.Depth(ctx); return err })
+				// The store answers and takes writes (a PostgreSQL
+				// database that is down or read-only is not ready).
+				admin.AddCheck("store", st.(store.Pinger).Ping)
 				// Not ready while nothing can be sealed or opened (the
 				// key gate: Vault sealed, unreachable, token refused).
-				admin.AddCheck("keys", g.KeysReady)
+				admin.AddCheck("keys", sv.keysReady)
 				ln, err := admin.Listen()
 				if err != nil {
 					return err
@@ -150,8 +151,15 @@ stop it cleanly.`,
 				go admin.Serve(ctx, ln)
 			}
 			if cfg.Listen.Console != "" {
-				con, err := console.New(console.Options{Config: cfg, Gateway: g, Store: st, Trail: trail, Log: log,
-					Now: gopt.Now, SpoolDir: filepath.Dir(cfg.Store.Path)})
+				// The console works with the gateway in force, whichever a
+				// reload has put there. Uploads are spooled beside the
+				// SQLite file, or beside the config on PostgreSQL.
+				spool := filepath.Dir(cfg.Store.Path)
+				if cfg.Store.Path == "" {
+					spool = filepath.Dir(cfg.File)
+				}
+				con, err := console.New(console.Options{Config: cfg, Gateway: liveGateway{sv}, Store: st.(console.Store), Trail: trail, Log: log,
+					Now: sv.now, SpoolDir: spool})
 				if err != nil {
 					return err
 				}
@@ -172,7 +180,7 @@ stop it cleanly.`,
 				defer func() { stopConsole(); <-done }()
 			}
 			log.Info("gateway starting", "agency", cfg.Agency)
-			err = g.Run(ctx)
+			err = sv.run(ctx, hup)
 			log.Info("gateway stopped")
 			return err
 		},

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 type mailStore struct {
 	mu       sync.Mutex
 	got      map[string]string
+	from     string // the last MAIL FROM
 	refuse   string
 	listener net.Listener
 }
@@ -27,10 +29,19 @@ type storeSession struct {
 	rcpts []string
 }
 
-func (ss *storeSession) Reset()                               {}
-func (ss *storeSession) Logout() error                        { return nil }
-func (ss *storeSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (ss *storeSession) Reset()        {}
+func (ss *storeSession) Logout() error { return nil }
+func (ss *storeSession) Mail(from string, _ *smtp.MailOptions) error {
+	ss.s.mu.Lock()
+	ss.s.from = from
+	ss.s.mu.Unlock()
+	return nil
+}
 func (ss *storeSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if strings.HasPrefix(to, "gone@") {
+		// As Dovecot answers for a user it does not have.
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "User doesn't exist: " + to}
+	}
 	ss.rcpts = append(ss.rcpts, to)
 	return nil
 }
@@ -80,6 +91,7 @@ func TestLMTPDeliveryToTheAgencysMailStore(t *testing.T) {
 				lmtp = "unix:" + addr
 			}
 			d := New("", lmtp, "northshire-pio.example")
+			d.SetReturnPath(func() string { return "conduit@northshire-pio.example" })
 			ctx := context.Background()
 			err := d.Deliver(ctx, "intel@ng.example", "met-pio", "cdt-1", []byte("Conduit-Delivered-To: intel@ng.example\r\n"),
 				[]byte("Subject: [OFFICIAL] x\r\n\r\nbody\r\n"))
@@ -92,8 +104,18 @@ func TestLMTPDeliveryToTheAgencysMailStore(t *testing.T) {
 			// A temporary refusal by the store is an error, so the partner
 			// gateway retries instead of the package being lost.
 			err = d.Deliver(ctx, "full@ng.example", "met-pio", "cdt-2", nil, []byte("Subject: y\r\n\r\nbody\r\n"))
-			if err == nil || !strings.Contains(err.Error(), "452") {
-				t.Fatalf("full mailbox: %v", err)
+			var re *RefusedError
+			if err == nil || !strings.Contains(err.Error(), "452") || errors.As(err, &re) {
+				t.Fatalf("full mailbox: %v, want a temporary failure", err)
+			}
+			// A permanent refusal is a *RefusedError for that mailbox.
+			err = d.Deliver(ctx, "gone@ng.example", "met-pio", "cdt-3", nil, []byte("Subject: z\r\n\r\nbody\r\n"))
+			if !errors.As(err, &re) || re.Mailbox != "gone@ng.example" || re.Reply.Code != 550 || !strings.Contains(err.Error(), "permanently") {
+				t.Fatalf("removed mailbox: %v, want a *RefusedError", err)
+			}
+			// The Return-Path is the gateway's address, never null.
+			if ms.from != "conduit@northshire-pio.example" {
+				t.Errorf("MAIL FROM %q, want the gateway's address", ms.from)
 			}
 		})
 	}

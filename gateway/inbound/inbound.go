@@ -19,6 +19,7 @@ import (
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/gateway/clocks"
+	"github.com/conduit-gateway/conduit/gateway/delivery"
 	"github.com/conduit-gateway/conduit/gateway/qguard"
 	"github.com/conduit-gateway/conduit/gateway/smtpserver"
 	"github.com/conduit-gateway/conduit/gateway/store"
@@ -216,6 +217,25 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 			return srv.quarantine(ctx, m, "mutual-tls", err.Error())
 		}
 	}
+	// Gateways of one agency sharing a store: the same envelope arriving
+	// at two of them at once is delivered by one. The second waits for
+	// the first's lock, then finds its replay record.
+	if l, ok := srv.store.(store.DeliveryLocker); ok {
+		unlock, err := l.LockDelivery(ctx, o.Label.Originator, o.PackageID)
+		if err != nil {
+			srv.log.Error("delivery lock not taken; the sender retries", "package", o.PackageID, "err", err)
+			return outcome{reply: smtpserver.ErrTempStore}
+		}
+		defer unlock()
+		seen, err := srv.store.Delivered(ctx, o.Label.Originator, o.PackageID)
+		if err != nil {
+			return outcome{reply: smtpserver.ErrTempStore}
+		}
+		if seen {
+			srv.log.Info("duplicate package acknowledged, not delivered again", "remote", m.remote, "package", o.PackageID)
+			return outcome{reply: smtpserver.Reply(250, smtp.EnhancedCode{2, 0, 0}, "Package already delivered; not delivered twice"), delivered: true}
+		}
+	}
 	srv.ackByReply(ctx, o)
 	if o.Manifest.Kind == envelope.KindReceipt {
 		// A gateway's statement about a package we sent: recorded, not
@@ -258,12 +278,41 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 		}
 		return outcome{reply: smtpserver.Reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure sealing the receipt; the package was not delivered, try again shortly")}
 	}
+	// Mail clients hide the headers that carry the label: the copy a
+	// person reads starts with it in words.
+	copyFor, err := envelope.WithBanner(opened.Bytes(), o.Label.Banner(o.PackageID, o.Signer.Agency))
+	if err != nil {
+		srv.log.Warn("banner not added; the package is delivered as opened", "package", o.PackageID, "err", err)
+		copyFor = opened.Bytes()
+	}
+	var delivered []string
+	var refused []*delivery.RefusedError
 	for _, mb := range mailboxes {
 		hdr := fmt.Sprintf("Conduit-Delivered-To: %s\r\nConduit-Decision: %s\r\n%s", mb, strings.Join(smtpserver.RuleIDs(dec), ", "), srv.triageHeader(o.PackageID, dec))
-		if err := srv.deliver.Deliver(ctx, mb, o.Label.Originator, o.PackageID, []byte(hdr), opened.Bytes()); err != nil {
+		err := srv.deliver.Deliver(ctx, mb, o.Label.Originator, o.PackageID, []byte(hdr), copyFor)
+		var re *delivery.RefusedError
+		if errors.As(err, &re) {
+			// Refused for good by the mail store (the mailbox is not
+			// there): retrying cannot help, so that mailbox fails now.
+			refused = append(refused, re)
+			continue
+		}
+		if err != nil {
 			srv.log.Error("delivery failed", "package", o.PackageID, "mailbox", mb, "err", err)
 			return outcome{reply: smtpserver.Reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure delivering the package; try again shortly")}
 		}
+		delivered = append(delivered, mb)
+	}
+	if len(refused) > 0 {
+		if out, done := srv.mailboxesRefused(ctx, m, o, delivered, refused); done {
+			return out
+		}
+		// Some mailboxes have it: the receipt names only those.
+		if receipt, err = srv.sealReceipt(ctx, o, delivered, m.released); err != nil {
+			srv.log.Error("receipt not sealed again for the mailboxes reached; the sender retries", "package", o.PackageID, "err", err)
+			return outcome{reply: smtpserver.Reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure sealing the receipt; try again shortly")}
+		}
+		mailboxes = delivered
 	}
 	// The replay record, the receipt, the clocks and the delivery's events
 	// in one transaction, fully synced before the 250.
@@ -301,7 +350,45 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 	srv.queued()
 	srv.log.Info("package delivered", "package", o.PackageID, "originator", o.Label.Originator,
 		"signer", o.Signer.Fingerprint, "mailboxes", mailboxes, "rules", smtpserver.RuleIDs(dec))
-	return outcome{reply: smtpserver.Reply(250, smtp.EnhancedCode{2, 0, 0}, "Package "+o.PackageID+" verified and delivered to "+strings.Join(mailboxes, ", ")), delivered: true}
+	text := "Package " + o.PackageID + " verified and delivered to " + strings.Join(mailboxes, ", ")
+	for _, re := range refused {
+		text += "; not to " + re.Mailbox + ", which this agency's mail store refused permanently (its administrators have been alerted)"
+	}
+	return outcome{reply: smtpserver.Reply(250, smtp.EnhancedCode{2, 0, 0}, text), delivered: true}
+}
+
+// mailboxesRefused reports mailboxes the mail store refused for good: an
+// admin alert (log, audit trail, mail to the administrators) naming each.
+// When no mailbox took the package, it is quarantined whole (kept, for
+// release once the mailbox is put right) and the sending gateway is
+// answered with a permanent failure naming the mailboxes, so that its
+// sender is told at once instead of it being retried for days; done is
+// then true.
+func (srv *Server) mailboxesRefused(ctx context.Context, m received, o *envelope.Opened, delivered []string, refused []*delivery.RefusedError) (outcome, bool) {
+	var names, reasons []string
+	for _, re := range refused {
+		names = append(names, re.Mailbox)
+		reasons = append(reasons, re.Error())
+	}
+	why := strings.Join(reasons, "; ")
+	srv.log.Error("admin alert: the mail store refused a package's mailbox permanently", "package", o.PackageID,
+		"originator", o.Label.Originator, "mailboxes", names, "reason", why)
+	srv.audit.Append(ctx, audit.Event{Kind: audit.Alert, Package: o.PackageID, Destination: o.Label.Originator, Rule: "delivery",
+		Detail: "mailboxes refused permanently by the mail store: " + why})
+	srv.keys.AlertAdmins(ctx, "Conduit: package "+o.PackageID+" refused by the mail store for "+strings.Join(names, ", "),
+		fmt.Sprintf("This agency's mail store refused package %s from %s (reference %s) for these mailboxes, permanently:\r\n  %s\r\n\r\n"+
+			"Make each mailbox exist in the mail store (or correct the directory), then release the quarantined copy if there is one (conduit quarantine list).\r\n",
+			o.PackageID, o.Label.Originator, o.Label.Reference, strings.Join(reasons, "\r\n  ")))
+	if len(delivered) > 0 {
+		return outcome{}, false
+	}
+	out := srv.quarantine(ctx, m, "mailbox-refused", why)
+	if out.qid != 0 {
+		out.reply = smtpserver.Reply(550, smtp.EnhancedCode{5, 1, 1}, fmt.Sprintf(
+			"Package %s verified but not delivered: %s. It is kept as Q%d at %s, whose administrators have been alerted",
+			o.PackageID, why, out.qid, srv.cfg.Agency))
+	}
+	return out, true
 }
 
 // quarantine keeps a failed message whole and answers the sender with the

@@ -303,7 +303,7 @@ func (r *Ring) warnExpiry(ctx context.Context) {
 			continue
 		}
 		r.metrics.KeyExpiry(x.agency, exp.Sub(now))
-		if exp.Sub(now) > window {
+		if exp.Sub(now) > window || !r.housekeeper() {
 			continue
 		}
 		r.watch.mu.Lock()

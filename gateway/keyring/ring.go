@@ -64,6 +64,8 @@ type Ring struct {
 	log     *slog.Logger
 	now     func() time.Time
 	nudge   func()
+	// housekeeper: this gateway raises the agency's key-expiry warnings.
+	housekeeper func() bool
 }
 
 // Options are the parts the key ring works with.
@@ -77,6 +79,10 @@ type Options struct {
 	// Nudge tells the relay that items may be due (a hold lifted, the
 	// backend back).
 	Nudge func()
+	// Housekeeper says whether this gateway holds the agency's
+	// housekeeping lease; only that one raises key-expiry warnings (nil:
+	// always, one gateway).
+	Housekeeper func() bool
 }
 
 // New loads this gateway's own key from backend, checks it is the one the
@@ -86,7 +92,10 @@ func New(ctx context.Context, cfg *config.Config, backend keys.Backend, o Option
 		return nil, errors.New("keyring: store, audit, delivery, clock and log are required")
 	}
 	r := &Ring{cfg: cfg, backend: backend, store: o.Store, audit: o.Audit, deliver: o.Deliver,
-		metrics: o.Metrics, log: o.Log, now: o.Now, nudge: o.Nudge}
+		metrics: o.Metrics, log: o.Log, now: o.Now, nudge: o.Nudge, housekeeper: o.Housekeeper}
+	if r.housekeeper == nil {
+		r.housekeeper = func() bool { return true }
+	}
 	if r.nudge == nil {
 		r.nudge = func() {}
 	}

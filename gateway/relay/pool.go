@@ -61,8 +61,8 @@ type sessionKey struct {
 	partners              *keys.Partners
 }
 
-func (r *Relay) sessionKey(a *config.Agency, host string) sessionKey {
-	return sessionKey{dest: a.ID, addr: a.Gateway, host: host, pin: a.TLSPin, mutual: a.MutualTLS,
+func (r *Relay) sessionKey(a *config.Agency, addr, host string) sessionKey {
+	return sessionKey{dest: a.ID, addr: addr, host: host, pin: a.TLSPin, mutual: a.MutualTLS,
 		tls: r.clientTLS, partners: r.keys.Partners()}
 }
 
@@ -268,11 +268,11 @@ func closeAll(ss []*relaySession) {
 // STARTTLS is required and the certificate must verify against the
 // agencies' CA for the host named in the directory (or match the route's
 // pin). There is no plaintext fallback. Errors are relayErrors.
-func (r *Relay) dialRelay(ctx context.Context, pool *relayPool, a *config.Agency, host string, key sessionKey) (*relaySession, error) {
+func (r *Relay) dialRelay(ctx context.Context, pool *relayPool, a *config.Agency, addr, host string, key sessionKey) (*relaySession, error) {
 	d := net.Dialer{Timeout: dialTimeout}
-	conn, err := d.DialContext(ctx, "tcp", a.Gateway)
+	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, &relayError{err: fmt.Errorf("connect %s: %w", a.Gateway, err)}
+		return nil, &relayError{err: fmt.Errorf("connect %s: %w", addr, err)}
 	}
 	tc := tlsroute.ClientConfig(r.clientTLS, r.directory, a, host)
 	tc.ClientSessionCache = pool.ticketCache(key)
@@ -286,7 +286,7 @@ func (r *Relay) dialRelay(ctx context.Context, pool *relayPool, a *config.Agency
 		if errors.As(err, &smtpErr) {
 			return nil, classify(err)
 		}
-		return nil, &relayError{err: fmt.Errorf("%s: no TLS, so nothing was sent: %w", a.Gateway, err), alert: true}
+		return nil, &relayError{err: fmt.Errorf("%s: no TLS, so nothing was sent: %w", addr, err), alert: true}
 	}
 	c.CommandTimeout = 5 * time.Minute
 	c.SubmissionTimeout = 10 * time.Minute
@@ -296,11 +296,11 @@ func (r *Relay) dialRelay(ctx context.Context, pool *relayPool, a *config.Agency
 		if errors.As(err, &smtpErr) {
 			return nil, classify(err)
 		}
-		return nil, &relayError{err: fmt.Errorf("TLS with %s failed, so nothing was sent: %w", a.Gateway, err), alert: true}
+		return nil, &relayError{err: fmt.Errorf("TLS with %s failed, so nothing was sent: %w", addr, err), alert: true}
 	}
 	if st, ok := c.TLSConnectionState(); !ok || st.Version < tls.VersionTLS12 {
 		c.Close()
-		return nil, &relayError{err: fmt.Errorf("TLS with %s is below 1.2; nothing was sent", a.Gateway), alert: true}
+		return nil, &relayError{err: fmt.Errorf("TLS with %s is below 1.2; nothing was sent", addr), alert: true}
 	}
 	return &relaySession{key: key, c: c, conn: conn, created: time.Now()}, nil
 }

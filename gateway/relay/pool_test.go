@@ -26,7 +26,7 @@ import (
 	"github.com/conduit-gateway/conduit/pki"
 )
 
-func tcheck(t *testing.T, err error, what string) {
+func tcheck(t testing.TB, err error, what string) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
@@ -55,7 +55,7 @@ type relayPeer struct {
 
 var errDrop = errors.New("drop the connection")
 
-func startRelayPeer(t *testing.T, ca *pki.CA) *relayPeer {
+func startRelayPeer(t testing.TB, ca *pki.CA) *relayPeer {
 	t.Helper()
 	certPEM, keyPEM, err := ca.Issue("hmp-northgate", []string{"127.0.0.1", "localhost"}, time.Now())
 	tcheck(t, err, "issue peer certificate")
@@ -215,7 +215,7 @@ func (noKeys) Partners() *keys.Partners                                         
 // testRelay is a relay with just what send needs: the example directory
 // with hmp-northgate's gateway at addr, and a client TLS identity issued
 // by ca that trusts ca.
-func testRelay(t *testing.T, ca *pki.CA, addr string) *Relay {
+func testRelay(t testing.TB, ca *pki.CA, addr string) *Relay {
 	t.Helper()
 	dir, err := config.LoadDirectory("examples/directory.yaml", examples.Directory)
 	tcheck(t, err, "directory")
@@ -247,7 +247,7 @@ func relaySetup(t *testing.T) (*relayPeer, *Relay, *relayPool) {
 	return peer, testRelay(t, ca, peer.addr), pool
 }
 
-func newTestCA(t *testing.T) *pki.CA {
+func newTestCA(t testing.TB) *pki.CA {
 	t.Helper()
 	ca, err := pki.NewCA("test CA", time.Now())
 	tcheck(t, err, "CA")
@@ -456,10 +456,10 @@ func TestRelaySessionNotReusedAfterSettingsChange(t *testing.T) {
 func TestRelaySessionResumesTLS(t *testing.T) {
 	peer, g, pool := relaySetup(t)
 	a := g.directory.Agency("hmp-northgate")
-	key := g.sessionKey(a, "127.0.0.1")
+	key := g.sessionKey(a, a.Gateway, "127.0.0.1")
 	var resumed []bool
 	for i := range 2 {
-		s, err := g.dialRelay(context.Background(), pool, a, "127.0.0.1", key)
+		s, err := g.dialRelay(context.Background(), pool, a, a.Gateway, "127.0.0.1", key)
 		tcheck(t, err, "dial")
 		st, _ := s.c.TLSConnectionState()
 		resumed = append(resumed, st.DidResume)

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"strings"
 	"sync"
 	"time"
@@ -123,11 +122,11 @@ func (r *Relay) Nudge() {
 // before delivery is tried, so a crash mid-delivery means a retry, never a
 // loss.
 func (r *Relay) Run(ctx context.Context) {
-	workers := max(r.queue.Workers, 1)
-	sem := make(chan struct{}, workers)
+	conc := newConcurrency(r.queue.Workers)
+	sem := make(chan struct{}, conc.max)
 	// Closed last, once every worker is done: Run returns with no
 	// session to a partner left open.
-	pool := newRelayPool(workers, sessionIdle)
+	pool := newRelayPool(conc.max, sessionIdle)
 	defer pool.close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -135,24 +134,37 @@ func (r *Relay) Run(ctx context.Context) {
 	defer timer.Stop()
 	<-timer.C
 	for {
-		free := workers - len(sem)
+		free := conc.current() - len(sem)
 		if free > 0 {
 			items, err := r.store.Claim(ctx, r.now(), free, relayLease)
 			if err != nil && ctx.Err() == nil {
 				r.log.Error("queue claim failed", "err", err)
 			}
+			backlog := len(items) == free
 			for _, it := range items {
+				conc.sized(len(it.Envelope))
 				sem <- struct{}{}
 				wg.Add(1)
 				go func(it store.Item) {
 					r.inflight.Store(it.ID, struct{}{})
 					defer func() { r.inflight.Delete(it.ID); <-sem; wg.Done(); r.Nudge() }()
-					r.deliverItem(ctx, pool, it)
+					conc.record(r.deliverItem(ctx, pool, it), backlog)
 				}(it)
 			}
-			if len(items) == free {
+			if backlog {
 				continue // more may be due
 			}
+		}
+		if conc.current()-len(sem) <= 0 {
+			// Every worker is busy: wait for one to finish (its Nudge).
+			// Asking the store when work is due would answer "now" while
+			// a backlog waits, and the loop would spin on that question.
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.wake:
+			}
+			continue
 		}
 		// Sleep until the next item falls due (mox's queue: a timer reset
 		// to the next work, and a kick when work is added).
@@ -207,11 +219,11 @@ type relayError struct {
 func (e *relayError) Error() string { return e.err.Error() }
 func (e *relayError) Unwrap() error { return e.err }
 
-func (r *Relay) deliverItem(ctx context.Context, pool *relayPool, it store.Item) {
+func (r *Relay) deliverItem(ctx context.Context, pool *relayPool, it store.Item) outcome {
 	log := r.log.With("package", it.PackageID, "destination", it.Destination, "attempt", it.Attempts)
 	it, ok := r.keys.CheckSealedTo(ctx, it)
 	if !ok {
-		return
+		return outcomeOther
 	}
 	release := r.holdLease(ctx, it)
 	remoteID, err := r.send(ctx, pool, it)
@@ -225,12 +237,12 @@ func (r *Relay) deliverItem(ctx context.Context, pool *relayPool, it store.Item)
 			return r.audit.Stage(tx, sent)
 		}); err != nil {
 			log.Error("sent but not recorded; it will be sent again and deduplicated by the receiver", "err", err)
-			return
+			return outcomeOther
 		}
 		r.audit.Kick()
 		log.Info("package sent", "remote_id", remoteID)
 		r.metrics.Delivery(it.Destination, metrics.Sent)
-		return
+		return outcomeSent
 	}
 	var re *relayError
 	if !errors.As(err, &re) {
@@ -254,13 +266,13 @@ func (r *Relay) deliverItem(ctx context.Context, pool *relayPool, it store.Item)
 			return r.audit.Stage(tx, failed)
 		}); ferr != nil {
 			log.Error("failure not recorded", "err", ferr)
-			return
+			return outcomeOther
 		}
 		r.audit.Kick()
 		log.Error("package failed", "reason", reason)
 		r.metrics.Delivery(it.Destination, metrics.Failed)
 		r.notifyFailure(it, reason)
-		return
+		return outcomeOther
 	}
 	next := r.now().Add(backoff(it.Attempts, time.Duration(r.queue.RetryMin), time.Duration(r.queue.RetryMax)))
 	events := []audit.Event{{Kind: audit.Retried, Package: it.PackageID, Destination: it.Destination, Detail: err.Error()}}
@@ -280,6 +292,7 @@ func (r *Relay) deliverItem(ctx context.Context, pool *relayPool, it store.Item)
 	}
 	log.Warn("delivery deferred", "err", err, "next", next.UTC().Format(time.RFC3339))
 	r.metrics.Delivery(it.Destination, metrics.Deferred)
+	return outcomeDeferred
 }
 
 // holdLease renews an item's claim every third of the lease while it is
@@ -334,30 +347,54 @@ func backoff(attempts int, min, max time.Duration) time.Duration {
 // while idle, or ended it with 421) is replaced by a new one at once.
 func (r *Relay) send(ctx context.Context, pool *relayPool, it store.Item) (string, error) {
 	a := r.directory.Agency(it.Destination)
-	if a == nil || a.Gateway == "" {
+	if a == nil || len(a.GatewayHosts()) == 0 {
 		return "", &relayError{err: fmt.Errorf("%s has no gateway in the directory", it.Destination), permanent: true}
 	}
-	host, _, err := net.SplitHostPort(a.Gateway)
-	if err != nil {
-		return "", &relayError{err: fmt.Errorf("gateway address %q: %w", a.Gateway, err), permanent: true}
+	// The agency's gateways in order of preference (RFC 5321 5.1: the
+	// next MX when one cannot be reached). Only a gateway that could not
+	// be reached or verified is passed over: once one has been handed the
+	// item, its answer stands.
+	var last error
+	for _, addr := range a.GatewayHosts() {
+		id, handed, err := r.sendTo(ctx, pool, a, addr, it)
+		if err == nil || handed || ctx.Err() != nil {
+			return id, err
+		}
+		var re *relayError
+		if errors.As(err, &re) && re.permanent {
+			return "", err
+		}
+		if len(a.GatewayHosts()) > 1 {
+			r.log.Warn("partner gateway not reachable; trying the next", "destination", it.Destination, "gateway", addr, "err", err)
+		}
+		last = err
 	}
-	key := r.sessionKey(a, host)
+	return "", last
+}
+
+// sendTo is send to one of the destination's gateways; handed says the
+// gateway was reached and verified, so its answer stands.
+func (r *Relay) sendTo(ctx context.Context, pool *relayPool, a *config.Agency, addr string, it store.Item) (string, bool, error) {
+	// A gateway given without a port is reached on 25.
+	host, addr := config.HostPort(addr)
+	key := r.sessionKey(a, addr, host)
+	var err error
 	s := pool.get(key, len(it.Recipients))
 	reused := s != nil
 	for {
 		if s == nil {
-			if s, err = r.dialRelay(ctx, pool, a, host, key); err != nil {
-				return "", err
+			if s, err = r.dialRelay(ctx, pool, a, addr, host, key); err != nil {
+				return "", false, err
 			}
 		}
 		id, terr := s.transact(ctx, r.hostname, reused, it.MailFrom, it.Recipients, it.Envelope)
 		if terr == nil {
 			pool.put(s)
-			return id, nil
+			return id, true, nil
 		}
 		s.c.Close() // no QUIT: the session's state is not known
 		if !errors.Is(terr, errStale) || ctx.Err() != nil {
-			return "", terr
+			return "", true, terr
 		}
 		r.log.Debug("cached relay session not usable; opening a new one", "destination", it.Destination, "err", terr)
 		s, reused = nil, false

@@ -33,6 +33,8 @@ type SQLite struct {
 	now func() time.Time
 	// owned: the store opened the file and closes it.
 	owned bool
+	// group batches concurrent write transactions (group.go).
+	group txGroup
 }
 
 var _ Store = (*SQLite)(nil)

@@ -121,44 +121,6 @@ type sqliteTx struct {
 	after []func() // run once the transaction has committed
 }
 
-// txSync runs f in a write transaction on the single writer connection,
-// pinned, with the given synchronous level for its commit. Every
-// transaction sets its level first, so a level left behind by a failure
-// never leaks into a durable commit.
-func (s *SQLite) txSync(ctx context.Context, level string, f func(Tx) error) error {
-	t, err := s.runTx(ctx, level, f)
-	if err != nil {
-		return err
-	}
-	// After the writer connection is back in its pool: a checkpoint
-	// needs it.
-	for _, a := range t.after {
-		a()
-	}
-	return nil
-}
-
-func (s *SQLite) runTx(ctx context.Context, level string, f func(Tx) error) (*sqliteTx, error) {
-	conn, err := s.w.Conn(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous="+level); err != nil {
-		return nil, err
-	}
-	tx, err := conn.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, err
-	}
-	t := &sqliteTx{ctx: ctx, s: s, tx: tx}
-	if err := f(t); err != nil {
-		tx.Rollback()
-		return nil, err
-	}
-	return t, tx.Commit()
-}
-
 // atomic runs one method's writes under a savepoint, so that a method
 // that fails leaves nothing of itself in the transaction.
 func (t *sqliteTx) atomic(f func(*sql.Tx) error) error {

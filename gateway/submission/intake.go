@@ -174,9 +174,7 @@ func (srv *Server) intake(ctx context.Context, sub submission) error {
 		if !ok {
 			// Fail closed: no package leaves unencrypted, and none is sealed
 			// to a key the directory does not pin.
-			srv.log.Error("admin alert: no pinned certificate for a destination", "destination", agency)
-			return smtpserver.Reply(550, smtp.EnhancedCode{5, 7, 0}, fmt.Sprintf(
-				"Package refused: this gateway has no pinned key for %s, so it cannot be sealed to them; nothing was sent. Your administrator has been alerted", agency))
+			return srv.noSealTarget(agency, m, byAgency[agency])
 		}
 		if keyHold != "" {
 			// The partner's key has expired or been revoked: the package
@@ -295,6 +293,7 @@ func (srv *Server) intake(ctx context.Context, sub submission) error {
 			sendNow = append(sendNow, a)
 		}
 	}
+	srv.notifyOutcome(ctx, sub.from, pkgID, m, dec, keyHeld)
 	ok := acceptReply(pkgID, sendNow, byAgency, dec).(*smtp.SMTPError)
 	for _, a := range order {
 		if _, held := keyHeld[a]; held {
@@ -449,4 +448,29 @@ func (srv *Server) decisionEvents(pkgID, actor string, d policy.Decision) []audi
 		es = append(es, audit.Event{Kind: audit.Refused, Package: pkgID, Destination: r.Agency, Rule: r.Rule, Actor: actor, Detail: r.Reason})
 	}
 	return es
+}
+
+// noSealTarget is the refusal of a package for a destination it cannot be
+// sealed to: an agency not on Conduit (no gateway in the directory), or
+// one whose pinned key this gateway lacks; it says when the policy, not
+// the sender, sent it there.
+func (srv *Server) noSealTarget(agency string, m *envelope.Manifest, ds []policy.Delivery) error {
+	why := "this gateway has no pinned key for " + agency + ", so it cannot be sealed to them"
+	if a := srv.cfg.Directory.Agency(agency); a != nil && a.Gateway == "" {
+		why = agency + " is not on Conduit (the directory gives it no gateway), so it cannot be sent there"
+	} else {
+		srv.log.Error("admin alert: no pinned certificate for a destination", "destination", agency)
+		why += " (your administrator has been alerted)"
+	}
+	if !slices.Contains(m.To, agency) {
+		var rules []string
+		for _, d := range ds {
+			if !slices.Contains(rules, d.Rule) {
+				rules = append(rules, d.Rule)
+			}
+		}
+		why = fmt.Sprintf("you addressed %s; the sharing policy sent it to %s instead or as well (%s), and %s",
+			strings.Join(m.To, ", "), agency, strings.Join(rules, ", "), why)
+	}
+	return smtpserver.Reply(550, smtp.EnhancedCode{5, 7, 0}, "Package refused, nothing was sent: "+why)
 }

@@ -50,12 +50,19 @@ type Auditor interface {
 	Kick()
 }
 
+// Deliverer hands messages to the agency's own mailboxes: the outcome
+// notices of staff's packages, and the bounces of the agency's mail server.
+type Deliverer interface {
+	Deliver(ctx context.Context, mailbox, originator, pkgID string, extraHeader, msg []byte) error
+}
+
 // Options are the parts a submission server works with.
 type Options struct {
 	Engine  *policy.Engine
 	Keys    Keys
 	Store   Store
 	Audit   Auditor
+	Deliver Deliverer
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
 	Now     func() time.Time
@@ -77,6 +84,7 @@ type Server struct {
 	keys     Keys
 	store    Store
 	audit    Auditor
+	deliver  Deliverer
 	metrics  *metrics.Metrics
 	log      *slog.Logger
 	now      func() time.Time
@@ -106,7 +114,7 @@ func New(cfg *config.Config, o Options) *Server {
 		accts = append(accts, authlimit.Account{Name: u.Name, Hash: u.PasswordHash})
 	}
 	return &Server{cfg: cfg, self: cfg.Self(), engine: o.Engine, keys: o.Keys, store: o.Store, audit: o.Audit,
-		metrics: o.Metrics, log: o.Log, now: o.Now, queued: q, hostname: o.Hostname, tls: o.TLS,
+		deliver: o.Deliver, metrics: o.Metrics, log: o.Log, now: o.Now, queued: q, hostname: o.Hostname, tls: o.TLS,
 		throttle: th, accounts: authlimit.NewAccounts(accts), maxMessage: MessageLimit(cfg)}
 }
 

@@ -31,6 +31,10 @@ type subSession struct {
 	cmds  int
 	// triage: the message is a reply to the triage address (triage.go).
 	triage bool
+	// mail: MAIL FROM was accepted (from may be empty: a bounce).
+	mail bool
+	// bounce: the relay account sends its mail server's bounce.
+	bounce bool
 }
 
 func (s *subSession) tls() bool {
@@ -46,7 +50,16 @@ func (s *subSession) count() error {
 	return nil
 }
 
-func (s *subSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+// AuthMechanisms offers PLAIN and LOGIN (RFC 4954; LOGIN for the clients
+// and MTAs that use nothing else), and EXTERNAL when the client presented
+// a verified certificate that a relay account names.
+func (s *subSession) AuthMechanisms() []string {
+	m := []string{sasl.Plain, smtpserver.Login}
+	if s.certUser() != nil {
+		m = append(m, sasl.External)
+	}
+	return m
+}
 
 func (s *subSession) Auth(mech string) (sasl.Server, error) {
 	if err := s.count(); err != nil {
@@ -55,9 +68,51 @@ func (s *subSession) Auth(mech string) (sasl.Server, error) {
 	if !s.tls() {
 		return nil, smtpserver.ErrAuthNeedsTLS
 	}
-	return sasl.NewPlainServer(func(identity, username, password string) error {
-		return s.srv.login(s.conn, identity, username, password, func(u *config.User) { s.user = u })
-	}), nil
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, username, password string) error {
+			if identity != "" && identity != username {
+				return smtpserver.ErrAuthFailed
+			}
+			return s.login(username, password)
+		}), nil
+	case smtpserver.Login:
+		return smtpserver.LoginServer(s.login), nil
+	case sasl.External:
+		return sasl.NewExternalServer(func(identity string) error {
+			u := s.certUser()
+			if u == nil || (identity != "" && identity != u.Name) {
+				s.srv.log.Warn("submission login by certificate failed", "identity", identity, "remote", s.conn.Conn().RemoteAddr().String())
+				return smtpserver.ErrAuthFailed
+			}
+			s.user = u
+			admission.Promote(s.conn.Conn())
+			s.srv.log.Info("submission login", "user", u.Name, "by", "client certificate", "remote", s.conn.Conn().RemoteAddr().String())
+			return nil
+		}), nil
+	}
+	return nil, smtpserver.Reply(504, smtp.EnhancedCode{5, 5, 4}, "Unrecognised authentication mechanism "+mech+"; use PLAIN or LOGIN")
+}
+
+// login checks an account's password, throttled (Server.login).
+func (s *subSession) login(username, password string) error {
+	return s.srv.login(s.conn, "", username, password, func(u *config.User) { s.user = u })
+}
+
+// certUser is the relay account the client's certificate names (its CN,
+// verified against the agencies' CA by the handshake), or nil.
+func (s *subSession) certUser() *config.User {
+	st, ok := s.conn.TLSConnectionState()
+	if !ok || len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
+		return nil
+	}
+	cn := st.PeerCertificates[0].Subject.CommonName
+	for i := range s.srv.cfg.Users {
+		if u := &s.srv.cfg.Users[i]; u.Relay && u.ClientCert != "" && u.ClientCert == cn {
+			return u
+		}
+	}
+	return nil
 }
 
 // login checks a password the way a mail server under attack must
@@ -143,12 +198,26 @@ func (s *subSession) Mail(from string, _ *smtp.MailOptions) error {
 	if s.user == nil {
 		return smtpserver.ErrAuthFirst
 	}
-	// Security invariant 5: a submitter may only send as its own agency.
-	if !strings.EqualFold(from, s.user.Address) {
+	switch {
+	case s.user.Relay && from == "":
+		// The agency's mail server's own bounce (RFC 5321 section
+		// 4.5.5: a null reverse path): delivered to the agency's
+		// mailboxes it is addressed to.
+		s.bounce = true
+	case s.user.Relay:
+		// The agency's mail server sends for all its staff: each
+		// sender must be a mailbox of this agency in the directory
+		// (security invariant 5).
+		if !s.srv.self.HasMailbox(from) {
+			return smtpserver.Reply(553, smtp.EnhancedCode{5, 7, 1}, from+" is not a mailbox of "+s.srv.cfg.Agency+
+				" in the agency directory: the mail server may send only for the agency's own mailboxes; ask your administrator to add it, or send from one that is there")
+		}
+	case !strings.EqualFold(from, s.user.Address):
+		// Security invariant 5: a submitter may only send as its own agency.
 		return smtpserver.Reply(553, smtp.EnhancedCode{5, 7, 1},
 			"You may send only as "+s.user.Address+", your own mailbox at "+s.srv.cfg.Agency)
 	}
-	s.from = from
+	s.from, s.mail = from, true
 	return nil
 }
 
@@ -156,8 +225,15 @@ func (s *subSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if err := s.count(); err != nil {
 		return err
 	}
-	if s.from == "" {
+	if !s.mail {
 		return smtpserver.Reply(503, smtp.EnhancedCode{5, 5, 1}, "MAIL FROM first")
+	}
+	if s.bounce {
+		if !s.srv.self.HasMailbox(to) {
+			return smtpserver.Reply(550, smtp.EnhancedCode{5, 1, 1}, "A bounce from your mail server is delivered here only to a mailbox of "+s.srv.cfg.Agency+"; "+to+" is not one")
+		}
+		s.rcpts = append(s.rcpts, to)
+		return nil
 	}
 	if s.srv.isTriageAddress(to) || s.triage {
 		if !s.srv.isTriageAddress(to) || len(s.rcpts) > 0 {
@@ -192,6 +268,11 @@ func (s *subSession) Data(r io.Reader) error {
 		defer done()
 		return s.srv.triageReply(ctx, s.user, r)
 	}
+	if s.bounce {
+		ctx, done := s.srv.handlers.Begin()
+		defer done()
+		return s.srv.deliverBounce(ctx, s.user, s.rcpts, r)
+	}
 	sp, err := envelope.NewSpool("", s.srv.maxMessage)
 	if err != nil {
 		io.Copy(io.Discard, r)
@@ -214,7 +295,7 @@ func (s *subSession) Data(r io.Reader) error {
 }
 
 func (s *subSession) Reset() {
-	s.from, s.rcpts, s.triage = "", nil, false
+	s.from, s.rcpts, s.triage, s.mail, s.bounce = "", nil, false, false, false
 }
 
 func (s *subSession) Logout() error { return nil }

@@ -87,22 +87,25 @@ func CheckClientCert(a *config.Agency, peer []*x509.Certificate) error {
 
 // CertNamesAgency checks that a partner gateway's certificate (already
 // verified against the agencies' CA) is that agency's: its common name is
-// the agency's directory id, or it is issued for the gateway's host name
-// in the directory. The host name counts only when it is a DNS name that
-// no other agency's gateway shares (shared): an IP address or a name used
-// by several gateways says nothing about which agency answers.
+// the agency's directory id, or it is issued for one of the agency's
+// gateway host names in the directory. A host name counts only when it is
+// a DNS name that no other agency's gateway shares (shared): an IP
+// address or a name used by several gateways says nothing about which
+// agency answers.
 func CertNamesAgency(leaf *x509.Certificate, a *config.Agency, shared bool) error {
 	if leaf.Subject.CommonName == a.ID {
 		return nil
 	}
-	host, _, err := net.SplitHostPort(a.Gateway)
-	if err != nil {
-		host = a.Gateway
-	}
-	if !shared && net.ParseIP(host) == nil && !strings.EqualFold(host, "localhost") && slices.ContainsFunc(leaf.DNSNames, func(n string) bool {
-		return strings.EqualFold(n, host)
-	}) {
-		return nil
+	if !shared {
+		for _, g := range a.GatewayHosts() {
+			host, _ := config.HostPort(g)
+			if net.ParseIP(host) != nil || strings.EqualFold(host, "localhost") {
+				continue
+			}
+			if slices.ContainsFunc(leaf.DNSNames, func(n string) bool { return strings.EqualFold(n, host) }) {
+				return nil
+			}
+		}
 	}
 	return fmt.Errorf("the certificate names %q, not %s: %w", leaf.Subject.CommonName, a.ID, ErrWrongAgencyCert)
 }
@@ -111,22 +114,25 @@ func CertNamesAgency(leaf *x509.Certificate, a *config.Agency, shared bool) erro
 // valid but not for the agency expected.
 var ErrWrongAgencyCert = errors.New("certificate of another agency")
 
-// hostShared reports whether another agency's gateway has the same host
-// as a's.
+// hostShared reports whether another agency's gateway has one of a's
+// gateway hosts.
 func hostShared(d *config.Directory, a *config.Agency) bool {
 	if d == nil {
 		return true
 	}
-	host := func(gw string) string {
-		h, _, err := net.SplitHostPort(gw)
-		if err != nil {
-			return gw
-		}
-		return h
+	mine := map[string]bool{}
+	for _, g := range a.GatewayHosts() {
+		h, _ := config.HostPort(g)
+		mine[strings.ToLower(h)] = true
 	}
 	for _, o := range d.Agencies {
-		if o.ID != a.ID && strings.EqualFold(host(o.Gateway), host(a.Gateway)) {
-			return true
+		if o.ID == a.ID {
+			continue
+		}
+		for _, g := range o.GatewayHosts() {
+			if h, _ := config.HostPort(g); mine[strings.ToLower(h)] {
+				return true
+			}
 		}
 	}
 	return false
