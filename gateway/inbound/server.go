@@ -204,21 +204,20 @@ func (srv *Server) resolvePlainPartners() {
 		if !a.PlainPGPMIME() || a.ID == srv.cfg.Agency {
 			continue
 		}
-		host, _, err := net.SplitHostPort(a.Gateway)
-		if err != nil {
-			host = a.Gateway
-		}
-		if ip, err := netip.ParseAddr(host); err == nil {
-			ips[ip.Unmap()] = a.ID
-			continue
-		}
-		found, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-		if err != nil {
-			srv.log.Warn("a plain PGP/MIME partner's gateway host was not resolved; its connections are treated as strangers' until a restart", "agency", a.ID, "host", host, "err", err)
-			continue
-		}
-		for _, ip := range found {
-			ips[ip.Unmap()] = a.ID
+		for _, g := range a.GatewayHosts() {
+			host, _ := config.HostPort(g)
+			if ip, err := netip.ParseAddr(host); err == nil {
+				ips[ip.Unmap()] = a.ID
+				continue
+			}
+			found, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+			if err != nil {
+				srv.log.Warn("a plain PGP/MIME partner's gateway host was not resolved; its connections are treated as strangers' until a restart", "agency", a.ID, "host", host, "err", err)
+				continue
+			}
+			for _, ip := range found {
+				ips[ip.Unmap()] = a.ID
+			}
 		}
 	}
 	srv.plainIPs.Store(&ips)
