@@ -63,6 +63,11 @@ func newUserUnlockCmd() *cobra.Command {
 				return &exitError{exitUsage, errors.New("user unlock needs --reason TEXT: say why (it is kept in the audit trail)")}
 			}
 			ctx := cmd.Context()
+			if c, err := config.Load(cfgPath); err == nil {
+				if dsn, _ := c.Store.PostgresDSN(); dsn != "" {
+					return &exitError{exitUsage, errors.New("with the PostgreSQL store each gateway process keeps its login lockouts in memory: they end with their time (auth.lockout) or a restart of the gateways")}
+				}
+			}
 			cfg, err := existingDatabase(cfgPath)
 			if err != nil {
 				return err
