@@ -74,9 +74,11 @@ func (srv *Server) intake(ctx context.Context, sub submission) error {
 	}
 	// Only after the routing facts were read: the header the envelope
 	// carries names the author the gateway checked and nothing a gateway
-	// alone may write (senderhdr).
+	// alone may write (senderhdr). The author is the MAIL FROM already
+	// checked: the account's own address, or, for the agency's mail
+	// server's relay account, the agency mailbox it sends for.
 	consent := hdr.Get(hdrConsent)
-	removed, herr := senderhdr.CheckSubmission(&hdr, senderhdr.Rules{Address: sub.user.Address,
+	removed, herr := senderhdr.CheckSubmission(&hdr, senderhdr.Rules{Address: sub.from,
 		InDirectory: func(a string) bool { return srv.agencyOfMailbox(a) != nil }})
 	if herr != nil {
 		srv.metrics.Refused("sender-header")
