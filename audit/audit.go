@@ -72,11 +72,15 @@ const (
 	Alert        Kind = "alert"         // an alert was raised (overdue deadline, tampering...)
 	Triaged      Kind = "triaged"       // a received report was triaged (its 72-hour clock stopped)
 	Marking      Kind = "marking"       // a legacy marking was read as a classification by the table in force
+	AuthFailed   Kind = "auth-failed"   // a submission login failed (Actor: the client address; Detail: the account name tried)
+	AuthLocked   Kind = "auth-locked"   // an account or a client address was locked out after failed logins
+	AuthUnlocked Kind = "auth-unlocked" // an administrator lifted a lockout (conduit user unlock)
 )
 
 // Kinds lists every kind, in the order above.
 var Kinds = []Kind{Received, Refused, Redirected, Sealed, Queued, Sent, Delivered, Receipt,
-	Quarantined, Released, Purged, Dropped, Retried, Failed, KeyChange, PolicyReload, Alert, Triaged, Marking}
+	Quarantined, Released, Purged, Dropped, Retried, Failed, KeyChange, PolicyReload, Alert, Triaged, Marking,
+	AuthFailed, AuthLocked, AuthUnlocked}
 
 // Valid reports whether k is one of Kinds.
 func (k Kind) Valid() bool {

@@ -27,6 +27,44 @@ const (
 	// cutting off a client that loops.
 	DefaultCommands = 200
 
+	// DefaultConnectionsPerAddress bounds one address's unproven
+	// connections: a partner's relay holds a few (its workers and its
+	// connection cache), a member of staff one or two; Postfix's anvil
+	// allows 50 for an open MX, a closed gateway needs far fewer.
+	DefaultConnectionsPerAddress = 10
+	// DefaultPartnerSlots of DefaultConnections are kept for partners
+	// with their client certificate and staff who logged in, so that idle
+	// strangers cannot delay an immediate package.
+	DefaultPartnerSlots = 20
+	// DefaultPreAuthTimeout bounds each wait before a client proves who
+	// it is: a real client answers in milliseconds; mox gives 30s, we
+	// follow Postfix's stress-mode smtpd_timeout of 10s doubled.
+	DefaultPreAuthTimeout = 20 * time.Second
+	// DefaultPreAuthTotal bounds the whole unproven phase (banner,
+	// EHLO, STARTTLS, AUTH): slow-loris clients cannot renew it.
+	DefaultPreAuthTotal = 60 * time.Second
+
+	// Failed logins, after Dovecot's auth_penalty (2^n seconds, capped
+	// at 15) and mox's lockouts.
+	DefaultAuthPenalty         = time.Second
+	DefaultAuthMaxPenalty      = 15 * time.Second
+	DefaultAuthAccountFailures = 10
+	DefaultAuthAddressFailures = 20
+	DefaultAuthWindow          = 15 * time.Minute
+	DefaultAuthLockout         = 15 * time.Minute
+	DefaultAuthSessionFailures = 3
+
+	// DefaultQuarantineQuota (1 GiB) keeps a flood of failed messages
+	// from filling the disk; a partner's genuine failures are rare and
+	// small against it.
+	DefaultQuarantineQuota = 1 << 30
+	// DefaultQuarantinePerSourceHour bounds one address's quarantined
+	// messages per hour: a partner with a real fault is alerted long
+	// before.
+	DefaultQuarantinePerSourceHour = 20
+	// DefaultQuarantineAlertInterval groups quarantine alerts.
+	DefaultQuarantineAlertInterval = 10 * time.Minute
+
 	// DefaultRetryMin is the first retry delay after a temporary relay
 	// failure: short enough that a partner's restart costs little.
 	DefaultRetryMin = 30 * time.Second
@@ -115,6 +153,22 @@ func (c *Config) SetDefaults() {
 	setInt(&g.Limits.Recipients, DefaultRecipients)
 	setInt(&g.Limits.Connections, DefaultConnections)
 	setInt(&g.Limits.Commands, DefaultCommands)
+	setInt(&g.Limits.ConnectionsPerAddress, DefaultConnectionsPerAddress)
+	setInt(&g.Limits.PartnerSlots, min(DefaultPartnerSlots, g.Limits.Connections/2))
+	setDuration(&g.Limits.PreAuthTimeout, DefaultPreAuthTimeout)
+	setDuration(&g.Limits.PreAuthTotal, max(DefaultPreAuthTotal, time.Duration(g.Limits.PreAuthTimeout)))
+	setDuration(&g.Auth.Penalty, DefaultAuthPenalty)
+	setDuration(&g.Auth.MaxPenalty, DefaultAuthMaxPenalty)
+	setInt(&g.Auth.AccountFailures, DefaultAuthAccountFailures)
+	setInt(&g.Auth.AddressFailures, DefaultAuthAddressFailures)
+	setDuration(&g.Auth.Window, DefaultAuthWindow)
+	setDuration(&g.Auth.Lockout, DefaultAuthLockout)
+	setInt(&g.Auth.SessionFailures, DefaultAuthSessionFailures)
+	if g.Quarantine.QuotaBytes == 0 {
+		g.Quarantine.QuotaBytes = DefaultQuarantineQuota
+	}
+	setInt(&g.Quarantine.PerSourceHour, DefaultQuarantinePerSourceHour)
+	setDuration(&g.Quarantine.AlertInterval, DefaultQuarantineAlertInterval)
 	if g.Limits.MessageBytes == 0 {
 		g.Limits.MessageBytes = DefaultMessageBytes
 	}

@@ -174,6 +174,11 @@ type Agency struct {
 	// certificate (verified by the agencies' CA, naming the agency, and
 	// matching TLSPin when there is one) when it delivers here.
 	MutualTLS bool `yaml:"mutual-tls,omitempty"`
+	// MessageBytes is the largest envelope the agency's gateway accepts
+	// (its limits.message-bytes; default DefaultMessageBytes). A package
+	// whose envelope would be larger is refused at submission, with a
+	// 5xx, rather than accepted and then refused by the partner.
+	MessageBytes int64 `yaml:"message-bytes,omitempty"`
 	// Envelope is what the agency's gateway speaks: conduit (the default:
 	// Conduit envelopes with a manifest and signed receipts) or pgp-mime
 	// (a partner without Conduit: standard RFC 3156 PGP/MIME, read by
@@ -377,6 +382,12 @@ func (d *Directory) check(doc *Doc, base string) error {
 			if err := CheckHostPort(g); err != nil {
 				return doc.Errorf(fmt.Sprintf("%s[%d]", at(i, "gateways"), j), "%v", err)
 			}
+		}
+		if a.MessageBytes < 0 {
+			return doc.Errorf(at(i, "message-bytes"), "must not be negative")
+		}
+		if a.MessageBytes == 0 {
+			a.MessageBytes = DefaultMessageBytes
 		}
 		fp := strings.ToUpper(strings.ReplaceAll(a.Fingerprint, " ", ""))
 		switch b, err := hex.DecodeString(fp); {

@@ -27,6 +27,11 @@ type Gateway struct {
 	Limits   Limits   `yaml:"limits,omitempty"`
 	Queue    Queue    `yaml:"queue,omitempty"`
 	Alerts   Alerts   `yaml:"alerts,omitempty"`
+	// Auth throttles failed logins on the submission listeners.
+	Auth Auth `yaml:"auth,omitempty"`
+	// Quarantine bounds what strangers and careless partners can make
+	// the gateway keep.
+	Quarantine Quarantine `yaml:"quarantine,omitempty"`
 	// Vault is the Vault key backend's section (keys.backend: vault).
 	Vault Vault `yaml:"vault,omitempty"`
 	// ShutdownTimeout bounds a clean stop (default 30s).
@@ -197,6 +202,52 @@ type Limits struct {
 	// Commands bounds the commands of one SMTP session (default
 	// DefaultCommands).
 	Commands int `yaml:"commands,omitempty"`
+	// ConnectionsPerAddress bounds the connections one client address
+	// (IPv4, or IPv6 /64) holds before it has proved who it is (default
+	// DefaultConnectionsPerAddress).
+	ConnectionsPerAddress int `yaml:"connections-per-address,omitempty"`
+	// PartnerSlots of Connections are kept for clients that proved who
+	// they are: a partner gateway's verified client certificate, a member
+	// of staff's AUTH (default DefaultPartnerSlots).
+	PartnerSlots int `yaml:"partner-slots,omitempty"`
+	// PreAuthTimeout bounds each wait for a command, and the TLS
+	// handshake, before a client has proved who it is (default
+	// DefaultPreAuthTimeout).
+	PreAuthTimeout Duration `yaml:"pre-auth-timeout,omitempty"`
+	// PreAuthTotal bounds the whole time before a client has proved who
+	// it is (default DefaultPreAuthTotal).
+	PreAuthTotal Duration `yaml:"pre-auth-total,omitempty"`
+}
+
+// Auth throttles failed logins (after Dovecot's auth_penalty and mox's
+// per-account and per-address limits).
+type Auth struct {
+	// Penalty is the delay after the first failure from an address; it
+	// doubles with each failure up to MaxPenalty.
+	Penalty    Duration `yaml:"penalty,omitempty"`
+	MaxPenalty Duration `yaml:"max-penalty,omitempty"`
+	// AccountFailures and AddressFailures within Window lock the account
+	// or the address out for Lockout (`conduit user unlock` lifts it).
+	AccountFailures int      `yaml:"account-failures,omitempty"`
+	AddressFailures int      `yaml:"address-failures,omitempty"`
+	Window          Duration `yaml:"window,omitempty"`
+	Lockout         Duration `yaml:"lockout,omitempty"`
+	// SessionFailures closes the connection after that many failures.
+	SessionFailures int `yaml:"session-failures,omitempty"`
+}
+
+// Quarantine bounds the quarantine.
+type Quarantine struct {
+	// QuotaBytes bounds the quarantine's stored messages; past it a
+	// message that fails a check is refused with a temporary error
+	// (the sender keeps it) instead of being stored.
+	QuotaBytes int64 `yaml:"quota-bytes,omitempty"`
+	// PerSourceHour bounds the messages one client address may have
+	// quarantined per hour; past it they are refused the same way.
+	PerSourceHour int `yaml:"per-source-hour,omitempty"`
+	// AlertInterval groups quarantine alerts: the first is raised at once,
+	// those that follow within the interval in one summary at its end.
+	AlertInterval Duration `yaml:"alert-interval,omitempty"`
 }
 
 // Queue tunes delivery retries.
@@ -347,6 +398,23 @@ func (c *Config) checkGateway(doc *Doc) error {
 	}
 	if g.Limits.MessageBytes < 0 || g.Limits.Recipients < 0 || g.Limits.Connections < 0 || g.Limits.Commands < 0 {
 		return doc.Errorf("$.limits", "limits must not be negative")
+	}
+	for path, v := range map[string]int64{"$.limits.connections-per-address": int64(g.Limits.ConnectionsPerAddress),
+		"$.limits.partner-slots": int64(g.Limits.PartnerSlots), "$.auth.account-failures": int64(g.Auth.AccountFailures),
+		"$.auth.address-failures": int64(g.Auth.AddressFailures), "$.auth.session-failures": int64(g.Auth.SessionFailures),
+		"$.quarantine.quota-bytes": g.Quarantine.QuotaBytes, "$.quarantine.per-source-hour": int64(g.Quarantine.PerSourceHour),
+		"$.limits.pre-auth-timeout": int64(g.Limits.PreAuthTimeout), "$.limits.pre-auth-total": int64(g.Limits.PreAuthTotal),
+		"$.auth.penalty": int64(g.Auth.Penalty), "$.auth.max-penalty": int64(g.Auth.MaxPenalty), "$.auth.window": int64(g.Auth.Window),
+		"$.auth.lockout": int64(g.Auth.Lockout), "$.quarantine.alert-interval": int64(g.Quarantine.AlertInterval)} {
+		if v < 0 {
+			return doc.Errorf(path, "must not be negative")
+		}
+	}
+	if conns := g.Limits.Connections; conns > 0 && g.Limits.PartnerSlots >= conns || conns == 0 && g.Limits.PartnerSlots >= DefaultConnections {
+		return doc.Errorf("$.limits.partner-slots", "%d leaves no slot for anyone else out of limits.connections; keep it below", g.Limits.PartnerSlots)
+	}
+	if a, t := g.Limits.PreAuthTimeout, g.Limits.PreAuthTotal; a > 0 && t > 0 && t < a {
+		return doc.Errorf("$.limits.pre-auth-total", "%s is shorter than pre-auth-timeout %s", time.Duration(t), time.Duration(a))
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"mime"
 	"net/mail"
+	"slices"
 	"strings"
 	"time"
 
@@ -90,6 +91,16 @@ type Opened struct {
 	References []string
 }
 
+// MaxHeaderBytes bounds a header section, outside and inside the
+// envelope: a sending gateway must refuse at submission what a receiver
+// would refuse here.
+const MaxHeaderBytes = 256 << 10
+
+// innerConduitFields are the Conduit-* fields an opened message keeps from
+// inside the signed payload (lower case): written by the originating
+// gateway, never by a sender, whose own are removed at submission.
+var innerConduitFields = []string{"conduit-package", "conduit-notice"}
+
 // VerifiedHeader is added to the opened message: the receiving side's mail
 // client shows who signed it and that the label checked out.
 const VerifiedHeader = "Conduit-Verified"
@@ -98,7 +109,7 @@ const (
 	defaultMaxAge  = 14 * 24 * time.Hour
 	defaultMaxSkew = 15 * time.Minute
 	defaultMaxSize = 4 << 30
-	maxHeaderBytes = 256 << 10
+	maxHeaderBytes = MaxHeaderBytes
 )
 
 // Open reads a PGP/MIME envelope from r, decrypts it into an encrypted
@@ -588,6 +599,15 @@ func release(w io.Writer, sp *spool, h textproto.Header, res *Opened) error {
 	for fields.Next() {
 		lk := strings.ToLower(fields.Key())
 		if lk == "content-type" || lk == strings.ToLower(HPOuterHeader) {
+			continue
+		}
+		// The receiving gateway writes its own Conduit-* fields
+		// (Conduit-Verified above, delivery and decision fields when it
+		// delivers); one that arrived inside the payload is a claim no
+		// gateway checked here, whoever signed it, and would sit beside
+		// the genuine one. Only the package id and a notice's kind, which
+		// the originating gateway itself wrote and signed, stay.
+		if strings.HasPrefix(lk, "conduit-") && !slices.Contains(innerConduitFields, lk) {
 			continue
 		}
 		raw, err := fields.Raw()

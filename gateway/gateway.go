@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -36,6 +37,8 @@ import (
 
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/config"
+	"github.com/conduit-gateway/conduit/gateway/admission"
+	"github.com/conduit-gateway/conduit/gateway/authlimit"
 	"github.com/conduit-gateway/conduit/gateway/clocks"
 	"github.com/conduit-gateway/conduit/gateway/delivery"
 	"github.com/conduit-gateway/conduit/gateway/inbound"
@@ -96,6 +99,9 @@ type Options struct {
 	VaultToken string
 	// Now is the clock; nil is time.Now. Only tests and the demo move it.
 	Now func() time.Time
+	// Locks keeps login lockouts (authlimit.NewSQLLocks on the store's
+	// database); nil keeps them in memory, for as long as the process.
+	Locks authlimit.LockStore
 }
 
 // New checks the configuration, loads the keys and TLS identity, and
@@ -157,10 +163,14 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 		Retention: func() time.Duration { return time.Duration(g.engine.Policy().Params.Retention.Days) * 24 * time.Hour },
 	})
 	queued := func() { g.relay.Nudge(); g.clocks.Kick() }
+	// Lockouts after failed logins live in the gateway's database (the
+	// caller's Locks), so that a restart keeps them and `conduit user
+	// unlock` can lift them.
+	throttle := authlimit.New(submission.ThrottleConfig(cfg.Auth), opt.Locks)
 	g.submission = submission.New(cfg, submission.Options{Engine: g.engine, Keys: g.keys, Store: g.store, Audit: g.audit, Deliver: g.deliver,
-		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Hostname: hostname, TLS: serverTLS})
+		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Hostname: hostname, TLS: serverTLS, Throttle: throttle})
 	g.inbound = inbound.New(cfg, inbound.Options{Engine: g.engine, Keys: g.keys, Store: g.store, Audit: g.audit, Deliver: g.deliver,
-		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Hostname: hostname, TLS: serverTLS})
+		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Hostname: hostname, TLS: serverTLS, InFlight: g.relay.Delivering})
 	g.audit.Start()
 	return g, nil
 }
@@ -177,7 +187,10 @@ func drainer(a audit.Appender) clocks.TrailDrainer {
 // the caller's, closed after.
 func (g *Gateway) Close() error {
 	var err error
-	g.closeOnce.Do(func() { err = g.audit.Close() })
+	g.closeOnce.Do(func() {
+		g.inbound.Close()
+		err = g.audit.Close()
+	})
 	return err
 }
 
@@ -241,7 +254,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("listen %s %s: %w", name, addr, err)
 		}
-		l = smtpserver.LimitListener(l, g.cfg.Limits.Connections)
+		// Admission before any SMTP work: a per-address cap, slots kept
+		// for proven clients (a partner's client certificate, staff after
+		// AUTH), short deadlines until then.
+		lim := g.cfg.Limits
+		al := admission.Wrap(l, admission.Config{
+			Max: lim.Connections, PerAddress: lim.ConnectionsPerAddress, Reserved: lim.PartnerSlots,
+			PreAuthIdle: time.Duration(lim.PreAuthTimeout), PreAuthTotal: time.Duration(lim.PreAuthTotal),
+		})
+		al.OnRefuse = func(r admission.Reason, _ netip.Addr) { g.metrics.ConnectionRefused(name, r.String()) }
+		l = al
 		if implicitTLS {
 			// TLS on top of the limiter, never under it: go-smtp tells a
 			// TLS connection by conn.(*tls.Conn), which a wrapper around

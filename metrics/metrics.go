@@ -46,6 +46,9 @@ type Metrics struct {
 	keyExpiry   *prometheus.GaugeVec
 	seal, open  prometheus.Histogram
 	keysUp      prometheus.Gauge
+	admission   *prometheus.CounterVec
+	authFailed  *prometheus.CounterVec
+	strangers   *prometheus.CounterVec
 	log         *slog.Logger
 }
 
@@ -105,7 +108,20 @@ func New(log *slog.Logger) *Metrics {
 			Help: "1 when the key backend (file or Vault) answers and holds the agency key; 0 while it does not: nothing is sealed or opened then.",
 		}),
 	}
+	m.admission = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "conduit_connections_refused_total",
+		Help: "Connections turned away before any SMTP work, by listener and reason (per-address: the address's share was full; full: every slot held by proven clients; evicted: the oldest unproven connection, dropped for a newcomer).",
+	}, []string{"listener", "reason"})
+	m.authFailed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "conduit_auth_failures_total",
+		Help: "Failed submission logins, by outcome (failed: wrong name or password; locked: refused while locked out; lockout: a lockout started).",
+	}, []string{"outcome"})
+	m.strangers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "conduit_inbound_refused_total",
+		Help: "Inbound messages refused without being stored, by reason (not-envelope: from a client with no partner certificate, not an envelope for this gateway; quota, rate: the quarantine's limits).",
+	}, []string{"reason"})
 	m.reg.MustRegister(m.deliveries, m.refusals, m.quarantined, m.alerts, m.auditFailed, m.keyExpiry, m.seal, m.open, m.keysUp,
+		m.admission, m.authFailed, m.strangers,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -143,6 +159,30 @@ func (m *Metrics) Quarantined(check string) {
 		return
 	}
 	m.quarantined.WithLabelValues(check).Inc()
+}
+
+// ConnectionRefused counts a connection turned away by admission control.
+func (m *Metrics) ConnectionRefused(listener, reason string) {
+	if m == nil {
+		return
+	}
+	m.admission.WithLabelValues(listener, reason).Inc()
+}
+
+// AuthFailure counts a failed login by outcome (failed, locked, lockout).
+func (m *Metrics) AuthFailure(outcome string) {
+	if m == nil {
+		return
+	}
+	m.authFailed.WithLabelValues(outcome).Inc()
+}
+
+// InboundRefused counts an inbound message refused without being stored.
+func (m *Metrics) InboundRefused(reason string) {
+	if m == nil {
+		return
+	}
+	m.strangers.WithLabelValues(reason).Inc()
 }
 
 // OverdueAlert counts an overdue alert raised for a deadline of kind.

@@ -555,13 +555,49 @@ func (b *Bed) Inject(ctx context.Context, id, from string, rcpts []string, msg [
 	return b.transact(c, from, rcpts, msg)
 }
 
+// InjectAs is Inject over a connection that presents partner's TLS
+// client certificate, as that partner's gateway relays: the receiving
+// gateway then knows the connection for its partner's.
+func (b *Bed) InjectAs(ctx context.Context, id, partner, from string, rcpts []string, msg []byte) (string, error) {
+	tc, err := b.PartnerTLS(partner)
+	if err != nil {
+		return "", err
+	}
+	c, err := b.dialWith(ctx, b.Nodes[id].Inbound, tc)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return b.transact(c, from, rcpts, msg)
+}
+
+// PartnerTLS is the client TLS configuration of a node's gateway: the
+// bed's CA and the node's certificate, as its relay presents it.
+func (b *Bed) PartnerTLS(id string) (*tls.Config, error) {
+	n := b.Nodes[id]
+	if n == nil {
+		return nil, fmt.Errorf("testbed: no node %s", id)
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(n.Dir, "gw.crt"), filepath.Join(n.Dir, "gw.key"))
+	if err != nil {
+		return nil, err
+	}
+	tc := b.tlsClient.Clone()
+	tc.Certificates = []tls.Certificate{cert}
+	return tc, nil
+}
+
 func (b *Bed) dial(ctx context.Context, addr string) (*smtp.Client, error) {
+	return b.dialWith(ctx, addr, b.tlsClient)
+}
+
+func (b *Bed) dialWith(ctx context.Context, addr string, tc *tls.Config) (*smtp.Client, error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	c, err := smtp.NewClientStartTLS(conn, b.tlsClient)
+	c, err := smtp.NewClientStartTLS(conn, tc)
 	if err != nil {
 		conn.Close()
 		return nil, err

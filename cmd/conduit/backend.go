@@ -9,6 +9,7 @@ import (
 
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/config"
+	"github.com/conduit-gateway/conduit/gateway/authlimit"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/metrics"
 	"github.com/conduit-gateway/conduit/sqlschema"
@@ -90,6 +91,9 @@ type servedBackend struct {
 	store store.Store
 	trail audit.Trail
 	pg    *store.Postgres // nil on SQLite
+	// locks keeps login lockouts in the SQLite file (shared connections);
+	// nil on PostgreSQL, where they are kept in memory per process.
+	locks authlimit.LockStore
 	close func() error
 }
 
@@ -126,7 +130,12 @@ func openServeBackend(ctx context.Context, cfg *config.Config, key []byte) (*ser
 		db.Close()
 		return nil, fmt.Errorf("open audit log %s: %w", cfg.Store.Path, err)
 	}
-	return &servedBackend{store: st, trail: trail, close: db.Close}, nil
+	locks, err := authlimit.NewSQLLocks(ctx, db)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open login lockouts %s: %w", cfg.Store.Path, err)
+	}
+	return &servedBackend{store: st, trail: trail, locks: locks, close: db.Close}, nil
 }
 
 // openPostgresPatiently opens the PostgreSQL store, waiting for the

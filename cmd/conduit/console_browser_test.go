@@ -662,10 +662,12 @@ attachments: [notes.bin]
 	})
 
 	t.Run("other administrator pages", func(t *testing.T) {
-		// A message that is no envelope, at the inbound port: quarantined,
-		// and listed by headers and reason.
+		// A message that is no envelope, at the inbound port, from a
+		// partner's gateway (its client certificate; a stranger's would
+		// be refused and not kept): quarantined, and listed by headers
+		// and reason.
 		junk := "From: <conduit@ccu-north.example>\r\nTo: <pio@northshire-pio.example>\r\nSubject: not an envelope\r\n\r\n" + e2eBody + "\r\n"
-		if _, err := b.Inject(context.Background(), "northshire-pio", "conduit@ccu-north.example", []string{"pio@northshire-pio.example"}, []byte(junk)); err == nil || !strings.Contains(err.Error(), "quarantined") {
+		if _, err := b.InjectAs(context.Background(), "northshire-pio", "ccu-north", "conduit@ccu-north.example", []string{"pio@northshire-pio.example"}, []byte(junk)); err == nil || !strings.Contains(err.Error(), "quarantined") {
 			t.Fatalf("a message that is no envelope was not quarantined: %v", err)
 		}
 		s := cb.signIn("northshire-pio", pio.User+"-admin")

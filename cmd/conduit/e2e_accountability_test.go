@@ -116,10 +116,12 @@ func TestRetentionCryptoShredsEveryStoredCopyWithAMovedClock(t *testing.T) {
 	if !testbed.WaitFor(ctx, 20*time.Second, func() bool { return len(b.AllDelivered("hmp-northgate")) > 0 }) {
 		t.Fatalf("nothing delivered at hmp-northgate")
 	}
-	// A message in clear that fails every check: quarantined at the
-	// prison, kept under a data key of its own.
+	// A message in clear that fails every check, from the partner's
+	// gateway (its client certificate): quarantined at the prison, kept
+	// under a data key of its own. (From a client with no partner
+	// certificate it would be refused and not kept at all.)
 	const qCanary = "QUARANTINE-CANARY-5d1e: a forged report in clear"
-	_, err = b.Inject(ctx, "hmp-northgate", pioFrom, []string{ngIntel},
+	_, err = b.InjectAs(ctx, "hmp-northgate", "northshire-pio", pioFrom, []string{ngIntel},
 		[]byte("From: <conduit@northshire-pio.example>\r\nSubject: report\r\n\r\n"+qCanary+"\r\n"))
 	if code, _ := smtpCode(err); code != 550 {
 		t.Fatalf("the message in clear was not refused: %v", err)

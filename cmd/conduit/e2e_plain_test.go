@@ -6,6 +6,7 @@ package main
 // HMP Northgate's gateway is the real conduit serve.
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -120,8 +121,11 @@ func TestPlainPGPMIMEPartnerOverSMTP(t *testing.T) {
 
 			// Conduit to the partner: an escape risk, escalated, to the PIO.
 			label := strings.NewReplacer("originator=northshire-pio", "originator=hmp-northgate", "reference=NP-2026-0001", "reference=NG-2026-0042").Replace(e2eLabel)
-			resp, err := b.Submit(ctx, "hmp-northgate", []string{"pio@northshire-pio.example"},
-				e2eMessage(label, "Escape plan on wing C", "Conduit-Risk: escape", "Conduit-Topic: risk-information"))
+			// Sent by the prison's own account: its From: is the account's
+			// address (a gateway refuses another author).
+			msg := bytes.Replace(e2eMessage(label, "Escape plan on wing C", "Conduit-Risk: escape", "Conduit-Topic: risk-information"),
+				[]byte("From: pio@northshire-pio.example"), []byte("From: "+ng.Address), 1)
+			resp, err := b.Submit(ctx, "hmp-northgate", []string{"pio@northshire-pio.example"}, msg)
 			if err != nil {
 				t.Fatalf("submit: %v", err)
 			}

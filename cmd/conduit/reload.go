@@ -18,6 +18,7 @@ import (
 	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/gateway"
+	"github.com/conduit-gateway/conduit/gateway/authlimit"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/metrics"
 	"github.com/conduit-gateway/conduit/policy"
@@ -32,6 +33,8 @@ type server struct {
 	st      store.Store
 	trail   audit.Trail
 	metrics *metrics.Metrics
+	// locks keeps login lockouts across reloads and restarts.
+	locks authlimit.LockStore
 
 	// notify, when set, tells the agency's other gateways (sharing a
 	// PostgreSQL store) that this one reloaded; origin names this process
@@ -53,7 +56,7 @@ type server struct {
 // start builds the gateway for a config and policy.
 func (sv *server) start(ctx context.Context, cfg *config.Config, pol *policy.Policy) error {
 	digest := sources(cfg)
-	opt := gatewayOptions(gateway.Options{Store: sv.st, Audit: sv.trail, Metrics: sv.metrics, Policy: pol, Log: sv.log})
+	opt := gatewayOptions(gateway.Options{Store: sv.st, Audit: sv.trail, Metrics: sv.metrics, Policy: pol, Log: sv.log, Locks: sv.locks})
 	sv.now = opt.Now
 	g, err := gateway.New(ctx, cfg, opt)
 	if err != nil {

@@ -42,6 +42,11 @@ restart. SIGINT or SIGTERM stop it cleanly.`,
 				return &exitError{exitUsage, err}
 			}
 			slog.SetDefault(log)
+			if err := disableCoreDumps(); err != nil {
+				// Fail closed: a gateway that could dump its keys does
+				// not start.
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			pol, cfg, err := policy.Load(cfgPath)
@@ -95,7 +100,7 @@ restart. SIGINT or SIGTERM stop it cleanly.`,
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
-			sv := &server{cfgPath: cfgPath, log: log, st: st, trail: trail, metrics: m,
+			sv := &server{cfgPath: cfgPath, log: log, st: st, trail: trail, metrics: m, locks: be.locks,
 				origin: fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano())}
 			if err := sv.start(ctx, cfg, pol); err != nil {
 				return &exitError{exitUsage, err}

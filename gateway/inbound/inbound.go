@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/gateway/clocks"
 	"github.com/conduit-gateway/conduit/gateway/delivery"
+	"github.com/conduit-gateway/conduit/gateway/qguard"
 	"github.com/conduit-gateway/conduit/gateway/smtpserver"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/gateway/tlsroute"
@@ -32,6 +35,9 @@ type inSession struct {
 	from  string
 	rcpts []string
 	cmds  int
+	// partner is the agency whose verified client certificate the
+	// connection presented ("" for a client that presented none).
+	partner string
 }
 
 func (s *inSession) Mail(from string, _ *smtp.MailOptions) error {
@@ -56,6 +62,9 @@ func (s *inSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if !s.srv.self.HasMailbox(to) {
 		return smtpserver.Reply(550, smtp.EnhancedCode{5, 1, 1}, to+" is not a mailbox of "+s.srv.cfg.Agency+" in the agency directory")
 	}
+	if slices.ContainsFunc(s.rcpts, func(r string) bool { return strings.EqualFold(r, to) }) {
+		return smtpserver.ErrDuplicateRcpt(to)
+	}
 	s.rcpts = append(s.rcpts, to)
 	return nil
 }
@@ -68,29 +77,77 @@ func (s *inSession) Data(r io.Reader) error {
 		io.Copy(io.Discard, r)
 		return smtpserver.ErrTooMany
 	}
-	var raw bytes.Buffer
-	if _, err := io.Copy(&raw, &smtpserver.StrictCRLF{R: r}); err != nil {
+	// Streamed to the encrypted spool (in memory up to 1 MiB, then an
+	// unlinked file under a key held only in memory), never held whole:
+	// a hundred 25 MiB messages in flight cost a hundred small buffers.
+	sp, err := envelope.NewSpool("", s.srv.cfg.Limits.MessageBytes)
+	if err != nil {
 		io.Copy(io.Discard, r)
+		return smtpserver.ErrTempStore
+	}
+	defer sp.Close()
+	if _, err := io.Copy(sp, &smtpserver.StrictCRLF{R: r}); err != nil {
+		io.Copy(io.Discard, r) // go-smtp needs the data consumed
+		if errors.Is(err, envelope.ErrTooLarge) {
+			return smtpserver.ErrTooBig
+		}
 		return smtpserver.DataErr(err)
+	}
+	if err := sp.Finish(); err != nil {
+		return smtpserver.ErrTempStore
 	}
 	st, _ := s.conn.TLSConnectionState()
 	ctx, done := s.srv.handlers.Begin()
 	defer done()
 	return s.srv.receive(ctx, received{
 		remote: s.conn.Conn().RemoteAddr().String(), helo: s.conn.Hostname(),
-		from: s.from, rcpts: s.rcpts, raw: raw.Bytes(), peer: st.PeerCertificates, live: true,
+		from: s.from, rcpts: s.rcpts, msg: sp, peer: st.PeerCertificates, live: true, partner: s.partner,
 	})
+}
+
+// message is a received message: the spool a session wrote, or the bytes
+// of a released quarantined message.
+type message interface {
+	Reader() (io.Reader, error)
+	Size() int64
+}
+
+// rawMessage is a message held in memory (a released quarantined one).
+type rawMessage []byte
+
+func (r rawMessage) Reader() (io.Reader, error) { return bytes.NewReader(r), nil }
+func (r rawMessage) Size() int64                { return int64(len(r)) }
+
+func readAll(m message) ([]byte, error) {
+	if r, ok := m.(rawMessage); ok {
+		return r, nil
+	}
+	rd, err := m.Reader()
+	if err != nil {
+		return nil, err
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, m.Size()))
+	_, err = io.Copy(buf, rd)
+	return buf.Bytes(), err
 }
 
 type received struct {
 	remote, helo, from string
 	rcpts              []string
-	raw                []byte
+	msg                message
+	// partner is the agency whose verified client certificate the
+	// connection presented, "" when none.
+	partner string
 	// peer is the client certificate chain the partner presented; live is
 	// false for a quarantined message an administrator released, whose
 	// connection is gone (the release stands in for the route check).
 	peer []*x509.Certificate
 	live bool
+	// released names the quarantine release a re-processed message comes
+	// from ("Q7, released by ..."), "" for a live one: the receipt says
+	// so, and the originator then takes it as a late delivery of a
+	// package it was told had been refused.
+	released string
 }
 
 // replayCheck asks the store whether a package was already delivered. It
@@ -127,13 +184,25 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 	}
 	var opened bytes.Buffer
 	start := time.Now()
-	o, err := srv.openReceived(ctx, &opened, m.raw, srv.openParams(replayCheck{srv}))
+	o, err := srv.openReceived(ctx, &opened, m.msg, srv.openParams(replayCheck{srv}))
 	srv.metrics.ObserveOpen(time.Since(start))
 	if err != nil {
 		var ce *envelope.CheckError
 		if !errors.As(err, &ce) {
 			srv.log.Error("open failed", "err", err)
 			return outcome{reply: smtpserver.Reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure opening the package; try again shortly")}
+		}
+		if m.live && m.partner == "" && notAnEnvelopeForUs(err) && !errors.Is(err, errPlainFromConduitPartner) {
+			// A client that proved no partner identity sent something
+			// that cannot be a package for this gateway: refused, not
+			// kept and not alerted one by one (postscreen refuses before
+			// the real service does; the quarantine is for what might be
+			// a partner's package). Counted; nothing of it is stored.
+			srv.metrics.InboundRefused("not-envelope")
+			srv.log.Info("refused a message that is no envelope for this gateway from a client without a partner certificate",
+				"remote", m.remote, "check", checkName(err), "bytes", m.msg.Size())
+			return outcome{reply: smtpserver.Reply(554, smtp.EnhancedCode{5, 6, 0},
+				"Message refused and not kept: it is not a Conduit envelope for "+srv.cfg.Agency+" ("+checkName(err)+"), and this connection presented no partner gateway's certificate")}
 		}
 		if errors.Is(err, envelope.ErrReplay) {
 			// Already delivered: the sender did not see our 250 (a crash,
@@ -201,7 +270,7 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 	// The receipt is sealed before anything is delivered, so that it is
 	// stored with the delivery record below or the package is not
 	// delivered at all (the sender retries).
-	receipt, err := srv.sealReceipt(ctx, o, mailboxes)
+	receipt, err := srv.sealReceipt(ctx, o, mailboxes, m.released)
 	if err != nil {
 		srv.log.Error("receipt not sealed; package not delivered, the sender retries", "package", o.PackageID, "originator", o.Label.Originator, "err", err)
 		if errors.Is(err, smtpserver.ErrKeysUnavailable) {
@@ -239,7 +308,7 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 			return out
 		}
 		// Some mailboxes have it: the receipt names only those.
-		if receipt, err = srv.sealReceipt(ctx, o, delivered); err != nil {
+		if receipt, err = srv.sealReceipt(ctx, o, delivered, m.released); err != nil {
 			srv.log.Error("receipt not sealed again for the mailboxes reached; the sender retries", "package", o.PackageID, "err", err)
 			return outcome{reply: smtpserver.Reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure sealing the receipt; try again shortly")}
 		}
@@ -325,14 +394,35 @@ func (srv *Server) mailboxesRefused(ctx context.Context, m received, o *envelope
 // quarantine keeps a failed message whole and answers the sender with the
 // reason. Security invariant 6: kept, never dropped.
 func (srv *Server) quarantine(ctx context.Context, m received, check, reason string) outcome {
+	if m.live {
+		// The quarantine's quota and per-source rate: past them the
+		// sender is told to try later (RFC 3463 4.3.1, mail system
+		// full), so it keeps the message and nothing is lost.
+		if err := srv.admitQuarantine(ctx, m); err != nil {
+			var r *qguard.Refusal
+			if errors.As(err, &r) {
+				srv.metrics.InboundRefused(r.Reason)
+				srv.log.Warn("quarantine limit: message not kept, the sender keeps it", "remote", m.remote, "check", check, "limit", r.Reason, "detail", r.Detail)
+				return outcome{reply: smtpserver.Reply(452, smtp.EnhancedCode{4, 3, 1}, "Message not accepted: it failed a check ("+check+
+					") and this gateway's quarantine is over its limit for now; nothing was kept, keep it and try again later")}
+			}
+			srv.log.Error("quarantine limit check failed", "err", err)
+			return outcome{reply: smtpserver.ErrTempStore}
+		}
+	}
+	raw, err := readAll(m.msg)
+	if err != nil {
+		srv.log.Error("quarantine failed: message not readable", "err", err)
+		return outcome{reply: smtpserver.ErrTempStore}
+	}
 	q := store.QItem{
 		Received: srv.now().UTC(), RemoteAddr: m.remote, Helo: m.helo, MailFrom: m.from, Recipients: m.rcpts,
-		Check: check, Reason: reason, Raw: m.raw, Size: int64(len(m.raw)), State: store.Held,
-		PackageID: outerPackageID(m.raw),
+		Check: check, Reason: reason, Raw: raw, Size: int64(len(raw)), State: store.Held,
+		PackageID: outerPackageID(raw),
 	}
 	// Kept with its event in one transaction.
 	var id int64
-	err := srv.store.Update(ctx, func(tx store.Tx) error {
+	err = srv.store.Update(ctx, func(tx store.Tx) error {
 		var err error
 		if id, err = tx.Quarantine(q); err != nil {
 			return err
@@ -345,18 +435,49 @@ func (srv *Server) quarantine(ctx context.Context, m received, check, reason str
 		return outcome{reply: smtpserver.ErrTempStore}
 	}
 	srv.audit.Kick()
-	srv.log.Error("admin alert: package quarantined", "quarantine", id, "check", check, "reason", reason,
-		"remote", m.remote, "package", q.PackageID)
+	// Alerts are grouped: the first at once, those that follow within
+	// quarantine.alert-interval in one summary (every one is audited).
+	if srv.alerts.Add(check) {
+		srv.log.Error("admin alert: package quarantined", "quarantine", id, "check", check, "reason", reason,
+			"remote", m.remote, "package", q.PackageID)
+	} else {
+		srv.log.Warn("package quarantined (alert grouped)", "quarantine", id, "check", check, "remote", m.remote, "package", q.PackageID)
+	}
 	srv.metrics.Quarantined(check)
 	return outcome{qid: id, reply: smtpserver.Reply(550, smtp.EnhancedCode{5, 7, 1}, fmt.Sprintf("Package refused and quarantined as Q%d at %s: %s", id, srv.cfg.Agency, reason))}
 }
 
 func outerPackageID(raw []byte) string {
+	// Only the header section is read.
 	h, err := textproto.ReadHeader(bufio.NewReader(io.LimitReader(bytes.NewReader(raw), 64<<10)))
 	if err != nil {
 		return ""
 	}
 	return strings.TrimSpace(h.Get(envelope.PackageHeader))
+}
+
+// notAnEnvelopeForUs: the message is no PGP/MIME envelope at all, or
+// not one encrypted to this gateway: nothing a partner would send.
+func notAnEnvelopeForUs(err error) bool {
+	return errors.Is(err, envelope.ErrMalformed) || errors.Is(err, envelope.ErrNotEncrypted) ||
+		errors.Is(err, envelope.ErrNoKey) || errors.Is(err, envelope.ErrTruncated)
+}
+
+// admitQuarantine applies the quarantine's quota and per-source rate.
+func (srv *Server) admitQuarantine(ctx context.Context, m received) error {
+	held, err := srv.store.ListQuarantine(ctx, store.Held)
+	if err != nil {
+		return err
+	}
+	var used int64
+	for _, q := range held {
+		used += q.Size
+	}
+	var src netip.Addr
+	if ap, err := netip.ParseAddrPort(m.remote); err == nil {
+		src = ap.Addr()
+	}
+	return srv.qguard.Admit(src, m.msg.Size(), used)
 }
 
 // checkName is a short name for the failed envelope check.

@@ -39,10 +39,18 @@ var errPlainFromConduitPartner = &envelope.CheckError{Check: envelope.ErrMalform
 // envelope.Open, a standard PGP/MIME message (no Conduit-Package outside)
 // with envelope.OpenPlain, accepted only from a partner whose directory
 // entry says pgp-mime.
-func (srv *Server) openReceived(ctx context.Context, w io.Writer, raw []byte, p envelope.OpenParams) (*envelope.Opened, error) {
-	h, err := textproto.ReadHeader(bufio.NewReader(io.LimitReader(bytes.NewReader(raw), 256<<10)))
-	if err != nil || !envelope.IsPlain(h) {
-		return envelope.Open(ctx, w, bytes.NewReader(raw), p)
+func (srv *Server) openReceived(ctx context.Context, w io.Writer, msg message, p envelope.OpenParams) (*envelope.Opened, error) {
+	hr, err := msg.Reader()
+	if err != nil {
+		return nil, err
+	}
+	h, herr := textproto.ReadHeader(bufio.NewReader(io.LimitReader(hr, 256<<10)))
+	body, err := msg.Reader()
+	if err != nil {
+		return nil, err
+	}
+	if herr != nil || !envelope.IsPlain(h) {
+		return envelope.Open(ctx, w, body, p)
 	}
 	legacy := srv.cfg.Legacy()
 	p.SubjectMarking = func(subject string) (envelope.Label, bool, error) {
@@ -56,7 +64,7 @@ func (srv *Server) openReceived(ctx context.Context, w io.Writer, raw []byte, p 
 	// Opened into a buffer first: nothing reaches w before the signer is
 	// known to be a plain PGP/MIME partner.
 	var buf bytes.Buffer
-	o, err := envelope.OpenPlain(ctx, &buf, bytes.NewReader(raw), p)
+	o, err := envelope.OpenPlain(ctx, &buf, body, p)
 	if err != nil {
 		return nil, err
 	}

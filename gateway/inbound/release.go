@@ -49,7 +49,8 @@ func (srv *Server) reprocess(ctx context.Context, id int64) {
 	if err != nil || q.State != store.Released || q.Raw == nil {
 		return
 	}
-	out := srv.process(ctx, received{remote: q.RemoteAddr, helo: q.Helo, from: q.MailFrom, rcpts: q.Recipients, raw: q.Raw})
+	out := srv.process(ctx, received{remote: q.RemoteAddr, helo: q.Helo, from: q.MailFrom, rcpts: q.Recipients, msg: rawMessage(q.Raw),
+		released: fmt.Sprintf("Q%d (%s), released: %s", id, q.Check, q.Note)})
 	var note string
 	switch {
 	case out.delivered:

@@ -15,6 +15,9 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -22,9 +25,12 @@ import (
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/gateway/admission"
 	"github.com/conduit-gateway/conduit/gateway/keyring"
+	"github.com/conduit-gateway/conduit/gateway/qguard"
 	"github.com/conduit-gateway/conduit/gateway/smtpserver"
 	"github.com/conduit-gateway/conduit/gateway/store"
+	"github.com/conduit-gateway/conduit/gateway/tlsroute"
 	"github.com/conduit-gateway/conduit/keys"
 	"github.com/conduit-gateway/conduit/metrics"
 	"github.com/conduit-gateway/conduit/policy"
@@ -78,6 +84,9 @@ type Options struct {
 	Queued   func()
 	Hostname string
 	TLS      *tls.Config
+	// InFlight says whether a queued item is being relayed right now (a
+	// receipt for a queued item is taken only then); nil: never.
+	InFlight func(id int64) bool
 }
 
 // Server is the partner front end of one gateway.
@@ -97,6 +106,13 @@ type Server struct {
 	tls      *tls.Config
 	handlers smtpserver.Handlers
 	releases chan struct{}
+	inFlight func(id int64) bool
+	qguard   *qguard.Guard
+	alerts   *qguard.Alerts
+	// plainIPs are the addresses of the partners without Conduit
+	// (envelope: pgp-mime), which may present no client certificate:
+	// their gateways' hosts in the directory, looked up once at start.
+	plainIPs atomic.Pointer[map[netip.Addr]string]
 }
 
 // New returns an inbound server for cfg's agency.
@@ -105,10 +121,26 @@ func New(cfg *config.Config, o Options) *Server {
 	if q == nil {
 		q = func() {}
 	}
-	return &Server{cfg: cfg, self: cfg.Self(), engine: o.Engine, keys: o.Keys, store: o.Store, audit: o.Audit,
+	srv := &Server{cfg: cfg, self: cfg.Self(), engine: o.Engine, keys: o.Keys, store: o.Store, audit: o.Audit,
 		deliver: o.Deliver, metrics: o.Metrics, log: o.Log, now: o.Now, queued: q, hostname: o.Hostname, tls: o.TLS,
-		releases: make(chan struct{}, 1)}
+		releases: make(chan struct{}, 1), inFlight: o.InFlight}
+	if srv.inFlight == nil {
+		srv.inFlight = func(int64) bool { return false }
+	}
+	go srv.resolvePlainPartners()
+	qc := cfg.Quarantine
+	srv.qguard = qguard.New(qguard.Config{QuotaBytes: qc.QuotaBytes, PerSourceHour: qc.PerSourceHour})
+	srv.alerts = qguard.NewAlerts(time.Duration(qc.AlertInterval), func(a qguard.Alert) {
+		if a.First {
+			return // raised by quarantine itself, with the message's details
+		}
+		srv.log.Error("admin alert: more packages quarantined", "count", a.Count, "summary", a.Summary())
+	})
+	return srv
 }
+
+// Close raises the quarantine alerts still grouped.
+func (srv *Server) Close() { srv.alerts.Close() }
 
 // Stop cuts the message handlers still running (their context is
 // cancelled: they answer 4xx) and waits for every one to return.
@@ -120,7 +152,22 @@ func (srv *Server) Stop() {
 // SMTP builds the inbound listener's SMTP server.
 func (srv *Server) SMTP() *smtp.Server {
 	return smtpserver.New(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
-		return &inSession{srv: srv, conn: c}, nil
+		// go-smtp makes a new session at each EHLO, so after STARTTLS
+		// too: a partner gateway's verified client certificate moves the
+		// connection into the slots kept for partners, out of reach of
+		// the pre-auth deadlines and of eviction.
+		s := &inSession{srv: srv, conn: c}
+		if st, ok := c.TLSConnectionState(); ok {
+			if a := tlsroute.PartnerOf(srv.cfg.Directory, srv.cfg.Agency, st); a != nil {
+				s.partner = a.ID
+			} else if id := srv.plainPartnerAt(c.Conn().RemoteAddr()); id != "" {
+				s.partner = id
+			}
+			if s.partner != "" {
+				admission.Promote(c.Conn())
+			}
+		}
+		return s, nil
 	}), smtpserver.Options{Hostname: srv.hostname, TLS: srv.tls, Limits: srv.cfg.Limits, Log: srv.log})
 }
 
@@ -145,4 +192,47 @@ func (srv *Server) triageHeader(pkgID string, dec policy.Decision) string {
 		return ""
 	}
 	return fmt.Sprintf("%s: reply to <%s> when triaged (package %s, within %d hours)\r\n", hdrTriage, keyring.Address(srv.keys.Identity()), pkgID, hours)
+}
+
+// resolvePlainPartners looks up the gateway hosts of the partners without
+// Conduit, once, with a short timeout (an IP literal needs no lookup).
+func (srv *Server) resolvePlainPartners() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ips := map[netip.Addr]string{}
+	for _, a := range srv.cfg.Directory.Agencies {
+		if !a.PlainPGPMIME() || a.ID == srv.cfg.Agency {
+			continue
+		}
+		for _, g := range a.GatewayHosts() {
+			host, _ := config.HostPort(g)
+			if ip, err := netip.ParseAddr(host); err == nil {
+				ips[ip.Unmap()] = a.ID
+				continue
+			}
+			found, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+			if err != nil {
+				srv.log.Warn("a plain PGP/MIME partner's gateway host was not resolved; its connections are treated as strangers' until a restart", "agency", a.ID, "host", host, "err", err)
+				continue
+			}
+			for _, ip := range found {
+				ips[ip.Unmap()] = a.ID
+			}
+		}
+	}
+	srv.plainIPs.Store(&ips)
+}
+
+// plainPartnerAt returns the partner without Conduit whose gateway host
+// has this address, or "".
+func (srv *Server) plainPartnerAt(a net.Addr) string {
+	m := srv.plainIPs.Load()
+	if m == nil {
+		return ""
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return ""
+	}
+	return (*m)[ap.Addr().Unmap()]
 }

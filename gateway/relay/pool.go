@@ -274,7 +274,7 @@ func (r *Relay) dialRelay(ctx context.Context, pool *relayPool, a *config.Agency
 	if err != nil {
 		return nil, &relayError{err: fmt.Errorf("connect %s: %w", addr, err)}
 	}
-	tc := tlsroute.ClientConfig(r.clientTLS, a, host)
+	tc := tlsroute.ClientConfig(r.clientTLS, r.directory, a, host)
 	tc.ClientSessionCache = pool.ticketCache(key)
 	// go-smtp sends EHLO, insists on STARTTLS being offered, and starts
 	// TLS; the handshake itself happens with the next command, so the

@@ -97,6 +97,8 @@ type Relay struct {
 	now     func() time.Time
 
 	wake chan struct{}
+	// inflight holds the ids of the items being delivered now.
+	inflight sync.Map
 }
 
 // New returns a relay; Run starts it.
@@ -144,7 +146,8 @@ func (r *Relay) Run(ctx context.Context) {
 				sem <- struct{}{}
 				wg.Add(1)
 				go func(it store.Item) {
-					defer func() { <-sem; wg.Done(); r.Nudge() }()
+					r.inflight.Store(it.ID, struct{}{})
+					defer func() { r.inflight.Delete(it.ID); <-sem; wg.Done(); r.Nudge() }()
 					conc.record(r.deliverItem(ctx, pool, it), backlog)
 				}(it)
 			}
@@ -179,6 +182,15 @@ func (r *Relay) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// Delivering says whether an item is being delivered now: a receipt for
+// a queued item is taken only then (the receiver seals its receipt before
+// its 250 reaches us); for a queued item not in flight it waits until the
+// item is sent.
+func (r *Relay) Delivering(id int64) bool {
+	_, ok := r.inflight.Load(id)
+	return ok
 }
 
 // untilDue is how long the relay may sleep: until the earliest queued

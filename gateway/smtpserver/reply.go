@@ -30,11 +30,23 @@ var (
 	ErrAuthFailed   = Reply(535, smtp.EnhancedCode{5, 7, 8}, "Authentication failed: wrong user name or password")
 	// RFC 3463 5.6.0, as mox answers bare newlines: the message would be
 	// read differently by different servers (SMTP smuggling).
-	ErrBareLF    = Reply(554, smtp.EnhancedCode{5, 6, 0}, "Message refused: it contains a bare CR or LF; lines must end with CRLF")
-	ErrTooBig    = Reply(552, smtp.EnhancedCode{5, 3, 4}, "Message refused: larger than this gateway accepts")
-	ErrTooMany   = Reply(421, smtp.EnhancedCode{4, 7, 0}, "Too many commands in one session; reconnect and try again")
-	ErrTempStore = Reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure storing the package; nothing was lost, try again shortly")
+	ErrBareLF = Reply(554, smtp.EnhancedCode{5, 6, 0}, "Message refused: it contains a bare CR or LF; lines must end with CRLF")
+	ErrTooBig = Reply(552, smtp.EnhancedCode{5, 3, 4}, "Message refused: larger than this gateway accepts")
+	// RFC 5321 section 4.5.3.1.6 bounds a text line; a line past the
+	// gateway's limit is a permanent error (500), never a 4xx a mail
+	// client retries for ever.
+	ErrLineTooLong = Reply(500, smtp.EnhancedCode{5, 5, 6}, "Message refused: a line is longer than 4000 characters; wrap long lines or send the content as an attachment")
+	ErrTooMany     = Reply(421, smtp.EnhancedCode{4, 7, 0}, "Too many commands in one session; reconnect and try again")
+	ErrTempStore   = Reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure storing the package; nothing was lost, try again shortly")
 )
+
+// ErrDuplicateRcpt answers a RCPT for a mailbox already a recipient of
+// the transaction: accepted once, as Postfix collapses duplicates, and
+// (a reply, not an error, so go-smtp does not count it) never counted
+// against the recipient limit again. RFC 3463 2.1.5: destination valid.
+func ErrDuplicateRcpt(to string) *smtp.SMTPError {
+	return Reply(250, smtp.EnhancedCode{2, 1, 5}, to+" is already a recipient of this message; it is counted once")
+}
 
 // StrictCRLF passes a DATA stream through, failing at the first CR not
 // followed by LF or LF not preceded by CR. go-smtp ends DATA only on a
@@ -76,6 +88,8 @@ func DataErr(err error) *smtp.SMTPError {
 		return ErrBareLF
 	case errors.Is(err, smtp.ErrDataTooLarge):
 		return ErrTooBig
+	case errors.Is(err, smtp.ErrTooLongLine):
+		return ErrLineTooLong
 	}
 	return Reply(451, smtp.EnhancedCode{4, 4, 2}, "The connection failed while the message was sent; try again")
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -63,41 +62,6 @@ func (s slogPrintf) Printf(format string, v ...any) {
 	s.l.Warn("smtp", "detail", fmt.Sprintf(format, v...))
 }
 func (s slogPrintf) Println(v ...any) { s.l.Warn("smtp", "detail", fmt.Sprintln(v...)) }
-
-// LimitListener bounds concurrent connections: the next Accept waits for a
-// free slot, so an excess client waits in the kernel's backlog rather than
-// being refused outright. TLS, when the listener is implicit TLS, goes on
-// top of it (tls.NewListener), never under it: go-smtp tells a TLS
-// connection by conn.(*tls.Conn).
-func LimitListener(l net.Listener, n int) net.Listener {
-	return &limited{Listener: l, sem: make(chan struct{}, n)}
-}
-
-type limited struct {
-	net.Listener
-	sem chan struct{}
-}
-
-func (l *limited) Accept() (net.Conn, error) {
-	l.sem <- struct{}{}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
-	}
-	return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
-}
-
-type limitedConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitedConn) Close() error {
-	c.once.Do(c.release)
-	return c.Conn.Close()
-}
 
 // ErrKeysUnavailable answers a submission or a partner while the key
 // backend is unavailable (RFC 3463 4.3.0: a temporary system failure).

@@ -534,6 +534,11 @@ func (t *pgTx) MarkFailed(id int64, reason string) error {
 	return t.transition("mark failed", id, []State{Queued}, `state = 'failed', reason = $1`, reason)
 }
 
+// MarkDeliveredLate implements Tx.
+func (t *pgTx) MarkDeliveredLate(id int64, note string) error {
+	return t.transition("mark delivered late", id, []State{Failed}, `state = 'sent', reason = $1, last_error = ''`, note)
+}
+
 // RetryNow implements Tx.
 func (t *pgTx) RetryNow(id int64) error {
 	t.notify = true

@@ -501,6 +501,12 @@ func (t *sqliteTx) MarkFailed(id int64, reason string) error {
 		`state = 'failed', reason = ?`, reason)
 }
 
+// MarkDeliveredLate makes a failed item sent, keeping why in its reason.
+func (t *sqliteTx) MarkDeliveredLate(id int64, note string) error {
+	return t.transition("mark delivered late", id, []State{Failed},
+		`state = 'sent', reason = ?, last_error = ''`, note)
+}
+
 // RetryNow makes a queued or failed item due at once; a failed one is
 // queued again (its attempts count is kept).
 func (t *sqliteTx) RetryNow(id int64) error {

@@ -32,6 +32,10 @@ type Tx interface {
 	// MarkFailed gives up on an item (maximum age reached, or a permanent
 	// refusal by the destination).
 	MarkFailed(id int64, reason string) error
+	// MarkDeliveredLate records that a failed item was delivered after
+	// all (the destination released it from its quarantine and sent a
+	// signed receipt): it becomes sent, the note saying how.
+	MarkDeliveredLate(id int64, note string) error
 	// RetryNow makes a queued (or failed) item due at once.
 	RetryNow(id int64) error
 	// Drop removes an item from delivery; the reason is required and kept.

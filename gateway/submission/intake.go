@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/gateway/clocks"
 	"github.com/conduit-gateway/conduit/gateway/keyring"
+	"github.com/conduit-gateway/conduit/gateway/senderhdr"
 	"github.com/conduit-gateway/conduit/gateway/smtpserver"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/keys"
@@ -42,6 +44,11 @@ type submission struct {
 	msg   *envelope.Spool
 }
 
+// headerRoom is what sealing adds to the protected header section: the
+// canonical label, the package id, the HP-Outer records and the content
+// type (a few KiB; generous).
+const headerRoom = 16 << 10
+
 // intake reads a submitted package's marking and manifest facts, asks the
 // sharing policy, seals one envelope per destination agency and stores
 // them all durably. It returns the SMTP reply: nil only when every envelope
@@ -65,8 +72,44 @@ func (srv *Server) intake(ctx context.Context, sub submission) error {
 	if rerr != nil {
 		return rerr
 	}
+	// Only after the routing facts were read: the header the envelope
+	// carries names the author the gateway checked and nothing a gateway
+	// alone may write (senderhdr). The author is the MAIL FROM already
+	// checked: the account's own address, or, for the agency's mail
+	// server's relay account, the agency mailbox it sends for.
+	consent := hdr.Get(hdrConsent)
+	removed, herr := senderhdr.CheckSubmission(&hdr, senderhdr.Rules{Address: sub.from,
+		InDirectory: func(a string) bool { return srv.agencyOfMailbox(a) != nil }})
+	if herr != nil {
+		srv.metrics.Refused("sender-header")
+		srv.log.Info("submission refused: header", "user", sub.user.Name, "err", herr)
+		return herr
+	}
+	if len(removed) > 0 {
+		srv.log.Info("gateway header fields removed from a submission", "user", sub.user.Name, "fields", removed)
+	}
+	var sealedHdr bytes.Buffer
+	if err := textproto.WriteHeader(&sealedHdr, hdr); err != nil {
+		return smtpserver.Reply(554, smtp.EnhancedCode{5, 6, 0}, "Message refused: its header cannot be written again: "+err.Error())
+	}
+	// The receiving gateway refuses a protected header section over
+	// envelope.MaxHeaderBytes; the envelope adds its own fields (label,
+	// HP-Outer records, package id) to what the sender wrote.
+	if n := sealedHdr.Len(); n > envelope.MaxHeaderBytes-headerRoom {
+		return smtpserver.Reply(552, smtp.EnhancedCode{5, 3, 4}, fmt.Sprintf(
+			"Message refused: its header section is %d KiB; partner gateways accept at most %d KiB. Move long text into the body or an attachment",
+			n>>10, (envelope.MaxHeaderBytes-headerRoom)>>10))
+	}
+	// RFC 3463 5.7.1: a package sent through this gateway originates
+	// here: it is signed with this agency's key, and a receiver refuses a
+	// label whose originator is not the signer.
+	if m.Label.Originator != srv.cfg.Agency {
+		return smtpserver.Reply(553, smtp.EnhancedCode{5, 7, 1}, fmt.Sprintf(
+			"Package refused: the Handling-Label field originator=%q must be %s, this gateway's agency: it signs what it sends. To pass on another agency's package, mark it as yours and give their consent reference in %s",
+			m.Label.Originator, srv.cfg.Agency, hdrConsent))
+	}
 	pkgID := envelope.NewPackageID()
-	dec := srv.engine.Decide(ctx, m, policy.Sender{Agency: srv.cfg.Agency, OriginatorConsent: hdr.Get(hdrConsent)})
+	dec := srv.engine.Decide(ctx, m, policy.Sender{Agency: srv.cfg.Agency, OriginatorConsent: consent})
 	srv.recordDecision(ctx, pkgID, m, dec)
 	// The events of the intake are written with the envelopes, in the
 	// transaction that stores them (stage); a package refused or not
@@ -146,6 +189,12 @@ func (srv *Server) intake(ctx context.Context, sub submission) error {
 		if err != nil {
 			return smtpserver.ErrTempStore
 		}
+		// The header checked above, then the body as submitted.
+		bbr := bufio.NewReader(body)
+		if _, err := textproto.ReadHeader(bbr); err != nil {
+			return smtpserver.ErrTempStore
+		}
+		sealIn := io.MultiReader(bytes.NewReader(sealedHdr.Bytes()), bbr)
 		// The envelope's manifest names this destination among the
 		// addressees when this gateway's policy sent it there (a redirect or
 		// a copy by a local rule the receiver cannot evaluate): the sending
@@ -157,7 +206,7 @@ func (srv *Server) intake(ctx context.Context, sub submission) error {
 		}
 		var buf bytes.Buffer
 		start := time.Now()
-		_, err = envelope.Seal(ctx, &buf, body, envelope.SealParams{
+		_, err = envelope.Seal(ctx, &buf, sealIn, envelope.SealParams{
 			Signer: self, Recipients: []*keys.Cert{cert}, Label: m.Label, Manifest: &dm,
 			PackageID: pkgID, Now: srv.now, Profile: keys.ProfileOf(self.Entity),
 			// A partner without Conduit gets standard PGP/MIME, no manifest.
@@ -177,6 +226,13 @@ func (srv *Server) intake(ctx context.Context, sub submission) error {
 			}
 			srv.log.Error("seal failed", "destination", agency, "err", err)
 			return smtpserver.Reply(451, smtp.EnhancedCode{4, 7, 0}, "Temporary failure sealing the package; nothing was sent, try again shortly")
+		}
+		// The partner's gateway refuses an envelope over its size limit
+		// (552 5.3.4, final): refuse it here, before any 250.
+		if a := srv.cfg.Directory.Agency(agency); a != nil && a.MessageBytes > 0 && int64(buf.Len()) > a.MessageBytes {
+			return smtpserver.Reply(552, smtp.EnhancedCode{5, 3, 4}, fmt.Sprintf(
+				"Package refused, nothing was sent: sealed for %s it is %.1f MiB, more than %s's gateway accepts (%.1f MiB). Send the attachments in smaller packages",
+				agency, float64(buf.Len())/(1<<20), agency, float64(a.MessageBytes)/(1<<20)))
 		}
 		it := store.Item{
 			PackageID: pkgID, Destination: agency, MailFrom: keyring.Address(self), Submitter: sub.from,

@@ -18,6 +18,8 @@ import (
 
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/config"
+	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/gateway/authlimit"
 	"github.com/conduit-gateway/conduit/gateway/smtpserver"
 	"github.com/conduit-gateway/conduit/gateway/store"
 	"github.com/conduit-gateway/conduit/keys"
@@ -70,6 +72,8 @@ type Options struct {
 	// Hostname is the name in the greeting.
 	Hostname string
 	TLS      *tls.Config
+	// Throttle counts failed logins; nil keeps lockouts in memory only.
+	Throttle *authlimit.Throttle
 }
 
 // Server is the staff submission front end of one gateway.
@@ -88,6 +92,11 @@ type Server struct {
 	hostname string
 	tls      *tls.Config
 	handlers smtpserver.Handlers
+	throttle *authlimit.Throttle
+	accounts *authlimit.Accounts
+	// maxMessage is the submission size limit: what the smallest
+	// partner limit leaves once armored (MessageLimit).
+	maxMessage int64
 }
 
 // New returns a submission server for cfg's agency.
@@ -96,8 +105,44 @@ func New(cfg *config.Config, o Options) *Server {
 	if q == nil {
 		q = func() {}
 	}
+	th := o.Throttle
+	if th == nil {
+		th = authlimit.New(ThrottleConfig(cfg.Auth), nil)
+	}
+	var accts []authlimit.Account
+	for _, u := range cfg.Users {
+		accts = append(accts, authlimit.Account{Name: u.Name, Hash: u.PasswordHash})
+	}
 	return &Server{cfg: cfg, self: cfg.Self(), engine: o.Engine, keys: o.Keys, store: o.Store, audit: o.Audit,
-		deliver: o.Deliver, metrics: o.Metrics, log: o.Log, now: o.Now, queued: q, hostname: o.Hostname, tls: o.TLS}
+		deliver: o.Deliver, metrics: o.Metrics, log: o.Log, now: o.Now, queued: q, hostname: o.Hostname, tls: o.TLS,
+		throttle: th, accounts: authlimit.NewAccounts(accts), maxMessage: MessageLimit(cfg)}
+}
+
+// ThrottleConfig is the login throttle's configuration from the auth
+// section.
+func ThrottleConfig(a config.Auth) authlimit.Config {
+	return authlimit.Config{
+		Penalty: time.Duration(a.Penalty), MaxPenalty: time.Duration(a.MaxPenalty),
+		AccountLimit: a.AccountFailures, AddressLimit: a.AddressFailures,
+		Window: time.Duration(a.Window), Lockout: time.Duration(a.Lockout), SessionLimit: a.SessionFailures,
+	}
+}
+
+// MessageLimit is the largest message staff may submit: the gateway's own
+// limits.message-bytes, and no more than what the smallest partner limit
+// in the directory (message-bytes) takes once the message is sealed and
+// armored (about 1.375 times larger, envelope.SealedSize). A message over
+// it would be accepted here and refused by the partner (552 5.3.4 after
+// a 250): it is refused at DATA instead.
+func MessageLimit(cfg *config.Config) int64 {
+	limit := cfg.Limits.MessageBytes
+	for _, a := range cfg.Directory.Agencies {
+		if a.ID == cfg.Agency || a.MessageBytes <= 0 {
+			continue
+		}
+		limit = min(limit, envelope.MaxPayload(a.MessageBytes))
+	}
+	return limit
 }
 
 // Stop cuts the message handlers still running (their context is
@@ -110,7 +155,9 @@ func (srv *Server) Stop() {
 // SMTP builds the listener's SMTP server; each listener (STARTTLS,
 // implicit TLS) has its own.
 func (srv *Server) SMTP() *smtp.Server {
+	lim := srv.cfg.Limits
+	lim.MessageBytes = srv.maxMessage
 	return smtpserver.New(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		return &subSession{srv: srv, conn: c}, nil
-	}), smtpserver.Options{Hostname: srv.hostname, TLS: srv.tls, Limits: srv.cfg.Limits, Log: srv.log})
+	}), smtpserver.Options{Hostname: srv.hostname, TLS: srv.tls, Limits: lim, Log: srv.log})
 }

@@ -1,16 +1,23 @@
 package submission
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net/netip"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
-	"golang.org/x/crypto/bcrypt"
 
+	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/config"
 	"github.com/conduit-gateway/conduit/envelope"
+	"github.com/conduit-gateway/conduit/gateway/admission"
+	"github.com/conduit-gateway/conduit/gateway/authlimit"
 	"github.com/conduit-gateway/conduit/gateway/smtpserver"
 )
 
@@ -79,6 +86,7 @@ func (s *subSession) Auth(mech string) (sasl.Server, error) {
 				return smtpserver.ErrAuthFailed
 			}
 			s.user = u
+			admission.Promote(s.conn.Conn())
 			s.srv.log.Info("submission login", "user", u.Name, "by", "client certificate", "remote", s.conn.Conn().RemoteAddr().String())
 			return nil
 		}), nil
@@ -86,22 +94,9 @@ func (s *subSession) Auth(mech string) (sasl.Server, error) {
 	return nil, smtpserver.Reply(504, smtp.EnhancedCode{5, 5, 4}, "Unrecognised authentication mechanism "+mech+"; use PLAIN or LOGIN")
 }
 
-// login checks an account's password.
+// login checks an account's password, throttled (Server.login).
 func (s *subSession) login(username, password string) error {
-	for i := range s.srv.cfg.Users {
-		u := &s.srv.cfg.Users[i]
-		if u.Name != username {
-			continue
-		}
-		if u.PasswordHash == "" || bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) != nil {
-			break
-		}
-		s.user = u
-		s.srv.log.Info("submission login", "user", u.Name, "remote", s.conn.Conn().RemoteAddr().String())
-		return nil
-	}
-	s.srv.log.Warn("submission login failed", "user", username, "remote", s.conn.Conn().RemoteAddr().String())
-	return smtpserver.ErrAuthFailed
+	return s.srv.login(s.conn, "", username, password, func(u *config.User) { s.user = u })
 }
 
 // certUser is the relay account the client's certificate names (its CN,
@@ -118,6 +113,79 @@ func (s *subSession) certUser() *config.User {
 		}
 	}
 	return nil
+}
+
+// login checks a password the way a mail server under attack must
+// (Dovecot's auth_penalty, mox's lockouts): a locked account or address
+// is refused without checking the password; a failure is answered after a
+// penalty that grows with the address's failures, counted, audited, and
+// ends the connection after auth.session-failures; an unknown account
+// costs the same bcrypt as a known one.
+func (srv *Server) login(c *smtp.Conn, identity, username, password string, ok func(*config.User)) error {
+	ctx := context.Background()
+	remote := c.Conn().RemoteAddr().String()
+	var addr netip.Addr
+	if ap, err := netip.ParseAddrPort(remote); err == nil {
+		addr = ap.Addr()
+	}
+	wait, err := srv.throttle.Check(ctx, addr, username)
+	var locked *authlimit.LockedError
+	if errors.As(err, &locked) {
+		srv.metrics.AuthFailure("locked")
+		srv.log.Warn("submission login refused: locked out", "scope", locked.Scope, "remote", remote)
+		admission.Drop(c.Conn())
+		// RFC 4954 section 6: 454 4.7.0, a temporary authentication
+		// failure: the account is not confirmed to exist or not.
+		return smtpserver.Reply(454, smtp.EnhancedCode{4, 7, 0}, fmt.Sprintf(
+			"Too many failed logins (%s locked until %s UTC); try again later or ask your administrator (conduit user unlock)",
+			locked.Scope, locked.Until.UTC().Format("15:04")))
+	}
+	if err != nil {
+		srv.log.Error("login throttle unavailable", "err", err)
+		return smtpserver.Reply(454, smtp.EnhancedCode{4, 7, 0}, "Temporary authentication failure; try again shortly")
+	}
+	i := -1
+	if identity == "" || identity == username {
+		i = srv.accounts.Verify(username, password)
+	}
+	if i >= 0 {
+		u := &srv.cfg.Users[i]
+		srv.throttle.Success(addr, username)
+		// Staff who logged in hold a kept slot, free of the pre-auth
+		// deadlines.
+		admission.Promote(c.Conn())
+		ok(u)
+		srv.log.Info("submission login", "user", u.Name, "remote", remote)
+		return nil
+	}
+	// The penalty is served before the answer, so a guesser waits
+	// whether it guessed in one session or in many.
+	authlimit.Wait(ctx, wait)
+	lock, lerr := srv.throttle.Failure(ctx, addr, username)
+	if lerr != nil {
+		srv.log.Error("login throttle unavailable", "err", lerr)
+	}
+	// Never the name as typed when it is no account: people type
+	// passwords into the name field.
+	who := "an unknown account"
+	if srv.accounts.Known(username) {
+		who = "account " + username
+	}
+	srv.metrics.AuthFailure("failed")
+	events := []audit.Event{{Kind: audit.AuthFailed, Actor: addr.String(), Detail: "failed login for " + who}}
+	if lock != nil {
+		srv.metrics.AuthFailure("lockout")
+		srv.log.Error("admin alert: submission logins locked out", "scope", lock.Scope, "until", lock.Until.UTC().Format(time.RFC3339), "remote", remote, "for", who)
+		events = append(events, audit.Event{Kind: audit.AuthLocked, Actor: addr.String(),
+			Detail: fmt.Sprintf("%s locked until %s after failed logins (%s)", lock.Scope, lock.Until.UTC().Format(time.RFC3339), who)})
+	}
+	srv.audit.Append(ctx, events...)
+	srv.log.Warn("submission login failed", "for", who, "remote", remote)
+	if admission.Fail(c.Conn()) >= srv.throttle.Config().SessionLimit || lock != nil {
+		admission.Drop(c.Conn())
+		return smtpserver.Reply(535, smtp.EnhancedCode{5, 7, 8}, "Authentication failed: wrong user name or password; too many failures, closing the connection")
+	}
+	return smtpserver.ErrAuthFailed
 }
 
 func (s *subSession) Mail(from string, _ *smtp.MailOptions) error {
@@ -183,6 +251,9 @@ func (s *subSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if a.ID == s.srv.cfg.Agency {
 		return smtpserver.Reply(550, smtp.EnhancedCode{5, 1, 6}, to+" is in your own agency; use your internal mail")
 	}
+	if slices.ContainsFunc(s.rcpts, func(r string) bool { return strings.EqualFold(r, to) }) {
+		return smtpserver.ErrDuplicateRcpt(to)
+	}
 	s.rcpts = append(s.rcpts, to)
 	return nil
 }
@@ -202,7 +273,7 @@ func (s *subSession) Data(r io.Reader) error {
 		defer done()
 		return s.srv.deliverBounce(ctx, s.user, s.rcpts, r)
 	}
-	sp, err := envelope.NewSpool("", s.srv.cfg.Limits.MessageBytes)
+	sp, err := envelope.NewSpool("", s.srv.maxMessage)
 	if err != nil {
 		io.Copy(io.Discard, r)
 		return smtpserver.ErrTempStore
