@@ -43,6 +43,7 @@ import (
 // moments, which a redelivery repairs (the same contract as the SQLite
 // store's synchronous=NORMAL).
 type Postgres struct {
+	Writes
 	pool *pgxpool.Pool
 	now  func() time.Time
 	// owned: the store opened the pool and closes it.
@@ -123,6 +124,7 @@ func redact(err error) error {
 // audit trail), who closes it after the store.
 func NewPostgres(ctx context.Context, pool *pgxpool.Pool) (*Postgres, error) {
 	s := &Postgres{pool: pool, now: time.Now}
+	s.Writes = Writes{s}
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
 	lock := fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d, 1)`, lockMigrate)

@@ -27,6 +27,7 @@ import (
 // a pool of read-only connections and see the last committed state
 // without waiting for writers (WAL).
 type SQLite struct {
+	Writes
 	w *sql.DB // one connection, BEGIN IMMEDIATE
 	r *sql.DB // read-only pool
 	// now is the clock for Created/Updated stamps; tests may replace it.
@@ -67,6 +68,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 func NewSQLite(ctx context.Context, db *sqlschema.DB) (*SQLite, error) {
 	w, r := db.W, db.R
 	s := &SQLite{w: w, r: r, now: time.Now}
+	s.Writes = Writes{s}
 	if err := s.migrate(ctx); err != nil {
 		return nil, err
 	}
