@@ -2,21 +2,13 @@ package inbound
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/conduit-gateway/conduit/audit"
-	"github.com/conduit-gateway/conduit/config"
-	"github.com/conduit-gateway/conduit/examples"
 	"github.com/conduit-gateway/conduit/gateway/delivery"
-	"github.com/conduit-gateway/conduit/gateway/keyring"
+	"github.com/conduit-gateway/conduit/gateway/keyring/keyringtest"
 	"github.com/conduit-gateway/conduit/gateway/smtpserver"
-	"github.com/conduit-gateway/conduit/gateway/store"
-	"github.com/conduit-gateway/conduit/keys"
 	"github.com/conduit-gateway/conduit/metrics"
 )
 
@@ -26,36 +18,9 @@ import (
 // opened.
 func TestInboundFailsClosedWhileTheKeysAreGone(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	d, err := config.LoadDirectory("directory.yaml", examples.Directory)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Agency("northshire-pio").Fingerprint = ""
-	cfg := &config.Config{Agency: "northshire-pio", Directory: d}
-	cfg.Keys.Partners = dir
-	cfg.Keys.CheckInterval = config.Duration(time.Hour)
-	path := filepath.Join(dir, "k.key")
-	id, err := keys.Generate("northshire-pio", "conduit@northshire-pio.example", keys.ProfileRFC4880, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := (&keys.File{Path: path}).Store(ctx, id); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.OpenSQLite(ctx, filepath.Join(dir, "store.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	aud := audit.NewWriter(nil, cfg.Agency, time.Now, log, nil)
-	ring, err := keyring.New(ctx, cfg, &keys.File{Path: path}, keyring.Options{Store: st, Audit: aud,
-		Deliver: delivery.New(dir, "", "northshire-pio.example"), Log: log, Now: time.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := New(cfg, Options{Keys: ring, Store: st, Audit: aud, Deliver: delivery.New(dir, "", "x.example"), Metrics: metrics.New(log), Log: log, Now: time.Now})
+	b := keyringtest.New(t)
+	ring, path := b.Ring, b.KeyFile
+	srv := New(b.Config, Options{Keys: b.Ring, Store: b.Store, Audit: b.Audit, Deliver: delivery.New(b.Dir, "", "x.example"), Metrics: metrics.New(b.Log), Log: b.Log, Now: time.Now})
 	if err := os.Rename(path, path+".away"); err != nil {
 		t.Fatal(err)
 	}
