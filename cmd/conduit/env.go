@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -23,7 +25,30 @@ const (
 	vaultTokenEnv = "CONDUIT_VAULT_TOKEN"
 	// auditKeyFileEnv names the audit chain's HMAC key file.
 	auditKeyFileEnv = "CONDUIT_AUDIT_KEY_FILE"
+	// cpuProfileEnv, for measurements (bench/e2e.sh -profile), names a
+	// file prefix: serve writes a CPU profile to PREFIX.PID until it
+	// stops. A profile holds call stacks and counts, never message data.
+	cpuProfileEnv = "CONDUIT_CPU_PROFILE"
 )
+
+// cpuProfile starts the CPU profile cpuProfileEnv asks for; stop ends it.
+func cpuProfile(log *slog.Logger) (stop func(), err error) {
+	prefix := os.Getenv(cpuProfileEnv)
+	if prefix == "" {
+		return func() {}, nil
+	}
+	name := fmt.Sprintf("%s.%d", prefix, os.Getpid())
+	f, err := os.Create(name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cpuProfileEnv, err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", cpuProfileEnv, err)
+	}
+	log.Warn("writing a CPU profile", "file", name)
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
 
 // gatewayOptions completes the options of gateway.New with what the
 // environment says: the passphrase and Vault token overrides, and the

@@ -42,6 +42,11 @@ restart. SIGINT or SIGTERM stop it cleanly.`,
 				return &exitError{exitUsage, err}
 			}
 			slog.SetDefault(log)
+			if stop, err := cpuProfile(log); err != nil {
+				return err
+			} else {
+				defer stop()
+			}
 			if err := disableCoreDumps(); err != nil {
 				// Fail closed: a gateway that could dump its keys does
 				// not start.

@@ -27,6 +27,11 @@ type Deliverer struct {
 	// store sends back (a vacation reply, a filter's bounce) comes to the
 	// gateway and never goes out to the originator by other means.
 	returnPath func() string
+
+	// mailboxes remembers, per mailbox folder, that its tmp/new/cur
+	// exist and what its cur/ holds (maildir.go), so that a delivery
+	// costs a few lookups by name rather than a read of the whole folder.
+	mailboxes mailboxCache
 }
 
 // RefusedError is a mailbox the agency's mail store refused for good (an
