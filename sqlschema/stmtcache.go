@@ -124,8 +124,49 @@ func (c *cacheConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.
 	return c.inner().BeginTx(ctx, opts)
 }
 
+// PrepareContext hands out the kept statement for query (a loop of
+// inserts prepares once per transaction: compiled once per connection
+// instead), lent until the caller closes it.
 func (c *cacheConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
-	return c.inner().PrepareContext(ctx, query)
+	cs, err := c.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if cs == nil {
+		return c.inner().PrepareContext(ctx, query)
+	}
+	cs.busy = true
+	return &lentStmt{cs: cs}, nil
+}
+
+// lentStmt is a kept statement lent to a caller: closing it gives it
+// back instead of finalizing it.
+type lentStmt struct{ cs *cachedStmt }
+
+var (
+	_ driver.StmtExecContext  = (*lentStmt)(nil)
+	_ driver.StmtQueryContext = (*lentStmt)(nil)
+)
+
+func (s *lentStmt) Close() error  { s.cs.busy = false; return nil }
+func (s *lentStmt) NumInput() int { return s.cs.s.NumInput() }
+
+func (s *lentStmt) Exec(args []driver.Value) (driver.Result, error) {
+	return nil, errors.New("sqlschema: Exec without a context")
+}
+
+func (s *lentStmt) Query(args []driver.Value) (driver.Rows, error) {
+	return nil, errors.New("sqlschema: Query without a context")
+}
+
+func (s *lentStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	return s.cs.s.(driver.StmtExecContext).ExecContext(ctx, args)
+}
+
+// QueryContext's rows stay open on the statement while the caller holds
+// it; database/sql closes them before the statement.
+func (s *lentStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	return s.cs.s.(driver.StmtQueryContext).QueryContext(ctx, args)
 }
 
 func (c *cacheConn) ResetSession(ctx context.Context) error {
