@@ -61,6 +61,13 @@ type writeReq struct {
 // it about (the command line's, or a commit whose kick it missed).
 const drainPoll = time.Second
 
+// drainGather is how long a kick waits before the staged events are
+// chained, so that one chaining transaction takes the events of every
+// commit in that time rather than one transaction for each (a busy
+// gateway kicks for every package). The events are already durable in
+// the outbox; only their place in the chain waits.
+const drainGather = 100 * time.Millisecond
+
 // maxBatch bounds one group commit.
 const maxBatch = 256
 
@@ -122,8 +129,12 @@ func (w *Writer) run(stop <-chan struct{}, stopped chan<- struct{}) {
 	defer close(stopped)
 	t := time.NewTicker(drainPoll)
 	defer t.Stop()
+	gather := time.NewTimer(drainGather)
+	gather.Stop()
+	var gathering bool
 	for {
 		var batch []writeReq
+		drain := false
 		select {
 		case <-stop:
 			// Whatever is waiting is written before the loop ends.
@@ -141,7 +152,15 @@ func (w *Writer) run(stop <-chan struct{}, stopped chan<- struct{}) {
 		case r := <-w.reqs:
 			batch = append(batch, r)
 		case <-w.kick:
+			if !gathering {
+				gathering = true
+				gather.Reset(drainGather)
+			}
+			continue
+		case <-gather.C:
+			gathering, drain = false, true
 		case <-t.C:
+			drain = true
 		}
 	more:
 		for len(batch) < maxBatch {
@@ -153,6 +172,9 @@ func (w *Writer) run(stop <-chan struct{}, stopped chan<- struct{}) {
 			}
 		}
 		if len(batch) == 0 {
+			if !drain {
+				continue
+			}
 			if _, err := w.b.Drain(context.Background()); err != nil {
 				w.log.Error("admin alert: staged audit events not chained; retried", "err", err)
 				w.fail()

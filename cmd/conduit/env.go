@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -30,6 +31,21 @@ const (
 	// stops. A profile holds call stacks and counts, never message data.
 	cpuProfileEnv = "CONDUIT_CPU_PROFILE"
 )
+
+// gcPercent is the daemon's garbage collector target when GOGC does not
+// set one. Go's default (100) collects each time the heap doubles; the
+// gateway's live heap is small (keys, config, the envelopes in flight) and
+// most of what it allocates is per-message garbage, so at 100 the collector
+// took about 5% of a loaded gateway's CPU. At 400 it runs a quarter as
+// often, for a peak heap of about five times the live one.
+const gcPercent = 400
+
+// gcDefault applies gcPercent unless the operator set GOGC.
+func gcDefault() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(gcPercent)
+	}
+}
 
 // cpuProfile starts the CPU profile cpuProfileEnv asks for; stop ends it.
 func cpuProfile(log *slog.Logger) (stop func(), err error) {

@@ -42,6 +42,7 @@ restart. SIGINT or SIGTERM stop it cleanly.`,
 				return &exitError{exitUsage, err}
 			}
 			slog.SetDefault(log)
+			gcDefault()
 			if stop, err := cpuProfile(log); err != nil {
 				return err
 			} else {

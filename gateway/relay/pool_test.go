@@ -42,6 +42,8 @@ type relayPeer struct {
 	// failData, when set, answers DATA for a body: an error to reply
 	// with, or errDrop to cut the connection instead.
 	failData func(body string) error
+	// failMail, when set, answers the nth MAIL of a session.
+	failMail func(n int) error
 
 	mu       sync.Mutex
 	accepted int
@@ -123,13 +125,18 @@ func (c *peerConn) Close() error {
 }
 
 type peerSession struct {
-	p    *relayPeer
-	conn *smtp.Conn
+	p     *relayPeer
+	conn  *smtp.Conn
+	mails int
 }
 
 func (s *peerSession) Mail(string, *smtp.MailOptions) error {
 	if _, ok := s.conn.TLSConnectionState(); !ok {
 		return smtpserver.ErrNeedTLS
+	}
+	s.mails++
+	if s.p.failMail != nil {
+		return s.p.failMail(s.mails)
 	}
 	return nil
 }
@@ -335,6 +342,28 @@ func TestRelayReplacesSessionPeerClosedWhileIdle(t *testing.T) {
 	}
 }
 
+// A cached session's first command is its probe: a peer that ends it
+// with 421 at MAIL (too busy, or closing) has been handed nothing, and the
+// package goes over a new session at once.
+func TestRelayReplacesSessionRefusedAtMail(t *testing.T) {
+	peer, g, pool := relaySetup(t)
+	ctx := context.Background()
+	_, err := g.send(ctx, pool, relayItem("first"))
+	tcheck(t, err, "first")
+	peer.failMail = func(n int) error {
+		if n > 1 {
+			return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "closing"}
+		}
+		return nil
+	}
+	_, err = g.send(ctx, pool, relayItem("second"))
+	tcheck(t, err, "second, after the reused session was refused at MAIL")
+	peer.deliveredOnce(t, "first", "second")
+	if accepted, _ := peer.counts(); accepted != 2 {
+		t.Errorf("%d connections, want 2 (the refused session replaced)", accepted)
+	}
+}
+
 func TestRelayClosesSessionIdleTooLong(t *testing.T) {
 	ca := newTestCA(t)
 	peer := startRelayPeer(t, ca)
@@ -464,7 +493,7 @@ func TestRelaySessionResumesTLS(t *testing.T) {
 		st, _ := s.c.TLSConnectionState()
 		resumed = append(resumed, st.DidResume)
 		// A session ticket arrives after the handshake: one exchange reads it.
-		_, err = s.transact(context.Background(), g.hostname, false, "conduit@northshire-pio.example", []string{"intel@northgate.hmpps.example"}, []byte(fmt.Sprintf("r%d\r\n", i)))
+		_, err = s.transact(context.Background(), false, "conduit@northshire-pio.example", []string{"intel@northgate.hmpps.example"}, []byte(fmt.Sprintf("r%d\r\n", i)))
 		tcheck(t, err, "transact")
 		s.close()
 	}

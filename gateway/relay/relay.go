@@ -387,7 +387,7 @@ func (r *Relay) sendTo(ctx context.Context, pool *relayPool, a *config.Agency, a
 				return "", false, err
 			}
 		}
-		id, terr := s.transact(ctx, r.hostname, reused, it.MailFrom, it.Recipients, it.Envelope)
+		id, terr := s.transact(ctx, reused, it.MailFrom, it.Recipients, it.Envelope)
 		if terr == nil {
 			pool.put(s)
 			return id, true, nil
