@@ -73,7 +73,7 @@ func (r *Relay) sessionKey(a *config.Agency, addr, host string) sessionKey {
 // gateway.
 type relaySession struct {
 	key     sessionKey
-	c       *smtp.Client
+	c       *wireClient
 	conn    net.Conn // under c, for deadlines that follow a context
 	created time.Time
 	idle    time.Time // when it was last put back
@@ -84,10 +84,7 @@ type relaySession struct {
 // close ends the session: QUIT when the peer still answers, and the
 // connection closed in every case.
 func (s *relaySession) close() {
-	s.c.CommandTimeout = quitTimeout
-	if err := s.c.Quit(); err != nil {
-		s.c.Close()
-	}
+	s.c.Quit(quitTimeout)
 }
 
 // usable says whether the session may carry one more item of n recipients.
@@ -279,10 +276,7 @@ func (r *Relay) dialRelay(ctx context.Context, pool *relayPool, a *config.Agency
 	}
 	tc := tlsroute.ClientConfig(r.clientTLS, r.directory, a, host)
 	tc.ClientSessionCache = pool.ticketCache(key)
-	// go-smtp sends EHLO, insists on STARTTLS being offered, and starts
-	// TLS; the handshake itself happens with the next command, so the
-	// explicit Hello below is where a bad certificate shows.
-	c, err := smtp.NewClientStartTLS(conn, tc)
+	c, err := dialWire(ctx, conn, tc, r.hostname, commandTimeout)
 	if err != nil {
 		conn.Close()
 		var smtpErr *smtp.SMTPError
@@ -290,16 +284,6 @@ func (r *Relay) dialRelay(ctx context.Context, pool *relayPool, a *config.Agency
 			return nil, classify(err)
 		}
 		return nil, &relayError{err: fmt.Errorf("%s: no TLS, so nothing was sent: %w", addr, err), alert: true}
-	}
-	c.CommandTimeout = commandTimeout
-	c.SubmissionTimeout = 10 * time.Minute
-	if err := c.Hello(r.hostname); err != nil {
-		c.Close()
-		var smtpErr *smtp.SMTPError
-		if errors.As(err, &smtpErr) {
-			return nil, classify(err)
-		}
-		return nil, &relayError{err: fmt.Errorf("TLS with %s failed, so nothing was sent: %w", addr, err), alert: true}
 	}
 	if st, ok := c.TLSConnectionState(); !ok || st.Version < tls.VersionTLS12 {
 		c.Close()
@@ -345,40 +329,19 @@ func (s *relaySession) transact(ctx context.Context, reused bool, mailFrom strin
 			return "", err
 		}
 	}
-	beforeData := func(err error) error {
-		var se *smtp.SMTPError
-		if reused && (!errors.As(err, &se) || se.Code == 421) {
-			return fmt.Errorf("%w: %w", errStale, err)
-		}
-		return classify(err)
-	}
-	s.cmds++
+	first := commandTimeout
 	if reused {
-		s.c.CommandTimeout = probeTimeout
+		first = probeTimeout
 	}
-	err := s.c.Mail(mailFrom, nil)
-	s.c.CommandTimeout = commandTimeout
+	s.cmds += 2 + len(rcpts)
+	text, before, err := s.c.transaction(ctx, mailFrom, rcpts, env, first)
 	if err != nil {
-		return "", beforeData(err)
-	}
-	for _, r := range rcpts {
-		s.cmds++
-		if err := s.c.Rcpt(r, nil); err != nil {
-			return "", beforeData(err)
+		var se *smtp.SMTPError
+		if before && reused && (!errors.As(err, &se) || se.Code == 421) {
+			return "", fmt.Errorf("%w: %w", errStale, err)
 		}
-	}
-	s.cmds++
-	w, err := s.c.Data()
-	if err != nil {
-		return "", beforeData(err)
-	}
-	if _, err := w.Write(env); err != nil {
-		return "", classify(err)
-	}
-	resp, err := w.CloseWithResponse()
-	if err != nil {
 		return "", classify(err)
 	}
 	s.txns++
-	return remoteQueueID(resp.StatusText), nil
+	return remoteQueueID(text), nil
 }

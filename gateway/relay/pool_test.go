@@ -42,6 +42,8 @@ type relayPeer struct {
 	// failData, when set, answers DATA for a body: an error to reply
 	// with, or errDrop to cut the connection instead.
 	failData func(body string) error
+	// failRcpt, when set, answers each RCPT.
+	failRcpt func(to string) error
 	// failMail, when set, answers the nth MAIL of a session.
 	failMail func(n int) error
 
@@ -140,9 +142,14 @@ func (s *peerSession) Mail(string, *smtp.MailOptions) error {
 	}
 	return nil
 }
-func (s *peerSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
-func (s *peerSession) Reset()                               {}
-func (s *peerSession) Logout() error                        { return nil }
+func (s *peerSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if s.p.failRcpt != nil {
+		return s.p.failRcpt(to)
+	}
+	return nil
+}
+func (s *peerSession) Reset()        {}
+func (s *peerSession) Logout() error { return nil }
 func (s *peerSession) Data(r io.Reader) error {
 	b, err := io.ReadAll(r)
 	if err != nil {

@@ -23,8 +23,30 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
+
+// RequireTools skips t on a laptop without the mail system or without
+// root, and fails it under CI=true, where test.sh installs the mail
+// system and runs as root.
+func RequireTools(t testing.TB) {
+	t.Helper()
+	for _, tool := range Tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is not installed; CI must install it (test.sh does)", tool)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("Postfix and Dovecot need root")
+		}
+		t.Skip("Postfix and Dovecot need root")
+	}
+}
 
 // Tools lists the programs this package runs; a test checks them first.
 var Tools = []string{"postfix", "postconf", "postqueue", "dovecot"}
@@ -83,6 +105,13 @@ type PostfixOptions struct {
 	// SASLMechanisms restricts the client's SASL mechanisms
 	// (smtp_sasl_mechanism_filter), e.g. "login".
 	SASLMechanisms string
+	// SMTPDCert and SMTPDKey, when set, make its smtpd demand STARTTLS
+	// with this certificate (smtpd_tls_security_level = encrypt): the
+	// MTA as a partner's mail server that the gateway's relay sends to.
+	SMTPDCert, SMTPDKey string
+	// DiscardEHLO names EHLO keywords its smtpd does not offer
+	// (smtpd_discard_ehlo_keywords), e.g. "pipelining, chunking".
+	DiscardEHLO string
 }
 
 // Postfix is a running Postfix instance.
@@ -131,9 +160,16 @@ func StartPostfix(ctx context.Context, o PostfixOptions) (*Postfix, error) {
 	if err := os.WriteFile(filepath.Join(p.Conf, "master.cf"), master, 0o644); err != nil {
 		return nil, err
 	}
-	mechs := ""
+	extra := ""
 	if o.SASLMechanisms != "" {
-		mechs = "smtp_sasl_mechanism_filter = " + o.SASLMechanisms + "\n"
+		extra = "smtp_sasl_mechanism_filter = " + o.SASLMechanisms + "\n"
+	}
+	if o.SMTPDCert != "" {
+		extra += "smtpd_tls_security_level = encrypt\nsmtpd_tls_cert_file = " + o.SMTPDCert + "\nsmtpd_tls_key_file = " + o.SMTPDKey +
+			"\nsmtpd_tls_mandatory_protocols = >=TLSv1.2\n"
+	}
+	if o.DiscardEHLO != "" {
+		extra += "smtpd_discard_ehlo_keywords = " + o.DiscardEHLO + "\n"
 	}
 	main := fmt.Sprintf(`compatibility_level = 3.6
 queue_directory = %[1]s/queue
@@ -166,7 +202,7 @@ smtp_sasl_tls_security_options = noanonymous
 queue_run_delay = 2s
 minimal_backoff_time = 2s
 maximal_backoff_time = 4s
-`, dir, o.Hostname, o.Domain, hostOf(o.Relayhost), portOf(o.Relayhost), o.CAFile, o.TLSName, o.RelayUser, o.RelayPassword, mechs)
+`, dir, o.Hostname, o.Domain, hostOf(o.Relayhost), portOf(o.Relayhost), o.CAFile, o.TLSName, o.RelayUser, o.RelayPassword, extra)
 	if err := os.WriteFile(filepath.Join(p.Conf, "main.cf"), []byte(main), 0o644); err != nil {
 		return nil, err
 	}

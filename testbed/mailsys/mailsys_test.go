@@ -5,33 +5,13 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/emersion/go-smtp"
 )
 
-// requireTools skips on a laptop without the mail system and fails under
-// CI=true, where test.sh installs it.
-func requireTools(t *testing.T) {
-	t.Helper()
-	for _, tool := range Tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is not installed; CI must install it (test.sh does)", tool)
-			}
-			t.Skipf("%s not installed", tool)
-		}
-	}
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("Postfix and Dovecot need root")
-		}
-		t.Skip("Postfix and Dovecot need root")
-	}
-}
+func requireTools(t *testing.T) { RequireTools(t) }
 
 // Dovecot takes a message by LMTP for a user it knows, refuses one it
 // does not with a permanent error, and serves the message over IMAP.

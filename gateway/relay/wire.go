@@ -1,0 +1,416 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// wireClient is the relay's side of an SMTP session with a partner's
+// gateway or mail server: STARTTLS required, then transactions that send
+// as little back and forth as the peer allows. go-smtp's client sends one
+// command and waits for its reply each time, and sends the envelope with
+// DATA, which the receiving go-smtp server reads a byte at a time to undo
+// the dot-stuffing. Here, when the peer offers PIPELINING (RFC 2920) and
+// CHUNKING (RFC 3030), a one-recipient item is MAIL, RCPT and BDAT LAST
+// with the envelope in one write, and its three replies read together:
+// one round trip instead of four, and a receiver that copies the envelope
+// in bulk. A peer that offers neither gets the classic exchange.
+//
+// Replies that refuse are *smtp.SMTPError values, as go-smtp's client
+// returns them, so that classify and the callers treat both alike.
+type wireClient struct {
+	raw  net.Conn        // the TCP connection, for deadlines
+	ctx  context.Context // of the exchange under way, if any (deadline)
+	conn net.Conn        // raw, or the TLS connection over it
+	tls  *tls.Conn
+	r    *bufio.Reader
+	w    *bufio.Writer
+	ext  map[string]string // EHLO keywords (upper case) and their parameters
+
+	// commandTimeout bounds a command's reply; submissionTimeout the
+	// reply to the end of the message, which the peer gives only once
+	// the package is stored.
+	commandTimeout, submissionTimeout time.Duration
+}
+
+// maxReplyLines bounds a multi-line reply: a peer cannot keep the relay
+// reading for ever.
+const maxReplyLines = 100
+
+// dialWire greets the peer on conn, requires STARTTLS and completes the
+// TLS handshake with tc, and greets it again over TLS. A refusal by the
+// peer is an *smtp.SMTPError; anything else (no STARTTLS, the handshake)
+// is a plain error.
+func dialWire(ctx context.Context, conn net.Conn, tc *tls.Config, hostname string, commandTimeout time.Duration) (*wireClient, error) {
+	c := &wireClient{raw: conn, commandTimeout: commandTimeout, submissionTimeout: 10 * time.Minute}
+	c.setConn(conn)
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	c.ctx = ctx
+	defer func() { c.ctx = nil }()
+	c.deadline(time.Now().Add(commandTimeout))
+	if _, err := c.reply(220); err != nil {
+		return nil, err
+	}
+	if err := c.ehlo(hostname); err != nil {
+		return nil, err
+	}
+	if _, ok := c.ext["STARTTLS"]; !ok {
+		return nil, errors.New("the peer does not offer STARTTLS")
+	}
+	if _, err := c.cmd(220, "STARTTLS"); err != nil {
+		return nil, err
+	}
+	t := tls.Client(conn, tc)
+	if err := t.HandshakeContext(ctx); err != nil {
+		return nil, err
+	}
+	c.tls = t
+	c.setConn(t)
+	if err := c.ehlo(hostname); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c.deadline(time.Time{})
+	return c, nil
+}
+
+// deadline sets the connection's deadline, unless the context of the
+// exchange has ended: its cancellation set a deadline in the past to cut
+// the exchange, and a later deadline must not undo that.
+func (c *wireClient) deadline(t time.Time) {
+	c.raw.SetDeadline(t)
+	if c.ctx != nil && c.ctx.Err() != nil {
+		c.raw.SetDeadline(time.Unix(1, 0))
+	}
+}
+
+func (c *wireClient) setConn(conn net.Conn) {
+	c.conn = conn
+	c.r = bufio.NewReader(conn)
+	c.w = bufio.NewWriterSize(conn, 32<<10)
+}
+
+// maxReplyLine bounds one reply line (RFC 5321 4.5.3.1.5 allows 512
+// octets): a peer cannot make the relay buffer without end.
+const maxReplyLine = 2048
+
+// readLine reads one reply line without its CRLF.
+func (c *wireClient) readLine() (string, error) {
+	var b []byte
+	for {
+		part, err := c.r.ReadSlice('\n')
+		if len(b)+len(part) > maxReplyLine {
+			return "", errors.New("smtp: a reply line over 2048 octets")
+		}
+		b = append(b, part...)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return "", err
+		}
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// TLSConnectionState is the session's TLS state; ok is false before
+// STARTTLS.
+func (c *wireClient) TLSConnectionState() (tls.ConnectionState, bool) {
+	if c.tls == nil {
+		return tls.ConnectionState{}, false
+	}
+	return c.tls.ConnectionState(), true
+}
+
+func (c *wireClient) ehlo(hostname string) error {
+	msg, err := c.cmd(250, "EHLO %s", hostname)
+	if err != nil {
+		return err
+	}
+	c.ext = map[string]string{}
+	lines := strings.Split(msg, "\n")
+	for _, l := range lines[1:] {
+		k, v, _ := strings.Cut(strings.TrimSpace(l), " ")
+		c.ext[strings.ToUpper(k)] = v
+	}
+	return nil
+}
+
+// has says whether the peer offered an extension.
+func (c *wireClient) has(ext string) bool {
+	_, ok := c.ext[ext]
+	return ok
+}
+
+// cmd sends one command and reads its reply.
+func (c *wireClient) cmd(want int, format string, args ...any) (string, error) {
+	if err := c.send(format, args...); err != nil {
+		return "", err
+	}
+	if err := c.w.Flush(); err != nil {
+		return "", err
+	}
+	return c.reply(want)
+}
+
+// send buffers one command line.
+func (c *wireClient) send(format string, args ...any) error {
+	line := fmt.Sprintf(format, args...)
+	if strings.ContainsAny(line, "\r\n") {
+		return errors.New("smtp: a command must not contain CR or LF")
+	}
+	c.w.WriteString(line)
+	_, err := c.w.WriteString("\r\n")
+	return err
+}
+
+// reply reads one reply (all its lines); a code other than want is an
+// *smtp.SMTPError.
+func (c *wireClient) reply(want int) (string, error) {
+	var lines []string
+	code := 0
+	for {
+		line, err := c.readLine()
+		if err != nil {
+			return "", err
+		}
+		if len(line) < 4 || (line[3] != ' ' && line[3] != '-') {
+			if len(line) == 3 {
+				line += " "
+			} else {
+				return "", fmt.Errorf("smtp: malformed reply %q", truncate(line))
+			}
+		}
+		n, err := strconv.Atoi(line[:3])
+		if err != nil || n < 200 || n > 599 {
+			return "", fmt.Errorf("smtp: malformed reply %q", truncate(line))
+		}
+		if code != 0 && n != code {
+			return "", fmt.Errorf("smtp: reply codes %d and %d in one reply", code, n)
+		}
+		code = n
+		lines = append(lines, line[4:])
+		if line[3] == ' ' {
+			break
+		}
+		if len(lines) >= maxReplyLines {
+			return "", errors.New("smtp: a reply of too many lines")
+		}
+	}
+	msg := strings.Join(lines, "\n")
+	if code != want {
+		return msg, replyError(code, msg)
+	}
+	return msg, nil
+}
+
+// replyError is a refusal as go-smtp gives it: the code, the enhanced
+// status code when the text begins with one, and the text after it.
+func replyError(code int, msg string) *smtp.SMTPError {
+	e := &smtp.SMTPError{Code: code, EnhancedCode: smtp.NoEnhancedCode, Message: msg}
+	if first, rest, ok := strings.Cut(msg, " "); ok {
+		parts := strings.Split(first, ".")
+		if len(parts) == 3 {
+			var ec smtp.EnhancedCode
+			good := true
+			for i, p := range parts {
+				v, err := strconv.Atoi(p)
+				if err != nil || v < 0 || v > 999 {
+					good = false
+					break
+				}
+				ec[i] = v
+			}
+			if good && ec[0] == code/100 {
+				e.EnhancedCode, e.Message = ec, rest
+			}
+		}
+	}
+	return e
+}
+
+func truncate(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
+}
+
+// transaction sends one message. firstTimeout bounds the reply to MAIL
+// (the probe of a cached session); before reports whether an error came
+// before the peer was given the message (nothing handed over). The
+// returned text is the peer's final reply.
+func (c *wireClient) transaction(ctx context.Context, from string, rcpts []string, msg []byte, firstTimeout time.Duration) (text string, before bool, err error) {
+	c.ctx = ctx
+	defer func() { c.ctx = nil }()
+	if len(rcpts) == 0 {
+		return "", true, errors.New("smtp: no recipients")
+	}
+	pipelining, chunking := c.has("PIPELINING"), c.has("CHUNKING")
+	mail := "MAIL FROM:<%s>"
+	args := []any{from}
+	if c.has("SIZE") {
+		mail += " SIZE=%d"
+		args = append(args, len(msg))
+	}
+	c.deadline(time.Now().Add(firstTimeout))
+	if err := c.send(mail, args...); err != nil {
+		return "", true, err
+	}
+	if !pipelining {
+		if err := c.w.Flush(); err != nil {
+			return "", true, err
+		}
+		if _, err := c.reply(250); err != nil {
+			return "", true, err
+		}
+		c.deadline(time.Now().Add(c.commandTimeout))
+		for _, rc := range rcpts {
+			if _, err := c.cmd(250, "RCPT TO:<%s>", rc); err != nil {
+				if isReply(err) {
+					err = c.reset(err)
+				}
+				return "", true, err
+			}
+		}
+		return c.body(msg, chunking)
+	}
+	for _, rc := range rcpts {
+		if err := c.send("RCPT TO:<%s>", rc); err != nil {
+			return "", true, err
+		}
+	}
+	// The message goes with the commands only when a refused recipient
+	// cannot leave it delivered to the others: one recipient. With more,
+	// their replies are read first, and a refusal of any sends nothing.
+	withBody := chunking && len(rcpts) == 1
+	if withBody {
+		if err := c.chunk(msg); err != nil {
+			return "", true, err
+		}
+	}
+	if err := c.w.Flush(); err != nil {
+		return "", true, err
+	}
+	// Every reply is read, whatever came first, so that the session stays
+	// in step; the first refusal is the outcome.
+	var first error
+	if _, err := c.reply(250); err != nil {
+		if !isReply(err) {
+			return "", true, err
+		}
+		first = err
+	}
+	c.deadline(time.Now().Add(c.commandTimeout))
+	for range rcpts {
+		if _, err := c.reply(250); err != nil {
+			if !isReply(err) {
+				return "", true, err
+			}
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	if withBody {
+		c.deadline(time.Now().Add(c.submissionTimeout))
+		text, err := c.reply(250)
+		if first != nil {
+			if err != nil && !isReply(err) {
+				return "", true, err // out of step: the session is dropped
+			}
+			return "", true, c.reset(first)
+		}
+		return text, false, err
+	}
+	if first != nil {
+		return "", true, c.reset(first)
+	}
+	return c.body(msg, chunking)
+}
+
+// reset ends a transaction that was refused after its MAIL was accepted
+// (a recipient refused), so that the peer's state is clean for the next
+// one; err, the refusal, is what the caller is told.
+func (c *wireClient) reset(err error) error {
+	if _, rerr := c.cmd(250, "RSET"); rerr != nil && !isReply(rerr) {
+		c.Close() // out of step: nothing more goes over this session
+	}
+	return err
+}
+
+// body sends the message after accepted recipients: BDAT LAST when the
+// peer offers CHUNKING, else DATA with dot-stuffing.
+func (c *wireClient) body(msg []byte, chunking bool) (string, bool, error) {
+	if chunking {
+		if err := c.chunk(msg); err != nil {
+			return "", true, err
+		}
+		if err := c.w.Flush(); err != nil {
+			return "", false, err
+		}
+		c.deadline(time.Now().Add(c.submissionTimeout))
+		text, err := c.reply(250)
+		return text, false, err
+	}
+	c.deadline(time.Now().Add(c.commandTimeout))
+	if _, err := c.cmd(354, "DATA"); err != nil {
+		return "", true, err
+	}
+	dw := textproto.NewWriter(c.w).DotWriter()
+	if _, err := dw.Write(msg); err != nil {
+		return "", false, err
+	}
+	if err := dw.Close(); err != nil { // writes ".\r\n" and flushes
+		return "", false, err
+	}
+	c.deadline(time.Now().Add(c.submissionTimeout))
+	text, err := c.reply(250)
+	return text, false, err
+}
+
+// chunk buffers BDAT LAST and the message.
+func (c *wireClient) chunk(msg []byte) error {
+	if err := c.send("BDAT %d LAST", len(msg)); err != nil {
+		return err
+	}
+	_, err := c.w.Write(msg)
+	return err
+}
+
+func isReply(err error) bool {
+	var se *smtp.SMTPError
+	return errors.As(err, &se)
+}
+
+// Quit ends the session politely, within timeout, and closes it.
+func (c *wireClient) Quit(timeout time.Duration) error {
+	c.deadline(time.Now().Add(timeout))
+	_, err := c.cmd(221, "QUIT")
+	if cerr := c.conn.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Close closes the connection without QUIT.
+func (c *wireClient) Close() error { return c.conn.Close() }
+
+var _ io.Closer = (*wireClient)(nil)
