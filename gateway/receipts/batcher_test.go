@@ -35,7 +35,7 @@ func newPartners(t *testing.T) *partners {
 }
 
 func (p *partners) Ready(context.Context) error { return nil }
-func (p *partners) Identity() *keys.Identity     { return p.ids["hmp-northgate"] }
+func (p *partners) Identity() *keys.Identity    { return p.ids["hmp-northgate"] }
 func (p *partners) SealTarget(a string) (*keys.Cert, string, bool) {
 	id, ok := p.ids[a]
 	if !ok {
