@@ -80,6 +80,14 @@ const (
 	// mostly on the receiver's fsyncs, so a few overlap those waits
 	// without loading a small machine.
 	DefaultWorkers = 4
+	// DefaultReceiptGather is how long receipts to one partner are
+	// gathered into one envelope: a burst of deliveries costs one seal and
+	// one SMTP transaction for its receipts, and a receipt is late by a
+	// fifth of a second at most.
+	DefaultReceiptGather = 200 * time.Millisecond
+	// DefaultReceiptBatch bounds one receipt envelope's list, so that it
+	// stays a few tens of KiB.
+	DefaultReceiptBatch = 200
 
 	// DefaultExpiryWarning is how long before a key expires that
 	// administrators are warned: 30 days leaves time to rotate and have
@@ -177,6 +185,8 @@ func (c *Config) SetDefaults() {
 	setDuration(&g.Queue.RetryMax, DefaultRetryMax)
 	setDuration(&g.Queue.MaxAge, DefaultMaxAge)
 	setInt(&g.Queue.Workers, DefaultWorkers)
+	setDuration(&g.Queue.ReceiptGather, DefaultReceiptGather)
+	setInt(&g.Queue.ReceiptBatch, DefaultReceiptBatch)
 	if g.Keys.Backend == BackendVault {
 		v := &g.Vault
 		if v.Mount == "" {

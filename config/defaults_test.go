@@ -53,6 +53,8 @@ func TestLoadFillsEveryDefault(t *testing.T) {
 		{"queue.retry-max", time.Duration(g.Queue.RetryMax), 30 * time.Minute},
 		{"queue.max-age", time.Duration(g.Queue.MaxAge), 72 * time.Hour},
 		{"queue.workers", g.Queue.Workers, 4},
+		{"queue.receipt-gather", time.Duration(g.Queue.ReceiptGather), 200 * time.Millisecond},
+		{"queue.receipt-batch", g.Queue.ReceiptBatch, 200},
 		{"keys.expiry-warning", time.Duration(g.Keys.ExpiryWarning), 30 * 24 * time.Hour},
 		{"keys.check-interval", time.Duration(g.Keys.CheckInterval), 5 * time.Second},
 		{"keys.profile", g.Keys.Profile, "rfc4880"},

@@ -263,6 +263,15 @@ type Queue struct {
 	// with (default 4); while a backlog lasts it grows, up to eight times
 	// that, and halves when a delivery is deferred (gateway/relay/adapt.go).
 	Workers int `yaml:"workers,omitempty"`
+	// ReceiptGather is how long the receipt batcher waits for more
+	// receipts to the same partner before it seals one envelope for them
+	// (default 200ms): long enough to gather a burst, short against the
+	// hours of an acknowledgement clock.
+	ReceiptGather Duration `yaml:"receipt-gather,omitempty"`
+	// ReceiptBatch is the most receipts one receipt envelope lists
+	// (default 200). 1 seals every receipt alone, in the single form a
+	// gateway older than receipt lists reads.
+	ReceiptBatch int `yaml:"receipt-batch,omitempty"`
 }
 
 // Duration is a time.Duration written as "30s", "72h".
@@ -384,7 +393,7 @@ func (c *Config) checkGateway(doc *Doc) error {
 		}
 	}
 	for path, d := range map[string]Duration{"$.keys.expiry-warning": g.Keys.ExpiryWarning, "$.keys.check-interval": g.Keys.CheckInterval, "$.queue.retry-min": g.Queue.RetryMin,
-		"$.queue.retry-max": g.Queue.RetryMax, "$.queue.max-age": g.Queue.MaxAge, "$.shutdown-timeout": g.ShutdownTimeout,
+		"$.queue.retry-max": g.Queue.RetryMax, "$.queue.max-age": g.Queue.MaxAge, "$.queue.receipt-gather": g.Queue.ReceiptGather, "$.shutdown-timeout": g.ShutdownTimeout,
 		"$.housekeeping-interval": g.HousekeepingInterval} {
 		if d < 0 {
 			return doc.Errorf(path, "must not be negative")
@@ -395,6 +404,9 @@ func (c *Config) checkGateway(doc *Doc) error {
 	}
 	if g.Queue.Workers < 0 {
 		return doc.Errorf("$.queue.workers", "must not be negative")
+	}
+	if g.Queue.ReceiptBatch < 0 {
+		return doc.Errorf("$.queue.receipt-batch", "must not be negative")
 	}
 	if g.Limits.MessageBytes < 0 || g.Limits.Recipients < 0 || g.Limits.Connections < 0 || g.Limits.Commands < 0 {
 		return doc.Errorf("$.limits", "limits must not be negative")

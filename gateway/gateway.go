@@ -7,6 +7,8 @@
 //   - inbound: the partner front end, opening, delivery, receipts,
 //     key-change notices and the quarantine;
 //   - relay: the outbound queue's delivery to partner gateways;
+//   - receipts: the receipts recorded at delivery, sealed per partner
+//     and label, several to an envelope, and queued for the relay;
 //   - delivery: Maildir and LMTP hand-over to the agency's mailboxes;
 //   - keyring: this gateway's key, partner keys, the fail-closed key gate;
 //   - clocks: the policy's deadlines, overdue alerts and retention;
@@ -43,6 +45,7 @@ import (
 	"github.com/conduit-gateway/conduit/gateway/delivery"
 	"github.com/conduit-gateway/conduit/gateway/inbound"
 	"github.com/conduit-gateway/conduit/gateway/keyring"
+	"github.com/conduit-gateway/conduit/gateway/receipts"
 	"github.com/conduit-gateway/conduit/gateway/relay"
 	"github.com/conduit-gateway/conduit/gateway/smtpserver"
 	"github.com/conduit-gateway/conduit/gateway/store"
@@ -72,6 +75,7 @@ type Gateway struct {
 	submission *submission.Server
 	inbound    *inbound.Server
 	relay      *relay.Relay
+	receipts   *receipts.Batcher
 	clocks     *clocks.Keeper
 
 	// housekeeper: this gateway holds the agency's housekeeping lease.
@@ -162,6 +166,11 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 		From:      func() string { return keyring.Address(g.keys.Identity()) },
 		Retention: func() time.Duration { return time.Duration(g.engine.Policy().Params.Retention.Days) * 24 * time.Hour },
 	})
+	g.receipts = receipts.New(receipts.Options{
+		Agency: cfg.Agency, Directory: cfg.Directory, Hostname: hostname,
+		Gather: time.Duration(cfg.Queue.ReceiptGather), Most: cfg.Queue.ReceiptBatch,
+		Store: g.store, Keys: g.keys, Log: log, Now: g.now, Queued: g.relay.Nudge,
+	})
 	queued := func() { g.relay.Nudge(); g.clocks.Kick() }
 	// Lockouts after failed logins live in the gateway's database (the
 	// caller's Locks), so that a restart keeps them and `conduit user
@@ -170,7 +179,8 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Gateway, error)
 	g.submission = submission.New(cfg, submission.Options{Engine: g.engine, Keys: g.keys, Store: g.store, Audit: g.audit, Deliver: g.deliver,
 		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Hostname: hostname, TLS: serverTLS, Throttle: throttle})
 	g.inbound = inbound.New(cfg, inbound.Options{Engine: g.engine, Keys: g.keys, Store: g.store, Audit: g.audit, Deliver: g.deliver,
-		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Hostname: hostname, TLS: serverTLS, InFlight: g.relay.Delivering})
+		Metrics: g.metrics, Log: log, Now: g.now, Queued: queued, Receipts: g.receipts.Nudge, Hostname: hostname, TLS: serverTLS,
+		InFlight: g.relay.Delivering})
 	g.audit.Start()
 	return g, nil
 }
@@ -297,6 +307,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { g.keys.RunGate(work) })
 	wg.Go(func() { g.relay.Run(work) })
+	wg.Go(func() { g.receipts.Run(work) })
 	wg.Go(func() { g.inbound.RunReleases(work) })
 	wg.Go(func() { g.runHousekeeping(work) })
 	wg.Go(func() { g.keys.RunWatch(work) })
@@ -371,7 +382,8 @@ func (g *Gateway) runHousekeeping(ctx context.Context) {
 
 // watchStore wakes the parts when the store changes where no call of
 // theirs could tell them: an administrator's release, retry, drop or key
-// decision made with the command line in another process.
+// decision made with the command line in another process, a receipt
+// recorded by another gateway sharing the store.
 func (g *Gateway) watchStore(ctx context.Context) {
 	w, ok := g.store.(interface {
 		Changes(ctx context.Context, every time.Duration) <-chan struct{}
@@ -381,6 +393,7 @@ func (g *Gateway) watchStore(ctx context.Context) {
 	}
 	for range w.Changes(ctx, time.Second) {
 		g.relay.Nudge()
+		g.receipts.Nudge()
 		g.inbound.KickReleases()
 	}
 }

@@ -89,6 +89,9 @@ type Options struct {
 	// MaxAge is how long a package is retried before its sender is told
 	// it failed ("" : the gateway's default).
 	MaxAge string
+	// ReceiptGather is how long receipts are gathered into one envelope
+	// ("": the gateway's default).
+	ReceiptGather string
 	// Extra is appended to every node's config.
 	Extra string
 	// Policy replaces the example policy (nil: examples.Policy).
@@ -146,6 +149,9 @@ func Create(dir, bin string, opt Options) (*Bed, error) {
 	maxAge := ""
 	if opt.MaxAge != "" {
 		maxAge = ", max-age: " + opt.MaxAge
+	}
+	if opt.ReceiptGather != "" {
+		maxAge += ", receipt-gather: " + opt.ReceiptGather
 	}
 	// The example records training on fixed dates, which a policy keeping
 	// training for a year would one day find expired: re-date each record

@@ -86,6 +86,22 @@ func PurgeExpired(ctx context.Context, cfg *config.Config, st store.Store, trail
 		if err != nil {
 			return out, err
 		}
+		// A receipt sent with others travelled in a batch envelope: it is
+		// destroyed with the first of its packages to run out (they were
+		// delivered within a gathering time of each other), once sent.
+		shred := []string{d.PackageID, ReceiptID(d.PackageID)}
+		batch, err := st.ReceiptBatch(ctx, d.PackageID)
+		if err != nil {
+			return out, err
+		}
+		if batch != "" {
+			its, err := st.List(ctx, store.Filter{PackageID: batch})
+			if err != nil {
+				return out, err
+			}
+			receipts = append(receipts, its...)
+			shred = append(shred, batch)
+		}
 		pending := 0
 		for _, it := range append(items, receipts...) {
 			switch it.State {
@@ -118,7 +134,7 @@ func PurgeExpired(ctx context.Context, cfg *config.Config, st store.Store, trail
 		// transaction.
 		err = st.Update(ctx, func(tx store.Tx) error {
 			p.Envelopes = 0
-			for _, id := range []string{d.PackageID, ReceiptID(d.PackageID)} {
+			for _, id := range shred {
 				n, err := tx.ShredEnvelopes(id)
 				if err != nil {
 					return err
@@ -165,4 +181,4 @@ func maildirCopies(cfg *config.Config, originator, pkgID string) []string {
 
 // ReceiptID is the package id of the receipt a gateway seals for a package
 // it received: a receipt is kept as long as its package.
-func ReceiptID(pkgID string) string { return "rcpt-" + pkgID }
+func ReceiptID(pkgID string) string { return store.ReceiptID(pkgID) }

@@ -267,12 +267,12 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 		}
 		return srv.quarantine(ctx, m, "inbound-policy", why)
 	}
-	// The receipt is sealed before anything is delivered, so that it is
-	// stored with the delivery record below or the package is not
-	// delivered at all (the sender retries).
-	receipt, err := srv.sealReceipt(ctx, o, mailboxes, m.released)
+	// The receipt is made before anything is delivered (and what sealing
+	// it needs checked), so that it is stored with the delivery record
+	// below or the package is not delivered at all (the sender retries).
+	receipt, err := srv.pendingReceipt(ctx, o, mailboxes, m.released)
 	if err != nil {
-		srv.log.Error("receipt not sealed; package not delivered, the sender retries", "package", o.PackageID, "originator", o.Label.Originator, "err", err)
+		srv.log.Error("receipt cannot be sealed; package not delivered, the sender retries", "package", o.PackageID, "originator", o.Label.Originator, "err", err)
 		if errors.Is(err, smtpserver.ErrKeysUnavailable) {
 			return outcome{reply: smtpserver.ErrKeysUnavailable}
 		}
@@ -308,8 +308,8 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 			return out
 		}
 		// Some mailboxes have it: the receipt names only those.
-		if receipt, err = srv.sealReceipt(ctx, o, delivered, m.released); err != nil {
-			srv.log.Error("receipt not sealed again for the mailboxes reached; the sender retries", "package", o.PackageID, "err", err)
+		if receipt, err = srv.pendingReceipt(ctx, o, delivered, m.released); err != nil {
+			srv.log.Error("receipt cannot be sealed for the mailboxes reached; the sender retries", "package", o.PackageID, "err", err)
 			return outcome{reply: smtpserver.Reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure sealing the receipt; try again shortly")}
 		}
 		mailboxes = delivered
@@ -331,7 +331,7 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 			return err
 		}
 		if receipt != nil {
-			if _, err := tx.Enqueue([]store.Item{receipt.item}); err != nil {
+			if err := tx.AddPendingReceipt(receipt.p); err != nil {
 				return err
 			}
 		}
@@ -348,6 +348,9 @@ func (srv *Server) process(ctx context.Context, m received) outcome {
 	}
 	srv.audit.Kick()
 	srv.queued()
+	if receipt != nil {
+		srv.receipts()
+	}
 	srv.log.Info("package delivered", "package", o.PackageID, "originator", o.Label.Originator,
 		"signer", o.Signer.Fingerprint, "mailboxes", mailboxes, "rules", smtpserver.RuleIDs(dec))
 	text := "Package " + o.PackageID + " verified and delivered to " + strings.Join(mailboxes, ", ")

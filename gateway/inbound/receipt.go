@@ -3,7 +3,6 @@ package inbound
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -12,46 +11,28 @@ import (
 
 	"github.com/conduit-gateway/conduit/audit"
 	"github.com/conduit-gateway/conduit/envelope"
-	"github.com/conduit-gateway/conduit/gateway/clocks"
-	"github.com/conduit-gateway/conduit/gateway/keyring"
+	"github.com/conduit-gateway/conduit/gateway/receipts"
 	"github.com/conduit-gateway/conduit/gateway/smtpserver"
 	"github.com/conduit-gateway/conduit/gateway/store"
-	"github.com/conduit-gateway/conduit/keys"
 	"github.com/conduit-gateway/conduit/policy"
 )
 
-// ReceiptType is the media type of a receipt's body.
-const ReceiptType = "application/vnd.conduit.receipt+json"
-
-// receiptBody is what a receiving gateway states, signed, to the
-// originator: which package it delivered, where, and when. Nothing of the
-// package's content.
-type receiptBody struct {
-	Package   string    `json:"package"`
-	Agency    string    `json:"agency"`
-	Mailboxes []string  `json:"mailboxes"`
-	Delivered time.Time `json:"delivered"`
-	// Released, when set, says the package was delivered after an
-	// administrator released it from this gateway's quarantine, where it
-	// had first been refused (the sending gateway had then been told
-	// 550): the originator records a late delivery, not a contradiction.
-	Released string `json:"released,omitempty"`
-}
-
-// queuedReceipt is a sealed receipt, ready to be queued with the delivery
-// record of its package.
-type queuedReceipt struct {
-	item  store.Item
+// pendingReceipt is the receipt of a package about to be delivered, to be
+// recorded with its delivery.
+type pendingReceipt struct {
+	p     store.PendingReceipt
 	event audit.Event
 }
 
-// sealReceipt seals a receipt for a package about to be delivered, for
-// the originating gateway; nil when the originator is this agency. It
-// carries the package's own label (the receipt is a record about that
-// package, so it is marked and handled as it is) with this agency as its
-// originator. Its id is derived from the package's, so the queue stores
-// it once however often it is asked.
-func (srv *Server) sealReceipt(ctx context.Context, o *envelope.Opened, mailboxes []string, released string) (*queuedReceipt, error) {
+// pendingReceipt makes the receipt for a package about to be delivered,
+// for the originating gateway; nil when the originator is this agency. It
+// is recorded with the delivery (the replay record, clocks and events) in
+// one transaction before the 250, and sealed by the receipt batcher
+// (gateway/receipts) with the others due to the same partner under the
+// same label. What sealing needs is checked here, so that a package whose
+// receipt could not be sealed is not delivered (the sender retries), as
+// when each receipt was sealed before delivery.
+func (srv *Server) pendingReceipt(ctx context.Context, o *envelope.Opened, mailboxes []string, released string) (*pendingReceipt, error) {
 	to := o.Label.Originator
 	if to == srv.cfg.Agency || o.Plain {
 		// A partner without Conduit has no use for a receipt.
@@ -60,147 +41,162 @@ func (srv *Server) sealReceipt(ctx context.Context, o *envelope.Opened, mailboxe
 	if err := srv.keys.Ready(ctx); err != nil {
 		return nil, smtpserver.ErrKeysUnavailable
 	}
-	cert, hold, ok := srv.keys.SealTarget(to)
-	if !ok {
+	if _, _, ok := srv.keys.SealTarget(to); !ok {
 		return nil, fmt.Errorf("no pinned certificate for %s", to)
 	}
-	a := srv.cfg.Directory.Agency(to)
-	if a == nil || len(a.Mailboxes) == 0 {
+	if a := srv.cfg.Directory.Agency(to); a == nil || len(a.Mailboxes) == 0 {
 		return nil, fmt.Errorf("%s has no mailbox in the directory", to)
 	}
-	rcpt := a.Mailboxes[0].Address
-	if mb := a.Mailbox("intake"); mb != nil {
-		rcpt = mb.Address
-	}
-	body, err := json.Marshal(receiptBody{Package: o.PackageID, Agency: srv.cfg.Agency, Mailboxes: mailboxes, Delivered: srv.now().UTC(), Released: released})
-	if err != nil {
-		return nil, err
-	}
-	l := o.Label
-	l.Originator, l.Created = srv.cfg.Agency, srv.now().UTC().Truncate(time.Second)
-	id := clocks.ReceiptID(o.PackageID)
-	msg := fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: Receipt for package %s\r\nDate: %s\r\nMessage-ID: <%s@%s>\r\nContent-Type: %s\r\n\r\n%s\r\n",
-		keyring.Address(srv.keys.Identity()), rcpt, o.PackageID, srv.now().Format(time.RFC1123Z), id, srv.hostname, ReceiptType, body)
-	var buf bytes.Buffer
-	if _, err := envelope.Seal(ctx, &buf, strings.NewReader(msg), envelope.SealParams{
-		Signer: srv.keys.Identity(), Recipients: []*keys.Cert{cert}, Label: l, PackageID: id, Now: srv.now,
-		Manifest: &envelope.Manifest{From: srv.cfg.Agency, To: []string{to}, Kind: envelope.KindReceipt},
-	}); err != nil {
-		return nil, err
-	}
-	return &queuedReceipt{
-		item: store.Item{
-			PackageID: id, Destination: to, Recipients: []string{rcpt}, MailFrom: keyring.Address(srv.keys.Identity()),
-			Marking: l.Marking(), Envelope: buf.Bytes(), Priority: store.Normal, State: keyring.HoldState(hold), Reason: hold,
-		},
+	return &pendingReceipt{
+		p: store.PendingReceipt{Originator: to, PackageID: o.PackageID, Label: o.Label.Canonical(), Group: receipts.Group(o.Label),
+			Mailboxes: mailboxes, Delivered: srv.now().UTC(), Released: released},
 		event: audit.Event{Kind: audit.Receipt, Package: o.PackageID, Destination: to, Detail: receiptSentDetail(mailboxes, released)},
 	}, nil
 }
 
-// takeReceipt records a verified receipt for a package this gateway sent.
-// It is accepted only from the agency the package was sent to, and only
-// for a package that was sent there.
+// takeReceipt records a verified receipt for packages this gateway sent:
+// one package (the single form) or several (a list, sealed by the
+// receiver's batcher). Every entry is checked as a receipt alone always
+// was: accepted only from the agency the package was sent to, only for a
+// package that was sent there, naming only that agency's mailboxes. The
+// receipt is taken whole or not at all: one entry that fails a check
+// quarantines the whole receipt (kept, alerted, releasable), and one
+// whose package is still waiting to be sent defers it whole (451: the
+// receiver tries again), so that a bad entry never lets the others through
+// unseen. The entries are recorded in one transaction.
 func (srv *Server) takeReceipt(ctx context.Context, m received, o *envelope.Opened, opened []byte) outcome {
 	_, content, ok := bytes.Cut(opened, []byte("\r\n\r\n"))
-	var rb receiptBody
-	if !ok || json.Unmarshal(bytes.TrimSpace(content), &rb) != nil || rb.Package == "" {
+	var entries []receipts.Body
+	var err error
+	if ok {
+		entries, err = receipts.Decode(content)
+	}
+	if !ok || err != nil {
 		return srv.quarantine(ctx, m, "receipt-invalid", "a receipt whose body is not a receipt")
 	}
-	if rb.Agency != o.Signer.Agency {
-		return srv.quarantine(ctx, m, "receipt-invalid", fmt.Sprintf("a receipt signed by %s speaks for %s", o.Signer.Agency, rb.Agency))
-	}
-	items, err := srv.store.List(ctx, store.Filter{PackageID: rb.Package, Destination: rb.Agency})
-	if err != nil {
-		return outcome{reply: smtpserver.ErrTempStore}
-	}
-	// Every mailbox the receipt names must be one of the receiving
-	// agency's in the directory (its inbound policy may choose among
-	// them, and add its escalation contacts, but no other).
-	dest := srv.cfg.Directory.Agency(rb.Agency)
-	if len(rb.Mailboxes) == 0 || dest == nil {
-		return srv.quarantine(ctx, m, "receipt-invalid", fmt.Sprintf("a receipt from %s for package %s names no mailbox", rb.Agency, rb.Package))
-	}
-	for _, mb := range rb.Mailboxes {
-		if !dest.HasMailbox(mb) {
-			return srv.quarantine(ctx, m, "receipt-invalid", fmt.Sprintf("a receipt from %s for package %s names %s, not a mailbox of %s", rb.Agency, rb.Package, mb, rb.Agency))
+	// what names the entry in a reason: the package, and its place in a list.
+	what := func(i int, rb receipts.Body) string {
+		if len(entries) == 1 {
+			return "package " + rb.Package
 		}
+		return fmt.Sprintf("package %s (entry %d of %d)", rb.Package, i+1, len(entries))
 	}
-	// Sent counts, and a queued item the relay is delivering right now
-	// (the receiver queues its receipt before its 250 reaches us, so the
-	// receipt may arrive before the relay records the item sent). For a
-	// queued item not in flight the receipt waits (4xx: the receiver
-	// retries it) until the item is sent: it must not stop an escalation
-	// clock for a package not yet delivered. A held or dropped item was
-	// never delivered: its receipt is suspect. A failed one is a late
-	// delivery only when the receipt says the receiver released it from
-	// its quarantine.
-	var late *store.Item
-	known, waiting := false, false
-	for i, it := range items {
-		switch {
-		case it.State == store.Sent, it.State == store.Queued && srv.inFlight(it.ID):
-			known = true
-		case it.State == store.Queued:
-			waiting = true
-		case it.State == store.Failed && rb.Released != "":
-			late = &items[i]
+	type taken struct {
+		rb       receipts.Body
+		late     *store.Item
+		lateNote string
+		ev       audit.Event
+	}
+	var take []taken
+	for i, rb := range entries {
+		if rb.Agency != o.Signer.Agency {
+			return srv.quarantine(ctx, m, "receipt-invalid", fmt.Sprintf("a receipt signed by %s speaks for %s (%s)", o.Signer.Agency, rb.Agency, what(i, rb)))
 		}
+		items, err := srv.store.List(ctx, store.Filter{PackageID: rb.Package, Destination: rb.Agency})
+		if err != nil {
+			return outcome{reply: smtpserver.ErrTempStore}
+		}
+		// Every mailbox the receipt names must be one of the receiving
+		// agency's in the directory (its inbound policy may choose among
+		// them, and add its escalation contacts, but no other).
+		dest := srv.cfg.Directory.Agency(rb.Agency)
+		if len(rb.Mailboxes) == 0 || dest == nil {
+			return srv.quarantine(ctx, m, "receipt-invalid", fmt.Sprintf("a receipt from %s for %s names no mailbox", rb.Agency, what(i, rb)))
+		}
+		for _, mb := range rb.Mailboxes {
+			if !dest.HasMailbox(mb) {
+				return srv.quarantine(ctx, m, "receipt-invalid", fmt.Sprintf("a receipt from %s for %s names %s, not a mailbox of %s", rb.Agency, what(i, rb), mb, rb.Agency))
+			}
+		}
+		// Sent counts, and a queued item the relay is delivering right
+		// now (the receiver records its receipt before its 250 reaches
+		// us, so the receipt may arrive before the relay records the
+		// item sent). For a queued item not in flight the receipt waits
+		// (4xx: the receiver retries it) until the item is sent: it must
+		// not stop an escalation clock for a package not yet delivered.
+		// A held or dropped item was never delivered: its receipt is
+		// suspect. A failed one is a late delivery only when the receipt
+		// says the receiver released it from its quarantine.
+		var late *store.Item
+		known, waiting := false, false
+		for i, it := range items {
+			switch {
+			case it.State == store.Sent, it.State == store.Queued && srv.inFlight(it.ID):
+				known = true
+			case it.State == store.Queued:
+				waiting = true
+			case it.State == store.Failed && rb.Released != "":
+				late = &items[i]
+			}
+		}
+		if !known && late == nil && waiting {
+			srv.log.Info("receipt for a package not yet sent: deferred", "package", rb.Package, "agency", rb.Agency, "entries", len(entries))
+			return outcome{reply: smtpserver.Reply(451, smtp.EnhancedCode{4, 3, 0},
+				"Receipt for package "+rb.Package+" deferred: it has not been sent to "+rb.Agency+" yet; try again later")}
+		}
+		if !known && late == nil {
+			return srv.quarantine(ctx, m, "receipt-unknown", fmt.Sprintf("a receipt from %s for %s, which was not sent to them", rb.Agency, what(i, rb)))
+		}
+		t := taken{rb: rb, ev: audit.Event{Kind: audit.Receipt, Package: rb.Package, Destination: rb.Agency, Actor: o.Signer.Agency,
+			Detail: "receipt received: delivered to " + strings.Join(rb.Mailboxes, ", ")}}
+		if late != nil && !known {
+			// One truth on both sides: the receiver delivered what it had
+			// refused, after a release; the item becomes sent, the audit
+			// trail says so beside the earlier failure, and the submitter,
+			// who was told "Undelivered", is told it arrived after all.
+			t.late = late
+			t.lateNote = fmt.Sprintf("delivered late: %s released it from its quarantine (%s) after refusing it; receipt signed by %s",
+				rb.Agency, rb.Released, o.Signer.Fingerprint)
+			t.ev.Detail = "receipt received: " + t.lateNote + "; delivered to " + strings.Join(rb.Mailboxes, ", ")
+		}
+		take = append(take, t)
 	}
-	if !known && late == nil && waiting {
-		srv.log.Info("receipt for a package not yet sent: deferred", "package", rb.Package, "agency", rb.Agency)
-		return outcome{reply: smtpserver.Reply(451, smtp.EnhancedCode{4, 3, 0},
-			"Receipt for package "+rb.Package+" deferred: it has not been sent to "+rb.Agency+" yet; try again later")}
-	}
-	if !known && late == nil {
-		return srv.quarantine(ctx, m, "receipt-unknown", fmt.Sprintf("a receipt from %s for package %s, which was not sent to them", rb.Agency, rb.Package))
-	}
-	ev := audit.Event{Kind: audit.Receipt, Package: rb.Package, Destination: rb.Agency, Actor: o.Signer.Agency,
-		Detail: "receipt received: delivered to " + strings.Join(rb.Mailboxes, ", ")}
-	var lateNote string
-	if late != nil && !known {
-		// One truth on both sides: the receiver delivered what it had
-		// refused, after a release; the item becomes sent, the audit
-		// trail says so beside the earlier failure, and the submitter,
-		// who was told "Undelivered", is told it arrived after all.
-		lateNote = fmt.Sprintf("delivered late: %s released it from its quarantine (%s) after refusing it; receipt signed by %s",
-			rb.Agency, rb.Released, o.Signer.Fingerprint)
-		ev.Detail = "receipt received: " + lateNote + "; delivered to " + strings.Join(rb.Mailboxes, ", ")
-	}
-	// The receipt, its replay record and the acknowledgement clock it
-	// stops, in one transaction, synced before the 250.
-	var acked int
+	// The receipts, the envelope's replay record and the acknowledgement
+	// clocks they stop, in one transaction, synced before the 250.
+	acked := make([]int, len(take))
 	if err := srv.store.Update(ctx, func(tx store.Tx) error {
-		if err := tx.RecordReceipt(store.Receipt{PackageID: rb.Package, Agency: rb.Agency, Mailboxes: rb.Mailboxes,
-			Delivered: rb.Delivered, Signer: o.Signer.Fingerprint}); err != nil {
-			return err
-		}
 		if err := tx.RecordDelivered(o.Label.Originator, o.PackageID, o.MessageID, o.Date); err != nil {
 			return err
 		}
-		if lateNote != "" {
-			if err := tx.MarkDeliveredLate(late.ID, lateNote); err != nil {
+		for i, t := range take {
+			if err := tx.RecordReceipt(store.Receipt{PackageID: t.rb.Package, Agency: t.rb.Agency, Mailboxes: t.rb.Mailboxes,
+				Delivered: t.rb.Delivered, Signer: o.Signer.Fingerprint}); err != nil {
+				return err
+			}
+			if t.lateNote != "" {
+				if err := tx.MarkDeliveredLate(t.late.ID, t.lateNote); err != nil {
+					return err
+				}
+			}
+			var err error
+			if acked[i], err = tx.CompleteDeadlines(t.rb.Package, policy.DeadlineAcknowledge, t.rb.Agency, srv.now(), "receipt signed by "+o.Signer.Fingerprint); err != nil {
+				return err
+			}
+			if err := srv.audit.Stage(tx, t.ev); err != nil {
 				return err
 			}
 		}
-		var err error
-		if acked, err = tx.CompleteDeadlines(rb.Package, policy.DeadlineAcknowledge, rb.Agency, srv.now(), "receipt signed by "+o.Signer.Fingerprint); err != nil {
-			return err
-		}
-		return srv.audit.Stage(tx, ev)
+		return nil
 	}); err != nil {
-		srv.log.Error("receipt not recorded", "package", rb.Package, "err", err)
+		srv.log.Error("receipt not recorded", "package", o.PackageID, "entries", len(take), "err", err)
 		return outcome{reply: smtpserver.ErrTempStore}
 	}
 	srv.audit.Kick()
-	if acked > 0 {
-		srv.log.Info("immediate escalation acknowledged", "package", rb.Package, "agency", rb.Agency)
+	for i, t := range take {
+		if acked[i] > 0 {
+			srv.log.Info("immediate escalation acknowledged", "package", t.rb.Package, "agency", t.rb.Agency)
+		}
+		if t.lateNote != "" {
+			srv.log.Warn("late delivery: a package refused by its destination was released there and delivered", "package", t.rb.Package, "agency", t.rb.Agency)
+			srv.noticeLateDelivery(ctx, *t.late, t.rb)
+		}
+		srv.log.Info("receipt recorded", "package", t.rb.Package, "agency", t.rb.Agency, "mailboxes", len(t.rb.Mailboxes))
 	}
-	if lateNote != "" {
-		srv.log.Warn("late delivery: a package refused by its destination was released there and delivered", "package", rb.Package, "agency", rb.Agency)
-		srv.noticeLateDelivery(ctx, *late, rb)
+	text := "Receipt for package " + take[0].rb.Package + " recorded"
+	if len(take) > 1 {
+		text = fmt.Sprintf("Receipts for %d packages recorded", len(take))
 	}
-	srv.log.Info("receipt recorded", "package", rb.Package, "agency", rb.Agency, "mailboxes", len(rb.Mailboxes))
-	return outcome{delivered: true, reply: smtpserver.Reply(250, smtp.EnhancedCode{2, 0, 0}, "Receipt for package "+rb.Package+" recorded")}
+	return outcome{delivered: true, reply: smtpserver.Reply(250, smtp.EnhancedCode{2, 0, 0}, text)}
 }
 
 // receiptSentDetail is the receiving side's audit detail for a receipt.
@@ -215,7 +211,7 @@ func receiptSentDetail(mailboxes []string, released string) string {
 // noticeLateDelivery tells the submitter of a package they were told had
 // failed that it was delivered after all (a notice in their mailbox, as
 // the failure notice was; it names the package, never its content).
-func (srv *Server) noticeLateDelivery(ctx context.Context, it store.Item, rb receiptBody) {
+func (srv *Server) noticeLateDelivery(ctx context.Context, it store.Item, rb receipts.Body) {
 	if it.Submitter == "" {
 		return
 	}

@@ -3,8 +3,9 @@
 // mailboxes), and what happens to what partners send: the envelope opened
 // with every check (envelope.Open), the route's mutual TLS checked
 // (tlsroute), the inbound policy applied, the package delivered to the
-// agency's mailboxes (delivery) with its receipt sealed first and queued
-// with the delivery record, clocks and audit events in one transaction;
+// agency's mailboxes (delivery) with its receipt recorded (to be sealed
+// and queued by the receipt batcher, gateway/receipts) with the delivery
+// record, clocks and audit events in one transaction;
 // receipts and key-change notices from partners recorded; and whatever
 // fails a check quarantined whole, for an administrator to inspect and
 // release (released messages are processed again with every check).
@@ -81,7 +82,10 @@ type Options struct {
 	Now     func() time.Time
 	// Queued is told that items and clocks were stored (the relay and the
 	// clock keeper wake).
-	Queued   func()
+	Queued func()
+	// Receipts is told that a receipt was recorded to send (the receipt
+	// batcher wakes); nil: nobody.
+	Receipts func()
 	Hostname string
 	TLS      *tls.Config
 	// InFlight says whether a queued item is being relayed right now (a
@@ -102,6 +106,7 @@ type Server struct {
 	log      *slog.Logger
 	now      func() time.Time
 	queued   func()
+	receipts func()
 	hostname string
 	tls      *tls.Config
 	handlers smtpserver.Handlers
@@ -121,8 +126,12 @@ func New(cfg *config.Config, o Options) *Server {
 	if q == nil {
 		q = func() {}
 	}
+	r := o.Receipts
+	if r == nil {
+		r = func() {}
+	}
 	srv := &Server{cfg: cfg, self: cfg.Self(), engine: o.Engine, keys: o.Keys, store: o.Store, audit: o.Audit,
-		deliver: o.Deliver, metrics: o.Metrics, log: o.Log, now: o.Now, queued: q, hostname: o.Hostname, tls: o.TLS,
+		deliver: o.Deliver, metrics: o.Metrics, log: o.Log, now: o.Now, queued: q, receipts: r, hostname: o.Hostname, tls: o.TLS,
 		releases: make(chan struct{}, 1), inFlight: o.InFlight}
 	if srv.inFlight == nil {
 		srv.inFlight = func(int64) bool { return false }

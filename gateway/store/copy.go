@@ -35,6 +35,9 @@ var copyTables = []struct {
 		"prev_hash", "hash"}, ""},
 	{"audit_meta", []string{"id", "keyed", "key_check", "head_seq", "head_hash", "head_mac"}, ""},
 	{"decided", []string{"id", "package_id", "decided", "manifest", "outcome"}, "id"},
+	{"pending_receipts", []string{"id", "originator", "package_id", "label", "grp", "mailboxes", "delivered", "released",
+		"recorded", "lease"}, "id"},
+	{"receipt_batches", []string{"originator", "package_id", "batch"}, ""},
 }
 
 // CopyCounts is how many rows each table holds.

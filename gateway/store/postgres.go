@@ -242,6 +242,30 @@ CREATE INDEX deadlines_alert ON deadlines (due) WHERE done = 0 AND alerted = 0 A
 CREATE INDEX deadlines_open_kind ON deadlines (kind, due) WHERE done = 0;
 CREATE INDEX quarantine_kept ON quarantine (received) WHERE state IN ('held', 'released');
 `,
+	`
+CREATE TABLE pending_receipts (
+	id         BIGSERIAL PRIMARY KEY,
+	originator TEXT   NOT NULL,
+	package_id TEXT   NOT NULL,
+	label      TEXT   NOT NULL,
+	grp        TEXT   NOT NULL,
+	mailboxes  TEXT   NOT NULL,
+	delivered  BIGINT NOT NULL,
+	released   TEXT   NOT NULL DEFAULT '',
+	recorded   BIGINT NOT NULL,
+	lease      BIGINT NOT NULL DEFAULT 0,
+	UNIQUE (originator, package_id)
+);
+CREATE INDEX pending_receipts_group ON pending_receipts (originator, grp, id);
+CREATE TABLE receipt_batches (
+	originator TEXT NOT NULL,
+	package_id TEXT NOT NULL,
+	batch      TEXT NOT NULL,
+	PRIMARY KEY (originator, package_id)
+);
+CREATE INDEX receipt_batches_batch ON receipt_batches (batch);
+CREATE INDEX receipt_batches_package ON receipt_batches (package_id);
+`,
 }
 
 var pgKeyMigrations = []string{`
@@ -494,6 +518,11 @@ func (s *Postgres) Claim(ctx context.Context, now time.Time, limit int, lease ti
 // transition updates one queue item, locked, if its state is one of from.
 // set's placeholders start at $1; the stamp and the id follow them.
 func (t *pgTx) transition(op string, id int64, from []State, set string, args ...any) error {
+	return t.transitionThen(op, id, from, nil, set, args...)
+}
+
+// transitionThen is transition, followed by then in the same savepoint.
+func (t *pgTx) transitionThen(op string, id int64, from []State, then func(pgx.Tx) error, set string, args ...any) error {
 	ctx, s := t.ctx, t.s
 	err := t.atomic(func(tx pgx.Tx) error {
 		var st State
@@ -512,8 +541,10 @@ func (t *pgTx) transition(op string, id int64, from []State, set string, args ..
 		}
 		n := len(args)
 		args = append(args, s.now().UTC().UnixNano(), id)
-		_, err = tx.Exec(ctx, fmt.Sprintf(`UPDATE queue SET %s, updated = $%d WHERE id = $%d`, set, n+1, n+2), args...)
-		return err
+		if _, err = tx.Exec(ctx, fmt.Sprintf(`UPDATE queue SET %s, updated = $%d WHERE id = $%d`, set, n+1, n+2), args...); err != nil || then == nil {
+			return err
+		}
+		return then(tx)
 	})
 	if err != nil {
 		return fmt.Errorf("%s item %d: %w", op, id, err)
@@ -523,7 +554,10 @@ func (t *pgTx) transition(op string, id int64, from []State, set string, args ..
 
 // MarkSent implements Tx (see SQLite's).
 func (t *pgTx) MarkSent(id int64, remoteID string) error {
-	return t.transition("mark sent", id, []State{Queued, Dropped}, `state = 'sent', remote_id = $1, last_error = ''`, remoteID)
+	return t.transitionThen("mark sent", id, []State{Queued, Dropped}, func(tx pgx.Tx) error {
+		_, err := tx.Exec(t.ctx, strings.NewReplacer("?1", "$1", "?2", "$2").Replace(recordBatchSent), t.s.now().UTC().UnixNano(), id)
+		return err
+	}, `state = 'sent', remote_id = $1, last_error = ''`, remoteID)
 }
 
 // MarkRetry implements Tx.

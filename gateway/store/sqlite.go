@@ -198,6 +198,32 @@ CREATE INDEX deadlines_alert ON deadlines (due) WHERE done = 0 AND alerted = 0 A
 CREATE INDEX deadlines_open_kind ON deadlines (kind, due) WHERE done = 0;
 CREATE INDEX quarantine_kept ON quarantine (received) WHERE state IN ('held', 'released');
 `,
+	// 6: receipts recorded at delivery and not sealed yet, and which
+	// batch envelope carried each receipt sent with others (receipts.go).
+	`
+CREATE TABLE pending_receipts (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	originator TEXT    NOT NULL,
+	package_id TEXT    NOT NULL,
+	label      TEXT    NOT NULL, -- the package's canonical handling label
+	grp        TEXT    NOT NULL, -- what receipts sealed together share
+	mailboxes  TEXT    NOT NULL, -- JSON array
+	delivered  INTEGER NOT NULL,
+	released   TEXT    NOT NULL DEFAULT '',
+	recorded   INTEGER NOT NULL,
+	lease      INTEGER NOT NULL DEFAULT 0, -- taken by a batcher until then
+	UNIQUE (originator, package_id)
+);
+CREATE INDEX pending_receipts_group ON pending_receipts (originator, grp, id);
+CREATE TABLE receipt_batches (
+	originator TEXT NOT NULL,
+	package_id TEXT NOT NULL,
+	batch      TEXT NOT NULL, -- the package id of the queue item that carries it
+	PRIMARY KEY (originator, package_id)
+) WITHOUT ROWID;
+CREATE INDEX receipt_batches_batch ON receipt_batches (batch);
+CREATE INDEX receipt_batches_package ON receipt_batches (package_id);
+`,
 }
 
 func (s *SQLite) migrate(ctx context.Context) error {
@@ -457,6 +483,11 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, limit int, lease time
 // transition updates one queue item if its state is one of from; it
 // returns ErrNotFound or ErrWrongState otherwise.
 func (t *sqliteTx) transition(op string, id int64, from []State, set string, args ...any) error {
+	return t.transitionThen(op, id, from, nil, set, args...)
+}
+
+// transitionThen is transition, followed by then in the same savepoint.
+func (t *sqliteTx) transitionThen(op string, id int64, from []State, then func(*sql.Tx) error, set string, args ...any) error {
 	ctx, s := t.ctx, t.s
 	err := t.atomic(func(tx *sql.Tx) error {
 		var st State
@@ -474,8 +505,10 @@ func (t *sqliteTx) transition(op string, id int64, from []State, set string, arg
 			return fmt.Errorf("%w (it is %s)", ErrWrongState, st)
 		}
 		args = append(args, s.now().UTC().UnixNano(), id)
-		_, err = tx.ExecContext(ctx, `UPDATE queue SET `+set+`, updated = ? WHERE id = ?`, args...)
-		return err
+		if _, err = tx.ExecContext(ctx, `UPDATE queue SET `+set+`, updated = ? WHERE id = ?`, args...); err != nil || then == nil {
+			return err
+		}
+		return then(tx)
 	})
 	if err != nil {
 		return fmt.Errorf("%s item %d: %w", op, id, err)
@@ -486,10 +519,27 @@ func (t *sqliteTx) transition(op string, id int64, from []State, set string, arg
 // MarkSent records the destination's acceptance. An item dropped while its
 // delivery was under way is marked sent all the same (the reason is kept):
 // the record must say what happened.
+//
+// When the item is a receipt batch, each receipt it listed is recorded
+// sent too, as an item of its own without an envelope (ReceiptID): the
+// queue answers "was the receipt for this package sent" as it did when
+// every receipt travelled alone.
 func (t *sqliteTx) MarkSent(id int64, remoteID string) error {
-	return t.transition("mark sent", id, []State{Queued, Dropped},
-		`state = 'sent', remote_id = ?, last_error = ''`, remoteID)
+	return t.transitionThen("mark sent", id, []State{Queued, Dropped}, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(t.ctx, recordBatchSent, t.s.now().UTC().UnixNano(), id)
+		return err
+	}, `state = 'sent', remote_id = ?, last_error = ''`, remoteID)
 }
+
+// recordBatchSent records, for a receipt batch just sent (its item id the
+// second parameter, the time the first), each receipt it carried.
+const recordBatchSent = `INSERT INTO queue (package_id, destination, recipients, mail_from, submitter, priority, marking, size,
+	state, reason, attempts, next_attempt, remote_id, created, updated)
+	SELECT 'rcpt-' || b.package_id, q.destination, q.recipients, q.mail_from, '', q.priority, q.marking, 0,
+		'sent', '` + receiptBatchSent + `' || q.package_id, 0, 0, q.remote_id, ?1, ?1
+	FROM queue q JOIN receipt_batches b ON b.batch = q.package_id AND b.originator = q.destination
+	WHERE q.id = ?2
+	ON CONFLICT (package_id, destination) DO NOTHING`
 
 // MarkRetry schedules the next attempt of a queued item.
 func (t *sqliteTx) MarkRetry(id int64, next time.Time, lastErr string) error {

@@ -185,6 +185,18 @@ type Store interface {
 	// Receipts returns the receipts for a package.
 	Receipts(ctx context.Context, packageID string) ([]Receipt, error)
 
+	// ClaimReceipts takes the pending receipts of the first group that
+	// is due (its oldest gathered for gather, or most of them waiting),
+	// up to most, oldest first, and leases them for lease in the same
+	// transaction, so that two batchers never seal the same ones and a
+	// batcher that dies leaves them to be taken again. With none due it
+	// returns how long until one is, or 0 when nothing is pending.
+	ClaimReceipts(ctx context.Context, gather time.Duration, most int, lease time.Duration) ([]PendingReceipt, time.Duration, error)
+	// ReceiptBatch is the package id of the queued item that carries a
+	// received package's receipt in a batch ("" when it went alone, or
+	// has not been sealed yet).
+	ReceiptBatch(ctx context.Context, packageID string) (string, error)
+
 	// Deadlines lists open clocks, or only the overdue ones not yet alerted.
 	Deadlines(ctx context.Context, now time.Time, overdue bool) ([]Deadline, error)
 	// DueDeadlines lists the open clocks of one kind due at or before now,

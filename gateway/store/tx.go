@@ -60,6 +60,15 @@ type Tx interface {
 	// recording it twice changes nothing.
 	RecordReceipt(r Receipt) error
 
+	// AddPendingReceipt records a receipt to send for a package just
+	// delivered (receipts.go); the same (originator, package) once.
+	AddPendingReceipt(p PendingReceipt) error
+	// BatchReceipts removes the pending receipts ids, which the queued
+	// item whose package id is batch carries, and remembers which batch
+	// carries each when it lists more than one. When one of them is gone
+	// it fails with ErrReceiptsTaken and removes nothing.
+	BatchReceipts(batch string, ids []int64) error
+
 	// AddDeadline starts a clock; the same (package, kind, agency) once.
 	AddDeadline(d Deadline) error
 	// CompleteDeadlines stops a package's open clocks of one kind (of one
