@@ -53,13 +53,20 @@ func (s *SQLite) migrateDecided(ctx context.Context) error {
 	return sqlschema.Migrate(ctx, s.w, "decided_schema_version", "the decision log", decidedMigrations)
 }
 
-// RecordDecided implements DecisionLog.
+// RecordDecided implements DecisionLog: Tx.RecordDecided in a
+// bookkeeping transaction of its own.
 func (s *SQLite) RecordDecided(ctx context.Context, d Decided, keep int) error {
+	// Not a promise to anyone: a crash may lose the last one.
+	return s.Bookkeep(ctx, func(tx Tx) error { return tx.RecordDecided(d, keep) })
+}
+
+// RecordDecided implements Tx.
+func (t *sqliteTx) RecordDecided(d Decided, keep int) error {
 	if keep <= 0 {
 		keep = 1
 	}
-	// Not a promise to anyone: a crash may lose the last one.
-	return s.withLightTx(ctx, func(tx *sql.Tx) error {
+	ctx := t.ctx
+	return t.atomic(func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO decided (package_id, decided, manifest, outcome) VALUES (?, ?, ?, ?)`,
 			d.PackageID, nanos(d.Decided), d.Manifest, d.Outcome); err != nil {
 			return fmt.Errorf("record decision: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/conduit-gateway/conduit/sqlschema"
@@ -31,11 +32,16 @@ func (s *Postgres) migrateDecided(ctx context.Context) error {
 // RecordDecided implements DecisionLog: one log for the agency's
 // gateways, the oldest beyond keep forgotten.
 func (s *Postgres) RecordDecided(ctx context.Context, d Decided, keep int) error {
+	return s.Bookkeep(ctx, func(tx Tx) error { return tx.RecordDecided(d, keep) })
+}
+
+// RecordDecided implements Tx.
+func (t *pgTx) RecordDecided(d Decided, keep int) error {
 	if keep <= 0 {
 		keep = 1
 	}
-	return s.Bookkeep(ctx, func(t Tx) error {
-		tx := t.(*pgTx).tx
+	ctx := t.ctx
+	return t.atomic(func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO decided (package_id, decided, manifest, outcome) VALUES ($1, $2, $3, $4)`,
 			d.PackageID, nanos(d.Decided), d.Manifest, d.Outcome); err != nil {
 			return fmt.Errorf("record decision: %w", err)

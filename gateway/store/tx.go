@@ -69,6 +69,10 @@ type Tx interface {
 	// it fails with ErrReceiptsTaken and removes nothing.
 	BatchReceipts(batch string, ids []int64) error
 
+	// RecordDecided keeps one decision's routing metadata for dry runs
+	// (DecisionLog) and forgets the oldest beyond keep.
+	RecordDecided(d Decided, keep int) error
+
 	// AddDeadline starts a clock; the same (package, kind, agency) once.
 	AddDeadline(d Deadline) error
 	// CompleteDeadlines stops a package's open clocks of one kind (of one

@@ -105,14 +105,12 @@ func (srv *Server) Explain(ctx context.Context, m *envelope.Manifest) policy.Dec
 	return srv.engine.Policy().Decide(ctx, &d, policy.Sender{Agency: srv.cfg.Agency})
 }
 
-// recordDecision keeps what the policy routed a package on (never a
-// subject's identity, never content) for an administrator's dry runs. It
-// is a record for later reading, not part of what the 250 promises, so it
-// is written on its own.
-func (srv *Server) recordDecision(ctx context.Context, pkgID string, m *envelope.Manifest, dec policy.Decision) {
-	dl, ok := srv.store.(store.DecisionLog)
-	if !ok {
-		return
+// decided is what the decision log keeps of a package: what the policy
+// routed it on (never a subject's identity, never content), for an
+// administrator's dry runs; nil when the store keeps no log.
+func (srv *Server) decided(pkgID string, m *envelope.Manifest, dec policy.Decision) *store.Decided {
+	if _, ok := srv.store.(store.DecisionLog); !ok {
+		return nil
 	}
 	r := *m
 	r.Subjects = make([]envelope.Subject, len(m.Subjects))
@@ -122,10 +120,23 @@ func (srv *Server) recordDecision(ctx context.Context, pkgID string, m *envelope
 	}
 	r.Body, r.Attachments = "", nil
 	b, err := json.Marshal(&r)
-	if err == nil {
-		err = dl.RecordDecided(ctx, store.Decided{PackageID: pkgID, Decided: srv.now(), Manifest: b, Outcome: string(dec.Decision)}, DecisionsKept)
-	}
 	if err != nil {
-		srv.log.Warn("decision not kept for dry runs", "package", pkgID, "err", strings.TrimSpace(err.Error()))
+		srv.log.Warn("decision not kept for dry runs", "package", pkgID, "err", err)
+		return nil
+	}
+	return &store.Decided{PackageID: pkgID, Decided: srv.now(), Manifest: b, Outcome: string(dec.Decision)}
+}
+
+// recordDecision writes a decision on its own, for a package that is not
+// stored (refused, or failed before its transaction); a stored package's
+// decision is written in the transaction that stores it. It is a record
+// for later reading, not part of any promise.
+func (srv *Server) recordDecision(ctx context.Context, d *store.Decided) {
+	dl, ok := srv.store.(store.DecisionLog)
+	if !ok || d == nil {
+		return
+	}
+	if err := dl.RecordDecided(ctx, *d, DecisionsKept); err != nil {
+		srv.log.Warn("decision not kept for dry runs", "package", d.PackageID, "err", strings.TrimSpace(err.Error()))
 	}
 }

@@ -26,7 +26,7 @@ func TestDecisionLogKeepsNoSubjectIdentity(t *testing.T) {
 	m := &envelope.Manifest{From: "northshire-pio", To: []string{"hmp-northgate"}, Topic: "corruption",
 		Subjects: []envelope.Subject{{Role: "prisoner", Establishment: "hmp-northgate", Flags: []string{"cat-a"}, ID: "A1234BC-IDENTITY"}},
 		Body:     "body.txt", Attachments: []string{"secret.pdf"}}
-	srv.recordDecision(ctx, "cdt-aaaaaaaaaaaaaaaaaaaaaaaa", m, policy.Decision{Decision: policy.Deliver})
+	srv.recordDecision(ctx, srv.decided("cdt-aaaaaaaaaaaaaaaaaaaaaaaa", m, policy.Decision{Decision: policy.Deliver}))
 	got, err := st.RecentDecided(ctx, 5)
 	if err != nil || len(got) != 1 {
 		t.Fatalf("decisions %v, %v", got, err)

@@ -110,7 +110,15 @@ func (srv *Server) intake(ctx context.Context, sub submission) error {
 	}
 	pkgID := envelope.NewPackageID()
 	dec := srv.engine.Decide(ctx, m, policy.Sender{Agency: srv.cfg.Agency, OriginatorConsent: consent})
-	srv.recordDecision(ctx, pkgID, m, dec)
+	// The decision log's record goes with the package's own transaction;
+	// a package that is not stored has it written on its own.
+	dlog := srv.decided(pkgID, m, dec)
+	dlogged := false
+	defer func() {
+		if !dlogged {
+			srv.recordDecision(ctx, dlog)
+		}
+	}()
 	// The events of the intake are written with the envelopes, in the
 	// transaction that stores them (stage); a package refused or not
 	// stored has its events written straight to the trail.
@@ -278,8 +286,17 @@ func (srv *Server) intake(ctx context.Context, sub submission) error {
 			clocks.Retention(now, pkgID, srv.cfg.Agency, dec)); err != nil {
 			return err
 		}
-		return srv.audit.Stage(tx, stagedEvents...)
+		// Not part of the promise: a failed record leaves the package's
+		// writes as they are (the method undoes only itself) and is
+		// tried again on its own.
+		inTx := dlog != nil && tx.RecordDecided(*dlog, DecisionsKept) == nil
+		if err := srv.audit.Stage(tx, stagedEvents...); err != nil {
+			return err
+		}
+		dlogged = inTx
+		return nil
 	}); err != nil {
+		dlogged = false
 		srv.log.Error("enqueue failed", "package", pkgID, "err", err)
 		return smtpserver.ErrTempStore
 	}
