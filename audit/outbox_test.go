@@ -93,3 +93,42 @@ func TestOpenChainsWhatACrashLeftStaged(t *testing.T) {
 		t.Errorf("after the open: %+v", l)
 	}
 }
+
+// A direct append is synced (FULL) whatever level the shared writer was
+// left at by the store's bookkeeping; moving staged events is not (NORMAL:
+// a move lost to a power cut leaves them in the outbox).
+func TestAppendSetsItsOwnSyncLevel(t *testing.T) {
+	ctx := context.Background()
+	s, path := openTest(t, testKey)
+	level := func() int {
+		t.Helper()
+		conn, err := s.w.Conn(ctx)
+		tcheck(t, err, "conn")
+		defer conn.Close()
+		var v int
+		tcheck(t, conn.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&v), "level")
+		return v
+	}
+	set := func(l string) {
+		t.Helper()
+		conn, err := s.w.Conn(ctx)
+		tcheck(t, err, "conn")
+		defer conn.Close()
+		_, err = conn.ExecContext(ctx, "PRAGMA synchronous="+l)
+		tcheck(t, err, "set level")
+	}
+	at := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	set("NORMAL")
+	_, err := s.Append(ctx, Event{Time: at, Agency: "met-pio", Kind: Alert, Detail: "direct"})
+	tcheck(t, err, "append")
+	if got := level(); got != 2 {
+		t.Errorf("a direct append committed at synchronous=%d, want 2 (FULL)", got)
+	}
+	stageRaw(t, path, staged(t, Event{Time: at, Agency: "met-pio", Kind: Queued, Package: "cdt-a", Destination: "hmp-northgate"}))
+	if n, err := s.Drain(ctx); err != nil || n != 1 {
+		t.Fatalf("drain = %d, %v", n, err)
+	}
+	if got := level(); got != 1 {
+		t.Errorf("moving staged events committed at synchronous=%d, want 1 (NORMAL)", got)
+	}
+}

@@ -276,7 +276,25 @@ func (s *SQLite) prepare(e *Event) error {
 // and then es, and removes the staged ones from the outbox. It returns how
 // many staged events it moved and es as stored.
 func (s *SQLite) appendTx(ctx context.Context, es []Event) (int, []Event, error) {
-	tx, err := s.w.BeginTx(ctx, nil) // IMMEDIATE: the write lock first
+	// The writer may be shared with the store, whose bookkeeping commits
+	// leave synchronous=NORMAL behind: the level is set here, on the
+	// connection this transaction holds. Direct appends are durable when
+	// they return (FULL); moving staged events needs no sync of its own,
+	// since a move lost to a power cut is lost whole and the outbox still
+	// holds the events, moved again when the trail is next opened.
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return 0, nil, fmt.Errorf("audit append: %w", err)
+	}
+	defer conn.Close()
+	level := "NORMAL"
+	if len(es) > 0 {
+		level = "FULL"
+	}
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous="+level); err != nil {
+		return 0, nil, fmt.Errorf("audit append: %w", err)
+	}
+	tx, err := conn.BeginTx(ctx, nil) // IMMEDIATE: the write lock first
 	if err != nil {
 		return 0, nil, fmt.Errorf("audit append: %w", err)
 	}
