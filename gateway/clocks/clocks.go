@@ -185,6 +185,7 @@ func (k *Keeper) Run(ctx context.Context) {
 	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	wake := time.Now() // when the timer fires
 	var lastPurge time.Time
 	for {
 		select {
@@ -192,12 +193,21 @@ func (k *Keeper) Run(ctx context.Context) {
 			return
 		case <-timer.C:
 		case <-k.kick:
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
+			// A clock was started: look again within kickGather, not at
+			// once, so that a busy gateway (a kick per package) asks the
+			// store twice a second rather than twice per package. No
+			// clock falls due that soon after it starts.
+			if soon := time.Now().Add(kickGather); wake.After(soon) {
+				if !timer.Stop() {
+					select {
+					case <-timer.C:
+					default:
+					}
 				}
+				timer.Reset(kickGather)
+				wake = soon
 			}
+			continue
 		}
 		now := k.now()
 		due, err := k.store.OverdueDeadlines(ctx, now, alertBatch)
@@ -221,8 +231,13 @@ func (k *Keeper) Run(ctx context.Context) {
 			sleep = 0 // more overdue than one round takes
 		}
 		timer.Reset(max(sleep, 0))
+		wake = time.Now().Add(max(sleep, 0))
 	}
 }
+
+// kickGather is how soon after a clock is started the keeper looks at the
+// clocks again.
+const kickGather = 500 * time.Millisecond
 
 func (k *Keeper) alertOverdue(ctx context.Context, d store.Deadline, now time.Time) {
 	what := map[string]string{
