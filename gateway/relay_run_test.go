@@ -83,7 +83,7 @@ func (p *countingProxy) counts() (accepted, open int) {
 
 // runNode runs a bed node's gateway in this process; stop cancels it and
 // waits for Run to return.
-func runNode(t *testing.T, b *testbed.Bed, id string) (stop func()) {
+func runNode(t testing.TB, b *testbed.Bed, id string) (stop func()) {
 	t.Helper()
 	pol, cfg, err := policy.Load(b.Nodes[id].Config)
 	if err != nil {
