@@ -77,10 +77,6 @@ func Open(path string, pragmas ...string) (w, r *sql.DB, err error) {
 // transactions queue in the process rather than on SQLite's file lock.
 type DB struct {
 	W, R *sql.DB
-
-	path   string
-	stopCk chan struct{} // closed to stop the background checkpoints
-	ckDone chan struct{}
 }
 
 // OpenDB opens a database file as Open does.
@@ -89,59 +85,10 @@ func OpenDB(path string, pragmas ...string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &DB{W: w, R: r, path: path}, nil
+	return &DB{W: w, R: r}, nil
 }
 
-// Close stops the background checkpoints, if any, and closes both pools.
+// Close closes both pools.
 func (d *DB) Close() error {
-	if d.stopCk != nil {
-		close(d.stopCk)
-		<-d.ckDone
-		d.stopCk = nil
-	}
 	return errors.Join(d.R.Close(), d.W.Close())
-}
-
-// CheckpointInBackground moves the WAL into the database file from a
-// connection of its own, every interval, instead of in the writer's
-// commits. By default SQLite checkpoints in the commit that takes the WAL
-// past 1000 pages: that commit copies the pages and syncs the database
-// file before it returns, and every package waiting on the writer waits
-// with it, a stall of tens of milliseconds at the tail of the latency. A
-// passive checkpoint beside the writer copies what no reader still needs
-// while commits go on; the writer starts the WAL again from its beginning
-// once all of it has been copied. For a long-running gateway: Close stops
-// it.
-func (d *DB) CheckpointInBackground(interval time.Duration, log func(error)) error {
-	if d.stopCk != nil {
-		return nil
-	}
-	ck, err := sql.Open(cachedDriver, d.path+"?"+url.Values{"_pragma": {fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds())}}.Encode())
-	if err != nil {
-		return err
-	}
-	ck.SetMaxOpenConns(1)
-	if _, err := d.W.Exec(`PRAGMA wal_autocheckpoint = 0`); err != nil {
-		ck.Close()
-		return err
-	}
-	d.stopCk, d.ckDone = make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(d.ckDone)
-		defer ck.Close()
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-d.stopCk:
-				return
-			case <-t.C:
-			}
-			var busy, logFrames, done int
-			if err := ck.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logFrames, &done); err != nil && log != nil {
-				log(err)
-			}
-		}
-	}()
-	return nil
 }

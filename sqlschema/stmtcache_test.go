@@ -2,11 +2,8 @@ package sqlschema
 
 import (
 	"context"
-	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // Statements prepared in a transaction are the connection's kept ones,
@@ -89,53 +86,5 @@ func TestPreparedStatementsAreLentAndGivenBack(t *testing.T) {
 	}
 	if total != 30 {
 		t.Fatalf("%d rows, want 30", total)
-	}
-}
-
-// With checkpoints in the background the writer's commits never copy the
-// WAL themselves (autocheckpoint off), yet the database file receives
-// what was written, and Close stops the checkpointer.
-func TestCheckpointInBackground(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "t.db")
-	d, err := OpenDB(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var failed atomic.Int64
-	if err := d.CheckpointInBackground(20*time.Millisecond, func(error) { failed.Add(1) }); err != nil {
-		t.Fatal(err)
-	}
-	var auto int
-	if err := d.W.QueryRow(`PRAGMA wal_autocheckpoint`).Scan(&auto); err != nil || auto != 0 {
-		t.Fatalf("the writer checkpoints every %d pages (%v), want never", auto, err)
-	}
-	if _, err := d.W.Exec(`CREATE TABLE t (v BLOB)`); err != nil {
-		t.Fatal(err)
-	}
-	blob := make([]byte, 64<<10)
-	for i := 0; i < 64; i++ { // 4 MiB, about 1000 pages
-		if _, err := d.W.Exec(`INSERT INTO t (v) VALUES (?)`, blob); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st, err := os.Stat(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.Size() >= 4<<20 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the database file is %d bytes after 4 MiB were written: nothing checkpointed it", st.Size())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if failed.Load() != 0 {
-		t.Errorf("%d checkpoints failed", failed.Load())
 	}
 }

@@ -120,14 +120,6 @@ func openServeBackend(ctx context.Context, cfg *config.Config, key []byte) (*ser
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", cfg.Store.Path, err)
 	}
-	// The WAL is checkpointed beside the writer, not in a commit that a
-	// package's 250 waits for.
-	if err := db.CheckpointInBackground(time.Second, func(err error) {
-		slog.Warn("store checkpoint failed; retried", "err", err)
-	}); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open store %s: %w", cfg.Store.Path, err)
-	}
 	st, err := store.NewSQLite(ctx, db)
 	if err != nil {
 		db.Close()
