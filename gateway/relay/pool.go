@@ -48,6 +48,10 @@ const (
 	// quitTimeout bounds the QUIT that closes a session, so that a
 	// wedged peer cannot hold up the gateway's shutdown.
 	quitTimeout = 2 * time.Second
+	// maxDialsPerDest bounds a destination's connection set-ups at once,
+	// well under a receiving gateway's default of 10 unproven
+	// connections from one address.
+	maxDialsPerDest = 4
 )
 
 // sessionKey names what a cached session was established under. A session
@@ -110,6 +114,8 @@ type relayPool struct {
 	// tickets holds TLS session tickets per key, so that a new
 	// connection to a partner resumes TLS instead of a full handshake.
 	tickets map[sessionKey]tls.ClientSessionCache
+	// dials bounds the connection set-ups under way per destination.
+	dials map[string]chan struct{}
 }
 
 func newRelayPool(perDest int, idle time.Duration) *relayPool {
@@ -183,6 +189,36 @@ func (p *relayPool) put(s *relaySession) {
 	p.idle[s.key] = append(p.idle[s.key], s)
 	p.total++
 	p.mu.Unlock()
+}
+
+// dialSlot waits for one of the few connection set-ups a destination may
+// have under way at once, and returns its release. A receiving gateway
+// admits only a few connections from one address until they have proved
+// who they are (limits.connections-per-address, 10 by default; a partner
+// proves itself with its client certificate after STARTTLS): a relay whose
+// concurrency grows under a backlog and opens its new sessions all at
+// once is answered 421 for some of them, and those packages wait out a
+// retry. Set-ups in turn, a few at a time, stay under that limit.
+func (p *relayPool) dialSlot(ctx context.Context, dest string) (release func(), err error) {
+	if p == nil {
+		return func() {}, nil
+	}
+	p.mu.Lock()
+	if p.dials == nil {
+		p.dials = map[string]chan struct{}{}
+	}
+	sem := p.dials[dest]
+	if sem == nil {
+		sem = make(chan struct{}, maxDialsPerDest)
+		p.dials[dest] = sem
+	}
+	p.mu.Unlock()
+	select {
+	case sem <- struct{}{}:
+		return func() { <-sem }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // ticketCache is the TLS session cache for a key's new connections.

@@ -42,6 +42,10 @@ type relayPeer struct {
 	// failData, when set, answers DATA for a body: an error to reply
 	// with, or errDrop to cut the connection instead.
 	failData func(body string) error
+	// settingUp counts connections between their accept and their first
+	// MAIL; maxSettingUp is its peak.
+	settingUp, maxSettingUp int
+	used                    map[*smtp.Conn]bool
 	// failRcpt, when set, answers each RCPT.
 	failRcpt func(to string) error
 	// failMail, when set, answers the nth MAIL of a session.
@@ -65,7 +69,7 @@ func startRelayPeer(t testing.TB, ca *pki.CA) *relayPeer {
 	tcheck(t, err, "issue peer certificate")
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	tcheck(t, err, "peer key pair")
-	p := &relayPeer{conns: map[net.Conn]bool{}, closed: make(chan struct{}, 1000), got: map[string]int{}, clientCN: map[string]string{}}
+	p := &relayPeer{conns: map[net.Conn]bool{}, closed: make(chan struct{}, 1000), got: map[string]int{}, clientCN: map[string]string{}, used: map[*smtp.Conn]bool{}}
 	p.srv = smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		return &peerSession{p: p, conn: c}, nil
 	}))
@@ -104,6 +108,8 @@ func (l *peerListener) Accept() (net.Conn, error) {
 	}
 	l.p.mu.Lock()
 	l.p.accepted++
+	l.p.settingUp++
+	l.p.maxSettingUp = max(l.p.maxSettingUp, l.p.settingUp)
 	pc := &peerConn{Conn: c, p: l.p}
 	l.p.conns[pc] = true
 	l.p.mu.Unlock()
@@ -137,6 +143,14 @@ func (s *peerSession) Mail(string, *smtp.MailOptions) error {
 		return smtpserver.ErrNeedTLS
 	}
 	s.mails++
+	s.p.mu.Lock()
+	if !s.p.used[s.conn] {
+		// Set up: the connection is past its greeting, EHLO and
+		// STARTTLS, and sends its first MAIL.
+		s.p.used[s.conn] = true
+		s.p.settingUp--
+	}
+	s.p.mu.Unlock()
 	if s.p.failMail != nil {
 		return s.p.failMail(s.mails)
 	}
@@ -368,6 +382,34 @@ func TestRelayReplacesSessionRefusedAtMail(t *testing.T) {
 	peer.deliveredOnce(t, "first", "second")
 	if accepted, _ := peer.counts(); accepted != 2 {
 		t.Errorf("%d connections, want 2 (the refused session replaced)", accepted)
+	}
+}
+
+// A relay whose concurrency jumps (a backlog, 32 deliveries at once, no
+// session yet) sets its sessions up a few at a time: a receiving gateway
+// answers 421 past its limit of unproven connections from one address.
+func TestRelaySetsUpSessionsAFewAtATime(t *testing.T) {
+	peer, g, _ := relaySetup(t)
+	pool := newRelayPool(32, sessionIdle)
+	defer pool.close()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var bodies []string
+	for i := range 32 {
+		body := fmt.Sprintf("burst-%d", i)
+		bodies = append(bodies, body)
+		wg.Go(func() {
+			if _, err := g.send(ctx, pool, relayItem(body)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	peer.deliveredOnce(t, bodies...)
+	peer.mu.Lock()
+	defer peer.mu.Unlock()
+	if peer.maxSettingUp > maxDialsPerDest {
+		t.Errorf("%d sessions were being set up at once, want at most %d", peer.maxSettingUp, maxDialsPerDest)
 	}
 }
 

@@ -378,16 +378,30 @@ func (r *Relay) sendTo(ctx context.Context, pool *relayPool, a *config.Agency, a
 	// A gateway given without a port is reached on 25.
 	host, addr := config.HostPort(addr)
 	key := r.sessionKey(a, addr, host)
-	var err error
 	s := pool.get(key, len(it.Recipients))
 	reused := s != nil
 	for {
+		release := func() {}
 		if s == nil {
-			if s, err = r.dialRelay(ctx, pool, a, addr, host, key); err != nil {
+			var err error
+			if release, err = pool.dialSlot(ctx, a.ID); err != nil {
+				return "", false, &relayError{err: err}
+			}
+			// A session another delivery put back meanwhile is taken
+			// rather than a new one.
+			if s = pool.get(key, len(it.Recipients)); s != nil {
+				release()
+				release, reused = func() {}, true
+			} else if s, err = r.dialRelay(ctx, pool, a, addr, host, key); err != nil {
+				release()
 				return "", false, err
 			}
 		}
+		// A new session holds its slot through its first transaction:
+		// by then the peer has seen it proved (its certificate, its
+		// first MAIL).
 		id, terr := s.transact(ctx, reused, it.MailFrom, it.Recipients, it.Envelope)
+		release()
 		if terr == nil {
 			pool.put(s)
 			return id, true, nil
