@@ -5,13 +5,14 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/emersion/go-smtp"
 )
 
-func requireTools(t *testing.T) { RequireTools(t) }
+func requireTools(t *testing.T) { RequireTools(t, os.Getenv("CI") == "true") }
 
 // Dovecot takes a message by LMTP for a user it knows, refuses one it
 // does not with a permanent error, and serves the message over IMAP.
