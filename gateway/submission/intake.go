@@ -212,7 +212,11 @@ func (srv *Server) intake(ctx context.Context, sub submission) error {
 		if !slices.Contains(dm.To, agency) {
 			dm.To = append(slices.Clone(dm.To), agency)
 		}
+		// Room for the armored envelope (a third more than the message,
+		// and the MIME and OpenPGP framing) from the start, so that the
+		// buffer is not copied as it grows.
 		var buf bytes.Buffer
+		buf.Grow(int(sub.msg.Size()*4/3) + 16<<10)
 		start := time.Now()
 		_, err = envelope.Seal(ctx, &buf, sealIn, envelope.SealParams{
 			Signer: self, Recipients: []*keys.Cert{cert}, Label: m.Label, Manifest: &dm,
