@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"sync"
 )
 
 // ErrCorrupt is returned for armor that cannot be read: an over-long line,
@@ -97,14 +98,33 @@ tryNextBlock:
 		}
 		b.Header[lastKey] = value
 	}
-	b.Body = &bodyReader{r: bufio.NewReaderSize(r, bodyBuf)}
+	bufs := bodyPool.Get().(*bodyBufs)
+	bufs.r.Reset(r)
+	b.Body = &bodyReader{bufs: bufs, r: bufs.r, text: bufs.text[:0], outBuf: bufs.out}
 	return b, nil
 }
+
+// bodyBufs are a body reader's buffers, kept for the next block once a
+// body has been read to its end: opening a small package should not cost
+// more in buffers than in cryptography.
+type bodyBufs struct {
+	r         *bufio.Reader
+	text, out []byte
+}
+
+var bodyPool = sync.Pool{New: func() any {
+	return &bodyBufs{
+		r:    bufio.NewReaderSize(nil, bodyBuf),
+		text: make([]byte, 0, chunk+lineBuf),
+		out:  make([]byte, chunk/4*3+lineBuf),
+	}
+}}
 
 // bodyReader decodes the body of a block. It collects the base64 text of
 // many lines and decodes it in one call, where go-crypto's reader filters
 // and decodes a few bytes at a time.
 type bodyReader struct {
+	bufs   *bodyBufs // nil once given back
 	r      *bufio.Reader
 	text   []byte // base64 text not yet decoded
 	out    []byte // decoded, not yet read
@@ -118,6 +138,7 @@ type bodyReader struct {
 func (d *bodyReader) Read(p []byte) (int, error) {
 	for len(d.out) == 0 {
 		if d.err != nil {
+			d.release()
 			return 0, d.err
 		}
 		if n := d.fill(p); n > 0 {
@@ -129,18 +150,26 @@ func (d *bodyReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// release gives the buffers back once nothing refers to them.
+func (d *bodyReader) release() {
+	if d.bufs == nil {
+		return
+	}
+	d.bufs.r.Reset(nil)
+	if cap(d.text) <= cap(d.bufs.text)*2 && cap(d.outBuf) <= cap(d.bufs.out)*2 {
+		d.bufs.text, d.bufs.out = d.text[:0], d.outBuf
+		bodyPool.Put(d.bufs)
+	}
+	d.bufs, d.r, d.text, d.outBuf = nil, nil, nil, nil
+}
+
 // fill reads lines until it has a chunk of text or the body ends, and
 // decodes the whole groups of four characters it has: into p when they
 // fit (returning how many bytes it wrote there), else into d.out.
 func (d *bodyReader) fill(p []byte) int {
 	var end error
-	for len(d.text) < chunk {
-		line, err := d.line()
-		if err != nil {
-			end = err
-			break
-		}
-		d.text = appendText(d.text, line)
+	for len(d.text) < chunk && end == nil {
+		end = d.lines()
 	}
 	n := len(d.text) / 4 * 4
 	if end == io.EOF && n < len(d.text) {
@@ -183,16 +212,47 @@ func (d *bodyReader) fill(p []byte) int {
 	return written
 }
 
-// line returns the next line of the body, blanks trimmed, or io.EOF at
-// the END line, the checksum line or the end of the input.
-func (d *bodyReader) line() ([]byte, error) {
-	line, err := d.r.ReadSlice('\n')
+// lines adds to d.text the complete lines the read buffer holds, without
+// a call per line; when it holds none, it reads one line through it.
+func (d *bodyReader) lines() error {
+	buf, _ := d.r.Peek(d.r.Buffered())
+	used := 0
+	for len(d.text) < chunk {
+		i := bytes.IndexByte(buf[used:], '\n')
+		if i < 0 {
+			break
+		}
+		line, err := bodyLine(buf[used : used+i+1])
+		used += i + 1
+		if err != nil {
+			d.r.Discard(used)
+			return err
+		}
+		d.text = appendText(d.text, line)
+	}
+	d.r.Discard(used)
+	if used > 0 {
+		return nil
+	}
+	raw, err := d.r.ReadSlice('\n')
 	switch {
 	case err == bufio.ErrBufferFull:
-		return nil, ErrCorrupt
-	case err != nil && len(line) == 0:
-		return nil, err
+		return ErrCorrupt
+	case err != nil && len(raw) == 0:
+		return err
 	}
+	line, err := bodyLine(raw)
+	if err != nil {
+		return err
+	}
+	d.text = appendText(d.text, line)
+	return nil
+}
+
+// bodyLine checks a line of the body as read, LF included if it has one,
+// and returns it with blanks trimmed, or io.EOF at the END line or the
+// checksum line.
+func bodyLine(line []byte) ([]byte, error) {
 	// go-crypto reads lines through a buffer of lineBuf bytes and refuses
 	// one that does not fit, LF included.
 	if len(line) > lineBuf || len(line) == lineBuf && line[len(line)-1] != '\n' {
