@@ -132,10 +132,6 @@ func packetsOf(t testing.TB, f func(w io.Writer) error) []byte {
 	return b.Bytes()
 }
 
-type nopCloser struct{ io.Writer }
-
-func (nopCloser) Close() error { return nil }
-
 func FuzzOpenPacketStream(f *testing.F) {
 	fx := newPacketFixture(f)
 	f.Add(fx.packets)

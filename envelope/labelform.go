@@ -273,8 +273,12 @@ type param struct{ name, value string }
 // unfold removes the CRLF (or LF) before folding white space.
 func unfold(s string) string {
 	s = strings.ReplaceAll(s, "\r\n", "\n")
-	return strings.NewReplacer("\n ", " ", "\n\t", " ").Replace(s)
+	return unfolder.Replace(s)
 }
+
+// unfolder is built once: building a Replacer costs more than using it,
+// and Open unfolds a dozen header values.
+var unfolder = strings.NewReplacer("\n ", " ", "\n\t", " ")
 
 func isWSP(c byte) bool { return c == ' ' || c == '\t' }
 

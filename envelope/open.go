@@ -15,12 +15,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	pgperrors "github.com/ProtonMail/go-crypto/openpgp/errors"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 	"github.com/emersion/go-message/textproto"
 
+	"github.com/conduit-gateway/conduit/armor"
 	"github.com/conduit-gateway/conduit/keys"
 )
 
@@ -167,7 +167,8 @@ type payload struct {
 	signer Signer
 	md     *openpgp.MessageDetails
 	// sum is the SHA-256 of the decrypted payload: the identity of a
-	// message that carries no signed Message-ID (plain PGP/MIME).
+	// message that carries no signed Message-ID (plain PGP/MIME). Only
+	// OpenPlain has it computed.
 	sum [sha256.Size]byte
 }
 
@@ -180,9 +181,10 @@ func openPayload(ctx context.Context, r io.Reader, p *OpenParams) (pl *payload, 
 	return openPayloadSigned(ctx, r, p, false)
 }
 
-// openPayloadSigned is openPayload; with nested, a payload with no OpenPGP
-// signature is returned unsigned (pl.signer empty) for the caller to
-// verify a signature inside it (RFC 3156 section 6.1).
+// openPayloadSigned is openPayload; with nested (OpenPlain), a payload with
+// no OpenPGP signature is returned unsigned (pl.signer empty) for the
+// caller to verify a signature inside it (RFC 3156 section 6.1), and
+// pl.sum is set.
 func openPayloadSigned(ctx context.Context, r io.Reader, p *OpenParams, nested bool) (pl *payload, err error) {
 	if p.Identity == nil {
 		return nil, errors.New("open: no identity to decrypt with")
@@ -207,7 +209,7 @@ func openPayloadSigned(ctx context.Context, r io.Reader, p *OpenParams, nested b
 
 	keyring := append(openpgp.EntityList{p.Identity.Entity}, p.Partners.Entities()...)
 	cfg := &packet.Config{Time: now}
-	md, err := openpgp.ReadMessage(block.Body, keyring, nil, cfg)
+	md, _, err := readMessage(block.Body, keyring, cfg)
 	if err != nil {
 		return nil, decryptErr(orTruncated(dataRec, err))
 	}
@@ -223,8 +225,20 @@ func openPayloadSigned(ctx context.Context, r io.Reader, p *OpenParams, nested b
 			sp.Close()
 		}
 	}()
+	// The digest identifies a plain partner's message that has no signed
+	// Message-ID (OpenPlain); a Conduit envelope always has one, and is
+	// spared a second pass of SHA-256 over the payload.
+	var dst io.Writer = sp
 	hash := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(sp, hash), md.UnverifiedBody); err != nil {
+	if nested {
+		dst = io.MultiWriter(sp, hash)
+	}
+	// A pooled buffer: neither side has ReadFrom or WriteTo, and io.Copy
+	// would allocate 32 KiB for each package.
+	buf := chunkPool.Get().([]byte)
+	_, err = io.CopyBuffer(dst, md.UnverifiedBody, buf[:cap(buf)])
+	chunkPool.Put(buf[:0])
+	if err != nil {
 		if errors.Is(err, ErrTooLarge) {
 			return nil, checkErr(ErrTooLarge, fmt.Sprintf("over %d bytes", maxSize), nil)
 		}
@@ -273,7 +287,9 @@ func openPayloadSigned(ctx context.Context, r io.Reader, p *OpenParams, nested b
 		return nil, checkErr(ErrSignerNotPinned, "signer "+signer.Fingerprint+" is pinned for no agency", nil)
 	}
 	pl = &payload{outer: outer, sp: sp, signer: signer, md: md}
-	hash.Sum(pl.sum[:0])
+	if nested {
+		hash.Sum(pl.sum[:0])
+	}
 	return pl, nil
 }
 
@@ -423,7 +439,7 @@ func structural(where string, err error) error {
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return checkErr(ErrTruncated, where+": the message ends early", err)
 	}
-	if errors.Is(err, armor.ArmorCorrupt) {
+	if errors.Is(err, armor.ErrCorrupt) {
 		return checkErr(ErrTampered, where+": armor checksum or encoding is corrupt", err)
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -443,7 +459,7 @@ func decryptErr(err error) error {
 		return checkErr(ErrNoKey, "no session key could be decrypted with this gateway's keys", err)
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
 		return checkErr(ErrTruncated, "the OpenPGP message ends early", err)
-	case errors.Is(err, armor.ArmorCorrupt):
+	case errors.Is(err, armor.ErrCorrupt):
 		return checkErr(ErrTampered, "armor checksum or encoding is corrupt", err)
 	}
 	var se pgperrors.SignatureError

@@ -13,12 +13,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	pgperrors "github.com/ProtonMail/go-crypto/openpgp/errors"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 	"github.com/emersion/go-message/textproto"
 
+	"github.com/conduit-gateway/conduit/armor"
 	"github.com/conduit-gateway/conduit/keys"
 )
 

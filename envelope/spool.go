@@ -1,8 +1,6 @@
 package envelope
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -18,22 +16,30 @@ import (
 // under a key that exists only in this process's memory: a crash or a
 // failed check leaves nothing readable behind, and no plaintext reaches the
 // caller before every check has passed. The file is unlinked as soon as it
-// is created. Payloads up to spoolMemory stay in memory, sealed the same
-// way, which saves small packages a file creation.
+// is created. The first spoolMemory bytes stay in memory, sealed the same
+// way, which saves small packages a file creation; only what comes after
+// them goes to the file, so that a large package's first megabyte is not
+// written twice.
 //
 // Format: chunks of up to spoolChunk plaintext bytes, each sealed with
 // AES-256-GCM under a nonce that is the chunk's index; the final chunk's
 // additional data differs, so a truncated spool does not read as complete.
 type spool struct {
-	dir  string
-	mem  []byte // sealed chunks, until they outgrow spoolMemory
-	f    *os.File
-	aead cipher.AEAD
-	buf  []byte
-	n    uint64 // chunks written
-	size int64
-	max  int64
-	done bool
+	dir string
+	// mem holds the first sealed chunks, each with its length in front,
+	// up to spoolMemory: one slice each, so that holding more copies
+	// none. The chunks after them are in f.
+	mem     [][]byte
+	memSize int
+	f       *os.File
+	aead    cipher.AEAD
+	buf     []byte
+	// sealed is the chunk being written to the file.
+	sealed []byte
+	n      uint64 // chunks written
+	size   int64
+	max    int64
+	done   bool
 }
 
 const (
@@ -62,7 +68,7 @@ func newSpool(dir string, max int64) (*spool, error) {
 	return &spool{dir: dir, aead: aead, buf: chunkPool.Get().([]byte)[:0], max: max}, nil
 }
 
-// spill moves the spool to an unlinked temporary file.
+// spill starts the file the chunks after the ones in memory go to.
 func (s *spool) spill() error {
 	f, err := os.CreateTemp(s.dir, "conduit-spool-*")
 	if err != nil {
@@ -71,11 +77,7 @@ func (s *spool) spill() error {
 	// Unlink at once: the open descriptor keeps the data reachable for us
 	// and for nobody else, and a crash leaves no file.
 	_ = os.Remove(f.Name())
-	if _, err := f.Write(s.mem); err != nil {
-		f.Close()
-		return fmt.Errorf("spool: %w", err)
-	}
-	s.f, s.mem = f, nil
+	s.f = f
 	return nil
 }
 
@@ -91,10 +93,20 @@ func (s *spool) Write(p []byte) (int, error) {
 	}
 	total := len(p)
 	for len(p) > 0 {
+		// A whole chunk is sealed from p itself, without a copy into
+		// s.buf. The last chunk is sealed by finish, with its own
+		// additional data, even when that leaves it empty.
+		if len(s.buf) == 0 && len(p) >= spoolChunk {
+			if err := s.seal(p[:spoolChunk], adMore); err != nil {
+				return 0, err
+			}
+			p = p[spoolChunk:]
+			continue
+		}
 		n := copy(s.buf[len(s.buf):cap(s.buf)], p)
 		s.buf = s.buf[:len(s.buf)+n]
 		p = p[n:]
-		if len(s.buf) == cap(s.buf) {
+		if len(s.buf) == cap(s.buf) && len(p) > 0 {
 			if err := s.flush(adMore); err != nil {
 				return 0, err
 			}
@@ -105,27 +117,35 @@ func (s *spool) Write(p []byte) (int, error) {
 }
 
 func (s *spool) flush(ad []byte) error {
-	n := len(s.buf) + s.aead.Overhead()
+	if err := s.seal(s.buf, ad); err != nil {
+		return err
+	}
+	s.buf = s.buf[:0]
+	return nil
+}
+
+// seal appends one chunk, its length first.
+func (s *spool) seal(chunk, ad []byte) error {
+	n := len(chunk) + s.aead.Overhead()
 	var hdr [4]byte
 	binary.BigEndian.PutUint32(hdr[:], uint32(n))
-	if s.f == nil && len(s.mem)+len(hdr)+n > spoolMemory {
+	if s.f == nil && s.memSize+len(hdr)+n > spoolMemory {
 		if err := s.spill(); err != nil {
 			return err
 		}
 	}
 	if s.f == nil {
-		s.mem = s.aead.Seal(append(s.mem, hdr[:]...), s.nonce(s.n), s.buf, ad)
+		c := s.aead.Seal(append(make([]byte, 0, len(hdr)+n), hdr[:]...), s.nonce(s.n), chunk, ad)
+		s.mem = append(s.mem, c)
+		s.memSize += len(c)
 	} else {
-		sealed := s.aead.Seal(nil, s.nonce(s.n), s.buf, ad)
-		if _, err := s.f.Write(hdr[:]); err != nil {
-			return fmt.Errorf("spool: %w", err)
-		}
-		if _, err := s.f.Write(sealed); err != nil {
+		// One write per chunk, from a buffer kept for the next.
+		s.sealed = s.aead.Seal(append(s.sealed[:0], hdr[:]...), s.nonce(s.n), chunk, ad)
+		if _, err := s.f.Write(s.sealed); err != nil {
 			return fmt.Errorf("spool: %w", err)
 		}
 	}
 	s.n++
-	s.buf = s.buf[:0]
 	return nil
 }
 
@@ -143,10 +163,13 @@ func (s *spool) reader() (io.Reader, error) {
 	if !s.done {
 		return nil, errors.New("spool: read before finish")
 	}
-	if s.f == nil {
-		return &spoolReader{s: s, r: bytes.NewReader(s.mem)}, nil
+	r := &spoolReader{s: s, mem: s.mem}
+	if s.f != nil {
+		// No buffer in between: each chunk is read whole, into the
+		// buffer it is opened in.
+		r.r = io.NewSectionReader(s.f, 0, 1<<62)
 	}
-	return &spoolReader{s: s, r: bufio.NewReaderSize(io.NewSectionReader(s.f, 0, 1<<62), 64<<10)}, nil
+	return r, nil
 }
 
 func (s *spool) Close() error {
@@ -154,7 +177,7 @@ func (s *spool) Close() error {
 		chunkPool.Put(s.buf[:0])
 		s.buf = nil
 	}
-	s.mem = nil
+	s.mem, s.memSize = nil, 0
 	if s.f == nil {
 		return nil
 	}
@@ -164,8 +187,11 @@ func (s *spool) Close() error {
 var chunkPool = sync.Pool{New: func() any { return make([]byte, 0, spoolChunk) }}
 
 type spoolReader struct {
-	s    *spool
-	r    io.Reader
+	s   *spool
+	mem [][]byte  // the sealed chunks in memory not yet read
+	r   io.Reader // the file the later ones are in, if any
+	// buf holds one chunk, read sealed and opened in place.
+	buf  []byte
 	i    uint64
 	cur  []byte
 	last bool
@@ -176,34 +202,69 @@ func (r *spoolReader) Read(p []byte) (int, error) {
 		if r.last {
 			return 0, io.EOF
 		}
-		var hdr [4]byte
-		if _, err := io.ReadFull(r.r, hdr[:]); err != nil {
-			return 0, fmt.Errorf("spool: %w", io.ErrUnexpectedEOF)
+		if err := r.next(); err != nil {
+			return 0, err
 		}
-		n := binary.BigEndian.Uint32(hdr[:])
-		if n > spoolChunk+uint32(r.s.aead.Overhead()) {
-			return 0, errors.New("spool: corrupt chunk length")
-		}
-		sealed := make([]byte, n)
-		if _, err := io.ReadFull(r.r, sealed); err != nil {
-			return 0, fmt.Errorf("spool: %w", io.ErrUnexpectedEOF)
-		}
-		last := r.i == r.s.n-1
-		ad := adMore
-		if last {
-			ad = adLast
-		}
-		plain, err := r.s.aead.Open(sealed[:0], r.s.nonce(r.i), sealed, ad)
-		if err != nil {
-			return 0, errors.New("spool: chunk failed authentication")
-		}
-		r.i++
-		r.last = last
-		r.cur = plain
 	}
 	n := copy(p, r.cur)
 	r.cur = r.cur[n:]
 	return n, nil
+}
+
+// next opens the next chunk into r.cur.
+func (r *spoolReader) next() error {
+	var hdr [4]byte
+	var c []byte // the chunk, when in memory
+	switch {
+	case len(r.mem) > 0:
+		if len(r.mem[0]) < len(hdr) {
+			return fmt.Errorf("spool: %w", io.ErrUnexpectedEOF)
+		}
+		c, r.mem = r.mem[0], r.mem[1:]
+		copy(hdr[:], c)
+	case r.r == nil:
+		return fmt.Errorf("spool: %w", io.ErrUnexpectedEOF)
+	default:
+		if _, err := io.ReadFull(r.r, hdr[:]); err != nil {
+			return fmt.Errorf("spool: %w", io.ErrUnexpectedEOF)
+		}
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > spoolChunk+uint32(r.s.aead.Overhead()) {
+		return errors.New("spool: corrupt chunk length")
+	}
+	if cap(r.buf) < int(n) {
+		// As large as the chunks read: a small package's reader stays
+		// small.
+		r.buf = make([]byte, n)
+	}
+	var sealed []byte
+	if c != nil {
+		if uint32(len(c)-len(hdr)) != n {
+			return errors.New("spool: corrupt chunk length")
+		}
+		sealed = c[len(hdr):]
+	} else {
+		sealed = r.buf[:n]
+		if _, err := io.ReadFull(r.r, sealed); err != nil {
+			return fmt.Errorf("spool: %w", io.ErrUnexpectedEOF)
+		}
+	}
+	last := r.i == r.s.n-1
+	ad := adMore
+	if last {
+		ad = adLast
+	}
+	// Opened into r.buf: in place when the chunk was read there, and
+	// never into the spool's memory, which is read again.
+	plain, err := r.s.aead.Open(r.buf[:0], r.s.nonce(r.i), sealed, ad)
+	if err != nil {
+		return errors.New("spool: chunk failed authentication")
+	}
+	r.i++
+	r.last = last
+	r.cur = plain
+	return nil
 }
 
 // Spool holds a message on disk or in memory, encrypted under a key that

@@ -24,6 +24,16 @@ func TestSpoolRoundTripsInMemoryAndOnDisk(t *testing.T) {
 		if onDisk := sp.f != nil; onDisk != (size > spoolMemory) {
 			t.Errorf("size %d: on disk = %v", size, onDisk)
 		}
+		if sp.f != nil {
+			// The first megabyte stays in memory; only the rest is
+			// written to the file.
+			st, err := sp.f.Stat()
+			tcheck(t, err, "stat")
+			sealed := int64(size) + int64(sp.n)*int64(4+sp.aead.Overhead())
+			if sp.memSize == 0 || sp.memSize > spoolMemory || st.Size()+int64(sp.memSize) != sealed {
+				t.Errorf("size %d: %d bytes in memory, %d in the file, %d sealed", size, sp.memSize, st.Size(), sealed)
+			}
+		}
 		for pass := 0; pass < 2; pass++ {
 			r, err := sp.reader()
 			tcheck(t, err, "reader")
@@ -33,8 +43,10 @@ func TestSpoolRoundTripsInMemoryAndOnDisk(t *testing.T) {
 				t.Fatalf("size %d pass %d: spool returned different bytes", size, pass)
 			}
 		}
-		if size > 0 && sp.f == nil && bytes.Contains(sp.mem, data[:min(size, 64)]) {
-			t.Errorf("size %d: plaintext visible in the spool", size)
+		for _, c := range sp.mem {
+			if size > 0 && bytes.Contains(c, data[:min(size, 64)]) {
+				t.Errorf("size %d: plaintext visible in the spool", size)
+			}
 		}
 		sp.Close()
 	}
@@ -45,15 +57,17 @@ func TestSpoolDetectsTamperingAndTruncation(t *testing.T) {
 	tcheck(t, err, "new spool")
 	sp.Write(bytes.Repeat([]byte("x"), 2*spoolChunk+5))
 	tcheck(t, sp.finish(), "finish")
-	good := bytes.Clone(sp.mem)
-
-	sp.mem[len(sp.mem)/2] ^= 1
+	good := sp.mem[0]
+	flipped := bytes.Clone(good)
+	flipped[len(flipped)/2] ^= 1
+	sp.mem[0] = flipped
 	r, _ := sp.reader()
 	if _, err := io.ReadAll(r); err == nil {
 		t.Error("a flipped byte in the spool went unnoticed")
 	}
 	// Drop the last chunk: what remains must not read as complete.
-	sp.mem = good[:4+spoolChunk+sp.aead.Overhead()]
+	sp.mem[0] = good
+	sp.mem = sp.mem[:1]
 	sp.n = 1
 	r, _ = sp.reader()
 	if _, err := io.ReadAll(r); err == nil {

@@ -167,6 +167,11 @@ func TestConduitSealedOpensWithSequoia(t *testing.T) {
 // protected headers with the label and HP-Outer records, a manifest part,
 // then the content.
 func innerEntity(pkgID string, created time.Time) (inner []byte, outerHeader string) {
+	return innerEntityWith(pkgID, created, interopBody)
+}
+
+// innerEntityWith is innerEntity with the given content.
+func innerEntityWith(pkgID string, created time.Time, body string) (inner []byte, outerHeader string) {
 	label := interopLabel + `; created="` + created.UTC().Format(time.RFC3339) + `"`
 	subj := "[OFFICIAL-SENSITIVE] Conduit package " + pkgID
 	sio := `marking=OFFICIAL-SENSITIVE`
@@ -178,7 +183,7 @@ func innerEntity(pkgID string, created time.Time) (inner []byte, outerHeader str
 	fmt.Fprintf(&b, "HP-Outer: Subject: %s\r\nHP-Outer: SIO-Label: %s\r\nHP-Outer: Conduit-Package: %s\r\n", subj, sio, pkgID)
 	fmt.Fprintf(&b, "Content-Type: multipart/mixed; boundary=\"b1\"; hp=\"cipher\"\r\n\r\n")
 	fmt.Fprintf(&b, "--b1\r\nContent-Type: application/vnd.conduit.manifest+json\r\n\r\n%s\r\n", manifest)
-	fmt.Fprintf(&b, "--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n--b1--\r\n", interopBody)
+	fmt.Fprintf(&b, "--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n--b1--\r\n", body)
 	outer := fmt.Sprintf("From: <gw@met.example>\r\nTo: <conduit@northgate.example>\r\nSubject: %s\r\nSIO-Label: %s\r\nConduit-Package: %s\r\n"+
 		"MIME-Version: 1.0\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"outer\"\r\n\r\n"+
 		"--outer\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--outer\r\nContent-Type: application/octet-stream\r\n\r\n",
@@ -237,5 +242,88 @@ func TestSequoiaSealedOpensWithConduit(t *testing.T) {
 	r := run(t, dir, nil, envl, conduitBin, "open", "--key", "ng.key", "--sender", "met.pub.asc")
 	if r.code != exitCheck || !strings.Contains(r.stderr, "not signed by the pinned key") || r.stdout != "" {
 		t.Errorf("open with the signer not pinned: exit %d, stdout %d bytes, stderr %q", r.code, len(r.stdout), r.stderr)
+	}
+}
+
+// largeBody is a package of about 1.5 MiB that does not compress to
+// nothing: many partial-length packets, many armor lines.
+func largeBody() string {
+	var b strings.Builder
+	x := uint64(1)
+	for b.Len() < 3<<19 {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		fmt.Fprintf(&b, "%016x %016x intelligence line\r\n", x, x*0x9e3779b97f4a7c15)
+	}
+	return b.String() + interopBody
+}
+
+// Conduit's own armor and symmetric layer, on a large package, read by
+// GnuPG and Sequoia.
+func TestConduitSealedLargeOpensWithGnuPGAndSequoia(t *testing.T) {
+	gpg, sq := requireTool(t, "gpg"), requireTool(t, "sq")
+	dir := t.TempDir()
+	metFpr, _ := conduitKeys(t, dir)
+	body := largeBody()
+	msg := "From: analyst@met.example\r\nTo: pio@northgate.example\r\nSubject: Conveyance\r\n" +
+		"Content-Type: text/plain; charset=utf-8\r\n\r\n" + body + "\r\n"
+	sealed := mustRun(t, dir, nil, []byte(msg), conduitBin, "seal", "--signer", "met.key", "--recipient", "ng.pub.asc", "--label", interopLabel)
+	enc := armorRE.FindString(sealed)
+	if enc == "" {
+		t.Fatal("no armored message in the envelope")
+	}
+
+	env := gnupgHome(t)
+	mustRun(t, dir, env, nil, gpg, "--batch", "--import", "ng.key", "met.pub.asc")
+	r := run(t, dir, env, []byte(enc), gpg, "--batch", "--status-fd", "2", "--decrypt")
+	if r.code != 0 {
+		t.Fatalf("gpg --decrypt: exit %d\n%s", r.code, r.stderr)
+	}
+	for _, want := range []string{"[GNUPG:] DECRYPTION_OKAY", "[GNUPG:] GOODMDC", "[GNUPG:] GOODSIG", "[GNUPG:] VALIDSIG " + metFpr} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("gpg status lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	if !strings.Contains(r.stdout, body) {
+		t.Error("gpg plaintext lacks the body")
+	}
+
+	os.WriteFile(filepath.Join(dir, "enc.asc"), []byte(enc), 0o600)
+	out := mustRun(t, dir, nil, nil, sq, "decrypt", "--recipient-key", "ng.key", "--signer-cert", "met.pub.asc", "enc.asc")
+	if !strings.Contains(out, body) {
+		t.Error("sq plaintext lacks the body")
+	}
+}
+
+// GnuPG's and Sequoia's large messages (compressed by GnuPG, not by sq),
+// read by Conduit's armor reader and symmetric layer.
+func TestLargeGnuPGAndSequoiaSealedOpenWithConduit(t *testing.T) {
+	gpg, sq := requireTool(t, "gpg"), requireTool(t, "sq")
+	dir := t.TempDir()
+	_, ngFpr := conduitKeys(t, dir)
+	body := largeBody()
+
+	env := gnupgHome(t)
+	mustRun(t, dir, env, nil, gpg, "--batch", "--passphrase", "", "--quick-gen-key", "met-pio <gw@met.example>", "ed25519", "sign", "never")
+	mustRun(t, dir, env, nil, gpg, "--batch", "--import", "ng.pub.asc")
+	pub := mustRun(t, dir, env, nil, gpg, "--armor", "--export", "gw@met.example")
+	os.WriteFile(filepath.Join(dir, "gpg-met.asc"), []byte(pub), 0o644)
+	inner, outer := innerEntityWith("cdt-gpg0000000000000000000002", time.Now().Add(-time.Minute).Truncate(time.Second), body)
+	enc := mustRun(t, dir, env, inner, gpg, "--batch", "--trust-model", "always", "--armor", "--sign", "--encrypt",
+		"--local-user", "gw@met.example", "--recipient", ngFpr)
+	out := mustRun(t, dir, nil, wrapPGPMIME(outer, enc), conduitBin, "open", "--key", "ng.key", "--sender", "gpg-met.asc")
+	if !strings.Contains(out, body) || !strings.Contains(out, "Conduit-Verified: signer=met-pio") {
+		t.Errorf("opened GnuPG message: %d bytes, body present %v", len(out), strings.Contains(out, body))
+	}
+
+	mustRun(t, dir, nil, nil, sq, "key", "generate", "--userid", "met-pio <gw@met.example>", "--cannot-encrypt", "--export", "sq-met.key")
+	mustRun(t, dir, nil, nil, sq, "key", "extract-cert", "--output", "sq-met.asc", "sq-met.key")
+	inner, outer = innerEntityWith("cdt-sq00000000000000000000002", time.Now().Add(-time.Minute).Truncate(time.Second), body)
+	os.WriteFile(filepath.Join(dir, "inner.eml"), inner, 0o600)
+	enc = mustRun(t, dir, nil, nil, sq, "encrypt", "--recipient-cert", "ng.pub.asc", "--signer-key", "sq-met.key", "inner.eml")
+	out = mustRun(t, dir, nil, wrapPGPMIME(outer, enc), conduitBin, "open", "--key", "ng.key", "--sender", "sq-met.asc")
+	if !strings.Contains(out, body) || !strings.Contains(out, "Conduit-Verified: signer=met-pio") {
+		t.Errorf("opened Sequoia message: %d bytes, body present %v", len(out), strings.Contains(out, body))
 	}
 }
