@@ -282,22 +282,15 @@ func (s *SQLite) appendTx(ctx context.Context, es []Event) (int, []Event, error)
 	// they return (FULL); moving staged events needs no sync of its own,
 	// since a move lost to a power cut is lost whole and the outbox still
 	// holds the events, moved again when the trail is next opened.
-	conn, err := s.w.Conn(ctx)
-	if err != nil {
-		return 0, nil, fmt.Errorf("audit append: %w", err)
-	}
-	defer conn.Close()
-	level := "NORMAL"
+	level := sqlschema.SyncNormal
 	if len(es) > 0 {
-		level = "FULL"
+		level = sqlschema.SyncFull
 	}
-	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous="+level); err != nil {
-		return 0, nil, fmt.Errorf("audit append: %w", err)
-	}
-	tx, err := conn.BeginTx(ctx, nil) // IMMEDIATE: the write lock first
+	tx, release, err := sqlschema.BeginSync(ctx, s.w, level) // IMMEDIATE: the write lock first
 	if err != nil {
 		return 0, nil, fmt.Errorf("audit append: %w", err)
 	}
+	defer release()
 	defer tx.Rollback()
 	staged, lastID, err := s.staged(ctx, tx)
 	if err != nil {

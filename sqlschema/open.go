@@ -1,6 +1,7 @@
 package sqlschema
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -91,4 +92,34 @@ func OpenDB(path string, pragmas ...string) (*DB, error) {
 // Close closes both pools.
 func (d *DB) Close() error {
 	return errors.Join(d.R.Close(), d.W.Close())
+}
+
+// Sync levels for BeginSync: FULL syncs the WAL at every commit (a
+// promise made when the call returns); NORMAL leaves that to the next
+// checkpoint (durable across a crash of the process, not of the machine).
+const (
+	SyncFull   = "FULL"
+	SyncNormal = "NORMAL"
+)
+
+// BeginSync begins a write transaction on the writer w whose commit syncs
+// at level. The level is a setting of the connection and outlives the
+// transaction, and the writer is shared (the store's batches, the audit
+// trail): every transaction sets its own, on the connection it holds,
+// rather than trust whatever the last one left. release gives the
+// connection back, after Commit or Rollback.
+func BeginSync(ctx context.Context, w *sql.DB, level string) (tx *sql.Tx, release func(), err error) {
+	conn, err := w.Conn(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous="+level); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	if tx, err = conn.BeginTx(ctx, nil); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return tx, func() { conn.Close() }, nil
 }

@@ -78,7 +78,6 @@ func (r *Relay) sessionKey(a *config.Agency, addr, host string) sessionKey {
 type relaySession struct {
 	key     sessionKey
 	c       *wireClient
-	conn    net.Conn // under c, for deadlines that follow a context
 	created time.Time
 	idle    time.Time // when it was last put back
 	txns    int       // transactions completed
@@ -120,8 +119,8 @@ type relayPool struct {
 
 func newRelayPool(perDest int, idle time.Duration) *relayPool {
 	p := &relayPool{perDest: max(perDest, 1), idleTime: idle, idle: map[sessionKey][]*relaySession{},
-		tickets: map[sessionKey]tls.ClientSessionCache{},
-		stop:    make(chan struct{}), done: make(chan struct{})}
+		tickets: map[sessionKey]tls.ClientSessionCache{}, dials: map[string]chan struct{}{},
+		stop: make(chan struct{}), done: make(chan struct{})}
 	go p.expire()
 	return p
 }
@@ -204,9 +203,6 @@ func (p *relayPool) dialSlot(ctx context.Context, dest string) (release func(), 
 		return func() {}, nil
 	}
 	p.mu.Lock()
-	if p.dials == nil {
-		p.dials = map[string]chan struct{}{}
-	}
 	sem := p.dials[dest]
 	if sem == nil {
 		sem = make(chan struct{}, maxDialsPerDest)
@@ -325,26 +321,12 @@ func (r *Relay) dialRelay(ctx context.Context, pool *relayPool, a *config.Agency
 		c.Close()
 		return nil, &relayError{err: fmt.Errorf("TLS with %s is below 1.2; nothing was sent", addr), alert: true}
 	}
-	return &relaySession{key: key, c: c, conn: conn, created: time.Now()}, nil
+	return &relaySession{key: key, c: c, created: time.Now()}, nil
 }
 
 // errStale marks a cached session that failed before it was given the
 // item: nothing was handed over, and a new session may try at once.
 var errStale = errors.New("cached session no longer usable")
-
-// probe checks a cached session before another transaction. It asks
-// nothing of the peer: a session that ended a transaction with a 250 is
-// ready for the next MAIL (RFC 5321 4.1.1.1), so the MAIL command itself
-// is the probe, under probeTimeout instead of the usual five minutes; a
-// peer that closed the session while it was idle, or answers 421, fails
-// there, before anything was handed over (errStale). This used to be an
-// RSET and a second EHLO: two round trips more for every package.
-func (s *relaySession) probe() error {
-	if st, ok := s.c.TLSConnectionState(); !ok || st.Version < tls.VersionTLS12 {
-		return errStale // cannot happen: every cached session is TLS 1.2+
-	}
-	return nil
-}
 
 // transact sends one item over an established session, for as long as ctx
 // lasts. The error is a
@@ -352,19 +334,14 @@ func (s *relaySession) probe() error {
 // session was one reused from the cache (a 421 or a broken connection
 // before DATA: the peer closed it or ended the session).
 func (s *relaySession) transact(ctx context.Context, reused bool, mailFrom string, rcpts []string, env []byte) (string, error) {
-	// A context that ends (the gateway stopping) cuts the transaction at
-	// once, whatever the peer is doing: the item stays queued, its lease
-	// runs out, and it is retried.
-	stop := context.AfterFunc(ctx, func() { s.conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
 	if err := ctx.Err(); err != nil {
 		return "", &relayError{err: err}
 	}
-	if reused {
-		if err := s.probe(); err != nil {
-			return "", err
-		}
-	}
+	// A session that ended a transaction with a 250 is ready for the
+	// next MAIL (RFC 5321 4.1.1.1), so on a cached session the MAIL is
+	// the probe, under probeTimeout instead of the usual five minutes: a
+	// peer that closed the session while it was idle, or answers 421,
+	// fails there, before anything was handed over (errStale).
 	first := commandTimeout
 	if reused {
 		first = probeTimeout

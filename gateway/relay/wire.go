@@ -55,10 +55,8 @@ const maxReplyLines = 100
 func dialWire(ctx context.Context, conn net.Conn, tc *tls.Config, hostname string, commandTimeout time.Duration) (*wireClient, error) {
 	c := &wireClient{raw: conn, commandTimeout: commandTimeout, submissionTimeout: 10 * time.Minute}
 	c.setConn(conn)
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	stop := c.follow(ctx)
 	defer stop()
-	c.ctx = ctx
-	defer func() { c.ctx = nil }()
 	c.deadline(time.Now().Add(commandTimeout))
 	if _, err := c.reply(220); err != nil {
 		return nil, err
@@ -86,6 +84,15 @@ func dialWire(ctx context.Context, conn net.Conn, tc *tls.Config, hostname strin
 	}
 	c.deadline(time.Time{})
 	return c, nil
+}
+
+// follow makes ctx the context of the exchange until stop is called: its
+// end sets a deadline in the past, which cuts any read or write under
+// way.
+func (c *wireClient) follow(ctx context.Context) (stop func()) {
+	c.ctx = ctx
+	after := context.AfterFunc(ctx, func() { c.raw.SetDeadline(time.Unix(1, 0)) })
+	return func() { after(); c.ctx = nil }
 }
 
 // deadline sets the connection's deadline, unless the context of the
@@ -258,8 +265,10 @@ func truncate(s string) string {
 // before the peer was given the message (nothing handed over). The
 // returned text is the peer's final reply.
 func (c *wireClient) transaction(ctx context.Context, from string, rcpts []string, msg []byte, firstTimeout time.Duration) (text string, before bool, err error) {
-	c.ctx = ctx
-	defer func() { c.ctx = nil }()
+	// A context that ends (the gateway stopping) cuts the exchange at
+	// once, whatever the peer is doing.
+	stop := c.follow(ctx)
+	defer stop()
 	if len(rcpts) == 0 {
 		return "", true, errors.New("smtp: no recipients")
 	}
@@ -412,5 +421,3 @@ func (c *wireClient) Quit(timeout time.Duration) error {
 
 // Close closes the connection without QUIT.
 func (c *wireClient) Close() error { return c.conn.Close() }
-
-var _ io.Closer = (*wireClient)(nil)

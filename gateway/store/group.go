@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+
+	"github.com/conduit-gateway/conduit/sqlschema"
 )
 
 // Group commit. Concurrent write transactions (several SMTP sessions'
@@ -42,14 +44,14 @@ type txReq struct {
 
 // txSync runs f in a write transaction on the single writer connection,
 // batched with the concurrent callers' (group commit), with the given
-// synchronous level for its commit ("FULL" or "NORMAL"); a batch that
+// synchronous level for its commit (sqlschema.SyncFull or SyncNormal); a batch that
 // holds any FULL request commits FULL. Every batch sets its level first, so
 // a level left behind by a failure never leaks into a durable commit.
 func (s *SQLite) txSync(ctx context.Context, level string, f func(Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	req := &txReq{ctx: ctx, full: level != "NORMAL", f: f, lead: make(chan struct{}), done: make(chan struct{})}
+	req := &txReq{ctx: ctx, full: level != sqlschema.SyncNormal, f: f, lead: make(chan struct{}), done: make(chan struct{})}
 	g := &s.group
 	g.mu.Lock()
 	g.pending = append(g.pending, req)
@@ -124,27 +126,18 @@ func (s *SQLite) runBatch(batch []*txReq) {
 		}
 	}()
 	ctx := context.Background()
-	conn, err := s.w.Conn(ctx)
-	if err != nil {
-		fail(batch, err)
-		return
-	}
-	defer conn.Close()
-	level := "NORMAL"
+	level := sqlschema.SyncNormal
 	for _, r := range batch {
 		if r.full {
-			level = "FULL"
+			level = sqlschema.SyncFull
 		}
 	}
-	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous="+level); err != nil {
-		fail(batch, err)
-		return
-	}
-	tx, err := conn.BeginTx(ctx, nil)
+	tx, release, err := sqlschema.BeginSync(ctx, s.w, level)
 	if err != nil {
 		fail(batch, err)
 		return
 	}
+	defer release()
 	single := len(batch) == 1
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {

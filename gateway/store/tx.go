@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/conduit-gateway/conduit/audit"
+	"github.com/conduit-gateway/conduit/sqlschema"
 )
 
 // Tx is one write transaction of the store: every write a state change
@@ -110,7 +111,7 @@ type Tx interface {
 // transaction behind every promise (a 250 to a client, an administrator's
 // action). When f returns an error nothing f wrote is kept.
 func (s *SQLite) Update(ctx context.Context, f func(Tx) error) error {
-	return s.txSync(ctx, "FULL", f)
+	return s.txSync(ctx, sqlschema.SyncFull, f)
 }
 
 // Bookkeep is Update for the delivery bookkeeping (claims and leases,
@@ -122,7 +123,7 @@ func (s *SQLite) Update(ctx context.Context, f func(Tx) error) error {
 // repairs. Its audit events are exactly as durable as its change: both or
 // neither.
 func (s *SQLite) Bookkeep(ctx context.Context, f func(Tx) error) error {
-	return s.txSync(ctx, "NORMAL", f)
+	return s.txSync(ctx, sqlschema.SyncNormal, f)
 }
 
 // sqliteTx is the SQLite store's Tx.
@@ -179,10 +180,10 @@ func (t *sqliteTx) Audit(es ...audit.Event) error {
 // withTx runs f in a fully synced write transaction of its own, for the
 // store's own multi-statement writes that are not Tx methods.
 func (s *SQLite) withTx(ctx context.Context, f func(*sql.Tx) error) error {
-	return s.txSync(ctx, "FULL", func(t Tx) error { return f(t.(*sqliteTx).tx) })
+	return s.txSync(ctx, sqlschema.SyncFull, func(t Tx) error { return f(t.(*sqliteTx).tx) })
 }
 
 // withLightTx is withTx for bookkeeping (see Bookkeep).
 func (s *SQLite) withLightTx(ctx context.Context, f func(*sql.Tx) error) error {
-	return s.txSync(ctx, "NORMAL", func(t Tx) error { return f(t.(*sqliteTx).tx) })
+	return s.txSync(ctx, sqlschema.SyncNormal, func(t Tx) error { return f(t.(*sqliteTx).tx) })
 }
