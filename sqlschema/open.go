@@ -24,7 +24,8 @@ const readConns = 4
 // Open opens a SQLite database file (created readable by its owner only)
 // as a single pinned writer connection, which takes its write lock at BEGIN
 // (immediate), and a query-only read pool. Both run WAL with
-// synchronous=FULL and the busy timeout, plus the given pragmas ("name(v)").
+// synchronous=FULL, temp_store=MEMORY and the busy timeout, plus the given
+// pragmas ("name(v)").
 // It does not name the database in errors: the caller does.
 func Open(path string, pragmas ...string) (w, r *sql.DB, err error) {
 	if path == "" {
@@ -46,6 +47,12 @@ func Open(path string, pragmas ...string) (w, r *sql.DB, err error) {
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds()))
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
+	// Statement journals (every write statement after the first in a
+	// transaction keeps one, for its own rollback) spill to an unlinked
+	// file past 64 KiB: at 16 KiB packages that was 37 writes a package
+	// to files nobody reads back. A transaction's statements are bounded
+	// by the message size limit, which is held in memory already.
+	q.Add("_pragma", "temp_store(MEMORY)")
 	for _, p := range pragmas {
 		q.Add("_pragma", p)
 	}

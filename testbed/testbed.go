@@ -80,6 +80,8 @@ type Bed struct {
 	// (agency → connection string), as Options.Postgres.
 	Postgres  map[string]string
 	tlsClient *tls.Config
+	// realClocks: Options.RealClocks.
+	realClocks bool
 }
 
 // Options shape a bed.
@@ -116,6 +118,11 @@ type Options struct {
 	Console bool
 	// MessageBytes raises the gateways' message size limit (0: default).
 	MessageBytes int64
+	// RealClocks runs the gateways as a deployment does: on the system
+	// clock, without the test hook that MoveClock needs (a look at a
+	// file on every reading of the clock), and with the default
+	// housekeeping interval. A benchmark measures what a deployment runs.
+	RealClocks bool
 }
 
 // Create makes a bed in dir from the example directory and policy. Every
@@ -133,7 +140,7 @@ func Create(dir, bin string, opt Options) (*Bed, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Bed{Dir: dir, Bin: bin, CA: ca, Nodes: map[string]*Node{}, Postgres: opt.Postgres}
+	b := &Bed{Dir: dir, Bin: bin, CA: ca, Nodes: map[string]*Node{}, Postgres: opt.Postgres, realClocks: opt.RealClocks}
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Cert)
 	b.tlsClient = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
@@ -252,7 +259,7 @@ queue: {retry-min: %s, retry-max: %s, workers: 4%s}
 			if opt.MessageBytes > 0 {
 				cfg += fmt.Sprintf("limits: {message-bytes: %d}\n", opt.MessageBytes)
 			}
-			if !strings.Contains(opt.Extra, "housekeeping-interval:") {
+			if !opt.RealClocks && !strings.Contains(opt.Extra, "housekeeping-interval:") {
 				// A bed moves its gateways' clocks (ClockEnv) by hours in a
 				// second: its clocks and retention are looked at every second,
 				// where a deployment keeps the default minute.
@@ -379,8 +386,12 @@ func (b *Bed) Start(ctx context.Context, id string) error {
 	}
 	n.cmd = exec.Command(b.Bin, "serve", "--config", n.Config, "--log-format", "json")
 	n.cmd.Dir = n.Dir
-	// Every node's clock can be moved by MoveClock (absent file: no offset).
-	n.cmd.Env = append(os.Environ(), ClockEnv+"="+filepath.Join(n.Dir, "clock-offset"))
+	// Every node's clock can be moved by MoveClock (absent file: no
+	// offset), unless the bed runs on real clocks.
+	n.cmd.Env = os.Environ()
+	if !b.realClocks {
+		n.cmd.Env = append(n.cmd.Env, ClockEnv+"="+filepath.Join(n.Dir, "clock-offset"))
+	}
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	if err := n.cmd.Start(); err != nil {
 		logf.Close()
@@ -697,6 +708,9 @@ func tail(path string, n int) string {
 // MoveClock sets how far ahead of real time a node's gateway runs, at once
 // and while it runs (ClockEnv).
 func (b *Bed) MoveClock(id string, ahead time.Duration) error {
+	if b.realClocks {
+		return errors.New("this bed runs its gateways on real clocks (Options.RealClocks): their clocks cannot be moved")
+	}
 	return os.WriteFile(filepath.Join(b.Nodes[id].Dir, "clock-offset"), []byte(ahead.String()+"\n"), 0o600)
 }
 

@@ -25,7 +25,7 @@ func runHA(ctx context.Context, bin, dir string, n, size, clients, k int) error 
 	if bin == "" || dir == "" {
 		return errors.New("mode ha needs -bin and -dir")
 	}
-	opt := testbed.Options{Policy: bytes.Replace(examples.Policy, []byte("valid-days: 365"), []byte("valid-days: 36500"), 1)}
+	opt := testbed.Options{Policy: bytes.Replace(examples.Policy, []byte("valid-days: 365"), []byte("valid-days: 36500"), 1), RealClocks: true}
 	side := "sqlite-1"
 	gws := []string{sender}
 	if k > 0 {

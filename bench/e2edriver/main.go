@@ -371,7 +371,7 @@ func runConduit(ctx context.Context, bin, dir string, n, size, clients, workers 
 	// dates are fixed, and the example policy's 365 days would hold every
 	// package from January 2027 on.
 	pol := bytes.Replace(examples.Policy, []byte("valid-days: 365"), []byte("valid-days: 36500"), 1)
-	b, err := testbed.Create(dir, bin, testbed.Options{Policy: pol})
+	b, err := testbed.Create(dir, bin, testbed.Options{Policy: pol, RealClocks: true})
 	if err != nil {
 		return err
 	}
