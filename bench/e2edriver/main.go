@@ -36,6 +36,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/conduit-gateway/conduit/envelope"
 	"github.com/conduit-gateway/conduit/examples"
 	"github.com/conduit-gateway/conduit/testbed"
 )
@@ -49,6 +50,9 @@ const (
 	benchHdr  = "X-Bench-Seq"
 )
 
+// traceFile is -trace.
+var traceFile string
+
 func main() {
 	mode := flag.String("mode", "conduit", "conduit, relay, ports, or inject (a content filter's reinjection: the message on stdin to -relay, args: sender recipient...)")
 	bin := flag.String("bin", "", "the conduit binary (mode conduit)")
@@ -61,6 +65,7 @@ func main() {
 	count := flag.Int("count", 2, "ports to print (mode ports)")
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up after this long")
 	workers := flag.Int("workers", 0, "the gateways' relay workers (mode conduit; 0: the testbed's 4)")
+	flag.StringVar(&traceFile, "trace", "", "write each package's start, 250 and arrival (ms after its start) and package id to this file")
 	rate := flag.Float64("rate", 0, "open loop: packages arrive at this fixed rate per second, each at its time whatever the gateway's pace, and a package's latency starts at its arrival (0: closed loop, each client sends its next package once the last is accepted)")
 	gateways := flag.Int("gateways", 1, "the sending agency's gateways on PostgreSQL (mode ha; 0: one on SQLite)")
 	flag.Parse()
@@ -168,6 +173,10 @@ type load struct {
 	maildir          string  // the receiving Maildir folder (its new/ is watched)
 	verify           string  // a header every delivered file must carry, if set
 	rate             float64 // open loop: arrivals per second (0: closed loop)
+	// trace, when set, names a file that gets a line per package: its
+	// sequence, start, when its 250 came and when it arrived (ms after its
+	// start), and its package id, to match a slow one with the logs.
+	trace string
 }
 
 type result struct {
@@ -192,6 +201,7 @@ func (l load) run(ctx context.Context) (result, error) {
 		msgs[i] = message(i, l.size)
 	}
 	starts := make([]time.Time, l.n)
+	accepted := make([]time.Time, l.n)
 	next := make(chan int, l.n)
 	t0 := time.Now()
 	if l.rate > 0 {
@@ -244,6 +254,7 @@ func (l load) run(ctx context.Context) (result, error) {
 					errc <- fmt.Errorf("package %d: %w", i, err)
 					return
 				}
+				accepted[i] = time.Now()
 				sent++
 			}
 		}()
@@ -257,6 +268,7 @@ func (l load) run(ctx context.Context) (result, error) {
 	}
 
 	arrived := map[int]time.Time{}
+	pkgs := map[int]string{}
 	unverified := 0
 	seen := map[string]bool{}
 	newDir := filepath.Join(l.maildir, "new")
@@ -270,7 +282,7 @@ func (l load) run(ctx context.Context) (result, error) {
 			if seen[e.Name()] {
 				continue
 			}
-			seq, at, ok, err := readArrival(filepath.Join(newDir, e.Name()), l.verify)
+			seq, at, pkg, ok, err := readArrival(filepath.Join(newDir, e.Name()), l.verify)
 			if err != nil {
 				continue // still being renamed in; look again
 			}
@@ -283,6 +295,7 @@ func (l load) run(ctx context.Context) (result, error) {
 				return result{}, fmt.Errorf("package %d delivered twice", seq)
 			}
 			arrived[seq] = at
+			pkgs[seq] = pkg
 		}
 		if !fresh {
 			select {
@@ -297,6 +310,11 @@ func (l load) run(ctx context.Context) (result, error) {
 		lat = append(lat, at.Sub(starts[i]))
 		if at.After(last) {
 			last = at
+		}
+	}
+	if l.trace != "" {
+		if err := writeTrace(l.trace, starts, accepted, arrived, pkgs); err != nil {
+			return result{}, err
 		}
 	}
 	sort.Slice(lat, func(a, b int) bool { return lat[a] < lat[b] })
@@ -321,17 +339,28 @@ func send(c *smtp.Client, from string, msg []byte) error {
 	return w.Close()
 }
 
-// readArrival reads a delivered file's sequence header; its modification
-// time is when it was written into the Maildir.
-func readArrival(path, verify string) (seq int, at time.Time, verified bool, err error) {
+// writeTrace writes the -trace file, in sequence order.
+func writeTrace(path string, starts, accepted []time.Time, arrived map[int]time.Time, pkgs map[int]string) error {
+	var b strings.Builder
+	b.WriteString("seq\tstart_unix_ns\taccepted_ms\tarrived_ms\tpackage\n")
+	for i, st := range starts {
+		fmt.Fprintf(&b, "%d\t%d\t%.1f\t%.1f\t%s\n", i, st.UnixNano(), ms(accepted[i].Sub(st)), ms(arrived[i].Sub(st)), pkgs[i])
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+// readArrival reads a delivered file's sequence header and package id
+// (none through a plain relay); its modification time is when it was
+// written into the Maildir.
+func readArrival(path, verify string) (seq int, at time.Time, pkg string, verified bool, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, time.Time{}, false, err
+		return 0, time.Time{}, "", false, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return 0, time.Time{}, false, err
+		return 0, time.Time{}, "", false, err
 	}
 	r := bufio.NewReader(io.LimitReader(f, 256<<10))
 	seq = -1
@@ -345,14 +374,17 @@ func readArrival(path, verify string) (seq int, at time.Time, verified bool, err
 		if v, ok := strings.CutPrefix(line, benchHdr+": "); ok {
 			seq, _ = strconv.Atoi(strings.TrimSpace(v))
 		}
+		if v, ok := strings.CutPrefix(line, envelope.PackageHeader+": "); ok {
+			pkg = strings.TrimSpace(v)
+		}
 		if verify != "" && strings.HasPrefix(line, verify) {
 			verified = true
 		}
 	}
 	if seq < 0 {
-		return 0, time.Time{}, false, errors.New("no sequence header")
+		return 0, time.Time{}, "", false, errors.New("no sequence header")
 	}
-	return seq, st.ModTime(), verified, nil
+	return seq, st.ModTime(), pkg, verified, nil
 }
 
 func report(side string, r result) {
@@ -394,7 +426,7 @@ func runConduit(ctx context.Context, bin, dir string, n, size, clients, workers 
 	s := b.Nodes[sender]
 	tc := b.ClientTLS()
 	r, err := load{
-		n: n, size: size, clients: clients, from: s.Address, rate: rate,
+		n: n, size: size, clients: clients, from: s.Address, rate: rate, trace: traceFile,
 		maildir: filepath.Join(b.Nodes[receiver].Maildir, recipient),
 		verify:  "Conduit-Verified: signer=" + sender,
 		dial: func() (*smtp.Client, error) {
@@ -439,7 +471,7 @@ func runRelay(ctx context.Context, relay, sinkAddr, dir string, n, size, clients
 	go srv.Serve(l)
 	defer srv.Close()
 	r, err := load{
-		n: n, size: size, clients: clients, from: "pio@northshire-pio.example", maildir: box, rate: rate,
+		n: n, size: size, clients: clients, from: "pio@northshire-pio.example", maildir: box, rate: rate, trace: traceFile,
 		dial: func() (*smtp.Client, error) {
 			c, err := smtp.Dial(relay)
 			if err != nil {
