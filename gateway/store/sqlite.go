@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -439,9 +440,14 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, limit int, lease time
 	stamp := s.now().UTC()
 	var items []Item
 	err := s.withLightTx(ctx, func(tx *sql.Tx) error {
+		// The limit is written into the statement, not bound: SQLite plans
+		// with a bound LIMIT's value and compiles the statement again
+		// whenever it changes, and the relay asks for as many as it has
+		// free workers (a claim took three times as long). One kept
+		// statement per limit, and limits are few.
 		rows, err := tx.QueryContext(ctx, `SELECT `+itemCols+envelopeCols+withEnvelope+`
 			WHERE q.state = 'queued' AND q.next_attempt <= ?
-			ORDER BY q.priority DESC, q.next_attempt, q.id LIMIT ?`, now.UnixNano(), limit)
+			ORDER BY q.priority DESC, q.next_attempt, q.id LIMIT `+strconv.Itoa(limit), now.UnixNano())
 		if err != nil {
 			return err
 		}

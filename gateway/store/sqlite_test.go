@@ -938,6 +938,42 @@ func BenchmarkEnqueueClaimSentBatch16(b *testing.B) {
 	b.ReportMetric(float64(16*i)/b.Elapsed().Seconds(), "items/s")
 }
 
+// BenchmarkClaimVaryingLimit is the relay's claim under a backlog: it
+// asks for as many items as it has free workers, one to four, so the
+// limit changes from one claim to the next.
+func BenchmarkClaimVaryingLimit(b *testing.B) {
+	s, _ := openTest(b)
+	ctx := context.Background()
+	env := bytes.Repeat([]byte("0123456789abcdef"), 1024)
+	var items []Item
+	for i := range 4000 {
+		it := item(fmt.Sprint("bench-", i), "hmp-northgate")
+		it.Envelope = env
+		items = append(items, it)
+	}
+	if _, err := s.Enqueue(ctx, items); err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	claimed := 0
+	for i := 0; b.Loop(); i++ {
+		limit := 1 + i%4
+		c, err := s.Claim(ctx, now, limit, time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if claimed += len(c); len(c) < limit {
+			// Every item is leased: lease them back (untimed).
+			b.StopTimer()
+			if _, err := s.w.ExecContext(ctx, `UPDATE queue SET next_attempt = 0`); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+	}
+	b.ReportMetric(float64(claimed)/b.Elapsed().Seconds(), "items/s")
+}
+
 func TestHeldItemWaitsUntilReleased(t *testing.T) {
 	ctx := context.Background()
 	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "q.db"))
