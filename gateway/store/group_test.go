@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -131,5 +132,68 @@ func BenchmarkBookkeepMarkRetry(b *testing.B) {
 		}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A method that fails leaves nothing of itself and takes nothing else
+// with it, whether it ran after another or inside another (atomic's
+// savepoints all have one name and must still unwind as a stack).
+func TestAtomicUndoesOnlyItself(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	if _, err := s.w.ExecContext(ctx, `CREATE TABLE scratch (v TEXT)`); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	put := func(tx *sql.Tx, v string) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO scratch (v) VALUES (?)`, v)
+		return err
+	}
+	// putThenFail writes v and then fails.
+	putThenFail := func(v string) func(*sql.Tx) error {
+		return func(tx *sql.Tx) error {
+			if err := put(tx, v); err != nil {
+				return err
+			}
+			return boom
+		}
+	}
+	err := s.Update(ctx, func(tx Tx) error {
+		st := tx.(*sqliteTx)
+		if err := st.atomic(func(tx *sql.Tx) error { return put(tx, "a") }); err != nil {
+			return err
+		}
+		if err := st.atomic(putThenFail("b")); !errors.Is(err, boom) {
+			t.Fatalf("failed method: %v", err)
+		}
+		return st.atomic(func(tx *sql.Tx) error {
+			if err := put(tx, "c"); err != nil {
+				return err
+			}
+			if err := st.atomic(putThenFail("d")); !errors.Is(err, boom) {
+				t.Fatalf("failed inner method: %v", err)
+			}
+			if err := st.atomic(func(tx *sql.Tx) error { return put(tx, "e") }); err != nil {
+				return err
+			}
+			return put(tx, "f")
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT group_concat(v, '') FROM (SELECT v FROM scratch ORDER BY v)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got string
+	for rows.Next() {
+		if err := rows.Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got != "acef" {
+		t.Errorf("kept %q, want acef (b and d undone, the rest kept)", got)
 	}
 }

@@ -131,26 +131,29 @@ type sqliteTx struct {
 	ctx   context.Context
 	s     *SQLite
 	tx    *sql.Tx
-	sp    int      // savepoints opened, for their names
 	after []func() // run once the transaction has committed
 }
 
 // atomic runs one method's writes under a savepoint, so that a method
 // that fails leaves nothing of itself in the transaction.
+//
+// Every savepoint has the same name: ROLLBACK TO and RELEASE act on the
+// latest savepoint of a name, so nested ones still unwind as a stack, and
+// the three statements are compiled once and kept (a name of its own for
+// each, m1, m2..., was a statement text parsed anew for every method of
+// every package in a group commit).
 func (t *sqliteTx) atomic(f func(*sql.Tx) error) error {
-	t.sp++
-	name := fmt.Sprintf("m%d", t.sp)
-	if _, err := t.tx.ExecContext(t.ctx, "SAVEPOINT "+name); err != nil {
+	if _, err := t.tx.ExecContext(t.ctx, "SAVEPOINT m"); err != nil {
 		return err
 	}
 	if err := f(t.tx); err != nil {
 		// A failed rollback leaves the transaction unusable, and the
 		// caller's commit fails: nothing half-done is ever kept.
-		t.tx.ExecContext(t.ctx, "ROLLBACK TO "+name)
-		t.tx.ExecContext(t.ctx, "RELEASE "+name)
+		t.tx.ExecContext(t.ctx, "ROLLBACK TO m")
+		t.tx.ExecContext(t.ctx, "RELEASE m")
 		return err
 	}
-	_, err := t.tx.ExecContext(t.ctx, "RELEASE "+name)
+	_, err := t.tx.ExecContext(t.ctx, "RELEASE m")
 	return err
 }
 
