@@ -88,3 +88,21 @@ func decodeBase64(dst, src []byte) (int, error) {
 	}
 	return n + m, err
 }
+
+// decodeLine decodes the first lineLen characters of src into dst, which
+// must hold 50 bytes (a store of eight writes the last six), and reports
+// whether all of them were in the alphabet. When they were not, dst holds
+// nothing of use and the line is for decodeBase64 to read.
+func decodeLine(dst, src []byte) bool {
+	t0, t1, t2, t3 := &decTables[0], &decTables[1], &decTables[2], &decTables[3]
+	src, dst = src[:lineLen], dst[:lineLen/4*3+2]
+	var bad uint32
+	for i := range lineLen / 8 {
+		s := src[i*8 : i*8+8]
+		a := t0[s[0]] | t1[s[1]] | t2[s[2]] | t3[s[3]]
+		b := t0[s[4]] | t1[s[5]] | t2[s[6]] | t3[s[7]]
+		bad |= a | b
+		binary.BigEndian.PutUint64(dst[i*6:], uint64(a)<<40|uint64(b)<<16)
+	}
+	return bad&0xff000000 == 0
+}
