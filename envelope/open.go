@@ -300,7 +300,7 @@ type pgpPart struct {
 	block *armor.Block
 	rec   *errRecorder
 	data  io.Reader
-	mr    *textproto.MultipartReader
+	mr    *multipartReader
 }
 
 // encryptedPart reads the outer header of a PGP/MIME message (RFC 3156
@@ -308,7 +308,7 @@ type pgpPart struct {
 // first packet.
 func encryptedPart(ctx context.Context, r io.Reader) (*pgpPart, error) {
 	lim := &headerLimit{r: &ctxReader{ctx: ctx, r: r}, n: maxHeaderBytes}
-	br := bufio.NewReaderSize(lim, 16<<10)
+	br := bufio.NewReaderSize(&stickyReader{r: lim}, 16<<10)
 	outer, err := textproto.ReadHeader(br)
 	if err != nil {
 		return nil, structural("outer header", err)
@@ -318,7 +318,7 @@ func encryptedPart(ctx context.Context, r io.Reader) (*pgpPart, error) {
 	if err != nil || mt != "multipart/encrypted" || !strings.EqualFold(params["protocol"], "application/pgp-encrypted") || params["boundary"] == "" {
 		return nil, checkErr(ErrMalformed, "not a PGP/MIME multipart/encrypted message (RFC 3156 section 4)", err)
 	}
-	mr := textproto.NewMultipartReader(br, params["boundary"])
+	mr := newMultipartReader(br, params["boundary"])
 	ver, err := mr.NextPart()
 	if err != nil {
 		return nil, structural("version part", err)
@@ -490,7 +490,7 @@ func checkInner(sp *spool, outer textproto.Header, signer Signer, legacy LegacyM
 	if err != nil {
 		return nil, textproto.Header{}, err
 	}
-	br := bufio.NewReader(&headerLimit{r: sr, n: maxHeaderBytes})
+	br := bufio.NewReader(&stickyReader{r: &headerLimit{r: sr, n: maxHeaderBytes}})
 	h, err := textproto.ReadHeader(br)
 	if err != nil {
 		return nil, h, checkErr(ErrMalformed, "protected header section: "+err.Error(), err)
@@ -556,7 +556,7 @@ func checkInner(sp *spool, outer textproto.Header, signer Signer, legacy LegacyM
 	if err != nil || mt != "multipart/mixed" || params["boundary"] == "" {
 		return nil, h, checkErr(ErrMalformed, "protected payload is not multipart/mixed", err)
 	}
-	mr := textproto.NewMultipartReader(br, params["boundary"])
+	mr := newMultipartReader(br, params["boundary"])
 	part, err := mr.NextPart()
 	if err != nil {
 		return nil, h, checkErr(ErrMalformed, "no manifest part", err)
@@ -595,12 +595,12 @@ func release(w io.Writer, sp *spool, h textproto.Header, res *Opened) error {
 	if err != nil {
 		return err
 	}
-	br := bufio.NewReaderSize(sr, 16<<10)
+	br := bufio.NewReaderSize(&stickyReader{r: sr}, 16<<10)
 	if _, err := textproto.ReadHeader(br); err != nil {
 		return err
 	}
 	_, params, _ := mime.ParseMediaType(h.Get("Content-Type"))
-	mr := textproto.NewMultipartReader(br, params["boundary"])
+	mr := newMultipartReader(br, params["boundary"])
 	if _, err := mr.NextPart(); err != nil { // the manifest
 		return err
 	}
