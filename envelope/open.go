@@ -136,6 +136,7 @@ func Open(ctx context.Context, w io.Writer, r io.Reader, p OpenParams) (*Opened,
 	if err != nil {
 		return nil, err
 	}
+	defer in.close()
 	res.Signer = signer
 	res.AEAD = md.DecryptedWithAlgorithm != 0 && isSEIPDv2(md)
 
@@ -205,6 +206,7 @@ func openPayloadSigned(ctx context.Context, r io.Reader, p *OpenParams, nested b
 	if err != nil {
 		return nil, err
 	}
+	defer part.close()
 	outer, block, dataRec, data, mr := part.outer, part.block, part.rec, part.data, part.mr
 
 	keyring := append(openpgp.EntityList{p.Identity.Entity}, p.Partners.Entities()...)
@@ -301,14 +303,30 @@ type pgpPart struct {
 	rec   *errRecorder
 	data  io.Reader
 	mr    *multipartReader
+	br    *bufio.Reader
 }
+
+// close gives back the read buffer; nothing of the part may be read
+// after it.
+func (p *pgpPart) close() { readers.put(p.br) }
 
 // encryptedPart reads the outer header of a PGP/MIME message (RFC 3156
 // section 4) and returns its armored OpenPGP message, positioned at the
 // first packet.
 func encryptedPart(ctx context.Context, r io.Reader) (*pgpPart, error) {
 	lim := &headerLimit{r: &ctxReader{ctx: ctx, r: r}, n: maxHeaderBytes}
-	br := bufio.NewReaderSize(&stickyReader{r: lim}, 16<<10)
+	br := readers.get(&stickyReader{r: lim})
+	part, err := readEncryptedPart(br, lim)
+	if err != nil {
+		readers.put(br)
+		return nil, err
+	}
+	return part, nil
+}
+
+// readEncryptedPart is encryptedPart reading from br, which reads from
+// lim.
+func readEncryptedPart(br *bufio.Reader, lim *headerLimit) (*pgpPart, error) {
 	outer, err := textproto.ReadHeader(br)
 	if err != nil {
 		return nil, structural("outer header", err)
@@ -351,7 +369,7 @@ func encryptedPart(ctx context.Context, r io.Reader) (*pgpPart, error) {
 		return nil, checkErr(ErrMalformed, "armor block is "+block.Type+", not PGP MESSAGE", nil)
 	}
 
-	return &pgpPart{outer: outer, block: block, rec: dataRec, data: data, mr: mr}, nil
+	return &pgpPart{outer: outer, block: block, rec: dataRec, data: data, mr: mr, br: br}, nil
 }
 
 // RecipientKeyIDs lists the key ids an envelope is encrypted to (its
@@ -362,6 +380,7 @@ func RecipientKeyIDs(ctx context.Context, r io.Reader) ([]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer part.close()
 	pr := packet.NewReader(part.block.Body)
 	var ids []uint64
 	for {
@@ -489,7 +508,11 @@ type inner struct {
 	h   textproto.Header
 	mr  *multipartReader
 	lim *headerLimit
+	br  *bufio.Reader
 }
+
+// close gives back the read buffer.
+func (in *inner) close() { readers.put(in.br) }
 
 // checkInner reads the spooled payload's header section and manifest part
 // and checks them against the signer and the outer header. Until the
@@ -502,7 +525,17 @@ func checkInner(sp *spool, outer textproto.Header, signer Signer, legacy LegacyM
 	// The bound above the sticky reader, so that release can lift it:
 	// while it holds, it refuses every read alike.
 	lim := &headerLimit{r: &stickyReader{r: sr}, n: maxHeaderBytes}
-	br := bufio.NewReaderSize(lim, 16<<10)
+	br := readers.get(lim)
+	res, in, err := readInner(br, lim, outer, signer, legacy)
+	if err != nil {
+		readers.put(br)
+		return nil, nil, err
+	}
+	return res, in, nil
+}
+
+// readInner is checkInner reading from br, which reads from lim.
+func readInner(br *bufio.Reader, lim *headerLimit, outer textproto.Header, signer Signer, legacy LegacyMarkings) (*Opened, *inner, error) {
 	h, err := textproto.ReadHeader(br)
 	if err != nil {
 		return nil, nil, checkErr(ErrMalformed, "protected header section: "+err.Error(), err)
@@ -591,7 +624,7 @@ func checkInner(sp *spool, outer textproto.Header, signer Signer, legacy LegacyM
 		return nil, nil, checkErr(ErrMalformed, "manifest: "+err.Error(), err)
 	}
 	res.Manifest = man
-	return res, &inner{h: h, mr: mr, lim: lim}, nil
+	return res, &inner{h: h, mr: mr, lim: lim, br: br}, nil
 }
 
 // norm unfolds a header value and trims it, for comparisons.
@@ -610,8 +643,8 @@ func release(w io.Writer, in *inner, res *Opened) error {
 		return err
 	}
 	h := in.h
-	bw := getWriter(w)
-	defer putWriter(bw)
+	bw := writers.get(w)
+	defer writers.put(bw)
 	fields := h.Fields()
 	var keep [][]byte
 	for fields.Next() {
