@@ -314,8 +314,10 @@ func (p *pgpPart) close() { readers.put(p.br) }
 // section 4) and returns its armored OpenPGP message, positioned at the
 // first packet.
 func encryptedPart(ctx context.Context, r io.Reader) (*pgpPart, error) {
-	lim := &headerLimit{r: &ctxReader{ctx: ctx, r: r}, n: maxHeaderBytes}
-	br := readers.get(&stickyReader{r: lim})
+	// The bound above the sticky reader, as in checkInner: it is lifted
+	// once the header has been read.
+	lim := &headerLimit{r: &stickyReader{r: &ctxReader{ctx: ctx, r: r}}, n: maxHeaderBytes}
+	br := readers.get(lim)
 	part, err := readEncryptedPart(br, lim)
 	if err != nil {
 		readers.put(br)

@@ -66,3 +66,23 @@ func TestReleaseReadsOnPastTheHeaderLimit(t *testing.T) {
 		t.Fatal("checkInner accepted no payload near the bound: the test proves nothing")
 	}
 }
+
+// TestOpenReadsAnOuterHeaderUpToTheLimit: the envelope's header section is
+// read under maxHeaderBytes, then the bound is lifted for the parts; a
+// header that ends at the bound opens, one a byte over it does not.
+func TestOpenReadsAnOuterHeaderUpToTheLimit(t *testing.T) {
+	pr := newPair(t, keys.ProfileRFC4880)
+	sealed := seal(t, pr, sampleMessage(), nil)
+	headerEnd := bytes.Index(sealed, []byte("\r\n\r\n")) + 4
+	for end := maxHeaderBytes - 3; end <= maxHeaderBytes+1; end++ {
+		pad := end - headerEnd - len("X-Pad: \r\n")
+		padded := append([]byte("X-Pad: "+strings.Repeat("p", pad)+"\r\n"), sealed...)
+		out, _, err := open(pr, padded, nil)
+		if end <= maxHeaderBytes && (err != nil || !strings.Contains(out, secretBody)) {
+			t.Fatalf("header of %d bytes (bound %d): %v", end, maxHeaderBytes, err)
+		}
+		if end > maxHeaderBytes && err == nil {
+			t.Fatalf("header of %d bytes (bound %d) was read", end, maxHeaderBytes)
+		}
+	}
+}
