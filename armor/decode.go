@@ -33,10 +33,13 @@ const (
 	lineBuf = 100
 	// maxBodyLine is go-crypto's bound on a body line, blanks trimmed.
 	maxBodyLine = 96
-	// bodyBuf is the read buffer for the body, and chunk how much base64
-	// text is collected before it is decoded in one call.
+	// bodyBuf is the read buffer for the body, and outLen the buffer a
+	// round of lines is decoded into when the caller's is small.
 	bodyBuf = 16 << 10
-	chunk   = 16 << 10
+	outLen  = 12 << 10
+	// minDirect is the smallest read that lines are decoded into
+	// directly, without the copy through the out buffer.
+	minDirect = 512
 )
 
 // Decode reads an armored block from in, skipping any text before it, and
@@ -115,18 +118,22 @@ type bodyBufs struct {
 var bodyPool = sync.Pool{New: func() any {
 	return &bodyBufs{
 		r:    bufio.NewReaderSize(nil, bodyBuf),
-		text: make([]byte, 0, chunk+lineBuf),
-		out:  make([]byte, chunk/4*3+lineBuf),
+		text: make([]byte, 0, 2*lineBuf),
+		out:  make([]byte, outLen),
 	}
 }}
 
-// bodyReader decodes the body of a block. It collects the base64 text of
-// many lines and decodes it in one call, where go-crypto's reader filters
-// and decodes a few bytes at a time.
+// bodyReader decodes the body of a block. A line as go-crypto writes it
+// (64 characters of the alphabet and its line end) is decoded where it lies
+// in the read buffer, straight into the caller's buffer when that is large
+// enough; any other line is checked and trimmed as go-crypto does and its
+// text collected, and the whole groups of four characters collected are
+// decoded after it. go-crypto's reader filters and decodes a few bytes at
+// a time.
 type bodyReader struct {
 	bufs   *bodyBufs // nil once given back
 	r      *bufio.Reader
-	text   []byte // base64 text not yet decoded
+	text   []byte // base64 text not yet decoded: less than a group after a line
 	out    []byte // decoded, not yet read
 	outBuf []byte
 	// err is returned once out is drained: the end of the body (io.EOF)
@@ -163,89 +170,119 @@ func (d *bodyReader) release() {
 	d.bufs, d.r, d.text, d.outBuf = nil, nil, nil, nil
 }
 
-// fill reads lines until it has a chunk of text or the body ends, and
-// decodes the whole groups of four characters it has: into p when they
-// fit (returning how many bytes it wrote there), else into d.out.
+// fill decodes lines, into p when it is large enough (returning how many
+// bytes it wrote there), else into d.out.
 func (d *bodyReader) fill(p []byte) int {
-	var end error
-	for len(d.text) < chunk && end == nil {
-		end = d.lines()
+	dst := p
+	if len(dst) < minDirect {
+		dst = d.outBuf[:cap(d.outBuf)]
 	}
-	n := len(d.text) / 4 * 4
-	if end == io.EOF && n < len(d.text) {
+	w, err := d.lines(dst)
+	if err == io.EOF && len(d.text) > 0 {
 		// go-crypto's base64 decoder: text that ends mid-group at the
 		// end of the body is a truncation.
-		end = io.ErrUnexpectedEOF
+		err = io.ErrUnexpectedEOF
 	}
-	written := 0
-	if n > 0 {
-		if d.padded {
-			d.err = ErrCorrupt
-			return 0
-		}
-		dst := p
-		if len(dst) < n/4*3 {
-			if cap(d.outBuf) < n/4*3 {
-				d.outBuf = make([]byte, n/4*3)
-			}
-			dst = d.outBuf[:n/4*3]
-		}
-		m, err := decodeBase64(dst, d.text[:n])
-		if len(p) < n/4*3 {
-			d.out = dst[:m]
-		} else {
-			written = m
-		}
-		if err != nil {
-			// What decoded before the bad character is read first, as
-			// with go-crypto, so that the layers above fail where they
-			// would have.
-			d.err = err
-			return written
-		}
-		d.padded = d.text[n-1] == '='
-		d.text = d.text[:copy(d.text, d.text[n:])]
+	if err != nil {
+		// What decoded before the bad character or line is read first,
+		// as with go-crypto, so that the layers above fail where they
+		// would have.
+		d.err = err
 	}
-	if end != nil {
-		d.err = end
+	if len(p) < minDirect {
+		d.out = dst[:w]
+		return 0
 	}
-	return written
+	return w
 }
 
-// lines adds to d.text the complete lines the read buffer holds, without
-// a call per line; when it holds none, it reads one line through it.
-func (d *bodyReader) lines() error {
-	buf, _ := d.r.Peek(d.r.Buffered())
-	used := 0
-	for len(d.text) < chunk {
-		i := bytes.IndexByte(buf[used:], '\n')
-		if i < 0 {
-			break
+// room is how much decoded data a line may add, with the text held:
+// (lineBuf characters, more than a line holds once trimmed) / 4 * 3.
+func (d *bodyReader) room() int { return (len(d.text) + lineBuf) / 4 * 3 }
+
+// lines decodes into dst the lines the read buffer holds, without a call
+// per line, until dst has no room for another; when the buffer holds no
+// complete line and nothing has been decoded, it reads one line through
+// it. It returns the bytes written to dst, and io.EOF at the end of the
+// body.
+func (d *bodyReader) lines(dst []byte) (int, error) {
+	w := 0
+	for w+d.room() <= len(dst) {
+		buf, _ := d.r.Peek(d.r.Buffered())
+		used := 0
+		for w+d.room() <= len(dst) {
+			rest := buf[used:]
+			// A full line, as go-crypto writes them: nothing to trim,
+			// and whole groups, when no text is held (the order of the
+			// data) and no padding came before (then it is corrupt).
+			if len(d.text) == 0 && !d.padded && len(rest) > lineLen {
+				k := 0
+				switch {
+				case rest[lineLen] == '\n':
+					k = lineLen + 1
+				case rest[lineLen] == '\r' && len(rest) > lineLen+1 && rest[lineLen+1] == '\n':
+					k = lineLen + 2
+				}
+				if k > 0 && decodeLine(dst[w:], rest) {
+					w += lineLen / 4 * 3
+					used += k
+					continue
+				}
+			}
+			i := bytes.IndexByte(rest, '\n')
+			if i < 0 {
+				break
+			}
+			used += i + 1
+			if err := d.line(dst, &w, rest[:i+1]); err != nil {
+				d.r.Discard(used)
+				return w, err
+			}
 		}
-		line, err := bodyLine(buf[used : used+i+1])
-		used += i + 1
-		if err != nil {
-			d.r.Discard(used)
-			return err
+		d.r.Discard(used)
+		if used > 0 {
+			continue
 		}
-		d.text = appendText(d.text, line)
+		if w > 0 {
+			return w, nil
+		}
+		raw, err := d.r.ReadSlice('\n')
+		switch {
+		case err == bufio.ErrBufferFull:
+			return w, ErrCorrupt
+		case err != nil && len(raw) == 0:
+			return w, err
+		}
+		if err := d.line(dst, &w, raw); err != nil {
+			return w, err
+		}
 	}
-	d.r.Discard(used)
-	if used > 0 {
-		return nil
-	}
-	raw, err := d.r.ReadSlice('\n')
-	switch {
-	case err == bufio.ErrBufferFull:
-		return ErrCorrupt
-	case err != nil && len(raw) == 0:
-		return err
-	}
+	return w, nil
+}
+
+// line takes a line that is not a full one, as read (LF included if it
+// has one): checked and trimmed, its text added to d.text, and the whole
+// groups held decoded into dst[*w:].
+func (d *bodyReader) line(dst []byte, w *int, raw []byte) error {
 	line, err := bodyLine(raw)
 	if err != nil {
 		return err
 	}
 	d.text = appendText(d.text, line)
+	n := len(d.text) / 4 * 4
+	if n == 0 {
+		return nil
+	}
+	if d.padded {
+		return ErrCorrupt
+	}
+	m, err := decodeBase64(dst[*w:], d.text[:n])
+	*w += m
+	if err != nil {
+		return err
+	}
+	d.padded = d.text[n-1] == '='
+	d.text = d.text[:copy(d.text, d.text[n:])]
 	return nil
 }
 

@@ -91,7 +91,7 @@ func paddingThenText(in []byte) bool {
 
 func TestDecodeReadsGoCryptoArmor(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	for _, n := range []int{0, 1, 2, 3, 47, 48, 49, 1000, chunk/4*3 - 1, chunk / 4 * 3, chunk/4*3 + 1, 300_000} {
+	for _, n := range []int{0, 1, 2, 3, 47, 48, 49, 1000, outLen - 1, outLen, outLen + 1, 300_000} {
 		data := randomBytes(rng, n)
 		for _, crlf := range []bool{false, true} {
 			armored := ourArmor(t, crlf, "PGP MESSAGE", map[string]string{"Comment": "test"}, [][]byte{data})
@@ -101,6 +101,37 @@ func TestDecodeReadsGoCryptoArmor(t *testing.T) {
 					t.Fatalf("%d bytes, crlf %v: type %q header %q err %v, body equal %v", n, crlf, got.blockType, got.header, got.err, bytes.Equal(got.body, data))
 				}
 				checkAgrees(t, in)
+			}
+		}
+	}
+}
+
+// TestDecodeReadsAnySize reads the body with reads of sizes on either
+// side of minDirect, where the reader switches between decoding into the
+// caller's buffer and into its own.
+func TestDecodeReadsAnySize(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789"), 10_000)
+	for _, crlf := range []bool{false, true} {
+		armored := ourArmor(t, crlf, "PGP MESSAGE", nil, [][]byte{data})
+		for _, size := range []int{1, 47, 48, 49, 75, minDirect - 1, minDirect, minDirect + 1, 4096, 100_000} {
+			b, err := Decode(bytes.NewReader(armored))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []byte
+			buf := make([]byte, size)
+			for {
+				n, err := b.Body.Read(buf)
+				got = append(got, buf[:n]...)
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatalf("reads of %d: %v", size, err)
+				}
+			}
+			if !bytes.Equal(got, data) {
+				t.Fatalf("reads of %d, crlf %v: body differs", size, crlf)
 			}
 		}
 	}
@@ -124,25 +155,34 @@ func TestDecodeAgreesWithGoCryptoOnDamage(t *testing.T) {
 	armored := string(ourArmor(t, true, "PGP MESSAGE", nil, [][]byte{data}))
 	lines := strings.Split(armored, "\r\n")
 	cases := map[string]string{
-		"truncated mid-line":    armored[:len(armored)/2],
-		"truncated at a line":   strings.Join(lines[:len(lines)/2], "\r\n") + "\r\n",
-		"no END line":           strings.Join(lines[:len(lines)-1], "\r\n"),
-		"bad character":         strings.Replace(armored, lines[10], "!"+lines[10][1:], 1),
-		"over-long line":        strings.Replace(armored, lines[10], lines[10]+lines[11], 1),
-		"line padded to 99":     strings.Replace(armored, lines[10], lines[10]+strings.Repeat(" ", 35), 1),
-		"line padded to 100":    strings.Replace(armored, lines[10], lines[10]+strings.Repeat(" ", 36), 1),
-		"blank lines":           strings.Replace(armored, lines[10], "\r\n\r\n"+lines[10], 1),
-		"indented lines":        strings.ReplaceAll(armored, "\r\n", "\r\n  "),
-		"LF only":               strings.ReplaceAll(armored, "\r\n", "\n"),
-		"no checksum":           strings.Replace(armored, lines[len(lines)-2]+"\r\n", "", 1),
-		"header without colon":  strings.Replace(armored, "-----\r\n\r\n", "-----\r\nnot a header\r\n\r\n", 1),
-		"long header":           strings.Replace(armored, "-----\r\n\r\n", "-----\r\nComment: "+strings.Repeat("x ", 200)+"\r\n\r\n", 1),
-		"long leading line":     strings.Repeat("y", 500) + "\r\n" + armored,
-		"long BEGIN line":       "-----BEGIN " + strings.Repeat("Z", 120) + "-----\r\n\r\nAAAA\r\n" + armored,
-		"nothing":               "no armor here\r\n",
-		"empty":                 "",
-		"short checksum-like":   strings.Replace(armored, lines[10], "=AAA", 1),
-		"text after the padded": strings.Replace(armored, lines[len(lines)-3], lines[len(lines)-3]+"\r\nAAAA", 1),
+		"truncated mid-line":         armored[:len(armored)/2],
+		"truncated at a line":        strings.Join(lines[:len(lines)/2], "\r\n") + "\r\n",
+		"no END line":                strings.Join(lines[:len(lines)-1], "\r\n"),
+		"bad character":              strings.Replace(armored, lines[10], "!"+lines[10][1:], 1),
+		"over-long line":             strings.Replace(armored, lines[10], lines[10]+lines[11], 1),
+		"line padded to 99":          strings.Replace(armored, lines[10], lines[10]+strings.Repeat(" ", 35), 1),
+		"line padded to 100":         strings.Replace(armored, lines[10], lines[10]+strings.Repeat(" ", 36), 1),
+		"blank lines":                strings.Replace(armored, lines[10], "\r\n\r\n"+lines[10], 1),
+		"indented lines":             strings.ReplaceAll(armored, "\r\n", "\r\n  "),
+		"LF only":                    strings.ReplaceAll(armored, "\r\n", "\n"),
+		"no checksum":                strings.Replace(armored, lines[len(lines)-2]+"\r\n", "", 1),
+		"header without colon":       strings.Replace(armored, "-----\r\n\r\n", "-----\r\nnot a header\r\n\r\n", 1),
+		"long header":                strings.Replace(armored, "-----\r\n\r\n", "-----\r\nComment: "+strings.Repeat("x ", 200)+"\r\n\r\n", 1),
+		"long leading line":          strings.Repeat("y", 500) + "\r\n" + armored,
+		"long BEGIN line":            "-----BEGIN " + strings.Repeat("Z", 120) + "-----\r\n\r\nAAAA\r\n" + armored,
+		"nothing":                    "no armor here\r\n",
+		"empty":                      "",
+		"short checksum-like":        strings.Replace(armored, lines[10], "=AAA", 1),
+		"text after the padded":      strings.Replace(armored, lines[len(lines)-3], lines[len(lines)-3]+"\r\nAAAA", 1),
+		"full line after the padded": strings.Replace(armored, lines[len(lines)-3], lines[len(lines)-3]+"\r\n"+lines[10], 1),
+		"short line, then full ones": strings.Replace(armored, lines[10], lines[10][:63], 1),
+		"split line, then full ones": strings.Replace(armored, lines[10], lines[10][:30]+"\r\n"+lines[10][30:], 1),
+		"bad character at the end":   strings.Replace(armored, lines[10], lines[10][:63]+"-", 1),
+		"blank inside a full line":   strings.Replace(armored, lines[10], lines[10][:20]+" "+lines[10][21:], 1),
+		"leading blank, full line":   strings.Replace(armored, lines[10], " "+lines[10][1:], 1),
+		"CR CR LF":                   strings.Replace(armored, lines[10]+"\r\n", lines[10]+"\r\r\n", 1),
+		"CR alone after a line":      strings.Replace(armored, lines[10]+"\r\n", lines[10]+"\r"+lines[11][:4]+"\r\n", 1),
+		"line of 65":                 strings.Replace(armored, lines[10], lines[10]+"A", 1),
 	}
 	for name, in := range cases {
 		t.Run(name, func(t *testing.T) { checkAgrees(t, []byte(in)) })

@@ -132,10 +132,11 @@ func Open(ctx context.Context, w io.Writer, r io.Reader, p OpenParams) (*Opened,
 		legacy = DefaultLegacyMarkings
 	}
 
-	res, innerHdr, err := checkInner(sp, outer, signer, legacy)
+	res, in, err := checkInner(sp, outer, signer, legacy)
 	if err != nil {
 		return nil, err
 	}
+	defer in.close()
 	res.Signer = signer
 	res.AEAD = md.DecryptedWithAlgorithm != 0 && isSEIPDv2(md)
 
@@ -152,7 +153,7 @@ func Open(ctx context.Context, w io.Writer, r io.Reader, p OpenParams) (*Opened,
 			return nil, fmt.Errorf("open: replay cache: %w", err)
 		}
 	}
-	if err := release(w, sp, innerHdr, res); err != nil {
+	if err := release(w, in, res); err != nil {
 		return nil, fmt.Errorf("open: write opened message: %w", err)
 	}
 	return res, nil
@@ -205,6 +206,7 @@ func openPayloadSigned(ctx context.Context, r io.Reader, p *OpenParams, nested b
 	if err != nil {
 		return nil, err
 	}
+	defer part.close()
 	outer, block, dataRec, data, mr := part.outer, part.block, part.rec, part.data, part.mr
 
 	keyring := append(openpgp.EntityList{p.Identity.Entity}, p.Partners.Entities()...)
@@ -300,15 +302,33 @@ type pgpPart struct {
 	block *armor.Block
 	rec   *errRecorder
 	data  io.Reader
-	mr    *textproto.MultipartReader
+	mr    *multipartReader
+	br    *bufio.Reader
 }
+
+// close gives back the read buffer; nothing of the part may be read
+// after it.
+func (p *pgpPart) close() { readers.put(p.br) }
 
 // encryptedPart reads the outer header of a PGP/MIME message (RFC 3156
 // section 4) and returns its armored OpenPGP message, positioned at the
 // first packet.
 func encryptedPart(ctx context.Context, r io.Reader) (*pgpPart, error) {
-	lim := &headerLimit{r: &ctxReader{ctx: ctx, r: r}, n: maxHeaderBytes}
-	br := bufio.NewReaderSize(lim, 16<<10)
+	// The bound above the sticky reader, as in checkInner: it is lifted
+	// once the header has been read.
+	lim := &headerLimit{r: &stickyReader{r: &ctxReader{ctx: ctx, r: r}}, n: maxHeaderBytes}
+	br := readers.get(lim)
+	part, err := readEncryptedPart(br, lim)
+	if err != nil {
+		readers.put(br)
+		return nil, err
+	}
+	return part, nil
+}
+
+// readEncryptedPart is encryptedPart reading from br, which reads from
+// lim.
+func readEncryptedPart(br *bufio.Reader, lim *headerLimit) (*pgpPart, error) {
 	outer, err := textproto.ReadHeader(br)
 	if err != nil {
 		return nil, structural("outer header", err)
@@ -318,7 +338,7 @@ func encryptedPart(ctx context.Context, r io.Reader) (*pgpPart, error) {
 	if err != nil || mt != "multipart/encrypted" || !strings.EqualFold(params["protocol"], "application/pgp-encrypted") || params["boundary"] == "" {
 		return nil, checkErr(ErrMalformed, "not a PGP/MIME multipart/encrypted message (RFC 3156 section 4)", err)
 	}
-	mr := textproto.NewMultipartReader(br, params["boundary"])
+	mr := newMultipartReader(br, params["boundary"])
 	ver, err := mr.NextPart()
 	if err != nil {
 		return nil, structural("version part", err)
@@ -351,7 +371,7 @@ func encryptedPart(ctx context.Context, r io.Reader) (*pgpPart, error) {
 		return nil, checkErr(ErrMalformed, "armor block is "+block.Type+", not PGP MESSAGE", nil)
 	}
 
-	return &pgpPart{outer: outer, block: block, rec: dataRec, data: data, mr: mr}, nil
+	return &pgpPart{outer: outer, block: block, rec: dataRec, data: data, mr: mr, br: br}, nil
 }
 
 // RecipientKeyIDs lists the key ids an envelope is encrypted to (its
@@ -362,6 +382,7 @@ func RecipientKeyIDs(ctx context.Context, r io.Reader) ([]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer part.close()
 	pr := packet.NewReader(part.block.Body)
 	var ids []uint64
 	for {
@@ -483,30 +504,56 @@ func bodyErr(err error) error {
 	return checkErr(ErrTampered, err.Error(), err)
 }
 
+// inner is the opened payload, read once: its protected header section,
+// checked, and what reads on after the manifest part.
+type inner struct {
+	h   textproto.Header
+	mr  *multipartReader
+	lim *headerLimit
+	br  *bufio.Reader
+}
+
+// close gives back the read buffer.
+func (in *inner) close() { readers.put(in.br) }
+
 // checkInner reads the spooled payload's header section and manifest part
-// and checks them against the signer and the outer header.
-func checkInner(sp *spool, outer textproto.Header, signer Signer, legacy LegacyMarkings) (*Opened, textproto.Header, error) {
+// and checks them against the signer and the outer header. Until the
+// manifest has been read, what it reads is bounded by maxHeaderBytes.
+func checkInner(sp *spool, outer textproto.Header, signer Signer, legacy LegacyMarkings) (*Opened, *inner, error) {
 	sr, err := sp.reader()
 	if err != nil {
-		return nil, textproto.Header{}, err
+		return nil, nil, err
 	}
-	br := bufio.NewReader(&headerLimit{r: sr, n: maxHeaderBytes})
+	// The bound above the sticky reader, so that release can lift it:
+	// while it holds, it refuses every read alike.
+	lim := &headerLimit{r: &stickyReader{r: sr}, n: maxHeaderBytes}
+	br := readers.get(lim)
+	res, in, err := readInner(br, lim, outer, signer, legacy)
+	if err != nil {
+		readers.put(br)
+		return nil, nil, err
+	}
+	return res, in, nil
+}
+
+// readInner is checkInner reading from br, which reads from lim.
+func readInner(br *bufio.Reader, lim *headerLimit, outer textproto.Header, signer Signer, legacy LegacyMarkings) (*Opened, *inner, error) {
 	h, err := textproto.ReadHeader(br)
 	if err != nil {
-		return nil, h, checkErr(ErrMalformed, "protected header section: "+err.Error(), err)
+		return nil, nil, checkErr(ErrMalformed, "protected header section: "+err.Error(), err)
 	}
 	res := &Opened{}
 	raw := h.Get(LabelHeader)
 	if raw == "" {
-		return nil, h, checkErr(ErrLabelInvalid, "no "+LabelHeader+" inside the envelope", nil)
+		return nil, nil, checkErr(ErrLabelInvalid, "no "+LabelHeader+" inside the envelope", nil)
 	}
 	lbl, err := ParseLabelWith(raw, legacy)
 	if err != nil {
-		return nil, h, checkErr(ErrLabelInvalid, err.Error(), err)
+		return nil, nil, checkErr(ErrLabelInvalid, err.Error(), err)
 	}
 	res.Label = lbl
 	if lbl.Originator != signer.Agency {
-		return nil, h, checkErr(ErrSignerNotPinned,
+		return nil, nil, checkErr(ErrSignerNotPinned,
 			fmt.Sprintf("label names originator %s but the signer %s is pinned for %s", lbl.Originator, signer.Fingerprint, signer.Agency), nil)
 	}
 
@@ -514,16 +561,16 @@ func checkInner(sp *spool, outer textproto.Header, signer Signer, legacy LegacyM
 	// the package id a relay or a person sees must be the signed ones.
 	res.PackageID = strings.TrimSpace(h.Get(PackageHeader))
 	if res.PackageID == "" {
-		return nil, h, checkErr(ErrMalformed, "no "+PackageHeader+" inside the envelope", nil)
+		return nil, nil, checkErr(ErrMalformed, "no "+PackageHeader+" inside the envelope", nil)
 	}
 	if got := norm(outer.Get(PackageHeader)); got != res.PackageID {
-		return nil, h, checkErr(ErrMarkingMismatch, "outer package id differs from the signed one", nil)
+		return nil, nil, checkErr(ErrMarkingMismatch, "outer package id differs from the signed one", nil)
 	}
 	if got, want := norm(outer.Get(SIOLabelHeader)), lbl.SIOLabel(); got != want {
-		return nil, h, checkErr(ErrMarkingMismatch, fmt.Sprintf("outer %s is %q, the signed label says %q", SIOLabelHeader, got, want), nil)
+		return nil, nil, checkErr(ErrMarkingMismatch, fmt.Sprintf("outer %s is %q, the signed label says %q", SIOLabelHeader, got, want), nil)
 	}
 	if subj := norm(outer.Get("Subject")); !strings.HasPrefix(subj, lbl.SubjectMarking()) {
-		return nil, h, checkErr(ErrMarkingMismatch, "outer subject does not carry the signed marking "+lbl.SubjectMarking(), nil)
+		return nil, nil, checkErr(ErrMarkingMismatch, "outer subject does not carry the signed marking "+lbl.SubjectMarking(), nil)
 	}
 	hpOuter := map[string]string{}
 	for _, v := range h.Values(HPOuterHeader) {
@@ -534,52 +581,52 @@ func checkInner(sp *spool, outer textproto.Header, signer Signer, legacy LegacyM
 	for _, k := range []string{"Subject", SIOLabelHeader, PackageHeader} {
 		want, ok := hpOuter[strings.ToLower(k)]
 		if !ok {
-			return nil, h, checkErr(ErrMalformed, "no "+HPOuterHeader+" record of the outer "+k, nil)
+			return nil, nil, checkErr(ErrMalformed, "no "+HPOuterHeader+" record of the outer "+k, nil)
 		}
 		if norm(outer.Get(k)) != want {
-			return nil, h, checkErr(ErrMarkingMismatch, "outer "+k+" differs from what the sender signed", nil)
+			return nil, nil, checkErr(ErrMarkingMismatch, "outer "+k+" differs from what the sender signed", nil)
 		}
 	}
 
 	res.MessageID = strings.TrimSpace(h.Get("Message-ID"))
 	if res.MessageID == "" {
-		return nil, h, checkErr(ErrMalformed, "no signed Message-ID", nil)
+		return nil, nil, checkErr(ErrMalformed, "no signed Message-ID", nil)
 	}
 	date, err := mail.ParseDate(h.Get("Date"))
 	if err != nil {
-		return nil, h, checkErr(ErrMalformed, "no valid signed Date", err)
+		return nil, nil, checkErr(ErrMalformed, "no valid signed Date", err)
 	}
 	res.Date = date
 
 	// The manifest part, and its label, which must be the header's label.
 	mt, params, err := mime.ParseMediaType(h.Get("Content-Type"))
 	if err != nil || mt != "multipart/mixed" || params["boundary"] == "" {
-		return nil, h, checkErr(ErrMalformed, "protected payload is not multipart/mixed", err)
+		return nil, nil, checkErr(ErrMalformed, "protected payload is not multipart/mixed", err)
 	}
-	mr := textproto.NewMultipartReader(br, params["boundary"])
+	mr := newMultipartReader(br, params["boundary"])
 	part, err := mr.NextPart()
 	if err != nil {
-		return nil, h, checkErr(ErrMalformed, "no manifest part", err)
+		return nil, nil, checkErr(ErrMalformed, "no manifest part", err)
 	}
 	if pt, _, _ := mime.ParseMediaType(part.Header.Get("Content-Type")); pt != ManifestType {
-		return nil, h, checkErr(ErrMalformed, "first part is not the manifest", nil)
+		return nil, nil, checkErr(ErrMalformed, "first part is not the manifest", nil)
 	}
 	mj, err := io.ReadAll(io.LimitReader(part, maxManifest+1))
 	if err != nil || len(mj) > maxManifest {
-		return nil, h, checkErr(ErrMalformed, "manifest part unreadable or too large", err)
+		return nil, nil, checkErr(ErrMalformed, "manifest part unreadable or too large", err)
 	}
 	var man Manifest
 	if err := json.Unmarshal(mj, &man); err != nil {
-		return nil, h, checkErr(ErrMalformed, "manifest: "+err.Error(), err)
+		return nil, nil, checkErr(ErrMalformed, "manifest: "+err.Error(), err)
 	}
 	if man.Label.Canonical() != lbl.Canonical() {
-		return nil, h, checkErr(ErrMarkingMismatch, "the manifest's label differs from the "+LabelHeader, nil)
+		return nil, nil, checkErr(ErrMarkingMismatch, "the manifest's label differs from the "+LabelHeader, nil)
 	}
 	if err := man.check(); err != nil {
-		return nil, h, checkErr(ErrMalformed, "manifest: "+err.Error(), err)
+		return nil, nil, checkErr(ErrMalformed, "manifest: "+err.Error(), err)
 	}
 	res.Manifest = man
-	return res, h, nil
+	return res, &inner{h: h, mr: mr, lim: lim, br: br}, nil
 }
 
 // norm unfolds a header value and trims it, for comparisons.
@@ -589,27 +636,17 @@ func norm(s string) string {
 
 // release writes the opened message: the protected headers (without the
 // envelope's own machinery), a Conduit-Verified header, and the original
-// content part, streamed from the spool.
-func release(w io.Writer, sp *spool, h textproto.Header, res *Opened) error {
-	sr, err := sp.reader()
+// content part, streamed from the spool where checkInner stopped reading,
+// so that the header section and the manifest are read and parsed once.
+func release(w io.Writer, in *inner, res *Opened) error {
+	in.lim.n = -1 // the content part is bounded by the spool's size
+	content, err := in.mr.NextPart()
 	if err != nil {
 		return err
 	}
-	br := bufio.NewReaderSize(sr, 16<<10)
-	if _, err := textproto.ReadHeader(br); err != nil {
-		return err
-	}
-	_, params, _ := mime.ParseMediaType(h.Get("Content-Type"))
-	mr := textproto.NewMultipartReader(br, params["boundary"])
-	if _, err := mr.NextPart(); err != nil { // the manifest
-		return err
-	}
-	content, err := mr.NextPart()
-	if err != nil {
-		return err
-	}
-	bw := getWriter(w)
-	defer putWriter(bw)
+	h := in.h
+	bw := writers.get(w)
+	defer writers.put(bw)
 	fields := h.Fields()
 	var keep [][]byte
 	for fields.Next() {

@@ -166,8 +166,8 @@ func releasePlain(w io.Writer, pl *payload, h textproto.Header, res *Opened) err
 	if err != nil {
 		return err
 	}
-	bw := getWriter(w)
-	defer putWriter(bw)
+	bw := writers.get(w)
+	defer writers.put(bw)
 	protected := "yes"
 	if h.Get("Subject") == "" {
 		protected = "no"

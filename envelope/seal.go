@@ -249,8 +249,8 @@ func Seal(ctx context.Context, w io.Writer, msg io.Reader, p SealParams) (*Seale
 	inner = append(inner, field{"Content-Type", `multipart/mixed; boundary="` + innerBoundary + `"; hp="cipher"`})
 
 	outerBoundary := "conduit-" + NewPackageID()
-	bw := getWriter(w)
-	defer putWriter(bw)
+	bw := writers.get(w)
+	defer writers.put(bw)
 	for _, f := range append(outer,
 		field{"MIME-Version", "1.0"},
 		field{"Content-Type", `multipart/encrypted; protocol="application/pgp-encrypted"; boundary="` + outerBoundary + `"`},
@@ -283,8 +283,8 @@ func Seal(ctx context.Context, w io.Writer, msg io.Reader, p SealParams) (*Seale
 	// 3156 section 5), so that any receiver's verification sees the same
 	// bytes. The buffer sits between the line-ending fixer and the cipher:
 	// OpenPGP's partial-length packets are costly per write.
-	ib := getWriter(pw)
-	defer putWriter(ib)
+	ib := writers.get(pw)
+	defer writers.put(ib)
 	cw := &crlfWriter{w: ib}
 	var hb strings.Builder
 	for _, f := range inner {
@@ -387,20 +387,30 @@ func angleList(addrs []string) string {
 	return strings.Join(out, ", ")
 }
 
-// Seal's buffers are large enough to keep cipher and armor writes big,
-// and pooled so that sealing a 4 KiB package does not zero 128 KiB.
-var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
+// bufPool pools buffered readers or writers: one is reset to what it
+// reads or writes when taken, and to nil when given back, so that a
+// pooled buffer holds on to nothing.
+type bufPool[B interface{ Reset(T) }, T any] struct{ p sync.Pool }
 
-func getWriter(w io.Writer) *bufio.Writer {
-	b := writerPool.Get().(*bufio.Writer)
-	b.Reset(w)
+func (p *bufPool[B, T]) get(t T) B {
+	b := p.p.Get().(B)
+	b.Reset(t)
 	return b
 }
 
-func putWriter(b *bufio.Writer) {
-	b.Reset(nil)
-	writerPool.Put(b)
+func (p *bufPool[B, T]) put(b B) {
+	var none T
+	b.Reset(none)
+	p.p.Put(b)
 }
+
+// Seal's buffers are large enough to keep cipher and armor writes big,
+// and pooled so that sealing a 4 KiB package does not zero 128 KiB.
+var writers = bufPool[*bufio.Writer, io.Writer]{sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}}
+
+// Open's read buffers: 16 KiB, so that a large package is read in large
+// pieces, and pooled, so that opening a small one does not zero them.
+var readers = bufPool[*bufio.Reader, io.Reader]{sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}}
 
 // crlfWriter turns bare LF into CRLF, leaving CRLF alone, across writes.
 // It finds line ends with bytes.IndexByte and writes runs of bytes, not a

@@ -36,15 +36,22 @@ type spool struct {
 	buf     []byte
 	// sealed is the chunk being written to the file.
 	sealed []byte
+	// lent are the buffers the readers open full chunks in, given back
+	// with the chunks in memory on Close, after which the readers fail.
+	lent   [][]byte
 	n      uint64 // chunks written
 	size   int64
 	max    int64
 	done   bool
+	closed bool
 }
 
 const (
 	spoolChunk  = 64 << 10
 	spoolMemory = 1 << 20
+	// sealedChunk is a full chunk sealed, with its length in front and
+	// GCM's tag after it.
+	sealedChunk = 4 + spoolChunk + 16
 )
 
 var (
@@ -78,6 +85,7 @@ func (s *spool) spill() error {
 	// and for nobody else, and a crash leaves no file.
 	_ = os.Remove(f.Name())
 	s.f = f
+	s.sealed = sealedPool.Get().([]byte)[:0]
 	return nil
 }
 
@@ -135,7 +143,13 @@ func (s *spool) seal(chunk, ad []byte) error {
 		}
 	}
 	if s.f == nil {
-		c := s.aead.Seal(append(make([]byte, 0, len(hdr)+n), hdr[:]...), s.nonce(s.n), chunk, ad)
+		var c []byte
+		if len(hdr)+n == sealedChunk {
+			c = sealedPool.Get().([]byte)[:0]
+		} else {
+			c = make([]byte, 0, len(hdr)+n)
+		}
+		c = s.aead.Seal(append(c, hdr[:]...), s.nonce(s.n), chunk, ad)
 		s.mem = append(s.mem, c)
 		s.memSize += len(c)
 	} else {
@@ -177,7 +191,22 @@ func (s *spool) Close() error {
 		chunkPool.Put(s.buf[:0])
 		s.buf = nil
 	}
-	s.mem, s.memSize = nil, 0
+	s.closed = true
+	// Full chunks' buffers go back for the next package: they hold
+	// ciphertext under a key that is gone with this spool, or, lent to
+	// a reader, plaintext that no reader reaches after Close.
+	for _, c := range s.mem {
+		if cap(c) == sealedChunk {
+			sealedPool.Put(c[:0])
+		}
+	}
+	for _, b := range s.lent {
+		sealedPool.Put(b[:0])
+	}
+	if s.sealed != nil {
+		sealedPool.Put(s.sealed[:0])
+	}
+	s.mem, s.memSize, s.lent, s.sealed = nil, 0, nil, nil
 	if s.f == nil {
 		return nil
 	}
@@ -185,6 +214,13 @@ func (s *spool) Close() error {
 }
 
 var chunkPool = sync.Pool{New: func() any { return make([]byte, 0, spoolChunk) }}
+
+// sealedPool holds buffers of a full sealed chunk: a 1 MiB package's
+// chunks in memory were most of what opening it allocated, and of the
+// collector's work.
+var sealedPool = sync.Pool{New: func() any { return make([]byte, 0, sealedChunk) }}
+
+var errSpoolClosed = errors.New("spool: read after close")
 
 type spoolReader struct {
 	s   *spool
@@ -198,6 +234,9 @@ type spoolReader struct {
 }
 
 func (r *spoolReader) Read(p []byte) (int, error) {
+	if r.s.closed {
+		return 0, errSpoolClosed
+	}
 	for len(r.cur) == 0 {
 		if r.last {
 			return 0, io.EOF
@@ -236,7 +275,12 @@ func (r *spoolReader) next() error {
 	if cap(r.buf) < int(n) {
 		// As large as the chunks read: a small package's reader stays
 		// small.
-		r.buf = make([]byte, n)
+		if n == sealedChunk-4 {
+			r.buf = sealedPool.Get().([]byte)
+			r.s.lent = append(r.s.lent, r.buf)
+		} else {
+			r.buf = make([]byte, n)
+		}
 	}
 	var sealed []byte
 	if c != nil {

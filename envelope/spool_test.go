@@ -83,3 +83,21 @@ func TestSpoolRefusesOverMax(t *testing.T) {
 		t.Fatalf("err = %v, want ErrTooLarge", err)
 	}
 }
+
+// TestSpoolReaderFailsAfterClose: Close gives the chunks' buffers back for
+// other packages, so a reader left over must not read on.
+func TestSpoolReaderFailsAfterClose(t *testing.T) {
+	sp, err := newSpool(t.TempDir(), 0)
+	tcheck(t, err, "new spool")
+	sp.Write(bytes.Repeat([]byte("x"), 3*spoolChunk))
+	tcheck(t, sp.finish(), "finish")
+	r, err := sp.reader()
+	tcheck(t, err, "reader")
+	if _, err := r.Read(make([]byte, 10)); err != nil {
+		t.Fatalf("read before close: %v", err)
+	}
+	sp.Close()
+	if n, err := r.Read(make([]byte, 10)); n != 0 || err != errSpoolClosed {
+		t.Fatalf("read after close: %d bytes, err %v", n, err)
+	}
+}
