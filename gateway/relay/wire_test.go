@@ -67,7 +67,7 @@ func TestWirePipelinedRefusalsKeepTheSessionInStep(t *testing.T) {
 	defer c.Close()
 	for i, rcpts := range [][]string{{refuse}, {"intel@northgate.hmpps.example"}, {"intel@northgate.hmpps.example", refuse}, {"intel@northgate.hmpps.example"}} {
 		body := fmt.Sprintf("session-%d", i)
-		_, before, err := c.transaction(ctx, "conduit@northshire-pio.example", rcpts, []byte(body+"\r\n"), time.Minute)
+		_, before, err := c.transaction(ctx, "conduit@northshire-pio.example", rcpts, bytesMessage([]byte(body+"\r\n")), time.Minute)
 		refused := slices.Contains(rcpts, refuse)
 		var se *smtp.SMTPError
 		switch {
@@ -191,7 +191,7 @@ func TestWireWithoutPipeliningOrChunkingSendsDataOneCommandAtATime(t *testing.T)
 	tcheck(t, err, "STARTTLS")
 	msg := "Subject: dots\r\n\r\n.a line that starts with a dot\r\n..two\r\n.\r\nend\r\n"
 	for i := 0; i < 2; i++ {
-		text, before, err := c.transaction(ctx, "a@x.example", []string{"b@y.example", "c@y.example"}, []byte(msg), time.Minute)
+		text, before, err := c.transaction(ctx, "a@x.example", []string{"b@y.example", "c@y.example"}, bytesMessage([]byte(msg)), time.Minute)
 		if err != nil || before {
 			t.Fatalf("transaction %d: %v (before=%v)", i, err, before)
 		}
@@ -327,7 +327,7 @@ func BenchmarkWireTransaction(b *testing.B) {
 		defer c.Close()
 		b.SetBytes(int64(len(env)))
 		for b.Loop() {
-			if _, _, err := c.transaction(context.Background(), "conduit@northshire-pio.example", rcpts, env, time.Minute); err != nil {
+			if _, _, err := c.transaction(context.Background(), "conduit@northshire-pio.example", rcpts, bytesMessage(env), time.Minute); err != nil {
 				b.Fatal(err)
 			}
 		}
