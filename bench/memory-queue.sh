@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The gateways' memory under a large backlog: N packages of SIZE bytes are
-# submitted (CLIENTS at a time, over SMTP with STARTTLS and AUTH) to a
-# sender gateway whose destination's gateway is down, so that they queue;
-# then the receiving gateway starts and the queue drains into its Maildir.
-# Two `conduit serve` processes on loopback, laid out by bench/e2edriver
-# (mode queue) as bench/e2e.sh does.
+# The gateways' memory under a large backlog, in three phases. Queueing: N
+# packages of SIZE bytes are submitted (CLIENTS at a time, over SMTP with
+# STARTTLS and AUTH) to a sender gateway whose destination's gateway is
+# down, so that they queue. Backlog: the sender is restarted (what the
+# submissions left in its memory goes) and holds the whole queue, due and
+# retried, for BACKLOG (default 30s) with the receiver still down. Drain:
+# the receiving gateway starts and the queue drains into its Maildir. Two
+# `conduit serve` processes on loopback, laid out by bench/e2edriver (mode
+# queue) as bench/e2e.sh does.
 #
 # Prints, for each phase, its time and each running gateway's peak resident
-# memory: VmHWM from /proc/PID/status (the sender's reset between the
-# phases), and the highest VmRSS sampled every 200 ms beside it. The
+# memory: VmHWM from /proc/PID/status (the sender's reset at the drain's
+# start), and the highest VmRSS sampled every 200 ms beside it. The
 # gateways run with the memory settings `serve` applies by default
 # (GOGC=400, a 512 MiB soft limit: cmd/conduit/env.go) unless GOGC or
 # GOMEMLIMIT are set in the environment.
@@ -28,6 +31,7 @@ N=${1:-1000}
 SIZE=${2:-10485760}
 CLIENTS=${3:-4}
 RETRY_MAX=${RETRY_MAX:-10s}
+BACKLOG=${BACKLOG:-30s}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/memqueue.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -50,4 +54,4 @@ dflt="serve's default"
 echo "gateways' memory settings: GOGC=${GOGC:-400, $dflt} GOMEMLIMIT=${GOMEMLIMIT:-512MiB, $dflt}"
 mkdir -p "$work/bed"
 "$work/e2edriver" -mode queue -bin "$work/conduit" -dir "$work/bed" -n "$N" -size "$SIZE" -clients "$CLIENTS" \
-	-retry-max "$RETRY_MAX" -timeout 6h | grep '^RESULT'
+	-retry-max "$RETRY_MAX" -backlog "$BACKLOG" -timeout 6h | grep '^RESULT'

@@ -71,6 +71,7 @@ func main() {
 	rate := flag.Float64("rate", 0, "open loop: packages arrive at this fixed rate per second, each at its time whatever the gateway's pace, and a package's latency starts at its arrival (0: closed loop, each client sends its next package once the last is accepted)")
 	gateways := flag.Int("gateways", 1, "the sending agency's gateways on PostgreSQL (mode ha; 0: one on SQLite)")
 	retryMax := flag.Duration("retry-max", 10*time.Second, "the sender's longest wait between attempts while the receiver is down (mode queue)")
+	backlog := flag.Duration("backlog", 30*time.Second, "how long the restarted sender holds the backlog before the receiver starts (mode queue)")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -85,7 +86,7 @@ func main() {
 	case "ha":
 		err = runHA(ctx, *bin, *dir, *n, *size, *clients, *gateways)
 	case "queue":
-		err = runQueue(ctx, *bin, *dir, *n, *size, *clients, *retryMax)
+		err = runQueue(ctx, *bin, *dir, *n, *size, *clients, *retryMax, *backlog)
 	case "relay":
 		err = runRelay(ctx, *relay, *sink, *dir, *n, *size, *clients, *rate)
 	default:

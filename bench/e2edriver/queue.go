@@ -19,14 +19,17 @@ import (
 )
 
 // runQueue is mode queue, for bench/memory-queue.sh: the memory of the two
-// gateways while a backlog builds and drains. The receiver is down while
-// n packages of size bytes are submitted to the sender, whose relay keeps
-// trying it (retries up to retryMax apart); then the receiver starts and
-// the queue drains into its Maildir. Each gateway's peak resident memory
-// (VmHWM) is read from /proc for each phase: the sender's high-water mark
-// is reset between the two (clear_refs 5), and VmRSS is sampled too, as a
-// check. It prints one line per phase.
-func runQueue(ctx context.Context, bin, dir string, n, size, clients int, retryMax time.Duration) error {
+// gateways while a backlog builds, waits and drains, in three phases.
+// Queueing: the receiver is down while n packages of size bytes are
+// submitted to the sender, whose relay keeps trying it (retries up to
+// retryMax apart). Backlog: the sender is restarted, so that what its
+// submissions left in its heap and resident set is gone, and runs for
+// backlog with the whole queue due and the receiver still down. Drain: the
+// receiver starts and the queue drains into its Maildir. Each gateway's
+// peak resident memory (VmHWM) is read from /proc for each phase (the
+// sender's high-water mark reset at the drain's start with clear_refs 5),
+// and VmRSS is sampled too, as a check. It prints one line per phase.
+func runQueue(ctx context.Context, bin, dir string, n, size, clients int, retryMax, backlog time.Duration) error {
 	if bin == "" || dir == "" {
 		return errors.New("mode queue needs -bin and -dir")
 	}
@@ -62,6 +65,22 @@ func runQueue(ctx context.Context, bin, dir string, n, size, clients int, retryM
 	db := fileMiB(b.StorePath(sender)) + fileMiB(b.StorePath(sender)+"-wal")
 	fmt.Printf("RESULT side=queue phase=queueing n=%d size=%d clients=%d seconds=%.1f sender_hwm_mib=%.1f sender_rss_max_mib=%.1f sender_store_mib=%.0f\n",
 		n, size, clients, sub.took.Seconds(), q.hwm, q.rssMax, db)
+
+	if err := b.Stop(sender); err != nil {
+		return fail(err)
+	}
+	if err := b.Start(ctx, sender); err != nil {
+		return fail(err)
+	}
+	snd = watchMemory(b.Pid(sender))
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(backlog):
+	}
+	bl := snd.stop()
+	fmt.Printf("RESULT side=queue phase=backlog n=%d seconds=%.1f sender_hwm_mib=%.1f sender_rss_max_mib=%.1f\n",
+		n, backlog.Seconds(), bl.hwm, bl.rssMax)
 
 	// The sender's high-water mark from here on is the drain's.
 	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", b.Pid(sender)), []byte("5"), 0); err != nil {
