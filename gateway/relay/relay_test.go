@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -77,13 +78,17 @@ func storeRelay(t *testing.T, g *Relay) (*store.SQLite, string) {
 	return st, path
 }
 
-// queued stores env as an item for hmp-northgate and claims it, as the
-// relay's loop does: the claimed item carries no envelope.
-func queued(t *testing.T, st *store.SQLite, pkg string, env []byte) store.Item {
+// queued stores env as an item for hmp-northgate (to rcpts, when given)
+// and claims it, as the relay's loop does: the claimed item carries no
+// envelope.
+func queued(t *testing.T, st *store.SQLite, pkg string, env []byte, rcpts ...string) store.Item {
 	t.Helper()
 	ctx := context.Background()
 	it := relayItem(pkg)
 	it.Envelope = env
+	if len(rcpts) > 0 {
+		it.Recipients = rcpts
+	}
 	_, err := st.Enqueue(ctx, []store.Item{it})
 	tcheck(t, err, "enqueue")
 	c, err := st.Claim(ctx, time.Now().Add(time.Hour), 1, time.Minute)
@@ -137,26 +142,30 @@ func streamSetup(t *testing.T, pt peerUnderTest) (g *Relay, st *store.SQLite, pa
 }
 
 // A claimed item's envelope of several chunks is streamed from the store
-// to the partner over verified TLS and arrives byte for byte, by BDAT or
-// by DATA; the item is then recorded as sent.
+// to the partner over verified TLS and arrives byte for byte, by BDAT (its
+// pieces pipelined with the commands for one recipient, after the
+// recipients' replies for two) or by DATA; the item is then recorded as
+// sent.
 func TestRelayStreamsAStoredEnvelopeByteForByte(t *testing.T) {
 	env := dottedEnvelope()
 	for _, pt := range streamPeers {
-		t.Run(pt.name, func(t *testing.T) {
-			g, st, _, pool, received := streamSetup(t, pt)
-			it := queued(t, st, "streamed", env)
-			if o := g.deliverItem(context.Background(), pool, it); o != outcomeSent {
-				got, _ := st.Get(context.Background(), it.ID)
-				t.Fatalf("delivery outcome %v: %s", o, got.LastError)
-			}
-			got := received()
-			if len(got) != 1 || !bytes.Equal(got[0], env) {
-				t.Fatalf("the peer received %d messages; the first is not the %d bytes stored", len(got), len(env))
-			}
-			if after, err := st.Get(context.Background(), it.ID); err != nil || after.State != store.Sent {
-				t.Fatalf("after delivery: %s, %v", after.State, err)
-			}
-		})
+		for _, rcpts := range [][]string{{"intel@northgate.hmpps.example"}, {"intel@northgate.hmpps.example", "governor@northgate.hmpps.example"}} {
+			t.Run(fmt.Sprintf("%s/%d recipients", pt.name, len(rcpts)), func(t *testing.T) {
+				g, st, _, pool, received := streamSetup(t, pt)
+				it := queued(t, st, "streamed", env, rcpts...)
+				if o := g.deliverItem(context.Background(), pool, it); o != outcomeSent {
+					got, _ := st.Get(context.Background(), it.ID)
+					t.Fatalf("delivery outcome %v: %s", o, got.LastError)
+				}
+				got := received()
+				if len(got) != 1 || !bytes.Equal(got[0], env) {
+					t.Fatalf("the peer received %d messages; the first is not the %d bytes stored", len(got), len(env))
+				}
+				if after, err := st.Get(context.Background(), it.ID); err != nil || after.State != store.Sent {
+					t.Fatalf("after delivery: %s, %v", after.State, err)
+				}
+			})
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package relay
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -383,7 +384,7 @@ func (c *wireClient) transaction(ctx context.Context, from string, rcpts []strin
 				return "", true, err
 			}
 		}
-		return c.body(msg.size, body, chunking)
+		return c.body(msg.size, body, chunking, false)
 	}
 	for _, rc := range rcpts {
 		if err := c.send("RCPT TO:<%s>", rc); err != nil {
@@ -449,7 +450,7 @@ func (c *wireClient) transaction(ctx context.Context, from string, rcpts []strin
 	if first != nil {
 		return "", true, c.reset(first)
 	}
-	return c.body(msg.size, body, chunking)
+	return c.body(msg.size, body, chunking, true)
 }
 
 // reset ends a transaction that was refused after its MAIL was accepted
@@ -463,17 +464,36 @@ func (c *wireClient) reset(err error) error {
 }
 
 // body sends the message after accepted recipients: BDAT when the peer
-// offers CHUNKING, else DATA with dot-stuffing.
-func (c *wireClient) body(size int64, msg io.Reader, chunking bool) (string, bool, error) {
+// offers CHUNKING (its commands pipelined when the peer offers that too),
+// else DATA with dot-stuffing.
+func (c *wireClient) body(size int64, msg io.Reader, chunking, pipelining bool) (string, bool, error) {
 	if chunking {
-		if _, err := c.bdat(size, msg, true); err != nil {
+		n, err := c.bdat(size, msg, !pipelining)
+		if err != nil {
 			return "", true, err
 		}
 		if err := c.w.Flush(); err != nil {
 			return "", false, err
 		}
+		// Pipelined, every BDAT's reply is read, so that the session
+		// stays in step; the first refusal is the outcome.
+		var first error
+		if pipelining {
+			c.deadline(time.Now().Add(c.commandTimeout))
+			for range n - 1 {
+				if _, err := c.reply(250); err != nil {
+					if !isReply(err) {
+						return "", false, err
+					}
+					first = cmp.Or(first, err)
+				}
+			}
+		}
 		c.deadline(time.Now().Add(c.submissionTimeout))
 		text, err := c.reply(250)
+		if first != nil && (err == nil || isReply(err)) {
+			return "", false, first
+		}
 		return text, false, err
 	}
 	c.deadline(time.Now().Add(c.commandTimeout))
