@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"strconv"
 	"sync/atomic"
 
-	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
-	"github.com/conduit-gateway/conduit/examples"
 	"github.com/conduit-gateway/conduit/pgtest"
 	"github.com/conduit-gateway/conduit/testbed"
 )
@@ -25,7 +22,7 @@ func runHA(ctx context.Context, bin, dir string, n, size, clients, k int) error 
 	if bin == "" || dir == "" {
 		return errors.New("mode ha needs -bin and -dir")
 	}
-	opt := testbed.Options{Policy: bytes.Replace(examples.Policy, []byte("valid-days: 365"), []byte("valid-days: 36500"), 1), RealClocks: true}
+	opt := benchOptions()
 	side := "sqlite-1"
 	gws := []string{sender}
 	if k > 0 {
@@ -60,18 +57,7 @@ func runHA(ctx context.Context, bin, dir string, n, size, clients, k int) error 
 		maildir: b.Nodes[receiver].Maildir + "/" + recipient,
 		verify:  "Conduit-Verified: signer=" + sender,
 		dial: func() (*smtp.Client, error) {
-			s := b.Nodes[gws[int(turn.Add(1))%len(gws)]]
-			c, err := smtp.DialStartTLS(s.Submission, tc)
-			if err != nil {
-				return nil, err
-			}
-			if err := c.Hello("bench.localhost"); err != nil {
-				return nil, err
-			}
-			if err := c.Auth(sasl.NewPlainClient("", s.User, s.Password)); err != nil {
-				return nil, err
-			}
-			return c, nil
+			return dialSubmission(b.Nodes[gws[int(turn.Add(1))%len(gws)]], tc)
 		},
 	}.run(ctx)
 	if err != nil {

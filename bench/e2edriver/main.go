@@ -9,6 +9,7 @@
 //	e2edriver -mode conduit -bin ./conduit -dir WORK [-n 500 -size 16384 -clients 4]
 //	e2edriver -mode relay -relay 127.0.0.1:PORT -sink 127.0.0.1:PORT -dir WORK [...]
 //	e2edriver -mode ha -bin ./conduit -dir WORK -gateways K   (K senders on PostgreSQL; 0: one on SQLite)
+//	e2edriver -mode queue -bin ./conduit -dir WORK -n 1000 -size 10485760   (memory: a backlog queued with the receiver down, then drained)
 //	e2edriver -mode ports -count 2      (prints free loopback ports)
 //
 // Neither mode prints package content.
@@ -19,6 +20,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"flag"
@@ -54,7 +56,7 @@ const (
 var traceFile string
 
 func main() {
-	mode := flag.String("mode", "conduit", "conduit, relay, ports, or inject (a content filter's reinjection: the message on stdin to -relay, args: sender recipient...)")
+	mode := flag.String("mode", "conduit", "conduit, relay, ha, queue, ports, or inject (a content filter's reinjection: the message on stdin to -relay, args: sender recipient...)")
 	bin := flag.String("bin", "", "the conduit binary (mode conduit)")
 	dir := flag.String("dir", "", "work directory")
 	n := flag.Int("n", 500, "packages")
@@ -68,6 +70,8 @@ func main() {
 	flag.StringVar(&traceFile, "trace", "", "write each package's start, 250 and arrival (ms after its start) and package id to this file")
 	rate := flag.Float64("rate", 0, "open loop: packages arrive at this fixed rate per second, each at its time whatever the gateway's pace, and a package's latency starts at its arrival (0: closed loop, each client sends its next package once the last is accepted)")
 	gateways := flag.Int("gateways", 1, "the sending agency's gateways on PostgreSQL (mode ha; 0: one on SQLite)")
+	retryMax := flag.Duration("retry-max", 10*time.Second, "the sender's longest wait between attempts while the receiver is down (mode queue)")
+	backlog := flag.Duration("backlog", 30*time.Second, "how long the restarted sender holds the backlog before the receiver starts (mode queue)")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -81,6 +85,8 @@ func main() {
 		err = inject(*relay, flag.Args())
 	case "ha":
 		err = runHA(ctx, *bin, *dir, *n, *size, *clients, *gateways)
+	case "queue":
+		err = runQueue(ctx, *bin, *dir, *n, *size, *clients, *retryMax, *backlog)
 	case "relay":
 		err = runRelay(ctx, *relay, *sink, *dir, *n, *size, *clients, *rate)
 	default:
@@ -177,6 +183,10 @@ type load struct {
 	// sequence, start, when its 250 came and when it arrived (ms after its
 	// start), and its package id, to match a slow one with the logs.
 	trace string
+	// lazy makes each package as it is sent, not all before the first:
+	// large packages in number would not fit in memory. Its making then
+	// counts in the latency.
+	lazy bool
 }
 
 type result struct {
@@ -196,9 +206,30 @@ const perSession = 50
 // latency starts when its transaction starts (including the session set-up
 // when it opens one).
 func (l load) run(ctx context.Context) (result, error) {
-	msgs := make([][]byte, l.n)
-	for i := range msgs {
-		msgs[i] = message(i, l.size)
+	sub, err := l.submit(ctx)
+	if err != nil {
+		return result{}, err
+	}
+	return l.await(ctx, sub)
+}
+
+// submission is what submit saw: when it started, when each package's
+// transaction started and was accepted, and how long it all took.
+type submission struct {
+	t0               time.Time
+	starts, accepted []time.Time
+	took             time.Duration
+}
+
+// submit sends the packages; it returns when the last is accepted.
+func (l load) submit(ctx context.Context) (submission, error) {
+	msg := func(i int) []byte { return message(i, l.size) }
+	if !l.lazy {
+		msgs := make([][]byte, l.n)
+		for i := range msgs {
+			msgs[i] = message(i, l.size)
+		}
+		msg = func(i int) []byte { return msgs[i] }
 	}
 	starts := make([]time.Time, l.n)
 	accepted := make([]time.Time, l.n)
@@ -250,7 +281,7 @@ func (l load) run(ctx context.Context) (result, error) {
 					}
 					sent = 0
 				}
-				if err := send(cl, l.from, msgs[i]); err != nil {
+				if err := send(cl, l.from, msg(i)); err != nil {
 					errc <- fmt.Errorf("package %d: %w", i, err)
 					return
 				}
@@ -260,13 +291,18 @@ func (l load) run(ctx context.Context) (result, error) {
 		}()
 	}
 	wg.Wait()
-	submitted := time.Since(t0)
+	sub := submission{t0: t0, starts: starts, accepted: accepted, took: time.Since(t0)}
 	select {
 	case err := <-errc:
-		return result{}, err
+		return sub, err
 	default:
 	}
+	return sub, nil
+}
 
+// await watches the Maildir until every package is there, and measures.
+func (l load) await(ctx context.Context, sub submission) (result, error) {
+	t0, starts := sub.t0, sub.starts
 	arrived := map[int]time.Time{}
 	pkgs := map[int]string{}
 	unverified := 0
@@ -313,13 +349,13 @@ func (l load) run(ctx context.Context) (result, error) {
 		}
 	}
 	if l.trace != "" {
-		if err := writeTrace(l.trace, starts, accepted, arrived, pkgs); err != nil {
+		if err := writeTrace(l.trace, starts, sub.accepted, arrived, pkgs); err != nil {
 			return result{}, err
 		}
 	}
 	sort.Slice(lat, func(a, b int) bool { return lat[a] < lat[b] })
 	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	return result{n: l.n, submitted: submitted, elapsed: last.Sub(t0), p50: pct(0.50), p99: pct(0.99), max: lat[len(lat)-1], unverified: unverified}, nil
+	return result{n: l.n, submitted: sub.took, elapsed: last.Sub(t0), p50: pct(0.50), p99: pct(0.99), max: lat[len(lat)-1], unverified: unverified}, nil
 }
 
 func send(c *smtp.Client, from string, msg []byte) error {
@@ -399,11 +435,7 @@ func runConduit(ctx context.Context, bin, dir string, n, size, clients, workers 
 	if bin == "" || dir == "" {
 		return errors.New("mode conduit needs -bin and -dir")
 	}
-	// Training records that do not age out: the example directory's
-	// dates are fixed, and the example policy's 365 days would hold every
-	// package from January 2027 on.
-	pol := bytes.Replace(examples.Policy, []byte("valid-days: 365"), []byte("valid-days: 36500"), 1)
-	b, err := testbed.Create(dir, bin, testbed.Options{Policy: pol, RealClocks: true})
+	b, err := testbed.Create(dir, bin, benchOptions())
 	if err != nil {
 		return err
 	}
@@ -429,25 +461,39 @@ func runConduit(ctx context.Context, bin, dir string, n, size, clients, workers 
 		n: n, size: size, clients: clients, from: s.Address, rate: rate, trace: traceFile,
 		maildir: filepath.Join(b.Nodes[receiver].Maildir, recipient),
 		verify:  "Conduit-Verified: signer=" + sender,
-		dial: func() (*smtp.Client, error) {
-			c, err := smtp.DialStartTLS(s.Submission, tc)
-			if err != nil {
-				return nil, err
-			}
-			if err := c.Hello("bench.localhost"); err != nil {
-				return nil, err
-			}
-			if err := c.Auth(sasl.NewPlainClient("", s.User, s.Password)); err != nil {
-				return nil, err
-			}
-			return c, nil
-		},
+		dial:    func() (*smtp.Client, error) { return dialSubmission(s, tc) },
 	}.run(ctx)
 	if err != nil {
 		return fmt.Errorf("%w\nsender log:\n%s\nreceiver log:\n%s", err, b.Tail(sender, 5), b.Tail(receiver, 5))
 	}
 	report("conduit", r)
 	return nil
+}
+
+// benchOptions are the bed the benchmarks run: the gateways on real
+// clocks, as deployed, and training records that do not age out (the
+// example directory's dates are fixed, and the example policy's 365 days
+// would hold every package from January 2027 on).
+func benchOptions() testbed.Options {
+	return testbed.Options{Policy: bytes.Replace(examples.Policy, []byte("valid-days: 365"), []byte("valid-days: 36500"), 1), RealClocks: true}
+}
+
+// dialSubmission opens a staff client's session on a node's submission
+// listener: STARTTLS, then AUTH PLAIN as its account.
+func dialSubmission(s *testbed.Node, tc *tls.Config) (*smtp.Client, error) {
+	c, err := smtp.DialStartTLS(s.Submission, tc)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Hello("bench.localhost"); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := c.Auth(sasl.NewPlainClient("", s.User, s.Password)); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 func runRelay(ctx context.Context, relay, sinkAddr, dir string, n, size, clients int, rate float64) error {

@@ -133,7 +133,7 @@ func TestRetentionCryptoShredsEveryStoredCopyWithAMovedClock(t *testing.T) {
 	for _, id := range []string{"northshire-pio", "hmp-northgate"} {
 		db, err := sql.Open("sqlite", b.StorePath(id)+"?_pragma=query_only(1)&_pragma=busy_timeout(10000)")
 		tcheck(t, err, "open "+id)
-		for _, q := range []string{`SELECT key FROM data_keys`, `SELECT substr(data, 20, 48) FROM queue_envelope`,
+		for _, q := range []string{`SELECT key FROM data_keys`, `SELECT substr(data, 40, 48) FROM queue_chunk`,
 			`SELECT substr(raw, 20, 48) FROM quarantine WHERE length(raw) > 0`} {
 			rows, err := db.QueryContext(ctx, q)
 			tcheck(t, err, q)

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -371,7 +372,14 @@ func (r *Ring) CheckSealedTo(ctx context.Context, it store.Item) (store.Item, bo
 	if err := cert.Usable(now); err != nil {
 		return hold(r.keyHoldReason(it.Destination, err))
 	}
-	ids, err := envelope.RecipientKeyIDs(ctx, bytes.NewReader(it.Envelope))
+	ids, err := r.recipientKeyIDs(ctx, it)
+	var se *storeError
+	if errors.As(err, &se) {
+		// The store, not the envelope: the item is tried again when its
+		// claim's lease runs out, not held.
+		log.Error("queued envelope not read", "err", err)
+		return it, false
+	}
 	if err != nil {
 		return hold(holdKeyPrefix + "the queued envelope cannot be read: " + err.Error())
 	}
@@ -402,6 +410,64 @@ func (r *Ring) CheckSealedTo(ctx context.Context, it store.Item) (store.Item, bo
 	return it, true
 }
 
+// storeError is a failure of the store to give a queued envelope that may
+// pass (the database unreachable), as opposed to an envelope that cannot
+// be read: not there, not whole, or not an envelope.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+// passing marks err as a storeError unless it says the stored envelope
+// itself is unreadable.
+func passing(err error) error {
+	if err == nil || err == io.EOF || errors.Is(err, store.ErrEnvelopeChanged) || errors.Is(err, store.ErrNoEnvelope) ||
+		errors.Is(err, store.ErrShredded) {
+		return err
+	}
+	return &storeError{err}
+}
+
+// storeReader marks its reader's passing errors as storeErrors.
+type storeReader struct{ r io.Reader }
+
+func (s storeReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	return n, passing(err)
+}
+
+// queuedEnvelope opens an item's envelope: from memory when the item
+// carries it, else streamed from the store.
+func (r *Ring) queuedEnvelope(ctx context.Context, it store.Item) (io.ReadCloser, error) {
+	if it.Envelope != nil {
+		return io.NopCloser(bytes.NewReader(it.Envelope)), nil
+	}
+	rc, err := r.store.OpenEnvelope(ctx, it.ID, it.Size)
+	if err != nil {
+		return nil, passing(err)
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{storeReader{rc}, rc}, nil
+}
+
+// recipientKeyIDs reads the key ids an item's envelope is sealed to: its
+// first packets, not the whole envelope.
+func (r *Ring) recipientKeyIDs(ctx context.Context, it store.Item) ([]uint64, error) {
+	rc, err := r.queuedEnvelope(ctx, it)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	ids, err := envelope.RecipientKeyIDs(ctx, rc)
+	var se *storeError
+	if errors.As(err, &se) {
+		return nil, se
+	}
+	return ids, err
+}
+
 // reseal opens an envelope this gateway sealed to itself, with every
 // check, and seals its content to the partner's certificate under the
 // same package id, label and manifest.
@@ -421,7 +487,12 @@ func (r *Ring) reseal(ctx context.Context, it store.Item, to *keys.Cert) ([]byte
 		return nil, err
 	}
 	defer sp.Close()
-	o, err := envelope.Open(ctx, sp, bytes.NewReader(it.Envelope), envelope.OpenParams{
+	rc, err := r.queuedEnvelope(ctx, it)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	o, err := envelope.Open(ctx, sp, rc, envelope.OpenParams{
 		Identity: self, Partners: mine, Now: r.now, MaxAge: 365 * 24 * time.Hour, MaxSize: max,
 	})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,9 @@ type Store interface {
 	PartnerKeysVersion(ctx context.Context) (int64, error)
 	ListPartnerKeys(ctx context.Context, agency string, state store.KeyState) ([]store.PartnerKey, error)
 	List(ctx context.Context, f store.Filter) ([]store.Item, error)
+	// OpenEnvelope streams a queued item's envelope: the relay's last
+	// look reads only its key packets, a reseal opens it as it streams.
+	OpenEnvelope(ctx context.Context, id, size int64) (io.ReadCloser, error)
 	Update(ctx context.Context, f func(store.Tx) error) error
 }
 

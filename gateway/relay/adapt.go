@@ -6,11 +6,13 @@ import "sync"
 // the configured workers run at once while a backlog lasts.
 const maxWorkersFactor = 8
 
-// growBytes bounds the envelopes held by the deliveries added above the
-// configured workers: the relay grows past them only while that many
-// deliveries of the recent envelopes' mean size fit in it. Each delivery
-// holds its envelope whole, so with large packages (10 MiB) the relay
-// stays at the configured workers and its memory where it was.
+// growBytes bounds the envelopes in flight in the deliveries added above
+// the configured workers: the relay grows past them only while that many
+// deliveries of the recent envelopes' mean size fit in it. It was set when
+// each delivery held its envelope whole; a delivery now streams it (a
+// chunk at a time), so it no longer bounds this gateway's memory, but it
+// still keeps large packages (10 MiB) at the configured workers, the load
+// the receiving gateways were measured under. Raising it is untried.
 const growBytes = 64 << 20
 
 // concurrency is the number of deliveries the relay runs at once. It
@@ -46,7 +48,7 @@ func (c *concurrency) current() int {
 }
 
 // sized records a claimed envelope's size.
-func (c *concurrency) sized(n int) {
+func (c *concurrency) sized(n int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.meanSize == 0 {

@@ -332,8 +332,9 @@ var errStale = errors.New("cached session no longer usable")
 // lasts. The error is a
 // relayError, or wraps errStale when the item was not handed over and the
 // session was one reused from the cache (a 421 or a broken connection
-// before DATA: the peer closed it or ended the session).
-func (s *relaySession) transact(ctx context.Context, reused bool, mailFrom string, rcpts []string, env []byte) (string, error) {
+// before DATA: the peer closed it or ended the session). A failure to read
+// the envelope is never errStale: another session would meet it too.
+func (s *relaySession) transact(ctx context.Context, reused bool, mailFrom string, rcpts []string, env message) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", &relayError{err: err}
 	}
@@ -350,6 +351,10 @@ func (s *relaySession) transact(ctx context.Context, reused bool, mailFrom strin
 	text, before, err := s.c.transaction(ctx, mailFrom, rcpts, env, first)
 	if err != nil {
 		var se *smtp.SMTPError
+		var be *bodyError
+		if errors.As(err, &be) {
+			return "", &relayError{err: err}
+		}
 		if before && reused && (!errors.As(err, &se) || se.Code == 421) {
 			return "", fmt.Errorf("%w: %w", errStale, err)
 		}

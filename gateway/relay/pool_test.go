@@ -56,6 +56,7 @@ type relayPeer struct {
 	conns    map[net.Conn]bool // open
 	closed   chan struct{}     // one value per closed connection
 	got      map[string]int
+	raw      [][]byte // each accepted message, byte for byte
 	// clientCN is the verified client certificate's name each body came
 	// with ("" without one).
 	clientCN map[string]string
@@ -181,6 +182,7 @@ func (s *peerSession) Data(r io.Reader) error {
 	st, _ := s.conn.TLSConnectionState()
 	s.p.mu.Lock()
 	s.p.got[body]++
+	s.p.raw = append(s.p.raw, b)
 	if len(st.VerifiedChains) > 0 {
 		s.p.clientCN[body] = st.VerifiedChains[0][0].Subject.CommonName
 	}
@@ -542,7 +544,7 @@ func TestRelaySessionResumesTLS(t *testing.T) {
 		st, _ := s.c.TLSConnectionState()
 		resumed = append(resumed, st.DidResume)
 		// A session ticket arrives after the handshake: one exchange reads it.
-		_, err = s.transact(context.Background(), false, "conduit@northshire-pio.example", []string{"intel@northgate.hmpps.example"}, []byte(fmt.Sprintf("r%d\r\n", i)))
+		_, err = s.transact(context.Background(), false, "conduit@northshire-pio.example", []string{"intel@northgate.hmpps.example"}, bytesMessage([]byte(fmt.Sprintf("r%d\r\n", i))))
 		tcheck(t, err, "transact")
 		s.close()
 	}

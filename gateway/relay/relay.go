@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
@@ -42,7 +43,10 @@ const (
 
 // Queue is the store as the relay uses it.
 type Queue interface {
+	// Claim leaves the items' envelopes in the store: a delivery streams
+	// its envelope (OpenEnvelope) as it sends it.
 	Claim(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]store.Item, error)
+	OpenEnvelope(ctx context.Context, id, size int64) (io.ReadCloser, error)
 	NextDue(ctx context.Context) (time.Time, error)
 	Bookkeep(ctx context.Context, f func(store.Tx) error) error
 }
@@ -142,7 +146,7 @@ func (r *Relay) Run(ctx context.Context) {
 			}
 			backlog := len(items) == free
 			for _, it := range items {
-				conc.sized(len(it.Envelope))
+				conc.sized(it.Size)
 				sem <- struct{}{}
 				wg.Add(1)
 				go func(it store.Item) {
@@ -400,7 +404,7 @@ func (r *Relay) sendTo(ctx context.Context, pool *relayPool, a *config.Agency, a
 		// A new session holds its slot through its first transaction:
 		// by then the peer has seen it proved (its certificate, its
 		// first MAIL).
-		id, terr := s.transact(ctx, reused, it.MailFrom, it.Recipients, it.Envelope)
+		id, terr := s.transact(ctx, reused, it.MailFrom, it.Recipients, r.envelope(ctx, it))
 		release()
 		if terr == nil {
 			pool.put(s)
@@ -413,6 +417,18 @@ func (r *Relay) sendTo(ctx context.Context, pool *relayPool, a *config.Agency, a
 		r.log.Debug("cached relay session not usable; opening a new one", "destination", it.Destination, "err", terr)
 		s, reused = nil, false
 	}
+}
+
+// envelope is an item's envelope as a delivery sends it: streamed from
+// the store a chunk at a time, never held whole; or, when the item carries
+// it (one the key ring has just sealed again), from memory.
+func (r *Relay) envelope(ctx context.Context, it store.Item) message {
+	if it.Envelope != nil {
+		return bytesMessage(it.Envelope)
+	}
+	return message{size: it.Size, open: func() (io.ReadCloser, error) {
+		return r.store.OpenEnvelope(ctx, it.ID, it.Size)
+	}}
 }
 
 func remoteQueueID(text string) string {

@@ -2,6 +2,8 @@ package relay
 
 import (
 	"bufio"
+	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,9 +13,12 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/conduit-gateway/conduit/gateway/store"
 )
 
 // wireClient is the relay's side of an SMTP session with a partner's
@@ -260,11 +265,77 @@ func truncate(s string) string {
 	return s
 }
 
+// message is what a transaction sends: its size, announced before it is
+// read (SIZE=, BDAT), and how to read it. A transaction opens it once; a
+// session that turns out dead makes the relay open it again for the next.
+type message struct {
+	size int64
+	open func() (io.ReadCloser, error)
+}
+
+// bytesMessage is a message held in memory.
+func bytesMessage(b []byte) message {
+	return message{size: int64(len(b)), open: func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(b)), nil
+	}}
+}
+
+// bodyError is a failure to read the message being sent: it could not be
+// opened, or it gave other than its announced size (the store's envelope
+// changed, or the store failed). It says nothing of the peer or the
+// session. Once part of the message has gone, the session is cut: the
+// peer, given less than BDAT announced or no end of DATA, keeps nothing.
+type bodyError struct{ err error }
+
+func (e *bodyError) Error() string { return "reading the message to send: " + e.err.Error() }
+func (e *bodyError) Unwrap() error { return e.err }
+
+// exactReader reads exactly n bytes of r, then expects r to end; any other
+// end, and any error of r, is a *bodyError.
+type exactReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (e *exactReader) Read(p []byte) (int, error) {
+	if e.left == 0 {
+		var one [1]byte
+		for range 100 {
+			n, err := e.r.Read(one[:])
+			switch {
+			case n > 0:
+				return 0, &bodyError{errors.New("the message is longer than its announced size")}
+			case err == io.EOF:
+				return 0, io.EOF
+			case err != nil:
+				return 0, &bodyError{err}
+			}
+		}
+		return 0, &bodyError{io.ErrNoProgress}
+	}
+	if int64(len(p)) > e.left {
+		p = p[:e.left]
+	}
+	n, err := e.r.Read(p)
+	e.left -= int64(n)
+	switch {
+	case err == io.EOF && e.left > 0:
+		return n, &bodyError{fmt.Errorf("the message ended %d bytes short of its announced size", e.left)}
+	case err == io.EOF:
+		// Ended exactly: the next Read confirms it.
+		return n, nil
+	case err != nil:
+		return n, &bodyError{err}
+	}
+	return n, nil
+}
+
 // transaction sends one message. firstTimeout bounds the reply to MAIL
 // (the probe of a cached session); before reports whether an error came
 // before the peer was given the message (nothing handed over). The
-// returned text is the peer's final reply.
-func (c *wireClient) transaction(ctx context.Context, from string, rcpts []string, msg []byte, firstTimeout time.Duration) (text string, before bool, err error) {
+// returned text is the peer's final reply. The message is opened before
+// the first command and read as it is sent, never held whole.
+func (c *wireClient) transaction(ctx context.Context, from string, rcpts []string, msg message, firstTimeout time.Duration) (text string, before bool, err error) {
 	// A context that ends (the gateway stopping) cuts the exchange at
 	// once, whatever the peer is doing.
 	stop := c.follow(ctx)
@@ -272,12 +343,26 @@ func (c *wireClient) transaction(ctx context.Context, from string, rcpts []strin
 	if len(rcpts) == 0 {
 		return "", true, errors.New("smtp: no recipients")
 	}
+	rc, err := msg.open()
+	if err != nil {
+		return "", true, &bodyError{err}
+	}
+	defer rc.Close()
+	body := &exactReader{r: rc, left: msg.size}
+	defer func() {
+		var be *bodyError
+		if errors.As(err, &be) {
+			// Part of the message may have gone: nothing more goes over
+			// this session, and the peer keeps nothing of it.
+			c.Close()
+		}
+	}()
 	pipelining, chunking := c.has("PIPELINING"), c.has("CHUNKING")
 	mail := "MAIL FROM:<%s>"
 	args := []any{from}
 	if c.has("SIZE") {
 		mail += " SIZE=%d"
-		args = append(args, len(msg))
+		args = append(args, msg.size)
 	}
 	c.deadline(time.Now().Add(firstTimeout))
 	if err := c.send(mail, args...); err != nil {
@@ -299,7 +384,7 @@ func (c *wireClient) transaction(ctx context.Context, from string, rcpts []strin
 				return "", true, err
 			}
 		}
-		return c.body(msg, chunking)
+		return c.body(msg.size, body, chunking, false)
 	}
 	for _, rc := range rcpts {
 		if err := c.send("RCPT TO:<%s>", rc); err != nil {
@@ -310,8 +395,9 @@ func (c *wireClient) transaction(ctx context.Context, from string, rcpts []strin
 	// cannot leave it delivered to the others: one recipient. With more,
 	// their replies are read first, and a refusal of any sends nothing.
 	withBody := chunking && len(rcpts) == 1
+	bdats := 0
 	if withBody {
-		if err := c.chunk(msg); err != nil {
+		if bdats, err = c.bdat(msg.size, body, false); err != nil {
 			return "", true, err
 		}
 	}
@@ -339,6 +425,18 @@ func (c *wireClient) transaction(ctx context.Context, from string, rcpts []strin
 		}
 	}
 	if withBody {
+		// A BDAT that is not the last is answered once its chunk is in
+		// (250), or refused with the transaction (after a refused RCPT).
+		for range bdats - 1 {
+			if _, err := c.reply(250); err != nil {
+				if !isReply(err) {
+					return "", true, err
+				}
+				if first == nil {
+					first = err
+				}
+			}
+		}
 		c.deadline(time.Now().Add(c.submissionTimeout))
 		text, err := c.reply(250)
 		if first != nil {
@@ -352,7 +450,7 @@ func (c *wireClient) transaction(ctx context.Context, from string, rcpts []strin
 	if first != nil {
 		return "", true, c.reset(first)
 	}
-	return c.body(msg, chunking)
+	return c.body(msg.size, body, chunking, true)
 }
 
 // reset ends a transaction that was refused after its MAIL was accepted
@@ -365,26 +463,49 @@ func (c *wireClient) reset(err error) error {
 	return err
 }
 
-// body sends the message after accepted recipients: BDAT LAST when the
-// peer offers CHUNKING, else DATA with dot-stuffing.
-func (c *wireClient) body(msg []byte, chunking bool) (string, bool, error) {
+// body sends the message after accepted recipients: BDAT when the peer
+// offers CHUNKING (its commands pipelined when the peer offers that too),
+// else DATA with dot-stuffing.
+func (c *wireClient) body(size int64, msg io.Reader, chunking, pipelining bool) (string, bool, error) {
 	if chunking {
-		if err := c.chunk(msg); err != nil {
+		n, err := c.bdat(size, msg, !pipelining)
+		if err != nil {
 			return "", true, err
 		}
 		if err := c.w.Flush(); err != nil {
 			return "", false, err
 		}
+		// Pipelined, every BDAT's reply is read, so that the session
+		// stays in step; the first refusal is the outcome.
+		var first error
+		if pipelining {
+			c.deadline(time.Now().Add(c.commandTimeout))
+			for range n - 1 {
+				if _, err := c.reply(250); err != nil {
+					if !isReply(err) {
+						return "", false, err
+					}
+					first = cmp.Or(first, err)
+				}
+			}
+		}
 		c.deadline(time.Now().Add(c.submissionTimeout))
 		text, err := c.reply(250)
+		if first != nil && (err == nil || isReply(err)) {
+			return "", false, first
+		}
 		return text, false, err
 	}
 	c.deadline(time.Now().Add(c.commandTimeout))
 	if _, err := c.cmd(354, "DATA"); err != nil {
 		return "", true, err
 	}
+	// Dot-stuffed as it streams (the writer keeps its place in the line
+	// across writes). Closed, and so ended with ".", only once the whole
+	// message has been read: a message that fails part way is never
+	// ended, and the session is cut.
 	dw := textproto.NewWriter(c.w).DotWriter()
-	if _, err := dw.Write(msg); err != nil {
+	if _, err := io.Copy(dw, msg); err != nil {
 		return "", false, err
 	}
 	if err := dw.Close(); err != nil { // writes ".\r\n" and flushes
@@ -395,13 +516,75 @@ func (c *wireClient) body(msg []byte, chunking bool) (string, bool, error) {
 	return text, false, err
 }
 
-// chunk buffers BDAT LAST and the message.
-func (c *wireClient) chunk(msg []byte) error {
-	if err := c.send("BDAT %d LAST", len(msg)); err != nil {
+// bdatPiece is the most one BDAT command carries: a larger message goes
+// as several (RFC 3030 2), the last with LAST. Each piece is read whole
+// before its command is written, so a message that fails to read part way
+// has not sent its LAST, and the peer keeps nothing of it. One BDAT LAST
+// for the whole size, streamed, would not do: go-smtp's server (a partner
+// gateway's) takes a connection that ends inside the chunk as the end of
+// the message and hands what it got on. The size is the store's chunk, so
+// a package of up to 256 KiB is one BDAT LAST, as it always was.
+const bdatPiece = store.EnvelopeChunk
+
+// pieces are the BDAT pieces' buffers, one per transaction under way.
+var pieces = sync.Pool{New: func() any { b := make([]byte, bdatPiece); return &b }}
+
+// bdat writes the message as BDAT commands of at most bdatPiece bytes, the
+// last with LAST, reading msg as it goes. inStep (no PIPELINING) reads each
+// non-last command's reply before the next and leaves the last's to read;
+// else every reply is left to read. It returns how many BDATs it wrote.
+func (c *wireClient) bdat(size int64, msg io.Reader, inStep bool) (int, error) {
+	bp := pieces.Get().(*[]byte)
+	defer pieces.Put(bp)
+	left, n := size, 0
+	for {
+		piece := (*bp)[:min(left, bdatPiece)]
+		if _, err := io.ReadFull(msg, piece); err != nil {
+			return n, asBody(err)
+		}
+		left -= int64(len(piece))
+		if left > 0 {
+			if err := c.send("BDAT %d", len(piece)); err != nil {
+				return n, err
+			}
+		} else {
+			// LAST says the message ends here: it must.
+			if k, err := msg.Read(make([]byte, 1)); err != io.EOF {
+				if k > 0 || err == nil {
+					err = errors.New("the message is longer than its announced size")
+				}
+				return n, asBody(err)
+			}
+			if err := c.send("BDAT %d LAST", len(piece)); err != nil {
+				return n, err
+			}
+		}
+		if _, err := c.w.Write(piece); err != nil {
+			return n, err
+		}
+		n++
+		if left == 0 {
+			return n, nil
+		}
+		if inStep {
+			if err := c.w.Flush(); err != nil {
+				return n, err
+			}
+			c.deadline(time.Now().Add(c.commandTimeout))
+			if _, err := c.reply(250); err != nil {
+				return n, err
+			}
+		}
+	}
+}
+
+// asBody makes a failure to read the message a *bodyError.
+func asBody(err error) error {
+	var be *bodyError
+	if err == nil || errors.As(err, &be) {
 		return err
 	}
-	_, err := c.w.Write(msg)
-	return err
+	return &bodyError{err}
 }
 
 func isReply(err error) bool {

@@ -1,16 +1,21 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/conduit-gateway/conduit/testbed/mailsys"
@@ -66,15 +71,44 @@ func TestWireToPostfix(t *testing.T) {
 				if i == 2 {
 					rcpts = append(rcpts, "c@partner.example")
 				}
-				text, before, err := c.transaction(ctx, "a@conduit.example", rcpts, []byte(msg), time.Minute)
+				text, before, err := c.transaction(ctx, "a@conduit.example", rcpts, bytesMessage([]byte(msg)), time.Minute)
 				if err != nil || before {
 					t.Fatalf("transaction %d: %v (before=%v)\n%s", i, err, before, pf.Log())
 				}
 				f := strings.Fields(text)
 				ids = append(ids, f[len(f)-1])
 			}
+			// A message of several BDAT pieces (pipelined, when Postfix
+			// offers it), or DATA streamed and dot-stuffed as it goes.
+			big := bigMessage()
+			text, before, err := c.transaction(ctx, "a@conduit.example", []string{"b@partner.example"}, bytesMessage(big), time.Minute)
+			if err != nil || before {
+				t.Fatalf("large transaction: %v (before=%v)\n%s", err, before, pf.Log())
+			}
+			f := strings.Fields(text)
+			bigID := f[len(f)-1]
 			tcheck(t, c.Quit(5*time.Second), "QUIT")
+			// A message that fails to read part way leaves nothing in
+			// Postfix's queue: its session is cut before its end.
+			conn, err = net.Dial("tcp", pf.SMTP)
+			tcheck(t, err, "dial")
+			c, err = dialWire(ctx, conn, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}, "relay.example", time.Minute)
+			tcheck(t, err, "STARTTLS again")
+			cut := message{size: int64(len(big)), open: func() (io.ReadCloser, error) {
+				return io.NopCloser(io.MultiReader(bytes.NewReader(big[:len(big)/2]), iotest.ErrReader(errors.New("the store failed")))), nil
+			}}
+			before0 := strings.Count(pf.Queue(ctx), "b@partner.example")
+			if _, _, err := c.transaction(ctx, "a@conduit.example", []string{"b@partner.example"}, cut, time.Minute); err == nil || !strings.Contains(err.Error(), "the store failed") {
+				t.Fatalf("a message cut short: %v", err)
+			}
 			q := pf.Queue(ctx)
+			if n := strings.Count(q, "b@partner.example"); n != before0 {
+				t.Errorf("Postfix queued %d messages for b@ after a message cut short, had %d:\n%s", n, before0, q)
+			}
+			out, err := exec.CommandContext(ctx, "postcat", "-c", pf.Conf, "-bq", bigID).CombinedOutput()
+			if err != nil || strings.Count(string(out), "\nLINE-") != bigLines || !strings.Contains(string(out), "\n.LAST-LINE\n") {
+				t.Errorf("postcat %s: %v; %d of %d lines", bigID, err, strings.Count(string(out), "\nLINE-"), bigLines)
+			}
 			for _, id := range ids {
 				if !strings.Contains(q, id) {
 					t.Errorf("queue ID %s is not in Postfix's queue:\n%s", id, q)
@@ -82,7 +116,7 @@ func TestWireToPostfix(t *testing.T) {
 			}
 			// The message as Postfix stored it: whole, its dot line
 			// unstuffed (DATA) or never stuffed (BDAT).
-			out, err := exec.CommandContext(ctx, "postcat", "-c", pf.Conf, "-bq", ids[0]).CombinedOutput()
+			out, err = exec.CommandContext(ctx, "postcat", "-c", pf.Conf, "-bq", ids[0]).CombinedOutput()
 			if err != nil || !strings.Contains(string(out), "\n.a dot line\n") || !strings.Contains(string(out), "WIRE-MARKER") {
 				t.Errorf("postcat %s: %v\n%s", ids[0], err, out)
 			}
@@ -91,4 +125,20 @@ func TestWireToPostfix(t *testing.T) {
 			}
 		})
 	}
+}
+
+// bigLines is how many numbered lines bigMessage holds: over three BDAT
+// pieces.
+const bigLines = 3*bdatPiece/80 + 100
+
+// bigMessage is a message of several BDAT pieces whose last line starts
+// with a dot.
+func bigMessage() []byte {
+	var b bytes.Buffer
+	b.WriteString("From: <a@conduit.example>\r\nTo: <b@partner.example>\r\nSubject: large\r\n\r\n")
+	for i := range bigLines {
+		fmt.Fprintf(&b, "LINE-%06d %s\r\n", i, strings.Repeat("x", 66))
+	}
+	b.WriteString(".LAST-LINE\r\n")
+	return b.Bytes()
 }

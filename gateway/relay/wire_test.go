@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -19,7 +20,8 @@ import (
 
 // A refused recipient in a pipelined transaction leaves nothing delivered,
 // says the refusal came before the message was handed over, and leaves the
-// session in step for the next transaction.
+// session in step for the next transaction, whether the message was one
+// BDAT or several.
 func TestWirePipelinedRefusalsKeepTheSessionInStep(t *testing.T) {
 	peer, g, pool := relaySetup(t)
 	ctx := context.Background()
@@ -67,7 +69,7 @@ func TestWirePipelinedRefusalsKeepTheSessionInStep(t *testing.T) {
 	defer c.Close()
 	for i, rcpts := range [][]string{{refuse}, {"intel@northgate.hmpps.example"}, {"intel@northgate.hmpps.example", refuse}, {"intel@northgate.hmpps.example"}} {
 		body := fmt.Sprintf("session-%d", i)
-		_, before, err := c.transaction(ctx, "conduit@northshire-pio.example", rcpts, []byte(body+"\r\n"), time.Minute)
+		_, before, err := c.transaction(ctx, "conduit@northshire-pio.example", rcpts, bytesMessage([]byte(body+"\r\n")), time.Minute)
 		refused := slices.Contains(rcpts, refuse)
 		var se *smtp.SMTPError
 		switch {
@@ -78,6 +80,19 @@ func TestWirePipelinedRefusalsKeepTheSessionInStep(t *testing.T) {
 		}
 	}
 	peer.deliveredOnce(t, "session-1", "session-3")
+
+	// A message of several BDAT pieces pipelined behind a refused
+	// recipient gets a reply for each piece: all are read, and the
+	// session stays in step.
+	big := bytes.Repeat([]byte(strings.Repeat("L", 78)+"\r\n"), 3*bdatPiece/80+7)
+	var se *smtp.SMTPError
+	if _, before, err := c.transaction(ctx, "conduit@northshire-pio.example", []string{refuse}, bytesMessage(big), time.Minute); !errors.As(err, &se) || se.Code != 550 || !before {
+		t.Fatalf("a large message to a refused recipient: %v (before=%v), want the 550 before the message", err, before)
+	}
+	if _, _, err := c.transaction(ctx, "conduit@northshire-pio.example", []string{"intel@northgate.hmpps.example"}, bytesMessage([]byte("after-large\r\n")), time.Minute); err != nil {
+		t.Fatalf("the next transaction on the session: %v", err)
+	}
+	peer.deliveredOnce(t, "after-large")
 }
 
 // scriptPeer is an SMTP server that offers only STARTTLS (no PIPELINING,
@@ -191,7 +206,7 @@ func TestWireWithoutPipeliningOrChunkingSendsDataOneCommandAtATime(t *testing.T)
 	tcheck(t, err, "STARTTLS")
 	msg := "Subject: dots\r\n\r\n.a line that starts with a dot\r\n..two\r\n.\r\nend\r\n"
 	for i := 0; i < 2; i++ {
-		text, before, err := c.transaction(ctx, "a@x.example", []string{"b@y.example", "c@y.example"}, []byte(msg), time.Minute)
+		text, before, err := c.transaction(ctx, "a@x.example", []string{"b@y.example", "c@y.example"}, bytesMessage([]byte(msg)), time.Minute)
 		if err != nil || before {
 			t.Fatalf("transaction %d: %v (before=%v)", i, err, before)
 		}
@@ -327,7 +342,7 @@ func BenchmarkWireTransaction(b *testing.B) {
 		defer c.Close()
 		b.SetBytes(int64(len(env)))
 		for b.Loop() {
-			if _, _, err := c.transaction(context.Background(), "conduit@northshire-pio.example", rcpts, env, time.Minute); err != nil {
+			if _, _, err := c.transaction(context.Background(), "conduit@northshire-pio.example", rcpts, bytesMessage(env), time.Minute); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -12,7 +12,7 @@ import (
 )
 
 // copyTables are the tables of a gateway's database, in an order that
-// keeps references valid (queue before queue_envelope), with their
+// keeps references valid (queue before its envelopes), with their
 // columns: the store's, the partner keys', the audit outbox and chain.
 var copyTables = []struct {
 	name string
@@ -22,6 +22,7 @@ var copyTables = []struct {
 	{"queue", []string{"id", "package_id", "destination", "recipients", "mail_from", "submitter", "priority", "marking", "size",
 		"state", "attempts", "next_attempt", "last_error", "remote_id", "reason", "created", "updated"}, "id"},
 	{"queue_envelope", []string{"item_id", "data"}, ""},
+	{"queue_chunk", []string{"item_id", "seq", "data"}, ""},
 	{"delivered", []string{"originator", "package_id", "message_id", "date", "recorded"}, ""},
 	{"quarantine", []string{"id", "received", "remote_addr", "helo", "mail_from", "recipients", "check_name", "reason",
 		"package_id", "raw", "size", "state", "note", "updated"}, "id"},

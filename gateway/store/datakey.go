@@ -22,10 +22,10 @@ import (
 // survive elsewhere (a freed page not yet reused, a backup taken before
 // the purge of the key's page) cannot be read without it.
 //
-// The data key is AES-256-GCM with a random 96-bit nonce. An item is held
-// in memory whole already (Item.Envelope, QItem.Raw are byte slices), so
-// one GCM seal per item is enough; the message size limit keeps it far
-// below GCM's limit of 64 GiB per nonce.
+// The data key is AES-256-GCM with a random 96-bit nonce. A quarantined
+// message is sealed whole (QItem.Raw is held whole); a queued envelope is
+// sealed a chunk at a time, each chunk with a nonce of its own (chunk.go),
+// so that it can be read a chunk at a time.
 
 // Kinds of stored copy, with the item id the key of their data_keys row.
 const (
@@ -105,18 +105,23 @@ func openAtRest(key []byte, kind string, data []byte) ([]byte, error) {
 // storeAtRest makes a data key for a new copy, records it in tx, and
 // returns the copy encrypted under it.
 func storeAtRest(ctx context.Context, tx *sql.Tx, kind string, id int64, plain []byte) ([]byte, error) {
-	key, err := newDataKey()
+	key, err := storeDataKey(ctx, tx, kind, id)
 	if err != nil {
 		return nil, err
 	}
-	sealed, err := sealAtRest(key, kind, plain)
+	return sealAtRest(key, kind, plain)
+}
+
+// storeDataKey makes a data key for a new copy and records it in tx.
+func storeDataKey(ctx context.Context, tx *sql.Tx, kind string, id int64) ([]byte, error) {
+	key, err := newDataKey()
 	if err != nil {
 		return nil, err
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO data_keys (kind, item_id, key) VALUES (?, ?, ?)`, kind, id, key); err != nil {
 		return nil, fmt.Errorf("data key: %w", err)
 	}
-	return sealed, nil
+	return key, nil
 }
 
 // DataKeyCount says how many data keys are stored, of both kinds: the

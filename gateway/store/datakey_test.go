@@ -89,12 +89,14 @@ func TestStoredCopiesAreCryptoShredded(t *testing.T) {
 			}
 			var key, sealed []byte
 			tcheck(t, s.r.QueryRowContext(ctx, `SELECT key FROM data_keys WHERE kind = ? AND item_id = ?`, tc.kind, id).Scan(&key), "key")
+			magic, header := atRestMagic, len(atRestMagic)
 			if tc.kind == keyQueue {
-				tcheck(t, s.r.QueryRowContext(ctx, `SELECT data FROM queue_envelope WHERE item_id = ?`, id).Scan(&sealed), "data")
+				tcheck(t, s.r.QueryRowContext(ctx, `SELECT data FROM queue_chunk WHERE item_id = ? AND seq = 0`, id).Scan(&sealed), "data")
+				magic, header = chunkMagic, chunkHeader
 			} else {
 				tcheck(t, s.r.QueryRowContext(ctx, `SELECT raw FROM quarantine WHERE id = ?`, id).Scan(&sealed), "raw")
 			}
-			if len(key) != 32 || !bytes.HasPrefix(sealed, atRestMagic) {
+			if len(key) != 32 || !bytes.HasPrefix(sealed, magic) {
 				t.Fatalf("not encrypted at rest: key %d bytes, stored %q", len(key), sealed[:min(8, len(sealed))])
 			}
 			if bytes.Contains(onDisk(t, path), canary[:64]) {
@@ -109,7 +111,7 @@ func TestStoredCopiesAreCryptoShredded(t *testing.T) {
 				t.Errorf("%d data keys left, %v", n, err)
 			}
 			disk := onDisk(t, path)
-			for what, b := range map[string][]byte{"the data key": key, "the ciphertext": sealed[len(atRestMagic) : len(atRestMagic)+48], "its tail": sealed[len(sealed)-48:], "the copy": canary[:64]} {
+			for what, b := range map[string][]byte{"the data key": key, "the ciphertext": sealed[header : header+48], "its tail": sealed[len(sealed)-48:], "the copy": canary[:64]} {
 				if bytes.Contains(disk, b) {
 					t.Errorf("%s is still in the database file or its WAL", what)
 				}

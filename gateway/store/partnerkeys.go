@@ -256,26 +256,38 @@ func (t *sqliteTx) ResealItem(id int64, envelope []byte, note string) error {
 		if st != Queued && st != OnHold {
 			return fmt.Errorf("%w (it is %s)", ErrWrongState, st)
 		}
+		// The envelope it replaces goes, chunked or stored whole (before
+		// chunks); the new one is chunked.
+		var had int64
+		for _, q := range []string{`DELETE FROM queue_chunk WHERE item_id = ?`, `DELETE FROM queue_envelope WHERE item_id = ?`} {
+			res, err := tx.ExecContext(ctx, q, id)
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			had += n
+		}
+		if had == 0 {
+			return fmt.Errorf("item %d has no envelope (purged?)", id)
+		}
 		// Under the item's own data key, like the envelope it replaces,
 		// so that retention's crypto-shredding covers it.
 		var key []byte
-		var data []byte
 		err = tx.QueryRowContext(ctx, `SELECT key FROM data_keys WHERE kind = ? AND item_id = ?`, keyQueue, id).Scan(&key)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			data, err = storeAtRest(ctx, tx, keyQueue, id, envelope)
-		case err == nil:
-			data, err = sealAtRest(key, keyQueue, envelope)
+		if errors.Is(err, sql.ErrNoRows) {
+			key, err = storeDataKey(ctx, tx, keyQueue, id)
 		}
 		if err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE queue_envelope SET data = ? WHERE item_id = ?`, data, id)
-		if err != nil {
+		if err := writeChunks(key, envelope, func(seq int64, data []byte) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO queue_chunk (item_id, seq, data) VALUES (?, ?, ?)`, id, seq, data)
 			return err
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return fmt.Errorf("item %d has no envelope (purged?)", id)
+		}); err != nil {
+			return err
 		}
 		now := s.now().UTC().UnixNano()
 		_, err = tx.ExecContext(ctx, `UPDATE queue SET state = 'queued', size = ?, reason = ?, next_attempt = ?, updated = ? WHERE id = ?`,

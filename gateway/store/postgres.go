@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -266,6 +267,17 @@ CREATE TABLE receipt_batches (
 CREATE INDEX receipt_batches_batch ON receipt_batches (batch);
 CREATE INDEX receipt_batches_package ON receipt_batches (package_id);
 `,
+	// EXTERNAL storage: chunks are ciphertext, which TOAST's compression
+	// would only try and fail to shrink.
+	`
+CREATE TABLE queue_chunk (
+	item_id BIGINT  NOT NULL REFERENCES queue (id) ON DELETE CASCADE,
+	seq     INTEGER NOT NULL,
+	data    BYTEA   NOT NULL,
+	PRIMARY KEY (item_id, seq)
+);
+ALTER TABLE queue_chunk ALTER COLUMN data SET STORAGE EXTERNAL;
+`,
 }
 
 var pgKeyMigrations = []string{`
@@ -384,18 +396,31 @@ func noRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
 
 // pgStoreAtRest is storeAtRest in a PostgreSQL transaction.
 func pgStoreAtRest(ctx context.Context, tx pgx.Tx, kind string, id int64, plain []byte) ([]byte, error) {
-	key, err := newDataKey()
+	key, err := pgStoreDataKey(ctx, tx, kind, id)
 	if err != nil {
 		return nil, err
 	}
-	sealed, err := sealAtRest(key, kind, plain)
+	return sealAtRest(key, kind, plain)
+}
+
+// pgStoreDataKey is storeDataKey in a PostgreSQL transaction.
+func pgStoreDataKey(ctx context.Context, tx pgx.Tx, kind string, id int64) ([]byte, error) {
+	key, err := newDataKey()
 	if err != nil {
 		return nil, err
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO data_keys (kind, item_id, key) VALUES ($1, $2, $3)`, kind, id, key); err != nil {
 		return nil, fmt.Errorf("data key: %w", err)
 	}
-	return sealed, nil
+	return key, nil
+}
+
+// pgWriteChunks stores envelope as item id's chunks.
+func pgWriteChunks(ctx context.Context, tx pgx.Tx, key []byte, id int64, envelope []byte) error {
+	return writeChunks(key, envelope, func(seq int64, data []byte) error {
+		_, err := tx.Exec(ctx, `INSERT INTO queue_chunk (item_id, seq, data) VALUES ($1, $2, $3)`, id, seq, data)
+		return err
+	})
 }
 
 // Enqueue implements Tx.
@@ -440,11 +465,11 @@ func (t *pgTx) Enqueue(items []Item) ([]int64, error) {
 			if err != nil {
 				return fmt.Errorf("item %d: %w", i, err)
 			}
-			sealed, err := pgStoreAtRest(ctx, tx, keyQueue, ids[i], it.Envelope)
+			key, err := pgStoreDataKey(ctx, tx, keyQueue, ids[i])
 			if err != nil {
 				return fmt.Errorf("item %d: %w", i, err)
 			}
-			if _, err := tx.Exec(ctx, `INSERT INTO queue_envelope (item_id, data) VALUES ($1, $2)`, ids[i], sealed); err != nil {
+			if err := pgWriteChunks(ctx, tx, key, ids[i], it.Envelope); err != nil {
 				return fmt.Errorf("item %d: %w", i, err)
 			}
 			t.notify = true
@@ -473,14 +498,14 @@ func (s *Postgres) Claim(ctx context.Context, now time.Time, limit int, lease ti
 	var items []Item
 	err := s.Bookkeep(ctx, func(t Tx) error {
 		tx := t.(*pgTx).tx
-		rows, err := tx.Query(ctx, `SELECT `+itemCols+envelopeCols+withEnvelope+`
+		rows, err := tx.Query(ctx, `SELECT `+itemCols+` FROM queue q
 			WHERE q.state = 'queued' AND q.next_attempt <= $1
 			ORDER BY q.priority DESC, q.next_attempt, q.id LIMIT $2 FOR UPDATE OF q SKIP LOCKED`, now.UnixNano(), limit)
 		if err != nil {
 			return err
 		}
 		for rows.Next() {
-			it, err := scanItem(rows, true)
+			it, err := scanItem(rows)
 			if err != nil {
 				rows.Close()
 				return err
@@ -620,23 +645,29 @@ func (t *pgTx) ResealItem(id int64, envelope []byte, note string) error {
 		if st != Queued && st != OnHold {
 			return fmt.Errorf("%w (it is %s)", ErrWrongState, st)
 		}
-		var key, data []byte
-		err = tx.QueryRow(ctx, `SELECT key FROM data_keys WHERE kind = $1 AND item_id = $2`, keyQueue, id).Scan(&key)
-		switch {
-		case noRows(err):
-			data, err = pgStoreAtRest(ctx, tx, keyQueue, id, envelope)
-		case err == nil:
-			data, err = sealAtRest(key, keyQueue, envelope)
+		// The envelope it replaces goes, chunked or stored whole (before
+		// chunks); the new one is chunked, under the item's own data key.
+		var had int64
+		for _, q := range []string{`DELETE FROM queue_chunk WHERE item_id = $1`, `DELETE FROM queue_envelope WHERE item_id = $1`} {
+			tag, err := tx.Exec(ctx, q, id)
+			if err != nil {
+				return err
+			}
+			had += tag.RowsAffected()
 		}
-		if err != nil {
-			return err
-		}
-		tag, err := tx.Exec(ctx, `UPDATE queue_envelope SET data = $1 WHERE item_id = $2`, data, id)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() != 1 {
+		if had == 0 {
 			return fmt.Errorf("item %d has no envelope (purged?)", id)
+		}
+		var key []byte
+		err = tx.QueryRow(ctx, `SELECT key FROM data_keys WHERE kind = $1 AND item_id = $2`, keyQueue, id).Scan(&key)
+		if noRows(err) {
+			key, err = pgStoreDataKey(ctx, tx, keyQueue, id)
+		}
+		if err != nil {
+			return err
+		}
+		if err := pgWriteChunks(ctx, tx, key, id, envelope); err != nil {
+			return err
 		}
 		now := s.now().UTC().UnixNano()
 		_, err = tx.Exec(ctx, `UPDATE queue SET state = 'queued', size = $1, reason = $2, next_attempt = $3, updated = $3 WHERE id = $4`,
@@ -656,15 +687,27 @@ func (t *pgTx) ResealItem(id int64, envelope []byte, note string) error {
 // archive until those are recycled (README, "Retention on PostgreSQL").
 func (t *pgTx) ShredEnvelopes(packageID string) (int, error) {
 	ctx := t.ctx
+	const finished = `(SELECT id FROM queue WHERE package_id = $1 AND state IN ('sent', 'failed', 'dropped'))`
 	var n int64
 	err := t.atomic(func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `DELETE FROM data_keys WHERE kind = 'queue' AND item_id IN
-			(SELECT id FROM queue WHERE package_id = $1 AND state IN ('sent', 'failed', 'dropped'))`, packageID); err != nil {
+		del := func(q string) (int64, error) {
+			tag, err := tx.Exec(ctx, q, packageID)
+			return tag.RowsAffected(), err
+		}
+		if _, err := del(`DELETE FROM data_keys WHERE kind = 'queue' AND item_id IN ` + finished); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `DELETE FROM queue_envelope WHERE item_id IN
-			(SELECT id FROM queue WHERE package_id = $1 AND state IN ('sent', 'failed', 'dropped'))`, packageID)
-		n = tag.RowsAffected()
+		// An envelope is counted by its chunk 0, or by its row when it
+		// was stored whole, before chunks.
+		chunked, err := del(`DELETE FROM queue_chunk WHERE seq = 0 AND item_id IN ` + finished)
+		if err != nil {
+			return err
+		}
+		if _, err := del(`DELETE FROM queue_chunk WHERE item_id IN ` + finished); err != nil {
+			return err
+		}
+		whole, err := del(`DELETE FROM queue_envelope WHERE item_id IN ` + finished)
+		n = chunked + whole
 		return err
 	})
 	if err != nil {
@@ -701,7 +744,7 @@ func (s *Postgres) List(ctx context.Context, f Filter) ([]Item, error) {
 	defer rows.Close()
 	var items []Item
 	for rows.Next() {
-		it, err := scanItem(rows, false)
+		it, err := scanItem(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list queue: %w", err)
 		}
@@ -713,16 +756,61 @@ func (s *Postgres) List(ctx context.Context, f Filter) ([]Item, error) {
 	return items, nil
 }
 
-// Get implements Store.
+// Get implements Store: the envelope is read whole, one item at a time,
+// for the administrator's tools.
 func (s *Postgres) Get(ctx context.Context, id int64) (Item, error) {
-	it, err := scanItem(s.pool.QueryRow(ctx, `SELECT `+itemCols+envelopeCols+withEnvelope+` WHERE q.id = $1`, id), true)
+	it, err := scanItem(s.pool.QueryRow(ctx, `SELECT `+itemCols+` FROM queue q WHERE q.id = $1`, id))
 	if noRows(err) {
 		err = ErrNotFound
+	}
+	if err == nil {
+		it.Envelope, err = getWhole(ctx, pgChunks{s}, id, it.Size)
 	}
 	if err != nil {
 		return Item{}, fmt.Errorf("get item %d: %w", id, err)
 	}
 	return it, nil
+}
+
+// OpenEnvelope implements Store (see SQLite's): each chunk is read by a
+// statement of its own, outside any transaction.
+func (s *Postgres) OpenEnvelope(ctx context.Context, id, size int64) (io.ReadCloser, error) {
+	return openEnvelope(ctx, pgChunks{s}, id, size)
+}
+
+// pgChunks is the PostgreSQL store's chunkSource.
+type pgChunks struct{ s *Postgres }
+
+func (c pgChunks) envelopeMeta(ctx context.Context, id int64) (int64, []byte, error) {
+	var size int64
+	var key []byte
+	err := c.s.pool.QueryRow(ctx, `SELECT q.size, k.key FROM queue q
+		LEFT JOIN data_keys k ON k.kind = 'queue' AND k.item_id = q.id WHERE q.id = $1`, id).Scan(&size, &key)
+	if noRows(err) {
+		err = ErrNotFound
+	}
+	return size, key, err
+}
+
+func (c pgChunks) readChunk(ctx context.Context, id, seq int64, use func([]byte) error) (bool, error) {
+	var data []byte
+	err := c.s.pool.QueryRow(ctx, `SELECT data FROM queue_chunk WHERE item_id = $1 AND seq = $2`, id, seq).Scan(&data)
+	if noRows(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, use(data)
+}
+
+func (c pgChunks) legacyEnvelope(ctx context.Context, id int64) ([]byte, bool, error) {
+	var data []byte
+	err := c.s.pool.QueryRow(ctx, `SELECT data FROM queue_envelope WHERE item_id = $1`, id).Scan(&data)
+	if noRows(err) {
+		return nil, false, nil
+	}
+	return data, err == nil, err
 }
 
 // Depth implements Store.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -225,6 +226,19 @@ CREATE TABLE receipt_batches (
 CREATE INDEX receipt_batches_batch ON receipt_batches (batch);
 CREATE INDEX receipt_batches_package ON receipt_batches (package_id);
 `,
+	// 7: envelopes stored in chunks (chunk.go), which the relay streams.
+	// The envelopes stored before stay whole in queue_envelope and are
+	// read whole until they are sent and shredded: nothing is rewritten
+	// at the upgrade, however large the queue. A rowid table, not WITHOUT
+	// ROWID: its rows are large.
+	`
+CREATE TABLE queue_chunk (
+	item_id INTEGER NOT NULL REFERENCES queue (id) ON DELETE CASCADE,
+	seq     INTEGER NOT NULL,
+	data    BLOB    NOT NULL,
+	PRIMARY KEY (item_id, seq)
+);
+`,
 }
 
 func (s *SQLite) migrate(ctx context.Context) error {
@@ -330,11 +344,11 @@ func (t *sqliteTx) Enqueue(items []Item) ([]int64, error) {
 			return err
 		}
 		defer ins.Close()
-		insEnv, err := tx.PrepareContext(ctx, `INSERT INTO queue_envelope (item_id, data) VALUES (?, ?)`)
+		insChunk, err := tx.PrepareContext(ctx, `INSERT INTO queue_chunk (item_id, seq, data) VALUES (?, ?, ?)`)
 		if err != nil {
 			return err
 		}
-		defer insEnv.Close()
+		defer insChunk.Close()
 		for i := range items {
 			it := &items[i]
 			if err := checkItem(it); err != nil {
@@ -368,11 +382,14 @@ func (t *sqliteTx) Enqueue(items []Item) ([]int64, error) {
 			if ids[i], err = res.LastInsertId(); err != nil {
 				return err
 			}
-			sealed, err := storeAtRest(ctx, tx, keyQueue, ids[i], it.Envelope)
+			key, err := storeDataKey(ctx, tx, keyQueue, ids[i])
 			if err != nil {
 				return fmt.Errorf("item %d: %w", i, err)
 			}
-			if _, err := insEnv.ExecContext(ctx, ids[i], sealed); err != nil {
+			if err := writeChunks(key, it.Envelope, func(seq int64, data []byte) error {
+				_, err := insChunk.ExecContext(ctx, ids[i], seq, data)
+				return err
+			}); err != nil {
 				return fmt.Errorf("item %d: %w", i, err)
 			}
 		}
@@ -387,35 +404,17 @@ func (t *sqliteTx) Enqueue(items []Item) ([]int64, error) {
 const itemCols = `q.id, q.package_id, q.destination, q.recipients, q.mail_from, q.submitter, q.priority, q.marking, q.size,
 	q.state, q.attempts, q.next_attempt, q.last_error, q.remote_id, q.reason, q.created, q.updated`
 
-// withEnvelope is the FROM clause of a query that also reads the envelope
-// (envelopeCols) and its data key.
-const withEnvelope = ` FROM queue q LEFT JOIN queue_envelope e ON e.item_id = q.id
-	LEFT JOIN data_keys k ON k.kind = 'queue' AND k.item_id = q.id`
-
-const envelopeCols = `, e.data, k.key`
-
 type scanner interface{ Scan(...any) error }
 
-// scanItem reads itemCols, plus the envelope when withEnvelope.
-func scanItem(row scanner, withEnvelope bool) (Item, error) {
+// scanItem reads itemCols.
+func scanItem(row scanner) (Item, error) {
 	var it Item
 	var rcpts string
 	var prio int
 	var next, created, updated int64
-	dest := []any{&it.ID, &it.PackageID, &it.Destination, &rcpts, &it.MailFrom, &it.Submitter, &prio, &it.Marking,
-		&it.Size, &it.State, &it.Attempts, &next, &it.LastError, &it.RemoteID, &it.Reason, &created, &updated}
-	var key []byte
-	if withEnvelope {
-		dest = append(dest, &it.Envelope, &key)
-	}
-	if err := row.Scan(dest...); err != nil {
+	if err := row.Scan(&it.ID, &it.PackageID, &it.Destination, &rcpts, &it.MailFrom, &it.Submitter, &prio, &it.Marking,
+		&it.Size, &it.State, &it.Attempts, &next, &it.LastError, &it.RemoteID, &it.Reason, &created, &updated); err != nil {
 		return Item{}, err
-	}
-	if withEnvelope {
-		var err error
-		if it.Envelope, err = openAtRest(key, keyQueue, it.Envelope); err != nil {
-			return Item{}, fmt.Errorf("item %d: %w", it.ID, err)
-		}
 	}
 	it.Priority = Priority(prio)
 	it.NextAttempt, it.Created, it.Updated = fromNanos(next), fromNanos(created), fromNanos(updated)
@@ -445,14 +444,14 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, limit int, lease time
 		// whenever it changes, and the relay asks for as many as it has
 		// free workers (a claim took three times as long). One kept
 		// statement per limit, and limits are few.
-		rows, err := tx.QueryContext(ctx, `SELECT `+itemCols+envelopeCols+withEnvelope+`
+		rows, err := tx.QueryContext(ctx, `SELECT `+itemCols+` FROM queue q
 			WHERE q.state = 'queued' AND q.next_attempt <= ?
 			ORDER BY q.priority DESC, q.next_attempt, q.id LIMIT `+strconv.Itoa(limit), now.UnixNano())
 		if err != nil {
 			return err
 		}
 		for rows.Next() {
-			it, err := scanItem(rows, true)
+			it, err := scanItem(rows)
 			if err != nil {
 				rows.Close()
 				return err
@@ -620,7 +619,7 @@ func (s *SQLite) List(ctx context.Context, f Filter) ([]Item, error) {
 	defer rows.Close()
 	var items []Item
 	for rows.Next() {
-		it, err := scanItem(rows, false)
+		it, err := scanItem(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list queue: %w", err)
 		}
@@ -632,16 +631,72 @@ func (s *SQLite) List(ctx context.Context, f Filter) ([]Item, error) {
 	return items, nil
 }
 
-// Get returns one item with its envelope.
+// Get returns one item with its envelope, read whole (nil when it has
+// none): one at a time, for the administrator's tools.
 func (s *SQLite) Get(ctx context.Context, id int64) (Item, error) {
-	it, err := scanItem(s.r.QueryRowContext(ctx, `SELECT `+itemCols+envelopeCols+withEnvelope+` WHERE q.id = ?`, id), true)
+	it, err := scanItem(s.r.QueryRowContext(ctx, `SELECT `+itemCols+` FROM queue q WHERE q.id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
+	}
+	if err == nil {
+		it.Envelope, err = getWhole(ctx, sqliteChunks{s}, id, it.Size)
 	}
 	if err != nil {
 		return Item{}, fmt.Errorf("get item %d: %w", id, err)
 	}
 	return it, nil
+}
+
+// OpenEnvelope streams item id's envelope, which the caller expects to be
+// size bytes (the item's Size), a chunk at a time (chunk.go). The reader
+// reads the store with ctx.
+func (s *SQLite) OpenEnvelope(ctx context.Context, id, size int64) (io.ReadCloser, error) {
+	return openEnvelope(ctx, sqliteChunks{s}, id, size)
+}
+
+// sqliteChunks is the SQLite store's chunkSource: each read is one
+// statement on the read pool, over as soon as its row is used.
+type sqliteChunks struct{ s *SQLite }
+
+func (c sqliteChunks) envelopeMeta(ctx context.Context, id int64) (int64, []byte, error) {
+	var size int64
+	var key []byte
+	err := c.s.r.QueryRowContext(ctx, `SELECT q.size, k.key FROM queue q
+		LEFT JOIN data_keys k ON k.kind = 'queue' AND k.item_id = q.id WHERE q.id = ?`, id).Scan(&size, &key)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = ErrNotFound
+	}
+	return size, key, err
+}
+
+func (c sqliteChunks) readChunk(ctx context.Context, id, seq int64, use func([]byte) error) (bool, error) {
+	rows, err := c.s.r.QueryContext(ctx, `SELECT data FROM queue_chunk WHERE item_id = ? AND seq = ?`, id, seq)
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return false, rows.Err()
+	}
+	// RawBytes: the driver's copy of the row, not copied again; used
+	// before the statement ends.
+	var data sql.RawBytes
+	if err := rows.Scan(&data); err != nil {
+		return false, err
+	}
+	if err := use(data); err != nil {
+		return false, err
+	}
+	return true, rows.Close()
+}
+
+func (c sqliteChunks) legacyEnvelope(ctx context.Context, id int64) ([]byte, bool, error) {
+	var data []byte
+	err := c.s.r.QueryRowContext(ctx, `SELECT data FROM queue_envelope WHERE item_id = ?`, id).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	return data, err == nil, err
 }
 
 // Depth counts queued items per destination.
@@ -776,20 +831,32 @@ func (s *SQLite) Receipts(ctx context.Context, packageID string) ([]Receipt, err
 // returns how many it destroyed; items still queued or held are kept.
 func (t *sqliteTx) ShredEnvelopes(packageID string) (int, error) {
 	ctx, s := t.ctx, t.s
+	const finished = `(SELECT id FROM queue WHERE package_id = ? AND state IN ('sent', 'failed', 'dropped'))`
 	var n int64
 	err := t.atomic(func(tx *sql.Tx) error {
+		del := func(q string) (int64, error) {
+			res, err := tx.ExecContext(ctx, q, packageID)
+			if err != nil {
+				return 0, err
+			}
+			return res.RowsAffected()
+		}
 		// The keys first: once they are gone, no copy of the envelopes
 		// can be read, wherever its bytes may linger.
-		if _, err := tx.ExecContext(ctx, `DELETE FROM data_keys WHERE kind = 'queue' AND item_id IN
-			(SELECT id FROM queue WHERE package_id = ? AND state IN ('sent', 'failed', 'dropped'))`, packageID); err != nil {
+		if _, err := del(`DELETE FROM data_keys WHERE kind = 'queue' AND item_id IN ` + finished); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, `DELETE FROM queue_envelope WHERE item_id IN
-			(SELECT id FROM queue WHERE package_id = ? AND state IN ('sent', 'failed', 'dropped'))`, packageID)
+		// An envelope is counted by its chunk 0, or by its row when it
+		// was stored whole, before chunks.
+		chunked, err := del(`DELETE FROM queue_chunk WHERE seq = 0 AND item_id IN ` + finished)
 		if err != nil {
 			return err
 		}
-		n, err = res.RowsAffected()
+		if _, err := del(`DELETE FROM queue_chunk WHERE item_id IN ` + finished); err != nil {
+			return err
+		}
+		whole, err := del(`DELETE FROM queue_envelope WHERE item_id IN ` + finished)
+		n = chunked + whole
 		return err
 	})
 	if err != nil {

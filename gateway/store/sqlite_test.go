@@ -148,16 +148,16 @@ func TestEnqueueIsAllOrNothing(t *testing.T) {
 }
 
 // A constraint of the schema (not only the Go checks) rolls back the whole
-// transaction: the envelope row of an item references the item.
+// transaction: the envelope's chunks of an item reference the item.
 func TestEnqueueRollsBackOnADatabaseError(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := context.Background()
-	// Occupy the envelope row that the second item's insert will need.
+	// Occupy the chunk row that the second item's insert will need.
 	_, err := s.Enqueue(ctx, []Item{item("p0", "hmp-northgate")})
 	tcheck(t, err, "enqueue p0")
 	_, err = s.w.ExecContext(ctx, `PRAGMA foreign_keys = OFF`)
 	tcheck(t, err, "fk off")
-	_, err = s.w.ExecContext(ctx, `INSERT INTO queue_envelope (item_id, data) VALUES (3, x'00')`)
+	_, err = s.w.ExecContext(ctx, `INSERT INTO queue_chunk (item_id, seq, data) VALUES (3, 0, x'00')`)
 	tcheck(t, err, "squat")
 	_, err = s.w.ExecContext(ctx, `PRAGMA foreign_keys = ON`)
 	tcheck(t, err, "fk on")
@@ -228,8 +228,9 @@ func TestClaimTakesImmediateFirstThenOldestThenID(t *testing.T) {
 		t.Fatalf("claim order %v, want %v (ids %v)", order, want, got)
 	}
 	for _, it := range c {
-		if len(it.Envelope) == 0 || it.Attempts != 1 || !it.NextAttempt.Equal(base.Add(11*time.Minute)) {
-			t.Fatalf("claimed %s: envelope %d bytes, attempts %d, next %v", it.PackageID, len(it.Envelope), it.Attempts, it.NextAttempt)
+		// The envelope stays in the store: the relay streams it.
+		if it.Envelope != nil || it.Size != int64(len(item(it.PackageID, "").Envelope)) || it.Attempts != 1 || !it.NextAttempt.Equal(base.Add(11*time.Minute)) {
+			t.Fatalf("claimed %s: envelope %d bytes, size %d, attempts %d, next %v", it.PackageID, len(it.Envelope), it.Size, it.Attempts, it.NextAttempt)
 		}
 	}
 }

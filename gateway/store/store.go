@@ -16,6 +16,7 @@ package store
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 )
 
@@ -61,8 +62,11 @@ type Item struct {
 	Submitter   string   // who submitted it, for delivery status notices
 	Priority    Priority
 	Marking     string // the outer marking, for listings
-	Envelope    []byte // the sealed envelope: ciphertext only
-	Size        int64  // len(Envelope), filled in by List (which omits Envelope)
+	// Envelope is the sealed envelope (ciphertext only), given to
+	// Enqueue and filled in by Get; Claim and List leave it nil, and a
+	// delivery streams it (Store.OpenEnvelope).
+	Envelope []byte
+	Size     int64 // the envelope's length, filled in by every read
 
 	State       State
 	Attempts    int
@@ -171,8 +175,18 @@ type Store interface {
 
 	// List returns items without their Envelope bytes, newest first.
 	List(ctx context.Context, f Filter) ([]Item, error)
-	// Get returns one item with its Envelope.
+	// Get returns one item with its Envelope, read whole (nil when it
+	// has none: shredded, or a record without one). For the
+	// administrator's tools, one item at a time; a delivery streams.
 	Get(ctx context.Context, id int64) (Item, error)
+	// OpenEnvelope streams item id's envelope, which the caller expects
+	// to be size bytes (the claimed item's Size), a chunk at a time, each
+	// read by a short statement of its own (chunk.go); the reader reads
+	// the store with ctx. It fails with ErrEnvelopeChanged, rather than
+	// give a mix or a part, when the stored envelope is not of that size
+	// or its chunks are not of one write; with ErrNoEnvelope when there
+	// is none.
+	OpenEnvelope(ctx context.Context, id, size int64) (io.ReadCloser, error)
 	// Depth counts queued items per destination.
 	Depth(ctx context.Context) (map[string]int, error)
 

@@ -139,8 +139,11 @@ var suite = []struct {
 		if fmt.Sprint(ids(got)) != fmt.Sprint([]int64{id[2], id[1]}) {
 			t.Fatalf("claimed %v, want immediate %d then oldest %d", ids(got), id[2], id[1])
 		}
-		if got[0].Attempts != 1 || !got[0].NextAttempt.Equal(now.Add(time.Minute)) || string(got[0].Envelope) != string(urgent.Envelope) {
-			t.Fatalf("claimed item: attempts %d next %v envelope %q", got[0].Attempts, got[0].NextAttempt, got[0].Envelope)
+		if got[0].Attempts != 1 || !got[0].NextAttempt.Equal(now.Add(time.Minute)) || got[0].Envelope != nil || got[0].Size != int64(len(urgent.Envelope)) {
+			t.Fatalf("claimed item: attempts %d next %v envelope %q size %d", got[0].Attempts, got[0].NextAttempt, got[0].Envelope, got[0].Size)
+		}
+		if env := readEnvelope(t, s, got[0]); string(env) != string(urgent.Envelope) {
+			t.Fatalf("claimed item's envelope streams as %q", env)
 		}
 		rest, err := s.Claim(ctx, now, 10, time.Minute)
 		tcheck(t, err, "claim")
