@@ -346,12 +346,16 @@ func (r *Ring) keyHoldReason(agency string, err error) string {
 // partner's key in force; one sealed to a key that is no longer valid, or
 // for a partner whose key expired or was revoked, is held with the reason.
 // It returns the item to send, or ok false when it must not be sent now.
-func (r *Ring) CheckSealedTo(ctx context.Context, it store.Item) (store.Item, bool) {
+// With an item that stays as stored, it also returns the envelope opened
+// for the look (its first bytes, read for the key ids, given again
+// first): the send reads on from there instead of reading the first
+// chunk from the store a second time. The caller closes it.
+func (r *Ring) CheckSealedTo(ctx context.Context, it store.Item) (_ store.Item, env io.ReadCloser, ok bool) {
 	log := r.log.With("package", it.PackageID, "destination", it.Destination)
 	r.Sync(ctx)
 	now := r.now()
 	cert, ok := r.Partners().Get(it.Destination)
-	hold := func(reason string) (store.Item, bool) {
+	hold := func(reason string) (store.Item, io.ReadCloser, bool) {
 		if err := r.store.Update(ctx, func(tx store.Tx) error {
 			if err := tx.HoldItem(it.ID, reason); err != nil {
 				return err
@@ -359,12 +363,12 @@ func (r *Ring) CheckSealedTo(ctx context.Context, it store.Item) (store.Item, bo
 			return r.audit.Stage(tx, audit.Event{Kind: audit.Queued, Package: it.PackageID, Destination: it.Destination, Rule: "partner-key", Detail: "held: " + reason})
 		}); err != nil {
 			log.Error("key hold not recorded", "err", err)
-			return it, false
+			return it, nil, false
 		}
 		r.audit.Kick()
 		log.Error("admin alert: delivery held for the partner's key", "reason", reason)
 		r.AlertAdmins(ctx, "delivery to "+it.Destination+" held", "Package "+it.PackageID+": "+reason)
-		return it, false
+		return it, nil, false
 	}
 	if !ok {
 		return hold(holdKeyPrefix + it.Destination + " has no pinned key in force")
@@ -372,42 +376,44 @@ func (r *Ring) CheckSealedTo(ctx context.Context, it store.Item) (store.Item, bo
 	if err := cert.Usable(now); err != nil {
 		return hold(r.keyHoldReason(it.Destination, err))
 	}
-	ids, err := r.recipientKeyIDs(ctx, it)
+	ids, env, err := r.recipientKeyIDs(ctx, it)
 	var se *storeError
 	if errors.As(err, &se) {
 		// The store, not the envelope: the item is tried again when its
 		// claim's lease runs out, not held.
 		log.Error("queued envelope not read", "err", err)
-		return it, false
+		return it, nil, false
 	}
 	if err != nil {
 		return hold(holdKeyPrefix + "the queued envelope cannot be read: " + err.Error())
 	}
 	if slices.ContainsFunc(ids, func(id uint64) bool { return cert.HasValidSubkey(id, now) }) {
-		return it, true
+		return it, env, true
 	}
+	// Sealed again below, or held: what was opened is not what is sent.
+	env.Close()
 	self := r.Identity()
 	if !slices.ContainsFunc(ids, func(id uint64) bool { return keys.HasKeyID(self.Entity, id) }) {
 		return hold(holdKeyPrefix + fmt.Sprintf("sealed to a key of %s that is no longer valid; %s's key in force is %s. "+
 			"It cannot be sealed again here: drop it (conduit queue drop) and ask the sender to send it again", it.Destination, it.Destination, cert.Fingerprint()))
 	}
-	env, err := r.reseal(ctx, it, cert)
+	sealed, err := r.reseal(ctx, it, cert)
 	if err != nil {
 		return hold(holdKeyPrefix + "sealing again to " + cert.Fingerprint() + " failed: " + err.Error())
 	}
 	note := "sealed again to " + it.Destination + "'s key " + cert.Fingerprint()
 	if err := r.store.Update(ctx, func(tx store.Tx) error {
-		if err := tx.ResealItem(it.ID, env, note); err != nil {
+		if err := tx.ResealItem(it.ID, sealed, note); err != nil {
 			return err
 		}
 		return r.audit.Stage(tx, audit.Event{Kind: audit.Sealed, Package: it.PackageID, Destination: it.Destination, Rule: "partner-key", Detail: note})
 	}); err != nil {
 		log.Error("resealed envelope not stored", "err", err)
-		return it, false
+		return it, nil, false
 	}
 	r.audit.Kick()
-	it.Envelope, it.Size = env, int64(len(env))
-	return it, true
+	it.Envelope, it.Size = sealed, int64(len(sealed))
+	return it, nil, true
 }
 
 // storeError is a failure of the store to give a queued envelope that may
@@ -453,19 +459,27 @@ func (r *Ring) queuedEnvelope(ctx context.Context, it store.Item) (io.ReadCloser
 }
 
 // recipientKeyIDs reads the key ids an item's envelope is sealed to: its
-// first packets, not the whole envelope.
-func (r *Ring) recipientKeyIDs(ctx context.Context, it store.Item) ([]uint64, error) {
+// first packets, not the whole envelope. It returns the envelope too, the
+// bytes it read given again before the rest (a few read buffers' worth).
+func (r *Ring) recipientKeyIDs(ctx context.Context, it store.Item) ([]uint64, io.ReadCloser, error) {
 	rc, err := r.queuedEnvelope(ctx, it)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer rc.Close()
-	ids, err := envelope.RecipientKeyIDs(ctx, rc)
-	var se *storeError
-	if errors.As(err, &se) {
-		return nil, se
+	var head bytes.Buffer
+	ids, err := envelope.RecipientKeyIDs(ctx, io.TeeReader(rc, &head))
+	if err != nil {
+		rc.Close()
+		var se *storeError
+		if errors.As(err, &se) {
+			return nil, nil, se
+		}
+		return nil, nil, err
 	}
-	return ids, err
+	return ids, struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(&head, rc), rc}, nil
 }
 
 // reseal opens an envelope this gateway sealed to itself, with every

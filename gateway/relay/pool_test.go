@@ -239,8 +239,10 @@ func (p *relayPeer) deliveredOnce(t *testing.T, bodies ...string) {
 // send prepared envelopes, whose sealing is not theirs to check.
 type noKeys struct{}
 
-func (noKeys) CheckSealedTo(_ context.Context, it store.Item) (store.Item, bool) { return it, true }
-func (noKeys) Partners() *keys.Partners                                          { return nil }
+func (noKeys) CheckSealedTo(_ context.Context, it store.Item) (store.Item, io.ReadCloser, bool) {
+	return it, nil, true
+}
+func (noKeys) Partners() *keys.Partners { return nil }
 
 // testRelay is a relay with just what send needs: the example directory
 // with hmp-northgate's gateway at addr, and a client TLS identity issued

@@ -55,8 +55,10 @@ type Queue interface {
 type Keys interface {
 	// CheckSealedTo returns the item to send (sealed again to the
 	// partner's key in force when it was held for it), or ok false when it
-	// must not be sent now (it has been held with the reason).
-	CheckSealedTo(ctx context.Context, it store.Item) (store.Item, bool)
+	// must not be sent now (it has been held with the reason). With an
+	// item as stored it may return the envelope it opened for its look,
+	// from the start, for the send to read (the caller closes it).
+	CheckSealedTo(ctx context.Context, it store.Item) (store.Item, io.ReadCloser, bool)
 	// Partners is the set of partner keys in force: a session made under
 	// another set is not reused.
 	Partners() *keys.Partners
@@ -225,13 +227,15 @@ func (e *relayError) Unwrap() error { return e.err }
 
 func (r *Relay) deliverItem(ctx context.Context, pool *relayPool, it store.Item) outcome {
 	log := r.log.With("package", it.PackageID, "destination", it.Destination, "attempt", it.Attempts)
-	it, ok := r.keys.CheckSealedTo(ctx, it)
+	it, opened, ok := r.keys.CheckSealedTo(ctx, it)
 	if !ok {
 		return outcomeOther
 	}
+	first := &firstOpen{rc: opened}
 	release := r.holdLease(ctx, it)
-	remoteID, err := r.send(ctx, pool, it)
+	remoteID, err := r.sendFirst(ctx, pool, it, first)
 	release()
+	first.close()
 	if err == nil {
 		sent := audit.Event{Kind: audit.Sent, Package: it.PackageID, Destination: it.Destination, Detail: r.sentDetail(it.Destination, remoteID)}
 		if err := r.store.Bookkeep(ctx, func(tx store.Tx) error {
@@ -350,6 +354,11 @@ func backoff(attempts int, min, max time.Duration) time.Duration {
 // that turns out dead before the item was handed over (the peer closed it
 // while idle, or ended it with 421) is replaced by a new one at once.
 func (r *Relay) send(ctx context.Context, pool *relayPool, it store.Item) (string, error) {
+	return r.sendFirst(ctx, pool, it, &firstOpen{})
+}
+
+// sendFirst is send, the envelope's first opening given (first).
+func (r *Relay) sendFirst(ctx context.Context, pool *relayPool, it store.Item, first *firstOpen) (string, error) {
 	a := r.directory.Agency(it.Destination)
 	if a == nil || len(a.GatewayHosts()) == 0 {
 		return "", &relayError{err: fmt.Errorf("%s has no gateway in the directory", it.Destination), permanent: true}
@@ -360,7 +369,7 @@ func (r *Relay) send(ctx context.Context, pool *relayPool, it store.Item) (strin
 	// item, its answer stands.
 	var last error
 	for _, addr := range a.GatewayHosts() {
-		id, handed, err := r.sendTo(ctx, pool, a, addr, it)
+		id, handed, err := r.sendTo(ctx, pool, a, addr, it, first)
 		if err == nil || handed || ctx.Err() != nil {
 			return id, err
 		}
@@ -378,7 +387,7 @@ func (r *Relay) send(ctx context.Context, pool *relayPool, it store.Item) (strin
 
 // sendTo is send to one of the destination's gateways; handed says the
 // gateway was reached and verified, so its answer stands.
-func (r *Relay) sendTo(ctx context.Context, pool *relayPool, a *config.Agency, addr string, it store.Item) (string, bool, error) {
+func (r *Relay) sendTo(ctx context.Context, pool *relayPool, a *config.Agency, addr string, it store.Item, first *firstOpen) (string, bool, error) {
 	// A gateway given without a port is reached on 25.
 	host, addr := config.HostPort(addr)
 	key := r.sessionKey(a, addr, host)
@@ -404,7 +413,7 @@ func (r *Relay) sendTo(ctx context.Context, pool *relayPool, a *config.Agency, a
 		// A new session holds its slot through its first transaction:
 		// by then the peer has seen it proved (its certificate, its
 		// first MAIL).
-		id, terr := s.transact(ctx, reused, it.MailFrom, it.Recipients, r.envelope(ctx, it))
+		id, terr := s.transact(ctx, reused, it.MailFrom, it.Recipients, r.envelope(ctx, it, first))
 		release()
 		if terr == nil {
 			pool.put(s)
@@ -421,14 +430,36 @@ func (r *Relay) sendTo(ctx context.Context, pool *relayPool, a *config.Agency, a
 
 // envelope is an item's envelope as a delivery sends it: streamed from
 // the store a chunk at a time, never held whole; or, when the item carries
-// it (one the key ring has just sealed again), from memory.
-func (r *Relay) envelope(ctx context.Context, it store.Item) message {
+// it (one the key ring has just sealed again), from memory. Its first
+// opening takes the reader the key ring's look began, if any; another (a
+// stale session's retry, the next gateway host) reads from the store.
+func (r *Relay) envelope(ctx context.Context, it store.Item, first *firstOpen) message {
 	if it.Envelope != nil {
 		return bytesMessage(it.Envelope)
 	}
 	return message{size: it.Size, open: func() (io.ReadCloser, error) {
+		if rc := first.take(); rc != nil {
+			return rc, nil
+		}
 		return r.store.OpenEnvelope(ctx, it.ID, it.Size)
 	}}
+}
+
+// firstOpen holds an envelope already opened from its start, for the
+// first send to take; one delivery's, used by its goroutine alone.
+type firstOpen struct{ rc io.ReadCloser }
+
+func (f *firstOpen) take() io.ReadCloser {
+	rc := f.rc
+	f.rc = nil
+	return rc
+}
+
+// close closes the envelope if no send took it.
+func (f *firstOpen) close() {
+	if rc := f.take(); rc != nil {
+		rc.Close()
+	}
 }
 
 func remoteQueueID(text string) string {

@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -207,5 +209,74 @@ func TestRelayFailsTheAttemptWhenTheStoredEnvelopeChanged(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// lookingKeys is a key ring whose last look before a send opened the
+// envelope from the store and read its start, as the key ring does to
+// read the key ids: it hands that reader on, from the start.
+type lookingKeys struct {
+	noKeys
+	st     *store.SQLite
+	closed atomic.Int32
+}
+
+func (k *lookingKeys) CheckSealedTo(ctx context.Context, it store.Item) (store.Item, io.ReadCloser, bool) {
+	rc, err := k.st.OpenEnvelope(ctx, it.ID, it.Size)
+	if err != nil {
+		return it, nil, false
+	}
+	head := make([]byte, 1000)
+	n, _ := io.ReadFull(rc, head)
+	return it, struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head[:n]), rc), closeCounter{rc, &k.closed}}, true
+}
+
+type closeCounter struct {
+	c io.Closer
+	n *atomic.Int32
+}
+
+func (c closeCounter) Close() error { c.n.Add(1); return c.c.Close() }
+
+// countingQueue counts the envelopes the relay opens from the store.
+type countingQueue struct {
+	Queue
+	opened atomic.Int32
+}
+
+func (q *countingQueue) OpenEnvelope(ctx context.Context, id, size int64) (io.ReadCloser, error) {
+	q.opened.Add(1)
+	return q.Queue.OpenEnvelope(ctx, id, size)
+}
+
+// The envelope the key ring opened for its look is the one sent, from its
+// start: the store is not read a second time, the partner gets every
+// byte, and the reader is closed.
+func TestRelaySendsTheEnvelopeTheKeyRingOpened(t *testing.T) {
+	env := dottedEnvelope()
+	for _, pt := range streamPeers {
+		t.Run(pt.name, func(t *testing.T) {
+			g, st, _, pool, received := streamSetup(t, pt)
+			keys := &lookingKeys{st: st}
+			q := &countingQueue{Queue: st}
+			g.keys, g.store = keys, q
+			it := queued(t, st, "looked-at", env)
+			if o := g.deliverItem(context.Background(), pool, it); o != outcomeSent {
+				got, _ := st.Get(context.Background(), it.ID)
+				t.Fatalf("delivery outcome %v: %s", o, got.LastError)
+			}
+			if got := received(); len(got) != 1 || !bytes.Equal(got[0], env) {
+				t.Fatalf("the peer received %d messages; the first is not the %d bytes stored", len(got), len(env))
+			}
+			if n := q.opened.Load(); n != 0 {
+				t.Errorf("the relay opened the envelope from the store %d times after the key ring's look", n)
+			}
+			if n := keys.closed.Load(); n != 1 {
+				t.Errorf("the key ring's reader was closed %d times, want once", n)
+			}
+		})
 	}
 }
