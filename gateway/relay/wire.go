@@ -406,36 +406,19 @@ func (c *wireClient) transaction(ctx context.Context, from string, rcpts []strin
 	}
 	// Every reply is read, whatever came first, so that the session stays
 	// in step; the first refusal is the outcome.
-	var first error
-	if _, err := c.reply(250); err != nil {
-		if !isReply(err) {
-			return "", true, err
-		}
-		first = err
+	first, err := c.replies(1, nil) // MAIL's
+	if err != nil {
+		return "", true, err
 	}
 	c.deadline(time.Now().Add(c.commandTimeout))
-	for range rcpts {
-		if _, err := c.reply(250); err != nil {
-			if !isReply(err) {
-				return "", true, err
-			}
-			if first == nil {
-				first = err
-			}
-		}
+	if first, err = c.replies(len(rcpts), first); err != nil {
+		return "", true, err
 	}
 	if withBody {
 		// A BDAT that is not the last is answered once its chunk is in
 		// (250), or refused with the transaction (after a refused RCPT).
-		for range bdats - 1 {
-			if _, err := c.reply(250); err != nil {
-				if !isReply(err) {
-					return "", true, err
-				}
-				if first == nil {
-					first = err
-				}
-			}
+		if first, err = c.replies(bdats-1, first); err != nil {
+			return "", true, err
 		}
 		c.deadline(time.Now().Add(c.submissionTimeout))
 		text, err := c.reply(250)
@@ -451,6 +434,22 @@ func (c *wireClient) transaction(ctx context.Context, from string, rcpts []strin
 		return "", true, c.reset(first)
 	}
 	return c.body(msg.size, body, chunking, true)
+}
+
+// replies reads n replies to pipelined commands, every one, so that the
+// session stays in step. refused is the first refusal among them, or
+// first when that is given; err is a reply that could not be read (the
+// session is out of step).
+func (c *wireClient) replies(n int, first error) (refused, err error) {
+	for range n {
+		if _, err := c.reply(250); err != nil {
+			if !isReply(err) {
+				return first, err
+			}
+			first = cmp.Or(first, err)
+		}
+	}
+	return first, nil
 }
 
 // reset ends a transaction that was refused after its MAIL was accepted
@@ -480,13 +479,8 @@ func (c *wireClient) body(size int64, msg io.Reader, chunking, pipelining bool) 
 		var first error
 		if pipelining {
 			c.deadline(time.Now().Add(c.commandTimeout))
-			for range n - 1 {
-				if _, err := c.reply(250); err != nil {
-					if !isReply(err) {
-						return "", false, err
-					}
-					first = cmp.Or(first, err)
-				}
+			if first, err = c.replies(n-1, nil); err != nil {
+				return "", false, err
 			}
 		}
 		c.deadline(time.Now().Add(c.submissionTimeout))
