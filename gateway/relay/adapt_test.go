@@ -72,7 +72,7 @@ func benchRelayConcurrency(b *testing.B, inFlight int) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if _, err := r.send(context.Background(), pool, relayItem(fmt.Sprint("bench-", n.Add(1)))); err != nil {
+			if _, err := r.send(context.Background(), pool, relayItem(fmt.Sprint("bench-", n.Add(1))), nil); err != nil {
 				b.Error(err)
 			}
 		}()

@@ -42,7 +42,7 @@ func TestRelayTriesTheAgencysNextGateway(t *testing.T) {
 			a.Gateway = a.Gateways[0]
 			pool := newRelayPool(4, sessionIdle)
 			defer pool.close()
-			_, err := g.send(context.Background(), pool, relayItem("pkg"))
+			_, err := g.send(context.Background(), pool, relayItem("pkg"), nil)
 			if tc.delivered {
 				tcheck(t, err, "send")
 				good.deliveredOnce(t, "pkg")

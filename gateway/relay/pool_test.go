@@ -296,7 +296,7 @@ func TestRelayReusesOneSessionPerDestination(t *testing.T) {
 	for i := range 10 {
 		body := fmt.Sprintf("pkg-%d", i)
 		bodies = append(bodies, body)
-		_, err := g.send(ctx, pool, relayItem(body))
+		_, err := g.send(ctx, pool, relayItem(body), nil)
 		tcheck(t, err, body)
 	}
 	peer.deliveredOnce(t, bodies...)
@@ -311,7 +311,7 @@ func TestRelayReusesOneSessionPerDestination(t *testing.T) {
 		wg.Go(func() {
 			for i := range 10 {
 				body := fmt.Sprintf("w%d-%d", w, i)
-				if _, err := g.send(ctx, pool, relayItem(body)); err != nil {
+				if _, err := g.send(ctx, pool, relayItem(body), nil); err != nil {
 					errs <- fmt.Errorf("%s: %w", body, err)
 				}
 			}
@@ -356,10 +356,10 @@ func poolGoroutines() int {
 func TestRelayReplacesSessionPeerClosedWhileIdle(t *testing.T) {
 	peer, g, pool := relaySetup(t)
 	ctx := context.Background()
-	_, err := g.send(ctx, pool, relayItem("first"))
+	_, err := g.send(ctx, pool, relayItem("first"), nil)
 	tcheck(t, err, "first")
 	peer.waitClosed(t, peer.dropAll())
-	_, err = g.send(ctx, pool, relayItem("second"))
+	_, err = g.send(ctx, pool, relayItem("second"), nil)
 	tcheck(t, err, "second, after the peer closed the idle session")
 	peer.deliveredOnce(t, "first", "second")
 	if accepted, _ := peer.counts(); accepted != 2 {
@@ -373,7 +373,7 @@ func TestRelayReplacesSessionPeerClosedWhileIdle(t *testing.T) {
 func TestRelayReplacesSessionRefusedAtMail(t *testing.T) {
 	peer, g, pool := relaySetup(t)
 	ctx := context.Background()
-	_, err := g.send(ctx, pool, relayItem("first"))
+	_, err := g.send(ctx, pool, relayItem("first"), nil)
 	tcheck(t, err, "first")
 	peer.failMail = func(n int) error {
 		if n > 1 {
@@ -381,7 +381,7 @@ func TestRelayReplacesSessionRefusedAtMail(t *testing.T) {
 		}
 		return nil
 	}
-	_, err = g.send(ctx, pool, relayItem("second"))
+	_, err = g.send(ctx, pool, relayItem("second"), nil)
 	tcheck(t, err, "second, after the reused session was refused at MAIL")
 	peer.deliveredOnce(t, "first", "second")
 	if accepted, _ := peer.counts(); accepted != 2 {
@@ -403,7 +403,7 @@ func TestRelaySetsUpSessionsAFewAtATime(t *testing.T) {
 		body := fmt.Sprintf("burst-%d", i)
 		bodies = append(bodies, body)
 		wg.Go(func() {
-			if _, err := g.send(ctx, pool, relayItem(body)); err != nil {
+			if _, err := g.send(ctx, pool, relayItem(body), nil); err != nil {
 				t.Error(err)
 			}
 		})
@@ -423,7 +423,7 @@ func TestRelayClosesSessionIdleTooLong(t *testing.T) {
 	g := testRelay(t, ca, peer.addr)
 	pool := newRelayPool(4, 50*time.Millisecond)
 	defer pool.close()
-	_, err := g.send(context.Background(), pool, relayItem("only"))
+	_, err := g.send(context.Background(), pool, relayItem("only"), nil)
 	tcheck(t, err, "only")
 	peer.waitClosed(t, 1) // by the pool's expiry, within the idle time
 	peer.deliveredOnce(t, "only")
@@ -461,15 +461,15 @@ func TestRelayDiscardsSessionAfterFailedTransaction(t *testing.T) {
 	conns := 0
 	for _, tt := range tests {
 		t.Run(tt.body, func(t *testing.T) {
-			_, err := g.send(ctx, pool, relayItem("ok-before-"+tt.body))
+			_, err := g.send(ctx, pool, relayItem("ok-before-"+tt.body), nil)
 			tcheck(t, err, "item before")
-			_, err = g.send(ctx, pool, relayItem(tt.body))
+			_, err = g.send(ctx, pool, relayItem(tt.body), nil)
 			var re *relayError
 			if !errors.As(err, &re) || re.permanent != tt.permanent || re.alert != tt.alert {
 				t.Fatalf("err = %#v, want permanent=%v alert=%v", err, tt.permanent, tt.alert)
 			}
 			peer.waitClosed(t, 1) // the failed session is closed, not kept
-			_, err = g.send(ctx, pool, relayItem("ok-after-"+tt.body))
+			_, err = g.send(ctx, pool, relayItem("ok-after-"+tt.body), nil)
 			tcheck(t, err, "item after")
 			conns++
 			peer.deliveredOnce(t, "ok-before-"+tt.body, "ok-after-"+tt.body)
@@ -486,7 +486,7 @@ func TestRelayVerifiesTLSOnFirstUse(t *testing.T) {
 	g := testRelay(t, ca, peer.addr)
 	pool := newRelayPool(4, sessionIdle)
 	defer pool.close()
-	_, err := g.send(context.Background(), pool, relayItem("secret"))
+	_, err := g.send(context.Background(), pool, relayItem("secret"), nil)
 	var re *relayError
 	if !errors.As(err, &re) || !re.alert || re.permanent {
 		t.Fatalf("err = %v, want a temporary alert", err)
@@ -505,15 +505,15 @@ func TestRelayVerifiesTLSOnFirstUse(t *testing.T) {
 func TestRelaySessionNotReusedAfterSettingsChange(t *testing.T) {
 	peer, g, pool := relaySetup(t)
 	ctx := context.Background()
-	_, err := g.send(ctx, pool, relayItem("one"))
+	_, err := g.send(ctx, pool, relayItem("one"), nil)
 	tcheck(t, err, "one")
 	pin := tlsroute.SPKIPin(peer.srv.TLSConfig.Certificates[0].Leaf)
 	g.directory.Agency("hmp-northgate").TLSPin = pin
-	_, err = g.send(ctx, pool, relayItem("two"))
+	_, err = g.send(ctx, pool, relayItem("two"), nil)
 	tcheck(t, err, "two, pinned")
 	peer.waitClosed(t, 1)
 	g.clientTLS = g.clientTLS.Clone()
-	_, err = g.send(ctx, pool, relayItem("three"))
+	_, err = g.send(ctx, pool, relayItem("three"), nil)
 	tcheck(t, err, "three, new client TLS configuration")
 	peer.waitClosed(t, 1)
 	peer.deliveredOnce(t, "one", "two", "three")
@@ -522,7 +522,7 @@ func TestRelaySessionNotReusedAfterSettingsChange(t *testing.T) {
 	}
 	// A wrong pin on the next use refuses the peer: nothing sent.
 	g.directory.Agency("hmp-northgate").TLSPin = strings.Repeat("0", 64)
-	_, err = g.send(ctx, pool, relayItem("four"))
+	_, err = g.send(ctx, pool, relayItem("four"), nil)
 	var re *relayError
 	if !errors.As(err, &re) || !re.alert {
 		t.Fatalf("err = %v, want an alert", err)

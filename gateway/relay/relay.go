@@ -233,7 +233,7 @@ func (r *Relay) deliverItem(ctx context.Context, pool *relayPool, it store.Item)
 	}
 	first := &firstOpen{rc: opened}
 	release := r.holdLease(ctx, it)
-	remoteID, err := r.sendFirst(ctx, pool, it, first)
+	remoteID, err := r.send(ctx, pool, it, first)
 	release()
 	first.close()
 	if err == nil {
@@ -353,12 +353,9 @@ func backoff(attempts int, min, max time.Duration) time.Duration {
 // transaction goes back to the pool for the next item. A cached session
 // that turns out dead before the item was handed over (the peer closed it
 // while idle, or ended it with 421) is replaced by a new one at once.
-func (r *Relay) send(ctx context.Context, pool *relayPool, it store.Item) (string, error) {
-	return r.sendFirst(ctx, pool, it, &firstOpen{})
-}
-
-// sendFirst is send, the envelope's first opening given (first).
-func (r *Relay) sendFirst(ctx context.Context, pool *relayPool, it store.Item, first *firstOpen) (string, error) {
+// first, when it holds one, is the envelope's first opening (the key
+// ring's); every other opening reads the store.
+func (r *Relay) send(ctx context.Context, pool *relayPool, it store.Item, first *firstOpen) (string, error) {
 	a := r.directory.Agency(it.Destination)
 	if a == nil || len(a.GatewayHosts()) == 0 {
 		return "", &relayError{err: fmt.Errorf("%s has no gateway in the directory", it.Destination), permanent: true}
@@ -446,10 +443,14 @@ func (r *Relay) envelope(ctx context.Context, it store.Item, first *firstOpen) m
 }
 
 // firstOpen holds an envelope already opened from its start, for the
-// first send to take; one delivery's, used by its goroutine alone.
+// first send to take; one delivery's, used by its goroutine alone. A nil
+// one holds nothing.
 type firstOpen struct{ rc io.ReadCloser }
 
 func (f *firstOpen) take() io.ReadCloser {
+	if f == nil {
+		return nil
+	}
 	rc := f.rc
 	f.rc = nil
 	return rc

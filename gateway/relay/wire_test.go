@@ -41,7 +41,7 @@ func TestWirePipelinedRefusalsKeepTheSessionInStep(t *testing.T) {
 	} {
 		it := relayItem("refused-" + tc.name)
 		it.Recipients = tc.rcpts
-		_, err := g.send(ctx, pool, it)
+		_, err := g.send(ctx, pool, it, nil)
 		var re *relayError
 		if !errors.As(err, &re) || !re.permanent {
 			t.Fatalf("%s: %v, want a permanent relay error", tc.name, err)
@@ -56,7 +56,7 @@ func TestWirePipelinedRefusalsKeepTheSessionInStep(t *testing.T) {
 			t.Errorf("%s: the message was delivered %d times, want never", tc.name, got)
 		}
 	}
-	_, err := g.send(ctx, pool, relayItem("after"))
+	_, err := g.send(ctx, pool, relayItem("after"), nil)
 	tcheck(t, err, "after the refusals")
 	peer.deliveredOnce(t, "after")
 
