@@ -56,3 +56,62 @@ func TestOpenSetsTheDatabaseUp(t *testing.T) {
 		t.Errorf("database file mode %o, want 600", perm)
 	}
 }
+
+// A new file gets PageSize (the size is fixed by its first page, so it is
+// set before WAL mode writes the header); a file made with another size
+// keeps it, and its rows, when opened again.
+func TestOpenPageSize(t *testing.T) {
+	ctx := context.Background()
+	pageSize := func(t *testing.T, db *sql.DB) int {
+		t.Helper()
+		var n int
+		if err := db.QueryRowContext(ctx, "PRAGMA page_size").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	t.Run("new", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "new.db")
+		w, r, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		defer r.Close()
+		if _, err := w.ExecContext(ctx, `CREATE TABLE t (k INTEGER)`); err != nil {
+			t.Fatal(err)
+		}
+		if got := pageSize(t, w); got != PageSize {
+			t.Errorf("page_size %d, want %d", got, PageSize)
+		}
+		if got := pageSize(t, r); got != PageSize {
+			t.Errorf("reader: page_size %d, want %d", got, PageSize)
+		}
+	})
+	t.Run("existing", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "old.db")
+		old, err := sql.Open("sqlite", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []string{"PRAGMA page_size=4096", "PRAGMA journal_mode=WAL", "CREATE TABLE t (k INTEGER)", "INSERT INTO t VALUES (7)"} {
+			if _, err := old.ExecContext(ctx, q); err != nil {
+				t.Fatal(q, err)
+			}
+		}
+		old.Close()
+		w, r, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		defer r.Close()
+		if got := pageSize(t, w); got != 4096 {
+			t.Errorf("page_size %d, want the file's own 4096", got)
+		}
+		var k int
+		if err := r.QueryRowContext(ctx, "SELECT k FROM t").Scan(&k); err != nil || k != 7 {
+			t.Errorf("row after reopening: %d, %v", k, err)
+		}
+	})
+}
