@@ -69,13 +69,39 @@ type Sealed struct {
 	MessageID string // the inner, signed Message-ID
 }
 
-// NewPackageID returns a random opaque package id.
-func NewPackageID() string {
-	b := make([]byte, 15)
-	if _, err := rand.Read(b); err != nil {
+// NewPackageID returns a new package id: "cdt-" and 24 base32 characters,
+// the first 10 the millisecond it was made and the other 14 random (70
+// bits, so that ids made in the same millisecond differ).
+//
+// The time comes first so that ids sort in the order they were made: every
+// index keyed by package id (the queue's unique key, the deadlines', the
+// receiver's replay record and pending receipts, the audit trail's package
+// index) put each new random id on a page of its own, and every commit
+// wrote such a page whole for each; ordered ids go to the index's last
+// page, which the packages committed together share (a twelfth fewer bytes
+// written by the two gateways per package). An id is a name, not a secret:
+// whoever holds one learned it from the package, which carries its date.
+func NewPackageID() string { return newPackageID(time.Now()) }
+
+// sortedBase32 is base32's lower-case alphabet in ASCII order, for the
+// time part, so that the ids' text sorts as their times do (base32's own
+// order puts "2"-"7" after "z"). Both are [a-z2-7], the ids' syntax.
+const sortedBase32 = "234567abcdefghijklmnopqrstuvwxyz"
+
+func newPackageID(now time.Time) string {
+	var id [24]byte
+	ms := uint64(now.UnixMilli()) // 50 bits: until the year 37648
+	for i := 9; i >= 0; i-- {
+		id[i] = sortedBase32[ms&31]
+		ms >>= 5
+	}
+	var r [9]byte
+	if _, err := rand.Read(r[:]); err != nil {
 		panic("crypto/rand: " + err.Error())
 	}
-	return "cdt-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
+	random := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(r[:]))
+	copy(id[10:], random) // 14 of its 15 characters
+	return "cdt-" + string(id[:])
 }
 
 // Marking is the human marking of a label: classification, descriptor and
