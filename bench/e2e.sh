@@ -65,12 +65,24 @@ fi
 (cd "$repo" && go build -o "$work/conduit" ./cmd/conduit && go build -o "$work/e2edriver" ./bench/e2edriver)
 cd "$work"
 
+# settle writes back what the last step left dirty (the build, the side
+# before, the files it deleted) and gives the disk a moment, so that a side
+# pays less for the one before: run back to back, each right after the
+# last one's files were deleted, Conduit's rate fell by up to a third from
+# run to run (a file system mounted with online discard issues a
+# deletion's discards at its next journal commit).
+settle() {
+	sync
+	sleep 2
+}
+
 field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
 
 echo "load: $N packages x $SIZE bytes, $CLIENTS concurrent SMTP clients, loopback, $(nproc) cores ($(uptime | sed 's/.*\(load average\)/\1/'))"
 echo
 echo "== conduit: submission -> intake+policy -> seal -> durable queue -> relay (TLS) -> open+verify -> Maildir"
 mkdir -p bed
+settle
 conduit_line=$(./e2edriver -mode conduit -bin "$work/conduit" -dir "$work/bed" -n "$N" -size "$SIZE" -clients "$CLIENTS" | grep '^RESULT')
 echo "$conduit_line"
 case $conduit_line in
@@ -83,6 +95,7 @@ echo
 echo "== conduit, open loop: $rate packages/s arriving (half its closed-loop rate), 16 clients"
 rm -rf "$work/bed"
 mkdir -p bed
+settle
 open_line=$(./e2edriver -mode conduit -bin "$work/conduit" -dir "$work/bed" -n "$N" -size "$SIZE" -clients 16 -rate "$rate" | grep '^RESULT')
 echo "$open_line"
 
@@ -177,6 +190,7 @@ smtpd_port=${ports[0]} sink_port=${ports[1]} rx_port=${ports[2]} inject_port=${p
 echo
 echo "== postfix $(postconf -h mail_version 2>/dev/null || true): plain SMTP relay (queue, no TLS, no content processing) -> sink -> Maildir"
 pf_start postfix "$smtpd_port" "127.0.0.1:$sink_port" none none
+settle
 postfix_line=$(./e2edriver -mode relay -relay "127.0.0.1:$smtpd_port" -sink "127.0.0.1:$sink_port" -dir "$work/relay" -n "$N" -size "$SIZE" -clients "$CLIENTS" | grep '^RESULT')
 echo "$postfix_line"
 pf_stop
@@ -190,6 +204,7 @@ echo
 echo "== postfix+tls: sender's Postfix -> mandatory TLS -> receiver's Postfix (each queues) -> sink -> Maildir"
 pf_start pfrx "$rx_port" "127.0.0.1:$sink_port" in none
 pf_start pftx "$smtpd_port" "127.0.0.1:$rx_port" out none
+settle
 tls_line=$(./e2edriver -mode relay -relay "127.0.0.1:$smtpd_port" -sink "127.0.0.1:$sink_port" -dir "$work/relaytls" -n "$N" -size "$SIZE" -clients "$CLIENTS" | grep '^RESULT')
 echo "$tls_line"
 pf_stop
@@ -221,6 +236,7 @@ echo
 echo "== postfix+gpg: the same, with a content filter spawning gpg --sign --encrypt per message on the sender's Postfix"
 pf_start pfrx "$rx_port" "127.0.0.1:$sink_port" in none
 pf_start pftx "$smtpd_port" "127.0.0.1:$rx_port" out gpg
+settle
 gpg_line=$(./e2edriver -mode relay -relay "127.0.0.1:$smtpd_port" -sink "127.0.0.1:$sink_port" -dir "$work/relaygpg" -n "$N" -size "$SIZE" -clients "$CLIENTS" | grep '^RESULT')
 echo "$gpg_line"
 pf_stop
