@@ -55,6 +55,12 @@ func checkAgrees(t *testing.T, in []byte) {
 		t.Fatalf("input %q:\nours:      err %v\ngo-crypto: err %v", in, got.err, want.err)
 	}
 	if errors.Is(want.err, io.EOF) != errors.Is(got.err, io.EOF) || errors.Is(want.err, io.ErrUnexpectedEOF) != errors.Is(got.err, io.ErrUnexpectedEOF) {
+		// Input both damaged (text after the padding) and cut short (no
+		// END line): ours refuses it at the damage, go-crypto reads on
+		// to the end and reports that first. Both refuse it.
+		if errors.Is(got.err, ErrCorrupt) && errors.Is(want.err, io.ErrUnexpectedEOF) && paddingThenText(in) {
+			return
+		}
 		t.Fatalf("input %q:\nours:      err %v\ngo-crypto: err %v", in, got.err, want.err)
 	}
 	if got.blockType != want.blockType || !maps.Equal(got.header, want.header) {
