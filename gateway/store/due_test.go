@@ -100,11 +100,12 @@ type housekeepingQuery struct {
 func housekeepingQueries(now time.Time) []housekeepingQuery {
 	nowN := now.UTC().UnixNano()
 	return []housekeepingQuery{
-		// Only the queued items: by queue_next, or by queue_due on its
-		// state.
-		{"NextDue", true, regexp.MustCompile(`INDEX (queue_next\b|queue_due \(state=\?\))`),
-			`SELECT next_attempt FROM queue INDEXED BY queue_next
-		WHERE state = 'queued' ORDER BY next_attempt LIMIT 1`, nil},
+		// Only the queued items of each priority: by queue_due on the
+		// state and the priority.
+		{"NextDue immediate", true, regexp.MustCompile(`INDEX queue_due \(state=\? AND priority=\?\)`),
+			nextDueOf, []any{int(Immediate)}},
+		{"NextDue normal", true, regexp.MustCompile(`INDEX queue_due \(state=\? AND priority=\?\)`),
+			nextDueOf, []any{int(Normal)}},
 		// Only the open clocks that can raise an alert: deadlines_alert.
 		// deadlines_due (done, alerted, due) would walk every open
 		// retention clock, years ahead, to find that none other is open.

@@ -278,6 +278,10 @@ CREATE TABLE queue_chunk (
 );
 ALTER TABLE queue_chunk ALTER COLUMN data SET STORAGE EXTERNAL;
 `,
+	// 8: queue_next goes, as in the SQLite store: queue_due answers the
+	// next due time with one search per priority, and the index cost
+	// every intake, claim and sent mark its upkeep.
+	`DROP INDEX IF EXISTS queue_next;`,
 }
 
 var pgKeyMigrations = []string{`
@@ -1031,9 +1035,21 @@ func (s *Postgres) queryDeadlines(ctx context.Context, q string, args ...any) ([
 	return out, rows.Err()
 }
 
-// NextDue implements Store (the partial index queue_next).
+// NextDue implements Store: the earlier of the two priorities' first due
+// times, each from queue_due under its state and priority (schema version
+// 8 dropped queue_next; see the SQLite store's NextDue).
 func (s *Postgres) NextDue(ctx context.Context) (time.Time, error) {
-	return s.minTime(ctx, "next due", `SELECT min(next_attempt) FROM queue WHERE state = 'queued'`)
+	var next time.Time
+	for _, p := range []Priority{Immediate, Normal} {
+		t, err := s.minTime(ctx, "next due", `SELECT min(next_attempt) FROM queue WHERE state = 'queued' AND priority = $1`, int(p))
+		if err != nil {
+			return time.Time{}, err
+		}
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	return next, nil
 }
 
 // NextDeadline implements Store (the partial index deadlines_alert).
@@ -1041,9 +1057,9 @@ func (s *Postgres) NextDeadline(ctx context.Context) (time.Time, error) {
 	return s.minTime(ctx, "next deadline", `SELECT min(due) FROM deadlines WHERE done = 0 AND alerted = 0 AND kind <> 'retention'`)
 }
 
-func (s *Postgres) minTime(ctx context.Context, what, q string) (time.Time, error) {
+func (s *Postgres) minTime(ctx context.Context, what, q string, args ...any) (time.Time, error) {
 	var n *int64
-	if err := s.pool.QueryRow(ctx, q).Scan(&n); err != nil {
+	if err := s.pool.QueryRow(ctx, q, args...).Scan(&n); err != nil {
 		return time.Time{}, fmt.Errorf("%s: %w", what, err)
 	}
 	if n == nil {

@@ -161,6 +161,42 @@ var suite = []struct {
 			t.Fatalf("next due %v, want the lease's end %v", next, now.Add(3*time.Minute))
 		}
 	}},
+	// NextDue is the earliest due time of the queued items whatever their
+	// priority: either priority's may come first, and an item not queued
+	// (held here, at an earlier time) does not count.
+	{"NextDueAcrossPriorities", func(t *testing.T, open func() Store) {
+		ctx := context.Background()
+		base := time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)
+		at := func(m int) time.Time { return base.Add(time.Duration(m) * time.Minute) }
+		for i, tt := range []struct {
+			normal, immediate int // minutes; -1: none
+			want              int
+		}{{50, 60, 50}, {45, 40, 40}, {30, -1, 30}, {-1, 20, 20}} {
+			// One database for all: each case's earliest time comes
+			// before every earlier case's items, which stay queued.
+			s := open()
+			var items []Item
+			if tt.normal >= 0 {
+				it := item(fmt.Sprintf("cdt-next-normal-%d", i), "hmp-eastmoor")
+				it.NextAttempt, it.Priority = at(tt.normal), Normal
+				items = append(items, it)
+			}
+			if tt.immediate >= 0 {
+				it := item(fmt.Sprintf("cdt-next-immediate-%d", i), "hmp-eastmoor")
+				it.NextAttempt, it.Priority = at(tt.immediate), Immediate
+				items = append(items, it)
+			}
+			held := item(fmt.Sprintf("cdt-next-held-%d", i), "hmp-eastmoor")
+			held.NextAttempt, held.State, held.Reason = at(1), OnHold, "test"
+			items = append(items, held)
+			tcheck(t, s.Update(ctx, func(tx Tx) error { _, err := tx.Enqueue(items); return err }), "enqueue")
+			next, err := s.NextDue(ctx)
+			tcheck(t, err, "NextDue")
+			if !next.Equal(at(tt.want)) {
+				t.Errorf("normal at %d, immediate at %d: NextDue = %s, want %s", tt.normal, tt.immediate, next, at(tt.want))
+			}
+		}
+	}},
 	{"ConcurrentHandlesTakeEachItemOnce", func(t *testing.T, open func() Store) {
 		stores := []Store{open(), open(), open()}
 		const n = 60
