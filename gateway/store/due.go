@@ -25,9 +25,17 @@ const nextDueOf = `SELECT next_attempt FROM queue WHERE state = 'queued' AND pri
 // in the writer's critical section, and version 8 drops it (queue_due
 // answers with one search per priority; there are two).
 func (s *SQLite) NextDue(ctx context.Context) (time.Time, error) {
+	return earliestOfPriorities(func(p Priority) (time.Time, error) {
+		return s.minTime(ctx, "next due", nextDueOf, int(p))
+	})
+}
+
+// earliestOfPriorities is the earliest of the priorities' first due times
+// (the zero time when none has any), each given by first.
+func earliestOfPriorities(first func(Priority) (time.Time, error)) (time.Time, error) {
 	var next time.Time
 	for _, p := range []Priority{Immediate, Normal} {
-		t, err := s.minTime(ctx, "next due", nextDueOf, int(p))
+		t, err := first(p)
 		if err != nil {
 			return time.Time{}, err
 		}

@@ -1039,17 +1039,9 @@ func (s *Postgres) queryDeadlines(ctx context.Context, q string, args ...any) ([
 // times, each from queue_due under its state and priority (schema version
 // 8 dropped queue_next; see the SQLite store's NextDue).
 func (s *Postgres) NextDue(ctx context.Context) (time.Time, error) {
-	var next time.Time
-	for _, p := range []Priority{Immediate, Normal} {
-		t, err := s.minTime(ctx, "next due", `SELECT min(next_attempt) FROM queue WHERE state = 'queued' AND priority = $1`, int(p))
-		if err != nil {
-			return time.Time{}, err
-		}
-		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
-			next = t
-		}
-	}
-	return next, nil
+	return earliestOfPriorities(func(p Priority) (time.Time, error) {
+		return s.minTime(ctx, "next due", `SELECT min(next_attempt) FROM queue WHERE state = 'queued' AND priority = $1`, int(p))
+	})
 }
 
 // NextDeadline implements Store (the partial index deadlines_alert).
