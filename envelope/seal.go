@@ -69,9 +69,9 @@ type Sealed struct {
 	MessageID string // the inner, signed Message-ID
 }
 
-// NewPackageID returns a new package id: "cdt-" and 24 base32 characters,
-// the first 10 the millisecond it was made and the other 14 random (70
-// bits, so that ids made in the same millisecond differ).
+// NewPackageID returns a new package id: "cdt-" and 24 base32 characters
+// encoding 15 bytes, the first 6 the millisecond it was made (big-endian)
+// and the other 9 random (so that ids made in the same millisecond differ).
 //
 // The time comes first so that ids sort in the order they were made: every
 // index keyed by package id (the queue's unique key, the deadlines', the
@@ -83,25 +83,22 @@ type Sealed struct {
 // whoever holds one learned it from the package, which carries its date.
 func NewPackageID() string { return newPackageID(time.Now()) }
 
-// sortedBase32 is base32's lower-case alphabet in ASCII order, for the
-// time part, so that the ids' text sorts as their times do (base32's own
-// order puts "2"-"7" after "z"). Both are [a-z2-7], the ids' syntax.
-const sortedBase32 = "234567abcdefghijklmnopqrstuvwxyz"
+// packageIDEncoding is base32 with its lower-case alphabet in ASCII order,
+// so that the ids' text sorts as their bytes do (base32's own order puts
+// "2"-"7" after "z"). Both are [a-z2-7], the ids' syntax.
+var packageIDEncoding = base32.NewEncoding("234567abcdefghijklmnopqrstuvwxyz").WithPadding(base32.NoPadding)
 
 func newPackageID(now time.Time) string {
-	var id [24]byte
-	ms := uint64(now.UnixMilli()) // 50 bits: until the year 37648
-	for i := 9; i >= 0; i-- {
-		id[i] = sortedBase32[ms&31]
-		ms >>= 5
+	var b [15]byte
+	ms := uint64(now.UnixMilli()) // 48 bits: until the year 10889
+	for i := 5; i >= 0; i-- {
+		b[i] = byte(ms)
+		ms >>= 8
 	}
-	var r [9]byte
-	if _, err := rand.Read(r[:]); err != nil {
+	if _, err := rand.Read(b[6:]); err != nil {
 		panic("crypto/rand: " + err.Error())
 	}
-	random := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(r[:]))
-	copy(id[10:], random) // 14 of its 15 characters
-	return "cdt-" + string(id[:])
+	return "cdt-" + packageIDEncoding.EncodeToString(b[:])
 }
 
 // Marking is the human marking of a label: classification, descriptor and

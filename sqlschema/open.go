@@ -119,7 +119,7 @@ func createPaged(path string) error {
 	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
 		return fmt.Errorf("journal mode: %w", err)
 	}
-	return db.Close()
+	return nil
 }
 
 // DB is one database file's connections: the single writer and the read
