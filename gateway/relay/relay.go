@@ -33,7 +33,9 @@ const (
 	// relayLease is how long a claimed item is kept from other claimers.
 	// It is short, and renewed while the delivery runs (holdLease), so that
 	// items claimed by a gateway that crashed are due again within it.
-	relayLease  = 30 * time.Second
+	relayLease = 30 * time.Second
+	// claimRetry is the wait after a claim that failed.
+	claimRetry  = time.Second
 	dialTimeout = 20 * time.Second
 	// maxSleep bounds the relay's sleep when nothing is due: a backstop
 	// for a change made where no wake-up reaches (the command line in
@@ -143,8 +145,23 @@ func (r *Relay) Run(ctx context.Context) {
 		free := conc.current() - len(sem)
 		if free > 0 {
 			items, err := r.store.Claim(ctx, r.now(), free, relayLease)
-			if err != nil && ctx.Err() == nil {
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				// The queue says work is due, and asking again at once
+				// would fail again (another process holds the SQLite
+				// store's claimer lock, the database is unreadable):
+				// wait, so that the error is logged once a second, not
+				// in a loop.
 				r.log.Error("queue claim failed", "err", err)
+				timer.Reset(claimRetry)
+				select {
+				case <-ctx.Done():
+					return
+				case <-timer.C:
+				}
+				continue
 			}
 			backlog := len(items) == free
 			for _, it := range items {

@@ -280,3 +280,33 @@ func TestRelaySendsTheEnvelopeTheKeyRingOpened(t *testing.T) {
 		})
 	}
 }
+
+// failingClaims is the store with claims that fail (another process
+// holds the SQLite store's claimer lock), counting them.
+type failingClaims struct {
+	*store.SQLite
+	calls atomic.Int64
+}
+
+func (f *failingClaims) Claim(context.Context, time.Time, int, time.Duration) ([]store.Item, error) {
+	f.calls.Add(1)
+	return nil, store.ErrClaimedElsewhere
+}
+
+// A claim that fails while work is due is not retried in a loop: the
+// queue says work is due now, and the relay waits a second before it asks
+// again (a loop logged the error thousands of times a second).
+func TestRunWaitsAfterAFailedClaim(t *testing.T) {
+	g := testRelay(t, newTestCA(t), "127.0.0.1:1")
+	st, _ := storeRelay(t, g)
+	_, err := st.Enqueue(context.Background(), []store.Item{relayItem("cdt-due")})
+	tcheck(t, err, "enqueue")
+	fc := &failingClaims{SQLite: st}
+	g.store = fc
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	defer cancel()
+	g.Run(ctx)
+	if n := fc.calls.Load(); n < 2 || n > 4 {
+		t.Fatalf("%d claims in 2.5 s with work due and every claim failing; want one a second", n)
+	}
+}

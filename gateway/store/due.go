@@ -14,20 +14,54 @@ import (
 // only what can be work (schema version 5), so its cost does not grow
 // with the records kept.
 
-// nextDueOf is the earliest due time among the queued items of one
-// priority: the first entry of queue_due under its state and priority.
-const nextDueOf = `SELECT next_attempt FROM queue WHERE state = 'queued' AND priority = ?
-	ORDER BY next_attempt LIMIT 1`
+// queuedByDue lists the queued items of one priority by due time (from
+// queue_due, read only as far as the caller goes).
+const queuedByDue = `SELECT id, next_attempt FROM queue INDEXED BY queue_due
+	WHERE state = 'queued' AND priority = ? ORDER BY next_attempt, id`
 
-// NextDue implements Store: the earlier of the two priorities' first due
-// times. Schema version 5 had a partial index on the queued items' due
-// time for this one question; every intake, claim and sent mark kept it,
-// in the writer's critical section, and version 8 drops it (queue_due
-// answers with one search per priority; there are two).
+// NextDue implements Store: the earliest of the two priorities' first due
+// times among the items this process holds no claim on, and of the ends
+// of its claims (an item whose delivery has no outcome when its claim runs
+// out is due again then). Schema version 5 had a partial index on the
+// queued items' due time for this one question; every intake, claim and
+// sent mark kept it, in the writer's critical section, and version 8
+// drops it (queue_due answers with one search per priority; there are
+// two).
 func (s *SQLite) NextDue(ctx context.Context) (time.Time, error) {
-	return earliestOfPriorities(func(p Priority) (time.Time, error) {
-		return s.minTime(ctx, "next due", nextDueOf, int(p))
+	held, leaseEnd := s.claims.leased()
+	next, err := earliestOfPriorities(func(p Priority) (time.Time, error) {
+		return s.firstUnclaimed(ctx, p, held)
 	})
+	if err != nil {
+		return time.Time{}, err
+	}
+	if !leaseEnd.IsZero() && (next.IsZero() || leaseEnd.Before(next)) {
+		next = leaseEnd
+	}
+	return next, nil
+}
+
+// firstUnclaimed is the due time of the first queued item of priority p
+// not in held (zero when there is none).
+func (s *SQLite) firstUnclaimed(ctx context.Context, p Priority, held map[int64]bool) (time.Time, error) {
+	rows, err := s.r.QueryContext(ctx, queuedByDue, int(p))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("next due: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, next int64
+		if err := rows.Scan(&id, &next); err != nil {
+			return time.Time{}, fmt.Errorf("next due: %w", err)
+		}
+		if !held[id] {
+			return fromNanos(next), nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return time.Time{}, fmt.Errorf("next due: %w", err)
+	}
+	return time.Time{}, nil
 }
 
 // earliestOfPriorities is the earliest of the priorities' first due times

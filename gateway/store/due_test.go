@@ -101,11 +101,12 @@ func housekeepingQueries(now time.Time) []housekeepingQuery {
 	nowN := now.UTC().UnixNano()
 	return []housekeepingQuery{
 		// Only the queued items of each priority: by queue_due on the
-		// state and the priority.
+		// state and the priority, read as far as the first item this
+		// process holds no claim on.
 		{"NextDue immediate", true, regexp.MustCompile(`INDEX queue_due \(state=\? AND priority=\?\)`),
-			nextDueOf, []any{int(Immediate)}},
+			queuedByDue, []any{int(Immediate)}},
 		{"NextDue normal", true, regexp.MustCompile(`INDEX queue_due \(state=\? AND priority=\?\)`),
-			nextDueOf, []any{int(Normal)}},
+			queuedByDue, []any{int(Normal)}},
 		// Only the open clocks that can raise an alert: deadlines_alert.
 		// deadlines_due (done, alerted, due) would walk every open
 		// retention clock, years ahead, to find that none other is open.

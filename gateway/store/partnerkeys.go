@@ -239,7 +239,7 @@ func (t *sqliteTx) HoldItem(id int64, reason string) error {
 	if strings.TrimSpace(reason) == "" {
 		return fmt.Errorf("hold item %d: %w", id, ErrNoReason)
 	}
-	return t.transition("hold", id, []State{Queued}, `state = 'held', reason = ?`, reason)
+	return t.outcome("hold", id, []State{Queued}, nil, `state = 'held', reason = ?`, reason)
 }
 
 // ResealItem implements PartnerKeys.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
@@ -38,6 +37,8 @@ type SQLite struct {
 	owned bool
 	// group batches concurrent write transactions (group.go).
 	group txGroup
+	// claims holds what this process's relay is delivering (claims.go).
+	claims *claimBook
 }
 
 var _ Store = (*SQLite)(nil)
@@ -86,6 +87,13 @@ func NewSQLite(ctx context.Context, db *sqlschema.DB) (*SQLite, error) {
 	}
 	if !strings.EqualFold(mode, "wal") {
 		return nil, fmt.Errorf("journal mode is %q, not WAL", mode)
+	}
+	path, err := dbPath(ctx, s)
+	if err != nil {
+		return nil, fmt.Errorf("claim book: %w", err)
+	}
+	if s.claims, err = openClaimBook(path); err != nil {
+		return nil, fmt.Errorf("claim book: %w", err)
 	}
 	return s, nil
 }
@@ -261,10 +269,11 @@ func (s *SQLite) SchemaVersion(ctx context.Context) (int, error) {
 // Close closes the database when the store opened it. Everything written
 // is already durable.
 func (s *SQLite) Close() error {
+	err := s.claims.close()
 	if !s.owned {
-		return nil
+		return err
 	}
-	return errors.Join(s.r.Close(), s.w.Close())
+	return errors.Join(err, s.r.Close(), s.w.Close())
 }
 
 // Times are stored as unix nanoseconds (UTC); the zero time.Time as NULL
@@ -429,10 +438,10 @@ func scanItem(row scanner) (Item, error) {
 	return it, err
 }
 
-// Claim takes up to limit due items in one write transaction: the select
-// and the update that moves their next attempt to now+lease happen under
-// the database's write lock, so no other claimer (in this process or
-// another) can take the same item until the lease has passed.
+// Claim takes up to limit due items that no claim of this process holds,
+// immediate ones first, then the oldest, and leases them in the claim book
+// (claims.go): a read, not a write. The outcome's transaction counts the
+// attempt.
 func (s *SQLite) Claim(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]Item, error) {
 	if limit <= 0 {
 		return nil, nil
@@ -441,54 +450,34 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, limit int, lease time
 		return nil, errors.New("claim: the lease must be positive")
 	}
 	now = now.UTC()
-	until := now.Add(lease)
-	stamp := s.now().UTC()
-	var items []Item
-	err := s.withLightTx(ctx, func(tx *sql.Tx) error {
-		// The limit is written into the statement, not bound: SQLite plans
-		// with a bound LIMIT's value and compiles the statement again
-		// whenever it changes, and the relay asks for as many as it has
-		// free workers (a claim took three times as long). One kept
-		// statement per limit, and limits are few.
-		rows, err := tx.QueryContext(ctx, `SELECT `+itemCols+` FROM queue q
-			WHERE q.state = 'queued' AND q.next_attempt <= ?
-			ORDER BY q.priority DESC, q.next_attempt, q.id LIMIT `+strconv.Itoa(limit), now.UnixNano())
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			it, err := scanItem(rows)
-			if err != nil {
-				rows.Close()
-				return err
-			}
-			items = append(items, it)
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		up, err := tx.PrepareContext(ctx, `UPDATE queue SET next_attempt = ?, attempts = attempts + 1, updated = ? WHERE id = ?`)
-		if err != nil {
-			return err
-		}
-		defer up.Close()
-		for i := range items {
-			if _, err := up.ExecContext(ctx, until.UnixNano(), stamp.UnixNano(), items[i].ID); err != nil {
-				return err
-			}
-			items[i].NextAttempt = until
-			items[i].Attempts++
-			items[i].Updated = stamp
-		}
-		return nil
-	})
+	skip, err := s.claims.begin(now)
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
-	return items, nil
+	// No LIMIT: the rows come in queue_due's order and are read only as
+	// far as limit items this process does not hold already.
+	rows, err := s.r.QueryContext(ctx, `SELECT `+itemCols+` FROM queue q INDEXED BY queue_due
+		WHERE q.state = 'queued' AND q.next_attempt <= ?
+		ORDER BY q.priority DESC, q.next_attempt, q.id`, now.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("claim: %w", err)
+	}
+	defer rows.Close()
+	var cands []Item
+	for len(cands) < limit && rows.Next() {
+		it, err := scanItem(rows)
+		if err != nil {
+			return nil, fmt.Errorf("claim: %w", err)
+		}
+		if !skip[it.ID] {
+			cands = append(cands, it)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("claim: %w", err)
+	}
+	rows.Close()
+	return s.claims.take(cands, limit, now, now.Add(lease)), nil
 }
 
 // transition updates one queue item if its state is one of from; it
@@ -497,8 +486,20 @@ func (t *sqliteTx) transition(op string, id int64, from []State, set string, arg
 	return t.transitionThen(op, id, from, nil, set, args...)
 }
 
+// outcome is transition for the result of a claimed delivery (sent,
+// retry, failed, held): it also counts the attempts begun under this
+// process's claim of the item and ends the claim once the transaction
+// commits.
+func (t *sqliteTx) outcome(op string, id int64, from []State, then func(*sql.Tx) error, set string, args ...any) error {
+	return t.transitionClaimed(op, id, from, then, true, set, args...)
+}
+
 // transitionThen is transition, followed by then in the same savepoint.
 func (t *sqliteTx) transitionThen(op string, id int64, from []State, then func(*sql.Tx) error, set string, args ...any) error {
+	return t.transitionClaimed(op, id, from, then, false, set, args...)
+}
+
+func (t *sqliteTx) transitionClaimed(op string, id int64, from []State, then func(*sql.Tx) error, claimed bool, set string, args ...any) error {
 	ctx, s := t.ctx, t.s
 	err := t.atomic(func(tx *sql.Tx) error {
 		var st State
@@ -514,6 +515,10 @@ func (t *sqliteTx) transitionThen(op string, id int64, from []State, then func(*
 		}
 		if !ok {
 			return fmt.Errorf("%w (it is %s)", ErrWrongState, st)
+		}
+		if claimed {
+			set += `, attempts = attempts + ?`
+			args = append(args, s.claims.settle(id, t.afterCommit))
 		}
 		args = append(args, s.now().UTC().UnixNano(), id)
 		if _, err = tx.ExecContext(ctx, `UPDATE queue SET `+set+`, updated = ? WHERE id = ?`, args...); err != nil || then == nil {
@@ -536,7 +541,7 @@ func (t *sqliteTx) transitionThen(op string, id int64, from []State, then func(*
 // queue answers "was the receipt for this package sent" as it did when
 // every receipt travelled alone.
 func (t *sqliteTx) MarkSent(id int64, remoteID string) error {
-	return t.transitionThen("mark sent", id, []State{Queued, Dropped}, func(tx *sql.Tx) error {
+	return t.outcome("mark sent", id, []State{Queued, Dropped}, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(t.ctx, recordBatchSent, t.s.now().UTC().UnixNano(), id)
 		return err
 	}, `state = 'sent', remote_id = ?, last_error = ''`, remoteID)
@@ -554,13 +559,13 @@ const recordBatchSent = `INSERT INTO queue (package_id, destination, recipients,
 
 // MarkRetry schedules the next attempt of a queued item.
 func (t *sqliteTx) MarkRetry(id int64, next time.Time, lastErr string) error {
-	return t.transition("mark retry", id, []State{Queued},
+	return t.outcome("mark retry", id, []State{Queued}, nil,
 		`next_attempt = ?, last_error = ?`, next.UTC().UnixNano(), lastErr)
 }
 
 // MarkFailed gives up on a queued item.
 func (t *sqliteTx) MarkFailed(id int64, reason string) error {
-	return t.transition("mark failed", id, []State{Queued},
+	return t.outcome("mark failed", id, []State{Queued}, nil,
 		`state = 'failed', reason = ?`, reason)
 }
 

@@ -281,10 +281,19 @@ func TestClaimedItemIsHiddenUntilTheLeasePasses(t *testing.T) {
 			t.Fatalf("attempts %d after two claims, want 2", c[0].Attempts)
 		}
 	}
+	// A claim writes nothing (claims.go): the stored item is as queued
+	// until an outcome, which counts both attempts.
 	got, err := s.Get(ctx, c[0].ID)
 	tcheck(t, err, "get")
-	if got.Attempts != 2 || !got.NextAttempt.Equal(now.Add(2*lease)) {
-		t.Fatalf("stored attempts %d next %v", got.Attempts, got.NextAttempt)
+	if got.Attempts != 0 || got.NextAttempt.After(now) {
+		t.Fatalf("stored after two claims: attempts %d next %v", got.Attempts, got.NextAttempt)
+	}
+	next := now.Add(time.Hour)
+	tcheck(t, s.MarkRetry(ctx, c[0].ID, next, "451 4.3.0 try later"), "retry")
+	got, err = s.Get(ctx, c[0].ID)
+	tcheck(t, err, "get")
+	if got.Attempts != 2 || !got.NextAttempt.Equal(next) {
+		t.Fatalf("stored after the outcome: attempts %d next %v, want 2 and %v", got.Attempts, got.NextAttempt, next)
 	}
 }
 
@@ -363,14 +372,15 @@ func TestTwoHandlesOnOneFileTakeEachItemOnce(t *testing.T) {
 }
 
 // Separate gateway processes on one file: child processes started
-// together (each waits for its stdin to close) claim until the queue is
-// empty and report what they took.
+// together (each waits for a line on its stdin) claim until the queue is
+// empty, report what they took or that they were refused, and hold on
+// (their claims with them) until their stdin closes.
 const claimEnv = "CONDUIT_STORE_CLAIM_DB"
 
 func TestClaimChild(t *testing.T) {
 	path := os.Getenv(claimEnv)
 	if path == "" {
-		t.Skip("run by TestClaimersInSeparateProcessesTakeEachItemOnce")
+		t.Skip("run by TestOneProcessClaimsFromASQLiteFile")
 	}
 	ctx := context.Background()
 	s, err := OpenSQLite(ctx, path)
@@ -378,10 +388,15 @@ func TestClaimChild(t *testing.T) {
 		fmt.Println("error", err)
 		os.Exit(1)
 	}
-	io.Copy(io.Discard, os.Stdin) // the start signal: stdin closed
+	in := bufio.NewReader(os.Stdin)
+	in.ReadString('\n') // the start signal
 	now := time.Now()
 	for {
 		c, err := s.Claim(ctx, now, 2, time.Hour)
+		if errors.Is(err, ErrClaimedElsewhere) {
+			fmt.Println("refused")
+			break
+		}
 		if err != nil {
 			fmt.Println("error", err)
 			os.Exit(1)
@@ -390,59 +405,127 @@ func TestClaimChild(t *testing.T) {
 			break
 		}
 		for _, it := range c {
-			fmt.Println("claimed", it.ID)
+			fmt.Println("claimed", it.ID, it.Attempts)
 		}
 	}
+	fmt.Println("end")
+	io.Copy(io.Discard, in) // hold the claims until stdin closes
 	s.Close()
 }
 
-func TestClaimersInSeparateProcessesTakeEachItemOnce(t *testing.T) {
-	s, path := openTest(t)
-	want := enqueueN(t, s, 300)
-	type child struct {
-		cmd *exec.Cmd
-		in  io.WriteCloser
-		out bytes.Buffer
-	}
-	var cs []*child
-	for range 3 {
-		c := &child{cmd: exec.Command(os.Args[0], "-test.run=^TestClaimChild$", "-test.count=1")}
-		c.cmd.Env = append(os.Environ(), claimEnv+"="+path)
-		c.cmd.Stdout = &c.out
-		var err error
-		c.in, err = c.cmd.StdinPipe()
-		tcheck(t, err, "stdin")
-		tcheck(t, c.cmd.Start(), "start child")
-		cs = append(cs, c)
-	}
-	for _, c := range cs {
-		c.in.Close()
-	}
-	seen := map[int64]int{}
-	for i, c := range cs {
-		if err := c.cmd.Wait(); err != nil {
-			t.Fatalf("child %d: %v\n%s", i, err, c.out.String())
-		}
-		n := 0
-		for _, line := range strings.Split(c.out.String(), "\n") {
-			if v, ok := strings.CutPrefix(line, "claimed "); ok {
-				id, err := strconv.ParseInt(v, 10, 64)
-				tcheck(t, err, "child output")
-				seen[id]++
-				n++
-			} else if strings.HasPrefix(line, "error") {
-				t.Fatalf("child %d: %s", i, line)
+// claimChild is a TestClaimChild process on the database at path.
+type claimChild struct {
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	lines chan string // its output up to "end"
+}
+
+func startClaimChild(t *testing.T, path string) *claimChild {
+	t.Helper()
+	c := &claimChild{cmd: exec.Command(os.Args[0], "-test.run=^TestClaimChild$", "-test.count=1"), lines: make(chan string, 1000)}
+	c.cmd.Env = append(os.Environ(), claimEnv+"="+path)
+	out, err := c.cmd.StdoutPipe()
+	tcheck(t, err, "stdout")
+	c.in, err = c.cmd.StdinPipe()
+	tcheck(t, err, "stdin")
+	tcheck(t, c.cmd.Start(), "start child")
+	go func() {
+		defer close(c.lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			c.lines <- sc.Text()
+			if sc.Text() == "end" {
+				io.Copy(io.Discard, out)
+				return
 			}
 		}
-		t.Logf("child %d claimed %d items", i, n)
-	}
-	for _, id := range want {
-		if seen[id] != 1 {
-			t.Errorf("item %d claimed %d times", id, seen[id])
+	}()
+	t.Cleanup(func() { c.in.Close(); c.cmd.Wait() })
+	return c
+}
+
+// result waits for the child's report: the items it claimed (id to the
+// attempts the claim gave), or refused.
+func (c *claimChild) result(t *testing.T) (claimed map[int64]int, refused bool) {
+	t.Helper()
+	claimed = map[int64]int{}
+	timeout := time.After(time.Minute)
+	for {
+		select {
+		case line, ok := <-c.lines:
+			if !ok {
+				t.Fatalf("child ended without reporting: %v", c.cmd.Wait())
+			}
+			switch {
+			case line == "end":
+				return claimed, refused
+			case line == "refused":
+				refused = true
+			case strings.HasPrefix(line, "claimed "):
+				var id int64
+				var attempts int
+				if _, err := fmt.Sscan(strings.TrimPrefix(line, "claimed "), &id, &attempts); err != nil {
+					t.Fatalf("child output %q: %v", line, err)
+				}
+				claimed[id] = attempts
+			default:
+				t.Fatalf("child: %s", line)
+			}
+		case <-timeout:
+			t.Fatal("child did not report within a minute")
 		}
 	}
-	if len(seen) != len(want) {
-		t.Errorf("%d distinct items claimed, want %d", len(seen), len(want))
+}
+
+// One gateway process relays from a SQLite file: of three processes
+// claiming at once, one takes every item once and the others are refused
+// (ErrClaimedElsewhere) while it runs. When it ends, however it ends,
+// its claims end with it: the next process takes every item again at
+// once, with the first attempt counted.
+func TestOneProcessClaimsFromASQLiteFile(t *testing.T) {
+	s, path := openTest(t)
+	want := enqueueN(t, s, 300)
+	var cs []*claimChild
+	for range 3 {
+		cs = append(cs, startClaimChild(t, path))
+	}
+	for _, c := range cs {
+		io.WriteString(c.in, "go\n")
+	}
+	holders, refused := 0, 0
+	for i, c := range cs {
+		claimed, ref := c.result(t)
+		switch {
+		case ref && len(claimed) == 0:
+			refused++
+		case !ref && len(claimed) == len(want):
+			holders++
+			for _, id := range want {
+				if a, ok := claimed[id]; !ok || a != 1 {
+					t.Errorf("child %d: item %d claimed %v (attempts %d), want once, attempt 1", i, id, ok, a)
+				}
+			}
+		default:
+			t.Fatalf("child %d claimed %d of %d items, refused %v", i, len(claimed), len(want), ref)
+		}
+	}
+	if holders != 1 || refused != 2 {
+		t.Fatalf("%d processes claimed and %d were refused; want 1 and 2", holders, refused)
+	}
+	// The holder is killed, not stopped: its lock and claims go with it.
+	for _, c := range cs {
+		c.cmd.Process.Kill()
+		c.cmd.Wait()
+	}
+	next := startClaimChild(t, path)
+	io.WriteString(next.in, "go\n")
+	claimed, ref := next.result(t)
+	if ref || len(claimed) != len(want) {
+		t.Fatalf("after the holder ended: %d of %d items claimed, refused %v", len(claimed), len(want), ref)
+	}
+	// This process never claimed: it holds no lock and records nothing.
+	if _, err := s.Claim(context.Background(), time.Now(), 1, time.Minute); !errors.Is(err, ErrClaimedElsewhere) {
+		t.Fatalf("claim beside a live claimer: %v, want ErrClaimedElsewhere", err)
 	}
 }
 

@@ -163,11 +163,15 @@ type Store interface {
 	Bookkeep(ctx context.Context, f func(Tx) error) error
 
 	// Claim takes up to limit queued items whose NextAttempt is due,
-	// immediate ones first, then the oldest. Before returning it writes
-	// each item's next attempt as now+lease and counts the attempt, so
-	// that a crash during delivery leads to a retry, never to a loss, and
-	// two workers (or two gateway processes sharing a database) never take
-	// the same item at once.
+	// immediate ones first, then the oldest, and leases them until
+	// now+lease: no other claimer takes them before the lease runs out
+	// or their outcome (MarkSent, MarkRetry, MarkFailed, HoldItem) is
+	// recorded, which counts the attempt. The items come back with the
+	// attempt counted and the lease's end as NextAttempt. A crash during
+	// delivery leads to a retry, never to a loss. PostgreSQL writes the
+	// lease and the count in the claim (several gateways share it);
+	// SQLite keeps them in the relaying process (claims.go), and a second
+	// process's claim fails with ErrClaimedElsewhere.
 	Claim(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]Item, error)
 	// NextDue is when the earliest queued item falls due (zero when none
 	// is queued): the relay sleeps until then, or until work is added.
