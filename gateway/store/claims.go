@@ -27,6 +27,11 @@ import (
 // A claimer lock (an exclusive flock on a file beside the database,
 // released when the process ends, however it ends) makes a second process
 // fail to claim rather than deliver the same items.
+//
+// Measured against the written claim (README, fifth round): a package's
+// p50 fell by a fifth in the closed loop; throughput and CPU did not move,
+// since the claim's read on a reader connection costs most of what the
+// write did.
 
 // ErrClaimedElsewhere: another process holds the claimer lock of this
 // SQLite file (one gateway process per SQLite store; several gateways
