@@ -454,29 +454,50 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, limit int, lease time
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
-	// No LIMIT: the rows come in queue_due's order and are read only as
-	// far as limit items this process does not hold already.
-	rows, err := s.r.QueryContext(ctx, `SELECT `+itemCols+` FROM queue q INDEXED BY queue_due
-		WHERE q.state = 'queued' AND q.next_attempt <= ?
-		ORDER BY q.priority DESC, q.next_attempt, q.id`, now.UnixNano())
+	// One read transaction, so that the items fetched are as the search
+	// found them. The search reads queue_due alone (it holds the id), in
+	// its order and with no LIMIT, only as far as limit items this process
+	// does not hold already: the items it holds (as many as are in
+	// flight) come first, since their stored due time has not moved, and
+	// reading their rows whole each time cost most of a claim.
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
-	defer rows.Close()
-	var cands []Item
-	for len(cands) < limit && rows.Next() {
-		it, err := scanItem(rows)
-		if err != nil {
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT id FROM queue INDEXED BY queue_due
+		WHERE state = 'queued' AND next_attempt <= ?
+		ORDER BY priority DESC, next_attempt, id`, now.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("claim: %w", err)
+	}
+	var ids []int64
+	for len(ids) < limit && rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
 			return nil, fmt.Errorf("claim: %w", err)
 		}
-		if !skip[it.ID] {
-			cands = append(cands, it)
+		if !skip[id] {
+			ids = append(ids, id)
 		}
 	}
 	if err := rows.Err(); err != nil {
+		rows.Close()
 		return nil, fmt.Errorf("claim: %w", err)
 	}
 	rows.Close()
+	cands := make([]Item, 0, len(ids))
+	for _, id := range ids {
+		it, err := scanItem(tx.QueryRowContext(ctx, `SELECT `+itemCols+` FROM queue q WHERE q.id = ?`, id))
+		if err != nil {
+			return nil, fmt.Errorf("claim: item %d: %w", id, err)
+		}
+		cands = append(cands, it)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("claim: %w", err)
+	}
 	return s.claims.take(cands, limit, now, now.Add(lease)), nil
 }
 
