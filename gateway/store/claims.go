@@ -177,18 +177,14 @@ func (b *claimBook) sweep(now time.Time) map[int64]bool {
 // attempts.
 const staleLease = 24 * time.Hour
 
-// take leases the candidates a claim read, up to limit, passing over any
-// that another claim took or whose outcome was recorded meanwhile; it sets
-// each taken item's attempt count and next attempt as the claim reports
-// them.
-func (b *claimBook) take(cands []Item, limit int, now, until time.Time) []Item {
+// take leases the candidates a claim read, passing over any that another
+// claim took or whose outcome was recorded meanwhile; it sets each taken
+// item's attempt count and next attempt as the claim reports them.
+func (b *claimBook) take(cands []Item, now, until time.Time) []Item {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []Item
 	for _, it := range cands {
-		if len(out) == limit {
-			break
-		}
 		l := b.leases[it.ID]
 		if l != nil && l.until.After(now) {
 			continue // taken by another claim, or its outcome is being recorded

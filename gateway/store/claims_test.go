@@ -18,7 +18,7 @@ func TestClaimBookRaces(t *testing.T) {
 		if b.sweep(at)[item.ID] {
 			return nil
 		}
-		return b.take([]Item{item}, 1, at, at.Add(time.Minute))
+		return b.take([]Item{item}, at, at.Add(time.Minute))
 	}
 	commit := func(b *claimBook) int {
 		var after []func()
@@ -31,7 +31,7 @@ func TestClaimBookRaces(t *testing.T) {
 
 	t.Run("an outcome committed while a claim read", func(t *testing.T) {
 		b := newBook()
-		got := b.take([]Item{item}, 1, now, now.Add(time.Minute))
+		got := b.take([]Item{item}, now, now.Add(time.Minute))
 		if len(got) != 1 || got[0].Attempts != 4 || !got[0].NextAttempt.Equal(now.Add(time.Minute)) {
 			t.Fatalf("first claim: %+v", got)
 		}
@@ -40,7 +40,7 @@ func TestClaimBookRaces(t *testing.T) {
 		if n := commit(b); n != 1 {
 			t.Fatalf("the outcome counted %d attempts, want 1", n)
 		}
-		if got := b.take([]Item{item}, 1, now, now.Add(time.Minute)); len(got) != 0 {
+		if got := b.take([]Item{item}, now, now.Add(time.Minute)); len(got) != 0 {
 			t.Fatalf("a claim that read before the outcome committed took the item: %+v", got)
 		}
 		// A claim that begins after the commit reads what it wrote, and
@@ -52,7 +52,7 @@ func TestClaimBookRaces(t *testing.T) {
 
 	t.Run("a lease that ran out is taken over with its attempts", func(t *testing.T) {
 		b := newBook()
-		b.take([]Item{item}, 1, now, now.Add(time.Minute))
+		b.take([]Item{item}, now, now.Add(time.Minute))
 		if got := take(b, now.Add(time.Minute-time.Nanosecond)); len(got) != 0 {
 			t.Fatal("taken before the lease ran out")
 		}
@@ -67,7 +67,7 @@ func TestClaimBookRaces(t *testing.T) {
 
 	t.Run("an outcome whose transaction failed", func(t *testing.T) {
 		b := newBook()
-		b.take([]Item{item}, 1, now, now.Add(time.Minute))
+		b.take([]Item{item}, now, now.Add(time.Minute))
 		if n := b.settle(item.ID, func(func()) {}); n != 1 { // never committed
 			t.Fatalf("settle counted %d", n)
 		}

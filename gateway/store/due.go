@@ -35,10 +35,7 @@ func (s *SQLite) NextDue(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	if !leaseEnd.IsZero() && (next.IsZero() || leaseEnd.Before(next)) {
-		next = leaseEnd
-	}
-	return next, nil
+	return earlier(next, leaseEnd), nil
 }
 
 // firstUnclaimed is the due time of the first queued item of priority p
@@ -73,11 +70,17 @@ func earliestOfPriorities(first func(Priority) (time.Time, error)) (time.Time, e
 		if err != nil {
 			return time.Time{}, err
 		}
-		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
-			next = t
-		}
+		next = earlier(next, t)
 	}
 	return next, nil
+}
+
+// earlier is the earlier of two due times, the zero time meaning none.
+func earlier(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }
 
 // NextDeadline implements Store: the earliest open clock not yet alerted,
@@ -88,9 +91,9 @@ func (s *SQLite) NextDeadline(ctx context.Context) (time.Time, error) {
 		WHERE done = 0 AND alerted = 0 AND kind <> 'retention' ORDER BY due LIMIT 1`)
 }
 
-func (s *SQLite) minTime(ctx context.Context, what, q string, args ...any) (time.Time, error) {
+func (s *SQLite) minTime(ctx context.Context, what, q string) (time.Time, error) {
 	var n sql.NullInt64
-	if err := s.r.QueryRowContext(ctx, q, args...).Scan(&n); err != nil && !errors.Is(err, sql.ErrNoRows) {
+	if err := s.r.QueryRowContext(ctx, q).Scan(&n); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return time.Time{}, fmt.Errorf("%s: %w", what, err)
 	}
 	if !n.Valid {

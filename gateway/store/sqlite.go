@@ -419,6 +419,9 @@ func (t *sqliteTx) Enqueue(items []Item) ([]int64, error) {
 const itemCols = `q.id, q.package_id, q.destination, q.recipients, q.mail_from, q.submitter, q.priority, q.marking, q.size,
 	q.state, q.attempts, q.next_attempt, q.last_error, q.remote_id, q.reason, q.created, q.updated`
 
+// itemByID reads one item's itemCols.
+const itemByID = `SELECT ` + itemCols + ` FROM queue q WHERE q.id = ?`
+
 type scanner interface{ Scan(...any) error }
 
 // scanItem reads itemCols.
@@ -471,11 +474,11 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, limit int, lease time
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
+	defer rows.Close()
 	var ids []int64
 	for len(ids) < limit && rows.Next() {
 		var id int64
 		if err := rows.Scan(&id); err != nil {
-			rows.Close()
 			return nil, fmt.Errorf("claim: %w", err)
 		}
 		if !skip[id] {
@@ -483,13 +486,12 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, limit int, lease time
 		}
 	}
 	if err := rows.Err(); err != nil {
-		rows.Close()
 		return nil, fmt.Errorf("claim: %w", err)
 	}
-	rows.Close()
+	rows.Close() // read no further: the search stops at limit
 	cands := make([]Item, 0, len(ids))
 	for _, id := range ids {
-		it, err := scanItem(tx.QueryRowContext(ctx, `SELECT `+itemCols+` FROM queue q WHERE q.id = ?`, id))
+		it, err := scanItem(tx.QueryRowContext(ctx, itemByID, id))
 		if err != nil {
 			return nil, fmt.Errorf("claim: item %d: %w", id, err)
 		}
@@ -498,29 +500,25 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, limit int, lease time
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
-	return s.claims.take(cands, limit, now, now.Add(lease)), nil
+	return s.claims.take(cands, now, now.Add(lease)), nil
 }
 
 // transition updates one queue item if its state is one of from; it
 // returns ErrNotFound or ErrWrongState otherwise.
 func (t *sqliteTx) transition(op string, id int64, from []State, set string, args ...any) error {
-	return t.transitionThen(op, id, from, nil, set, args...)
+	return t.update(op, id, from, nil, false, set, args...)
 }
 
 // outcome is transition for the result of a claimed delivery (sent,
-// retry, failed, held): it also counts the attempts begun under this
-// process's claim of the item and ends the claim once the transaction
-// commits.
+// retry, failed, held), followed by then (when given) in the same
+// savepoint: it also counts the attempts begun under this process's claim
+// of the item and ends the claim once the transaction commits.
 func (t *sqliteTx) outcome(op string, id int64, from []State, then func(*sql.Tx) error, set string, args ...any) error {
-	return t.transitionClaimed(op, id, from, then, true, set, args...)
+	return t.update(op, id, from, then, true, set, args...)
 }
 
-// transitionThen is transition, followed by then in the same savepoint.
-func (t *sqliteTx) transitionThen(op string, id int64, from []State, then func(*sql.Tx) error, set string, args ...any) error {
-	return t.transitionClaimed(op, id, from, then, false, set, args...)
-}
-
-func (t *sqliteTx) transitionClaimed(op string, id int64, from []State, then func(*sql.Tx) error, claimed bool, set string, args ...any) error {
+// update is transition and outcome (claimed).
+func (t *sqliteTx) update(op string, id int64, from []State, then func(*sql.Tx) error, claimed bool, set string, args ...any) error {
 	ctx, s := t.ctx, t.s
 	err := t.atomic(func(tx *sql.Tx) error {
 		var st State
@@ -666,7 +664,7 @@ func (s *SQLite) List(ctx context.Context, f Filter) ([]Item, error) {
 // Get returns one item with its envelope, read whole (nil when it has
 // none): one at a time, for the administrator's tools.
 func (s *SQLite) Get(ctx context.Context, id int64) (Item, error) {
-	it, err := scanItem(s.r.QueryRowContext(ctx, `SELECT `+itemCols+` FROM queue q WHERE q.id = ?`, id))
+	it, err := scanItem(s.r.QueryRowContext(ctx, itemByID, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
 	}
